@@ -1,0 +1,208 @@
+import mqtt, { type MqttClient } from 'mqtt';
+import {
+  Backoff,
+  cloudTopics,
+  type Clock,
+  type Counter,
+  type Gauge,
+  type Logger,
+  type Metrics,
+  type Outbox,
+  type TimerHandle,
+} from '../runtime/contracts/index.js';
+
+export interface UplinkOptions {
+  readonly gatewayId: string;
+  readonly url: string;
+  readonly clientId: string;
+  readonly username?: string | undefined;
+  readonly password?: string | undefined;
+  readonly topicPrefix: string;
+  readonly batchSize: number;
+  readonly maxInFlight: number;
+  readonly keepaliveS: number;
+  readonly backoff: { readonly initialMs: number; readonly maxMs: number };
+}
+
+export type LinkState = 'connecting' | 'up' | 'down' | 'stopped';
+
+/**
+ * Drains the outbox to the cloud broker over MQTT, QoS 1, a batch of readings per message.
+ *
+ * Each connection is a fresh mqtt.js client with its own reconnect logic switched off: when a
+ * connection drops, the client is ended with `force`, which fails every unacknowledged publish,
+ * and the outbox is read again from its oldest row on the next connection. Rows leave the outbox
+ * only in the PUBACK callback, so a drop at any moment can duplicate a batch (the cloud
+ * deduplicates by reading id) but never lose one.
+ */
+export class Uplink {
+  private client: MqttClient | undefined;
+  private state: LinkState = 'down';
+  private cursor = 0;
+  private inFlight = 0;
+  private generation = 0;
+  private retryTimer: TimerHandle | undefined;
+  private readonly backoff: Backoff;
+  private readonly topic: string;
+  private readonly statusTopic: string;
+  private idleWaiters: Array<() => void> = [];
+  private readonly mBatches: Counter;
+  private readonly mConnects: Counter;
+  private readonly mPublishErrors: Counter;
+  private readonly mLinkUp: Gauge;
+  private readonly mInFlight: Gauge;
+
+  constructor(
+    private readonly opts: UplinkOptions,
+    private readonly outbox: Outbox,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+    metrics: Metrics,
+  ) {
+    this.backoff = new Backoff(opts.backoff.initialMs, opts.backoff.maxMs);
+    this.topic = cloudTopics.telemetry(opts.topicPrefix, opts.gatewayId);
+    this.statusTopic = cloudTopics.status(opts.topicPrefix, opts.gatewayId);
+    this.mBatches = metrics.counter('outpost_uplink_batches_total', 'Uplink messages acknowledged by the cloud broker');
+    this.mConnects = metrics.counter('outpost_uplink_connects_total', 'Connections established to the cloud broker');
+    this.mPublishErrors = metrics.counter('outpost_uplink_publish_failures_total', 'Uplink messages not acknowledged (resent later)');
+    this.mLinkUp = metrics.gauge('outpost_uplink_up', '1 while connected to the cloud broker');
+    this.mInFlight = metrics.gauge('outpost_uplink_in_flight', 'Uplink messages awaiting PUBACK');
+  }
+
+  get linkState(): LinkState {
+    return this.state;
+  }
+
+  start(): void {
+    this.connect();
+  }
+
+  /** Called after new rows were committed. */
+  notify(): void {
+    this.pump();
+  }
+
+  /** Resolves when the outbox is empty and nothing is in flight, or after `timeoutMs`. */
+  async drained(timeoutMs: number): Promise<boolean> {
+    if (this.isDrained()) return true;
+    return new Promise((resolve) => {
+      const timer = this.clock.setTimeout(() => {
+        this.idleWaiters = this.idleWaiters.filter((w) => w !== done);
+        resolve(false);
+      }, timeoutMs);
+      const done = (): void => {
+        this.clock.clearTimeout(timer);
+        resolve(true);
+      };
+      this.idleWaiters.push(done);
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.state = 'stopped';
+    this.generation++;
+    if (this.retryTimer) this.clock.clearTimeout(this.retryTimer);
+    const client = this.client;
+    this.client = undefined;
+    this.mLinkUp.set(0);
+    if (!client) return;
+    if (client.connected) {
+      // A clean stop publishes the offline status itself; the last will covers crashes.
+      await new Promise<void>((resolve) => {
+        client.publish(this.statusTopic, JSON.stringify({ state: 'offline' }), { qos: 1, retain: true }, () => resolve());
+        this.clock.setTimeout(resolve, 1000);
+      });
+    }
+    await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
+  }
+
+  private isDrained(): boolean {
+    return this.inFlight === 0 && this.outbox.stats().depth === 0;
+  }
+
+  private connect(): void {
+    if (this.state === 'stopped') return;
+    this.state = 'connecting';
+    const generation = ++this.generation;
+    const client = mqtt.connect(this.opts.url, {
+      clientId: this.opts.clientId,
+      username: this.opts.username,
+      password: this.opts.password,
+      clean: true,
+      reconnectPeriod: 0,
+      connectTimeout: 10_000,
+      keepalive: this.opts.keepaliveS,
+      queueQoSZero: false,
+      will: { topic: this.statusTopic, payload: Buffer.from(JSON.stringify({ state: 'offline' })), qos: 1, retain: true },
+    });
+    this.client = client;
+    client.on('connect', () => {
+      if (generation !== this.generation) return;
+      this.state = 'up';
+      this.backoff.reset();
+      this.cursor = 0;
+      this.inFlight = 0;
+      this.mConnects.inc();
+      this.mLinkUp.set(1);
+      this.log.info({ url: this.opts.url }, 'cloud link up');
+      client.publish(this.statusTopic, JSON.stringify({ state: 'online' }), { qos: 1, retain: true });
+      this.pump();
+    });
+    client.on('error', (err) => {
+      this.log.warn({ err: err.message }, 'cloud link error');
+    });
+    client.on('close', () => {
+      if (generation !== this.generation) return;
+      this.generation++;
+      this.mLinkUp.set(0);
+      this.mInFlight.set(0);
+      // Fail every publish still waiting for a PUBACK; the rows stay in the outbox for the next link.
+      client.end(true);
+      this.inFlight = 0;
+      this.cursor = 0;
+      if (this.state === 'stopped') return;
+      const wasUp = this.state === 'up';
+      this.state = 'down';
+      const delay = this.backoff.next();
+      if (wasUp) this.log.warn({ retryInMs: delay }, 'cloud link down');
+      this.retryTimer = this.clock.setTimeout(() => this.connect(), delay);
+    });
+  }
+
+  private pump(): void {
+    const client = this.client;
+    if (this.state !== 'up' || !client) return;
+    const generation = this.generation;
+    while (this.inFlight < this.opts.maxInFlight) {
+      const rows = this.outbox.peek(this.cursor, this.opts.batchSize);
+      if (rows.length === 0) break;
+      const first = rows[0]!.rowid;
+      const last = rows[rows.length - 1]!.rowid;
+      this.cursor = last;
+      const payload = `{"v":1,"gateway":${JSON.stringify(this.opts.gatewayId)},"sentAt":${this.clock.now()},"readings":[${rows
+        .map((r) => r.body)
+        .join(',')}]}`;
+      this.inFlight++;
+      this.mInFlight.set(this.inFlight);
+      client.publish(this.topic, payload, { qos: 1 }, (err) => {
+        if (err) {
+          // Connection lost before the PUBACK: the rows stay and are sent again.
+          this.mPublishErrors.inc();
+          return;
+        }
+        // Acknowledged: safe to delete even if the link dropped since.
+        this.outbox.ack(first, last);
+        this.mBatches.inc();
+        if (generation !== this.generation) return;
+        this.inFlight--;
+        this.mInFlight.set(this.inFlight);
+        this.pump();
+      });
+    }
+    if (this.isDrained()) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+}

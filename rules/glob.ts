@@ -1,0 +1,14 @@
+/**
+ * Glob patterns for device and point names: `*` matches any run of characters, `?` one
+ * character; everything else is literal. Compiled once into a RegExp.
+ */
+export function compileGlob(pattern: string): (name: string) => boolean {
+  if (pattern === '*') return () => true;
+  if (!/[*?]/.test(pattern)) return (name) => name === pattern;
+  const source = pattern
+    .split('')
+    .map((ch) => (ch === '*' ? '.*' : ch === '?' ? '.' : ch.replace(/[\\^$.|+()[\]{}]/g, '\\$&')))
+    .join('');
+  const re = new RegExp(`^${source}$`);
+  return (name) => re.test(name);
+}

@@ -1,0 +1,122 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from './config/load.js';
+import { Gateway } from './gateway.js';
+import { createLogger } from './logger.js';
+
+const USAGE = `outpost — edge gateway runtime
+
+Usage:
+  outpost start --config FILE     run the gateway with a site config
+  outpost validate FILE           check a site config; prints every error with its path
+  outpost demo [--duration S] [--json]
+                                  gateway + simulated site + simulated cloud on this machine
+  outpost status [--url URL]      status of a running gateway (default http://127.0.0.1:8080)
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'validate':
+      return validate(rest);
+    case 'start':
+      return start(rest);
+    case 'demo': {
+      const { runDemo } = await import('./demo.js');
+      return runDemo(rest);
+    }
+    case 'status':
+      return status(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+async function validate(args: string[]): Promise<number> {
+  const { positionals } = parseArgs({ args, allowPositionals: true });
+  const file = positionals[0];
+  if (!file) {
+    process.stderr.write('usage: outpost validate FILE\n');
+    return 2;
+  }
+  try {
+    const cfg = await loadConfig(file);
+    process.stdout.write(`${file}: valid (gateway ${cfg.gateway.id}, ${cfg.devices.length} devices, ${cfg.rules.length} rules)\n`);
+    return 0;
+  } catch (err) {
+    return reportConfigError(err);
+  }
+}
+
+function reportConfigError(err: unknown): number {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`${err.message}\n`);
+    return 1;
+  }
+  throw err;
+}
+
+async function start(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } } });
+  if (!values.config) {
+    process.stderr.write('usage: outpost start --config FILE\n');
+    return 2;
+  }
+  let cfg;
+  try {
+    cfg = await loadConfig(values.config);
+  } catch (err) {
+    return reportConfigError(err);
+  }
+  const log = createLogger();
+  const gateway = await Gateway.start(cfg, { log });
+  process.stdout.write(
+    `outpost ${cfg.gateway.id}: broker on ${cfg.broker.host}:${gateway.ports.broker}, api on http://${cfg.http.host}:${gateway.ports.http}\n`,
+  );
+  await new Promise<void>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals): void => {
+      log.info({ signal: sig }, 'stopping');
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      resolve();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+  await gateway.stop();
+  return 0;
+}
+
+async function status(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { url: { type: 'string', default: 'http://127.0.0.1:8080' } } });
+  const url = `${values.url.replace(/\/$/, '')}/api/v1/status`;
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
+    if (!res.ok) {
+      process.stderr.write(`${url}: HTTP ${res.status}\n`);
+      return 1;
+    }
+    process.stdout.write(`${JSON.stringify(await res.json(), null, 2)}\n`);
+    return 0;
+  } catch (err) {
+    process.stderr.write(`cannot reach the gateway at ${url}: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`outpost: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,81 @@
+import { readFile } from 'node:fs/promises';
+import { parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { configSchema, type SiteConfig } from './schema.js';
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(
+    readonly file: string,
+    readonly problems: readonly string[],
+  ) {
+    super(`${file}: invalid config\n${problems.map((p) => `  ${p}`).join('\n')}`);
+  }
+}
+
+/** `devices[1].points[3].address` */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out === '' ? String(part) : `.${String(part)}`;
+  }
+  return out === '' ? '(root)' : out;
+}
+
+function describe(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (value === null || typeof value !== 'object') return String(value);
+  return Array.isArray(value) ? 'an array' : 'an object';
+}
+
+function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
+  let cur: unknown = root;
+  for (const key of path) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[key];
+  }
+  return cur;
+}
+
+export function formatIssues(raw: unknown, issues: readonly z.core.$ZodIssue[]): string[] {
+  return issues.map((issue) => {
+    const where = formatPath(issue.path);
+    if (issue.code === 'invalid_type') {
+      return `${where}: expected ${issue.expected}, got ${describe(valueAt(raw, issue.path))}`;
+    }
+    if (issue.code === 'unrecognized_keys') {
+      return `${where}: unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+    }
+    return `${where}: ${issue.message}`;
+  });
+}
+
+/** Validate an already-parsed object; throws ConfigError naming every problem by path. */
+export function parseConfig(raw: unknown, file = 'config'): SiteConfig {
+  const result = configSchema.safeParse(raw);
+  if (!result.success) throw new ConfigError(file, formatIssues(raw, result.error.issues));
+  return result.data;
+}
+
+export function parseConfigText(text: string, file = 'config'): SiteConfig {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      file,
+      doc.errors.map((e) => `line ${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0] ?? e.message}`),
+    );
+  }
+  return parseConfig(doc.toJS(), file);
+}
+
+export async function loadConfig(file: string): Promise<SiteConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(file, [`cannot read file: ${(err as Error).message}`]);
+  }
+  return parseConfigText(text, file);
+}

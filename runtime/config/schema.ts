@@ -1,0 +1,159 @@
+import { z } from 'zod';
+
+/**
+ * The site config, validated once at the edge into typed objects with defaults filled.
+ * Every field is documented in docs/config.md; keep the two in step.
+ */
+const id = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[A-Za-z0-9_.-]+$/, 'only letters, digits, "_", "." and "-" are allowed');
+
+const durationMs = z.number().int().positive();
+
+export const pointSchema = z.strictObject({
+  name: id,
+  table: z.enum(['holding', 'input', 'coil', 'discrete']),
+  address: z.number().int().min(0).max(65535),
+  type: z.enum(['int16', 'uint16', 'int32', 'uint32', 'float32', 'bool']).default('uint16'),
+  scale: z.number().finite().default(1),
+  unit: z.string().max(32).optional(),
+});
+
+export const modbusDeviceSchema = z
+  .strictObject({
+    id,
+    protocol: z.literal('modbus-tcp'),
+    host: z.string().min(1),
+    port: z.number().int().min(1).max(65535).default(502),
+    unitId: z.number().int().min(0).max(255).default(1),
+    pollIntervalMs: durationMs.default(1000),
+    timeoutMs: durationMs.default(1000),
+    /** Points whose addresses are at most this far apart share one request. */
+    maxGap: z.number().int().min(0).max(100).default(10),
+    points: z.array(pointSchema).min(1),
+  })
+  .superRefine((dev, ctx) => {
+    const seen = new Set<string>();
+    dev.points.forEach((p, i) => {
+      if (seen.has(p.name)) {
+        ctx.addIssue({ code: 'custom', path: ['points', i, 'name'], message: `duplicate point name "${p.name}"` });
+      }
+      seen.add(p.name);
+      const bit = p.table === 'coil' || p.table === 'discrete';
+      if (bit !== (p.type === 'bool')) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['points', i, 'type'],
+          message: bit ? `${p.table} points must have type bool` : `type bool needs table coil or discrete`,
+        });
+      }
+    });
+  });
+
+export const mqttDeviceSchema = z.strictObject({
+  id,
+  protocol: z.literal('mqtt'),
+});
+
+export const deviceSchema = z.discriminatedUnion('protocol', [modbusDeviceSchema, mqttDeviceSchema]);
+
+const match = z.strictObject({
+  device: z.string().min(1).default('*'),
+  point: z.string().min(1).default('*'),
+});
+
+export const filterRuleSchema = z
+  .strictObject({
+    id,
+    type: z.literal('filter'),
+    match: match.default({ device: '*', point: '*' }),
+    /** Pass readings with min <= value <= max; readings with bad quality always pass. */
+    min: z.number().finite().optional(),
+    max: z.number().finite().optional(),
+    route: z.literal('cloud').default('cloud'),
+  })
+  .refine((r) => r.min === undefined || r.max === undefined || r.min <= r.max, {
+    message: 'min must not be greater than max',
+    path: ['min'],
+  });
+
+export const windowRuleSchema = z.strictObject({
+  id,
+  type: z.literal('window'),
+  match,
+  /** Tumbling window length, aligned to multiples of the length since the epoch. */
+  windowMs: durationMs.min(100),
+  aggregates: z.array(z.enum(['avg', 'min', 'max', 'count'])).min(1),
+  route: z.literal('cloud').default('cloud'),
+});
+
+export const ruleSchema = z.discriminatedUnion('type', [filterRuleSchema, windowRuleSchema]);
+
+export const configSchema = z
+  .strictObject({
+    gateway: z.strictObject({ id }),
+    broker: z
+      .strictObject({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(1883),
+        /** Accept telemetry from devices that are not listed under `devices`. */
+        acceptUnknownDevices: z.boolean().default(true),
+      })
+      .default({ host: '127.0.0.1', port: 1883, acceptUnknownDevices: true }),
+    http: z
+      .strictObject({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(8080),
+      })
+      .default({ host: '127.0.0.1', port: 8080 }),
+    devices: z.array(deviceSchema).default([]),
+    rules: z.array(ruleSchema).default([]),
+    cloud: z.strictObject({
+      url: z.string().regex(/^(mqtt|mqtts|tcp|ssl):\/\/[^\s]+$/, 'expected an mqtt://, mqtts://, tcp:// or ssl:// URL'),
+      clientId: id.optional(),
+      username: z.string().optional(),
+      password: z.string().optional(),
+      topicPrefix: z
+        .string()
+        .min(1)
+        .regex(/^[^#+\s]+$/, 'must not contain wildcards or whitespace')
+        .default('outpost'),
+      /** Readings per uplink message. */
+      batchSize: z.number().int().min(1).max(10000).default(500),
+      /** Uplink messages awaiting PUBACK at once. */
+      maxInFlight: z.number().int().min(1).max(1000).default(8),
+      keepaliveS: z.number().int().min(5).max(3600).default(30),
+      backoff: z
+        .strictObject({ initialMs: durationMs.default(500), maxMs: durationMs.default(30000) })
+        .default({ initialMs: 500, maxMs: 30000 }),
+    }),
+    storage: z.strictObject({
+      path: z.string().min(1),
+      /** Outbox byte quota; when full, the oldest queued readings are dropped and counted. */
+      quotaBytes: z.number().int().min(65536).default(256 * 1024 * 1024),
+      /** NORMAL survives a process crash; FULL also survives power loss. */
+      synchronous: z.enum(['normal', 'full']).default('normal'),
+    }),
+  })
+  .superRefine((cfg, ctx) => {
+    const devices = new Set<string>();
+    cfg.devices.forEach((d, i) => {
+      if (devices.has(d.id)) ctx.addIssue({ code: 'custom', path: ['devices', i, 'id'], message: `duplicate device id "${d.id}"` });
+      devices.add(d.id);
+    });
+    const rules = new Set<string>();
+    cfg.rules.forEach((r, i) => {
+      if (rules.has(r.id)) ctx.addIssue({ code: 'custom', path: ['rules', i, 'id'], message: `duplicate rule id "${r.id}"` });
+      rules.add(r.id);
+    });
+  });
+
+export type SiteConfig = z.output<typeof configSchema>;
+export type SiteConfigInput = z.input<typeof configSchema>;
+export type ModbusDeviceConfig = z.output<typeof modbusDeviceSchema>;
+export type MqttDeviceConfig = z.output<typeof mqttDeviceSchema>;
+export type PointConfig = z.output<typeof pointSchema>;
+export type RuleConfig = z.output<typeof ruleSchema>;
+export type CloudConfig = SiteConfig['cloud'];

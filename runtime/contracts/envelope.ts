@@ -1,0 +1,27 @@
+/**
+ * The one unit of data that flows through the gateway: an immutable reading.
+ *
+ * `id` is stable and unique per reading so that the cloud can deduplicate at-least-once delivery;
+ * `seq` orders readings of one gateway (monotonic across restarts, see runtime/sequence.ts).
+ * A failing sensor yields quality `bad` with value `null`, never a silent gap.
+ */
+export type Quality = 'good' | 'bad' | 'stale';
+export type Value = number | boolean | string | null;
+
+export interface Envelope {
+  readonly id: string;
+  readonly device: string;
+  readonly point: string;
+  readonly value: Value;
+  readonly quality: Quality;
+  /** Time the value was observed (ms since epoch). */
+  readonly ts: number;
+  readonly seq: number;
+  /** Rule that produced this envelope, absent for raw readings. */
+  readonly rule?: string;
+}
+
+export function makeEnvelope(fields: Envelope): Envelope {
+  // Frozen so that fan-out to several rules and sinks never needs a copy.
+  return Object.freeze({ ...fields });
+}

@@ -1,0 +1,15 @@
+import type { Envelope } from './envelope.js';
+
+/**
+ * Where drivers hand readings over. The promise resolves only once every reading (and whatever
+ * the rules derived from it) is committed to the local store: a driver acknowledges its source
+ * (an MQTT PUBACK) only after that. It rejects when the readings could not be stored.
+ */
+export interface ReadingSink {
+  submit(readings: readonly Envelope[]): Promise<void>;
+}
+
+/** Issues ids and sequence numbers that stay unique across restarts of the gateway. */
+export interface SequenceSource {
+  next(): { seq: number; id: string };
+}

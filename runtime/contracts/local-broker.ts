@@ -1,0 +1,17 @@
+/** A PUBLISH received by the gateway's local broker from a child device. */
+export interface InboundPublish {
+  readonly clientId: string | undefined;
+  readonly topic: string;
+  readonly payload: Buffer;
+  readonly qos: 0 | 1 | 2;
+}
+
+/**
+ * The local broker as drivers see it. An interceptor runs before the broker acknowledges a
+ * PUBLISH: the PUBACK waits for its promise, so an interceptor that commits the data first gives
+ * the device an end-to-end guarantee. A rejected promise means "not stored": the broker drops the
+ * connection without acknowledging, and the device sends the message again.
+ */
+export interface LocalBroker {
+  intercept(handler: (msg: InboundPublish) => Promise<void>): void;
+}

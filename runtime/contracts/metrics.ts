@@ -1,0 +1,19 @@
+/**
+ * Metrics seen by components. The runtime backs this with a prom-client registry; every drop,
+ * rejection and delivery is a counter here so that `produced = delivered + dropped + queued` can
+ * be checked from outside.
+ */
+export type Labels = Record<string, string>;
+
+export interface Counter {
+  inc(labels?: Labels, by?: number): void;
+}
+
+export interface Gauge {
+  set(value: number, labels?: Labels): void;
+}
+
+export interface Metrics {
+  counter(name: string, help: string, labelNames?: readonly string[]): Counter;
+  gauge(name: string, help: string, labelNames?: readonly string[]): Gauge;
+}

@@ -1,0 +1,31 @@
+import type { Envelope } from './envelope.js';
+
+/** Where a rule's output goes. Only `cloud` exists so far. */
+export type Route = 'cloud';
+
+export interface RuleOutput {
+  readonly route: Route;
+  readonly envelope: Envelope;
+}
+
+/** Persisted state of one open window or operator memory, keyed by the engine. */
+export interface RuleStateRow {
+  readonly key: string;
+  /** JSON text, or null when the state was closed and must be deleted. */
+  readonly state: string | null;
+}
+
+/**
+ * The rule engine as seen by the runtime. `process` and `tick` are synchronous and run inside
+ * the store's transaction: their outputs and `takeDirtyState()` are committed together, so a
+ * restart neither loses nor double-counts a window.
+ */
+export interface RuleEngine {
+  process(reading: Envelope, emit: (out: RuleOutput) => void): void;
+  /** Close whatever is due at `now` (processing time). */
+  tick(now: number, emit: (out: RuleOutput) => void): void;
+  /** Next time `tick` has work, or undefined when nothing is open. */
+  nextDeadline(): number | undefined;
+  takeDirtyState(): RuleStateRow[];
+  restore(rows: readonly RuleStateRow[]): void;
+}

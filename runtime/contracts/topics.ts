@@ -1,0 +1,73 @@
+import { z } from 'zod';
+
+/**
+ * Public MQTT contracts (docs/topics.md). Local topics are between child devices and the
+ * gateway's broker; cloud topics are between the gateway and the cloud broker. Both are scoped
+ * by the publishing identity (device id, gateway id) so that ACLs can be written per identity.
+ */
+export const LOCAL_PREFIX = 'outpost/v1/dev';
+
+export const localTopics = {
+  telemetry: (deviceId: string) => `${LOCAL_PREFIX}/${deviceId}/telemetry`,
+  /** Subscription filter for every device's telemetry. */
+  telemetryFilter: `${LOCAL_PREFIX}/+/telemetry`,
+};
+
+/** Returns the device id when `topic` is a telemetry topic, else undefined. */
+export function parseTelemetryTopic(topic: string): string | undefined {
+  const parts = topic.split('/');
+  if (parts.length !== 5 || `${parts[0]}/${parts[1]}/${parts[2]}` !== LOCAL_PREFIX || parts[4] !== 'telemetry') {
+    return undefined;
+  }
+  return parts[3] === '' ? undefined : parts[3];
+}
+
+export const cloudTopics = {
+  telemetry: (prefix: string, gatewayId: string) => `${prefix}/v1/gw/${gatewayId}/telemetry`,
+  /** Retained `{"state":"online"|"offline"}`; `offline` is also the gateway's last will. */
+  status: (prefix: string, gatewayId: string) => `${prefix}/v1/gw/${gatewayId}/status`,
+  telemetryFilter: (prefix: string) => `${prefix}/v1/gw/+/telemetry`,
+};
+
+const scalar = z.union([z.number().finite(), z.boolean(), z.string().max(1024), z.null()]);
+const pointName = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z0-9_.:-]+$/, 'point names use letters, digits, "_", ".", ":" and "-"');
+
+/**
+ * What a child device publishes on its telemetry topic (JSON, QoS 1 for guaranteed intake).
+ * `id`: optional message id unique per device; when given, reading ids derive from it so a
+ * retransmitted message deduplicates in the cloud. `ts`: observation time in ms since the epoch
+ * (default: arrival time). `points`: name -> value, or `{value, quality}`.
+ */
+export const childTelemetrySchema = z.strictObject({
+  id: z.union([z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:-]+$/), z.number().int().nonnegative()]).optional(),
+  ts: z.number().int().positive().optional(),
+  points: z
+    .record(pointName, z.union([scalar, z.strictObject({ value: scalar, quality: z.enum(['good', 'bad', 'stale']).default('good') })]))
+    .refine((p) => Object.keys(p).length > 0, 'at least one point is required')
+    .refine((p) => Object.keys(p).length <= 1000, 'at most 1000 points per message'),
+});
+export type ChildTelemetry = z.output<typeof childTelemetrySchema>;
+
+export const envelopeSchema = z.strictObject({
+  id: z.string().min(1),
+  device: z.string().min(1),
+  point: z.string().min(1),
+  value: scalar,
+  quality: z.enum(['good', 'bad', 'stale']),
+  ts: z.number(),
+  seq: z.number(),
+  rule: z.string().optional(),
+});
+
+/** One uplink message: a batch of readings, each carrying its own id for deduplication. */
+export const uplinkBatchSchema = z.strictObject({
+  v: z.literal(1),
+  gateway: z.string().min(1),
+  sentAt: z.number(),
+  readings: z.array(envelopeSchema),
+});
+export type UplinkBatch = z.output<typeof uplinkBatchSchema>;

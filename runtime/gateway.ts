@@ -1,0 +1,156 @@
+import { outboxMigrations, SqliteOutbox } from '../cloud-bridge/outbox.js';
+import { Uplink } from '../cloud-bridge/uplink.js';
+import { ChildIntake } from '../drivers/mqtt/child-intake.js';
+import { ModbusPoller } from '../drivers/modbus/modbus-poller.js';
+import { Rules } from '../rules/engine.js';
+import type { SiteConfig } from './config/schema.js';
+import { systemClock, type Clock, type Driver, type Logger } from './contracts/index.js';
+import { EmbeddedBroker } from './broker/embedded-broker.js';
+import { HttpApi } from './http/api.js';
+import { IngestPipeline } from './ingest.js';
+import { createLogger } from './logger.js';
+import { PromMetrics } from './metrics.js';
+import { BootSequence } from './sequence.js';
+import { migrate, openDatabase, type Db } from './store/database.js';
+import { runtimeMigrations } from './store/runtime-schema.js';
+
+export interface GatewayOptions {
+  readonly log?: Logger;
+  readonly clock?: Clock;
+}
+
+export interface GatewayStatus {
+  readonly gateway: string;
+  readonly boot: number;
+  readonly uptimeS: number;
+  readonly link: string;
+  readonly readingsIn: number;
+  readonly ruleOutputs: number;
+  readonly outbox: { depth: number; bytes: number; appended: number; delivered: number; dropped: number };
+  readonly children: { connected: number };
+  readonly drivers: Record<string, unknown>[];
+  readonly ports: { broker: number; http: number };
+}
+
+/**
+ * The one place that knows every part: opens the store, builds rules, outbox, uplink and drivers
+ * from the validated config, and stops them in the order that loses nothing: intake first, then
+ * in-flight work, then the store.
+ */
+export class Gateway {
+  private readonly startedAt: number;
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    readonly config: SiteConfig,
+    private readonly db: Db,
+    private readonly log: Logger,
+    private readonly clock: Clock,
+    readonly metrics: PromMetrics,
+    private readonly sequence: BootSequence,
+    private readonly outbox: SqliteOutbox,
+    readonly uplink: Uplink,
+    private readonly pipeline: IngestPipeline,
+    private readonly broker: EmbeddedBroker,
+    private readonly drivers: readonly Driver[],
+    private readonly http: HttpApi,
+    readonly ports: { broker: number; http: number },
+  ) {
+    this.startedAt = clock.now();
+  }
+
+  static async start(config: SiteConfig, opts: GatewayOptions = {}): Promise<Gateway> {
+    const log = opts.log ?? createLogger();
+    const clock = opts.clock ?? systemClock;
+    const db = openDatabase({ path: config.storage.path, synchronous: config.storage.synchronous });
+    try {
+      migrate(db, 'runtime', runtimeMigrations);
+      migrate(db, 'outbox', outboxMigrations);
+      const metrics = new PromMetrics();
+      const sequence = new BootSequence(db, config.gateway.id);
+      const outbox = new SqliteOutbox(db, config.storage.quotaBytes, metrics);
+      const c = config.cloud;
+      const uplink = new Uplink(
+        {
+          gatewayId: config.gateway.id,
+          url: c.url,
+          clientId: c.clientId ?? `outpost-${config.gateway.id}`,
+          username: c.username,
+          password: c.password,
+          topicPrefix: c.topicPrefix,
+          batchSize: c.batchSize,
+          maxInFlight: c.maxInFlight,
+          keepaliveS: c.keepaliveS,
+          backoff: c.backoff,
+        },
+        outbox,
+        clock,
+        log.child({ component: 'uplink' }),
+        metrics,
+      );
+      const rules = new Rules(config.rules, clock, sequence);
+      const pipeline = new IngestPipeline(db, rules, outbox, clock, log.child({ component: 'ingest' }), metrics, () =>
+        uplink.notify(),
+      );
+      const broker = await EmbeddedBroker.create(log.child({ component: 'broker' }));
+      const drivers: Driver[] = [
+        new ChildIntake(broker, {
+          knownDevices: new Set(config.devices.filter((d) => d.protocol === 'mqtt').map((d) => d.id)),
+          acceptUnknownDevices: config.broker.acceptUnknownDevices,
+        }),
+      ];
+      for (const d of config.devices) if (d.protocol === 'modbus-tcp') drivers.push(new ModbusPoller(d));
+      const ctx = { sink: pipeline, sequence, clock, metrics };
+      for (const d of drivers) await d.start({ ...ctx, log: log.child({ driver: d.name }) });
+      let gateway: Gateway | undefined;
+      const http = new HttpApi(
+        { status: () => ({ ...gateway?.status() }), metrics: () => metrics.text() },
+        log.child({ component: 'http' }),
+      );
+      const brokerPort = await broker.listen(config.broker.host, config.broker.port);
+      const httpPort = await http.listen(config.http.host, config.http.port);
+      uplink.start();
+      gateway = new Gateway(config, db, log, clock, metrics, sequence, outbox, uplink, pipeline, broker, drivers, http, {
+        broker: brokerPort,
+        http: httpPort,
+      });
+      log.info({ gateway: config.gateway.id, broker: brokerPort, http: httpPort, boot: sequence.boot }, 'gateway started');
+      return gateway;
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  status(): GatewayStatus {
+    return {
+      gateway: this.config.gateway.id,
+      boot: this.sequence.boot,
+      uptimeS: Math.round((this.clock.now() - this.startedAt) / 1000),
+      link: this.uplink.linkState,
+      readingsIn: this.pipeline.readingsIn,
+      ruleOutputs: this.pipeline.ruleOutputs,
+      outbox: this.outbox.stats(),
+      children: { connected: this.broker.connectedClients },
+      drivers: this.drivers.map((d) => ({ name: d.name, ...d.status() })),
+      ports: this.ports,
+    };
+  }
+
+  /** Graceful stop: stop intake, finish in-flight work, close the store. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    await this.broker.stopIntake();
+    for (const d of this.drivers) await d.stop();
+    await this.pipeline.stop();
+    await this.uplink.stop();
+    await this.http.close();
+    await this.broker.close();
+    this.db.close();
+    this.log.info({ gateway: this.config.gateway.id }, 'gateway stopped');
+  }
+}

@@ -1,0 +1,157 @@
+import type {
+  Clock,
+  Counter,
+  Envelope,
+  Logger,
+  Metrics,
+  Outbox,
+  ReadingSink,
+  RuleEngine,
+  RuleOutput,
+  TimerHandle,
+} from './contracts/index.js';
+import type { Db } from './store/database.js';
+
+interface Pending {
+  readonly readings: readonly Envelope[];
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+}
+
+/** Readings per transaction at most; above this a batch is committed at once. */
+const MAX_GROUP = 5000;
+
+/**
+ * The in-process path from drivers through rules into the outbox, with group commit: readings
+ * submitted in the same turn of the event loop share one transaction, in which the rules run, their
+ * outputs are appended to the outbox and the rules' open state is saved. Every submitter's promise
+ * resolves only after that commit, so an MQTT PUBACK is never sent for data that is not on disk.
+ */
+export class IngestPipeline implements ReadingSink {
+  private pending: Pending[] = [];
+  private pendingCount = 0;
+  private scheduled = false;
+  private closed = false;
+  private windowTimer: TimerHandle | undefined;
+  private windowDeadline: number | undefined;
+  private readonly saveState: (key: string, state: string) => void;
+  private readonly deleteState: (key: string) => void;
+  private readonly commit: (batch: Pending[], now: number) => number;
+  private readonly mReadings: Counter;
+  private readonly mOutputs: Counter;
+  private readonly mCommits: Counter;
+  private readonly mFailures: Counter;
+  readingsIn = 0;
+  ruleOutputs = 0;
+
+  constructor(
+    db: Db,
+    private readonly rules: RuleEngine,
+    private readonly outbox: Outbox,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+    metrics: Metrics,
+    private readonly onCommitted: () => void,
+  ) {
+    const upsert = db.prepare('INSERT INTO rule_state (key, state) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET state = excluded.state');
+    const del = db.prepare('DELETE FROM rule_state WHERE key = ?');
+    this.saveState = (k, s) => upsert.run(k, s);
+    this.deleteState = (k) => del.run(k);
+    this.commit = db.transaction((batch: Pending[], now: number) => this.apply(batch, now));
+    this.mReadings = metrics.counter('outpost_readings_total', 'Readings taken over from drivers');
+    this.mOutputs = metrics.counter('outpost_rule_outputs_total', 'Readings emitted by rules', ['route']);
+    this.mCommits = metrics.counter('outpost_store_commits_total', 'Ingest transactions committed');
+    this.mFailures = metrics.counter('outpost_store_commit_failures_total', 'Ingest transactions that failed (nothing acknowledged)');
+    const rows = db.prepare('SELECT key, state FROM rule_state').all() as { key: string; state: string }[];
+    rules.restore(rows);
+    this.armWindowTimer();
+  }
+
+  submit(readings: readonly Envelope[]): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('gateway is stopping; readings not taken'));
+    return new Promise((resolve, reject) => {
+      this.pending.push({ readings, resolve, reject });
+      this.pendingCount += readings.length;
+      if (this.pendingCount >= MAX_GROUP) this.flush();
+      else if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /** Commit whatever is pending and close due windows. */
+  flush(): void {
+    this.scheduled = false;
+    const batch = this.pending;
+    this.pending = [];
+    this.pendingCount = 0;
+    const now = this.clock.now();
+    const due = this.windowDeadline !== undefined && this.windowDeadline <= now;
+    if (batch.length === 0 && !due) {
+      // A timer may fire a millisecond before the wall clock reaches the deadline: arm it again.
+      this.armWindowTimer();
+      return;
+    }
+    let outputs: number;
+    try {
+      outputs = this.commit(batch, now);
+    } catch (err) {
+      this.mFailures.inc();
+      const error = new Error(`store commit failed: ${(err as Error).message}`, { cause: err });
+      this.log.error({ err: error.message, readings: batch.reduce((n, p) => n + p.readings.length, 0) }, 'ingest commit failed');
+      for (const p of batch) p.reject(error);
+      this.armWindowTimer();
+      return;
+    }
+    this.mCommits.inc();
+    for (const p of batch) p.resolve();
+    if (outputs > 0) this.onCommitted();
+    this.armWindowTimer();
+  }
+
+  async stop(): Promise<void> {
+    this.closed = true;
+    if (this.windowTimer) this.clock.clearTimeout(this.windowTimer);
+    this.flush();
+    await Promise.resolve();
+  }
+
+  /** Runs inside the transaction. */
+  private apply(batch: Pending[], now: number): number {
+    const cloud: Envelope[] = [];
+    const emit = (out: RuleOutput): void => {
+      if (out.route === 'cloud') cloud.push(out.envelope);
+    };
+    let readings = 0;
+    for (const p of batch) {
+      for (const r of p.readings) this.rules.process(r, emit);
+      readings += p.readings.length;
+    }
+    this.rules.tick(now, emit);
+    this.outbox.append(cloud);
+    for (const row of this.rules.takeDirtyState()) {
+      if (row.state === null) this.deleteState(row.key);
+      else this.saveState(row.key, row.state);
+    }
+    this.readingsIn += readings;
+    this.ruleOutputs += cloud.length;
+    this.mReadings.inc(undefined, readings);
+    if (cloud.length > 0) this.mOutputs.inc({ route: 'cloud' }, cloud.length);
+    return cloud.length;
+  }
+
+  private armWindowTimer(): void {
+    if (this.closed) return;
+    const next = this.rules.nextDeadline();
+    if (next === this.windowDeadline && this.windowTimer) return;
+    if (this.windowTimer) this.clock.clearTimeout(this.windowTimer);
+    this.windowTimer = undefined;
+    this.windowDeadline = next;
+    if (next === undefined) return;
+    this.windowTimer = this.clock.setTimeout(() => {
+      this.windowTimer = undefined;
+      this.flush();
+    }, Math.max(0, next - this.clock.now()));
+  }
+}

@@ -1,0 +1,66 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+export type Db = Database.Database;
+
+/** One versioned migration of one component's schema. Versions start at 1 and never change. */
+export interface Migration {
+  readonly version: number;
+  readonly sql: string;
+}
+
+export interface OpenOptions {
+  readonly path: string;
+  /** NORMAL: a committed transaction survives a process crash. FULL: it also survives power loss. */
+  readonly synchronous: 'normal' | 'full';
+}
+
+/**
+ * Opens the gateway's single SQLite database in WAL mode. Components own their tables and bring
+ * their migrations; the runtime applies them in order, each in its own transaction.
+ */
+export function openDatabase(opts: OpenOptions): Db {
+  if (opts.path !== ':memory:') mkdirSync(dirname(opts.path), { recursive: true });
+  const db = new Database(opts.path);
+  db.pragma('journal_mode = WAL');
+  db.pragma(`synchronous = ${opts.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+  db.pragma('foreign_keys = ON');
+  // Keep the WAL from growing without bound between automatic checkpoints.
+  db.pragma('journal_size_limit = 67108864');
+  db.pragma('busy_timeout = 5000');
+  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    component TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    applied_at INTEGER NOT NULL,
+    PRIMARY KEY (component, version)
+  )`);
+  return db;
+}
+
+export function migrate(db: Db, component: string, migrations: readonly Migration[]): number {
+  const applied = new Set(
+    (db.prepare('SELECT version FROM schema_migrations WHERE component = ?').all(component) as { version: number }[]).map(
+      (r) => r.version,
+    ),
+  );
+  const sorted = [...migrations].sort((a, b) => a.version - b.version);
+  const record = db.prepare('INSERT INTO schema_migrations (component, version, applied_at) VALUES (?, ?, ?)');
+  let count = 0;
+  for (const m of sorted) {
+    if (applied.has(m.version)) continue;
+    db.transaction(() => {
+      db.exec(m.sql);
+      record.run(component, m.version, Date.now());
+    })();
+    count++;
+  }
+  const newest = sorted.at(-1)?.version ?? 0;
+  const known = Math.max(0, ...applied);
+  if (known > newest) {
+    throw new Error(
+      `database schema of "${component}" is version ${known}, newer than this gateway knows (${newest}); refusing to run an older gateway on it`,
+    );
+  }
+  return count;
+}

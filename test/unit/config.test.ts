@@ -1,0 +1,81 @@
+import { readFile } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseConfigText } from '../../runtime/config/load.js';
+
+const minimal = `
+gateway: { id: gw1 }
+cloud: { url: "mqtt://127.0.0.1:1883" }
+storage: { path: /tmp/x.db }
+`;
+
+function problems(text: string): string[] {
+  try {
+    parseConfigText(text, 'site.yaml');
+  } catch (err) {
+    if (err instanceof ConfigError) return [...err.problems];
+    throw err;
+  }
+  return [];
+}
+
+describe('site config', () => {
+  it('fills defaults for a minimal file', () => {
+    const cfg = parseConfigText(minimal);
+    expect(cfg.broker.port).toBe(1883);
+    expect(cfg.cloud.topicPrefix).toBe('outpost');
+    expect(cfg.storage.synchronous).toBe('normal');
+    expect(cfg.devices).toEqual([]);
+  });
+
+  it('accepts the shipped example', async () => {
+    const text = await readFile(new URL('../../examples/site.yaml', import.meta.url), 'utf8');
+    const cfg = parseConfigText(text);
+    expect(cfg.devices).toHaveLength(2);
+    expect(cfg.rules.map((r) => r.id)).toEqual(['pump-raw', 'temperature-plausible', 'power-1min']);
+  });
+
+  it('names every error by its path', () => {
+    const found = problems(`
+gateway: { id: gw1 }
+devices:
+  - { id: m1, protocol: modbus-tcp, host: h, points: [{ name: a, table: holding, address: 1 }] }
+  - id: m2
+    protocol: modbus-tcp
+    host: h
+    points:
+      - { name: a, table: holding, address: 1 }
+      - { name: b, table: holding, address: 2 }
+      - { name: c, table: holding, address: 3 }
+      - { name: d, table: holding, address: "4x" }
+cloud: { url: "http://nope" }
+storage: { path: /tmp/x.db, quotaBytes: 10 }
+`);
+    expect(found).toContain('devices[1].points[3].address: expected number, got "4x"');
+    expect(found.some((p) => p.startsWith('cloud.url: '))).toBe(true);
+    expect(found.some((p) => p.startsWith('storage.quotaBytes: '))).toBe(true);
+    expect(found).toHaveLength(3);
+  });
+
+  it('refuses unknown fields, duplicate ids and bool points on registers', () => {
+    const found = problems(`
+gateway: { id: gw1, colour: blue }
+devices:
+  - { id: m1, protocol: modbus-tcp, host: h, points: [{ name: a, table: holding, address: 1, type: bool }] }
+  - { id: m1, protocol: mqtt }
+cloud: { url: "mqtt://h" }
+storage: { path: /tmp/x.db }
+`);
+    expect(found).toContain('gateway: unknown field "colour"');
+    expect(found).toContain('devices[0].points[0].type: type bool needs table coil or discrete');
+  });
+
+  it('reports duplicate device ids once the file is otherwise valid', () => {
+    const found = problems(`${minimal}devices:\n  - { id: m1, protocol: mqtt }\n  - { id: m1, protocol: mqtt }\n`);
+    expect(found).toEqual(['devices[1].id: duplicate device id "m1"']);
+  });
+
+  it('reports YAML syntax errors with a line', () => {
+    const found = problems('gateway: { id: gw1\ncloud: [');
+    expect(found[0]).toMatch(/^line \d+: /);
+  });
+});

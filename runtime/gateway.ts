@@ -102,18 +102,19 @@ export class Gateway {
       for (const d of config.devices) if (d.protocol === 'modbus-tcp') drivers.push(new ModbusPoller(d));
       const ctx = { sink: pipeline, sequence, clock, metrics };
       for (const d of drivers) await d.start({ ...ctx, log: log.child({ driver: d.name }) });
-      let gateway: Gateway | undefined;
+      const self: { gateway?: Gateway } = {};
       const http = new HttpApi(
-        { status: () => ({ ...gateway?.status() }), metrics: () => metrics.text() },
+        { status: () => ({ ...self.gateway?.status() }), metrics: () => metrics.text() },
         log.child({ component: 'http' }),
       );
       const brokerPort = await broker.listen(config.broker.host, config.broker.port);
       const httpPort = await http.listen(config.http.host, config.http.port);
       uplink.start();
-      gateway = new Gateway(config, db, log, clock, metrics, sequence, outbox, uplink, pipeline, broker, drivers, http, {
+      const gateway = new Gateway(config, db, log, clock, metrics, sequence, outbox, uplink, pipeline, broker, drivers, http, {
         broker: brokerPort,
         http: httpPort,
       });
+      self.gateway = gateway;
       log.info({ gateway: config.gateway.id, broker: brokerPort, http: httpPort, boot: sequence.boot }, 'gateway started');
       return gateway;
     } catch (err) {

@@ -11,5 +11,5 @@ export function createLogger(opts: { level?: LogLevel; destination?: string } = 
   const level = opts.level ?? (process.env.OUTPOST_LOG_LEVEL as LogLevel | undefined) ?? 'warn';
   const dest = opts.destination ? pino.destination({ dest: opts.destination, sync: false, mkdir: true }) : pino.destination(2);
   const log: PinoLogger = pino({ level, base: { pid: process.pid } }, dest);
-  return log as unknown as Logger;
+  return log;
 }

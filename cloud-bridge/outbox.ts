@@ -12,6 +12,19 @@ export const outboxMigrations = [
       bytes INTEGER NOT NULL
     );`,
   },
+  {
+    // Row ids must never be reused: the uplink's cursor and the acknowledgement of a batch refer
+    // to row ids, and a plain INTEGER PRIMARY KEY starts again at 1 once the table is empty.
+    version: 2,
+    sql: `CREATE TABLE outbox_v2 (
+      rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+      body TEXT NOT NULL,
+      bytes INTEGER NOT NULL
+    );
+    INSERT INTO outbox_v2 (rowid, body, bytes) SELECT rowid, body, bytes FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v2 RENAME TO outbox;`,
+  },
 ] as const;
 
 /**

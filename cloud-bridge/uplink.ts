@@ -184,7 +184,9 @@ export class Uplink {
         .join(',')}]}`;
       this.inFlight++;
       this.mInFlight.set(this.inFlight);
+      this.log.debug({ first, last, rows: rows.length, inFlight: this.inFlight }, 'batch sent');
       client.publish(this.topic, payload, { qos: 1 }, (err) => {
+        this.log.debug({ first, last, err: err?.message, current: generation === this.generation }, 'batch settled');
         if (err) {
           // Connection lost before the PUBACK: the rows stay and are sent again.
           this.mPublishErrors.inc();

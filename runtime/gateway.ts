@@ -40,6 +40,8 @@ export interface GatewayStatus {
 export class Gateway {
   private readonly startedAt: number;
   private stopping: Promise<void> | undefined;
+  /** Status at the moment the gateway stopped taking and delivering data. */
+  private final: GatewayStatus | undefined;
 
   private constructor(
     readonly config: SiteConfig,
@@ -124,6 +126,7 @@ export class Gateway {
   }
 
   status(): GatewayStatus {
+    if (this.final) return this.final;
     return {
       gateway: this.config.gateway.id,
       boot: this.sequence.boot,
@@ -138,16 +141,22 @@ export class Gateway {
     };
   }
 
-  /** Graceful stop: stop intake, finish in-flight work, close the store. Idempotent. */
-  stop(): Promise<void> {
-    this.stopping ??= this.doStop();
+  /**
+   * Graceful stop: stop intake, finish in-flight work, close the store. Idempotent. With `drainMs`,
+   * the uplink first gets up to that long to deliver what the outbox holds (what it cannot deliver
+   * stays queued on disk for the next start).
+   */
+  stop(opts: { drainMs?: number } = {}): Promise<void> {
+    this.stopping ??= this.doStop(opts.drainMs ?? 0);
     return this.stopping;
   }
 
-  private async doStop(): Promise<void> {
+  private async doStop(drainMs: number): Promise<void> {
     await this.broker.stopIntake();
     for (const d of this.drivers) await d.stop();
     await this.pipeline.stop();
+    if (drainMs > 0) await this.uplink.drained(drainMs);
+    this.final = this.status();
     await this.uplink.stop();
     await this.http.close();
     await this.broker.close();

@@ -1,0 +1,227 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { SimCloud } from '../sim/cloud.js';
+import { LinkProxy } from '../sim/link-proxy.js';
+import { SimSite } from '../sim/site.js';
+import { parseConfig } from './config/load.js';
+import type { SiteConfigInput } from './config/schema.js';
+import { Gateway, type GatewayStatus } from './gateway.js';
+import { createLogger } from './logger.js';
+
+const HELP = `outpost demo — a gateway, a simulated site and a simulated cloud on this machine
+
+  --duration S        run S seconds, drain, print a summary and exit (default: until Ctrl-C)
+  --json              print only one JSON line at the end; exit 0 only if nothing was lost
+  --outage-every S    take the cloud link down every S seconds (default 20)
+  --outage-for S      for S seconds (default 5)
+  --children N        MQTT child devices (default 4)
+  --meters N          Modbus energy meters (default 2)
+`;
+
+export interface DemoSummary {
+  readonly produced: number;
+  readonly delivered: number;
+  readonly lost: number;
+  readonly duplicates: number;
+  readonly dropped: number;
+  readonly inOutbox: number;
+  readonly outages: number;
+  readonly childAcked: number;
+  readonly childMissing: number;
+  readonly durationS: number;
+}
+
+/** The demo site's rules: what an engineer would send to the cloud from such a site. */
+function demoRules(): SiteConfigInput['rules'] {
+  return [
+    { id: 'pumps-raw', type: 'filter', match: { device: 'pump-*', point: '*' } },
+    { id: 'meter-electrical', type: 'filter', match: { device: 'meter-*', point: '*' } },
+    { id: 'meter-temperature-plausible', type: 'filter', match: { device: 'meter-*', point: 'temperature' }, min: -40, max: 150 },
+    { id: 'power-5s', type: 'window', match: { device: 'meter-*', point: 'power' }, windowMs: 5000, aggregates: ['avg', 'min', 'max', 'count'] },
+    { id: 'boilers', type: 'filter', match: { device: 'boiler-*', point: '*' } },
+  ];
+}
+
+export async function runDemo(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      duration: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      'outage-every': { type: 'string', default: '20' },
+      'outage-for': { type: 'string', default: '5' },
+      children: { type: 'string', default: '4' },
+      meters: { type: 'string', default: '2' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const num = (name: string, v: string | undefined, min: number): number | undefined => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min) throw new Error(`--${name}: expected a number >= ${min}, got "${v}"`);
+    return n;
+  };
+  const durationS = num('duration', values.duration, 1);
+  const outageEveryS = num('outage-every', values['outage-every'], 1) ?? 20;
+  const outageForS = num('outage-for', values['outage-for'], 0) ?? 5;
+  const json = values.json;
+
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-demo-'));
+  const cloud = await SimCloud.start();
+  const link = await LinkProxy.start({ port: cloud.port });
+  const site = await SimSite.start({
+    meters: num('meters', values.meters, 0) ?? 2,
+    boilers: 1,
+    children: num('children', values.children, 0) ?? 4,
+    childIntervalMs: 250,
+    pollIntervalMs: 500,
+  });
+  const config = parseConfig(
+    {
+      gateway: { id: 'demo-gw1' },
+      broker: { host: '127.0.0.1', port: 0 },
+      http: { host: '127.0.0.1', port: 0 },
+      devices: site.devices(),
+      rules: demoRules(),
+      cloud: { url: link.url, batchSize: 200, backoff: { initialMs: 200, maxMs: 2000 } },
+      storage: { path: join(dir, 'outpost.db') },
+    },
+    'demo config',
+  );
+  const logFile = join(dir, 'gateway.log');
+  const gateway = await Gateway.start(config, { log: createLogger({ destination: logFile, level: process.env.OUTPOST_LOG_LEVEL === undefined ? 'info' : undefined }) });
+  site.startChildren(`mqtt://127.0.0.1:${gateway.ports.broker}`);
+  const started = Date.now();
+
+  // The cloud link goes away on a schedule so the outbox visibly fills, then drains.
+  let outageEnds = 0;
+  const timers: NodeJS.Timeout[] = [];
+  const scheduleOutage = (inMs: number): void => {
+    timers.push(
+      setTimeout(() => {
+        link.down();
+        outageEnds = Date.now() + outageForS * 1000;
+        timers.push(setTimeout(() => link.restore(), outageForS * 1000));
+        scheduleOutage(outageEveryS * 1000);
+      }, inMs),
+    );
+  };
+  if (outageForS > 0) scheduleOutage(Math.min(8000, outageEveryS * 1000));
+
+  const screen = new StatusLine(json ? 'off' : process.stdout.isTTY ? 'tty' : 'lines');
+  const render = (phase: string): void =>
+    screen.show(statusText(gateway.status(), cloud, link, site, (Date.now() - started) / 1000, outageEnds, phase));
+  const ticker = setInterval(() => render('running'), screen.mode === 'tty' ? 250 : 2000);
+  if (!json) {
+    process.stdout.write(
+      `Outpost demo: gateway ${config.gateway.id}, ${site.slaves.size} Modbus slaves, ${site.children.length} MQTT child devices, cloud on ${cloud.url}\n` +
+        `Status page http://127.0.0.1:${gateway.ports.http}/api/v1/status · metrics /metrics · log ${logFile}\n` +
+        `The cloud link drops for ${outageForS}s every ${outageEveryS}s. ${durationS ? `Running ${durationS}s.` : 'Ctrl-C to stop.'}\n`,
+    );
+  }
+
+  let interrupts = 0;
+  await new Promise<void>((resolve) => {
+    const onSignal = (): void => {
+      interrupts++;
+      if (interrupts > 1) process.exit(130);
+      resolve();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    if (durationS) timers.push(setTimeout(resolve, durationS * 1000));
+  });
+
+  // Finish: children stop, the link comes back, the gateway drains its outbox and stops.
+  for (const t of timers) clearTimeout(t);
+  link.restore();
+  clearInterval(ticker);
+  const finishing = setInterval(() => render('draining'), screen.mode === 'tty' ? 250 : 2000);
+  await site.stopChildren();
+  await gateway.stop({ drainMs: 60_000 });
+  clearInterval(finishing);
+  render('stopped');
+  screen.end();
+  await site.stop();
+  await link.close();
+  await cloud.stop();
+
+  const final = gateway.status();
+  const acked = site.childAcked();
+  const childMissing = cloud.ledger.missing(acked).length;
+  const delivered = cloud.ledger.uniqueFrom(config.gateway.id);
+  const produced = final.outbox.appended;
+  const summary: DemoSummary = {
+    produced,
+    delivered,
+    // Every reading taken into the outbox is delivered, dropped by a counted policy, or still
+    // queued; anything else is lost. Children's acknowledged readings are checked one by one.
+    lost: Math.max(produced - final.outbox.dropped - final.outbox.depth - delivered, childMissing),
+    duplicates: cloud.ledger.duplicates,
+    dropped: final.outbox.dropped,
+    inOutbox: final.outbox.depth,
+    outages: link.outages,
+    childAcked: acked.length,
+    childMissing,
+    durationS: Math.round((Date.now() - started) / 100) / 10,
+  };
+  if (json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+  else {
+    process.stdout.write(
+      `\n${summary.produced} readings produced for the cloud, ${summary.delivered} delivered (${summary.duplicates} duplicates removed by id), ` +
+        `${summary.dropped} dropped by policy, ${summary.inOutbox} still queued, ${summary.lost} lost; ` +
+        `${summary.outages} link outages; ${summary.childAcked} child readings acknowledged, ${summary.childMissing} missing.\n`,
+    );
+  }
+  if (summary.lost === 0) rmSync(dir, { recursive: true, force: true });
+  else process.stderr.write(`readings were lost; store and log kept in ${dir}\n`);
+  return summary.lost === 0 ? 0 : 1;
+}
+
+function fmt(n: number): string {
+  return n.toLocaleString('en-US');
+}
+
+function bytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+function statusText(s: GatewayStatus, cloud: SimCloud, link: LinkProxy, site: SimSite, elapsedS: number, outageEnds: number, phase: string): string {
+  const modbus = s.drivers.filter((d) => String(d.name).startsWith('modbus:'));
+  const modbusUp = modbus.filter((d) => d.connected === true).length;
+  const linkText = link.up
+    ? `link ${s.link === 'up' ? 'up  ' : s.link}`
+    : `link DOWN ${Math.max(0, Math.ceil((outageEnds - Date.now()) / 1000))}s`;
+  return [
+    `${phase === 'running' ? '' : `${phase} `}${Math.floor(elapsedS)}s`,
+    linkText,
+    `in ${fmt(s.readingsIn)}`,
+    `to cloud ${fmt(s.ruleOutputs)}`,
+    `outbox ${fmt(s.outbox.depth)} (${bytes(s.outbox.bytes)})`,
+    `delivered ${fmt(cloud.ledger.uniqueFrom(s.gateway))}${cloud.ledger.duplicates > 0 ? ` +${fmt(cloud.ledger.duplicates)} dup` : ''}`,
+    `children ${site.childrenConnected}/${site.children.length}`,
+    `modbus ${modbusUp}/${modbus.length}`,
+  ].join(' │ ');
+}
+
+/** One live line on a terminal; a line every few seconds when stdout is a pipe or a file. */
+class StatusLine {
+  constructor(readonly mode: 'tty' | 'lines' | 'off') {}
+
+  show(text: string): void {
+    if (this.mode === 'tty') process.stdout.write(`\r\x1b[2K${text}`);
+    else if (this.mode === 'lines') process.stdout.write(`${text}\n`);
+  }
+
+  end(): void {
+    if (this.mode === 'tty') process.stdout.write('\n');
+  }
+}

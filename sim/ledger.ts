@@ -1,0 +1,58 @@
+/**
+ * What a simulated cloud received, deduplicated by reading id: the cloud side of the end-to-end
+ * accounting. Delivery is at least once, so `received - unique` is the number of duplicates.
+ */
+export interface LedgerReading {
+  readonly id: string;
+  readonly device: string;
+  readonly point: string;
+  readonly quality: string;
+  readonly value: unknown;
+  readonly seq: number;
+}
+
+export class DeliveryLedger {
+  private readonly ids = new Set<string>();
+  private readonly perGateway = new Map<string, number>();
+  readonly byDevice = new Map<string, number>();
+  received = 0;
+  batches = 0;
+  rejected = 0;
+  /** Readings with bad quality, per device. */
+  readonly bad = new Map<string, number>();
+
+  recordBatch(gateway: string, readings: readonly LedgerReading[]): void {
+    this.batches++;
+    for (const r of readings) {
+      this.received++;
+      if (this.ids.has(r.id)) continue;
+      this.ids.add(r.id);
+      this.perGateway.set(gateway, (this.perGateway.get(gateway) ?? 0) + 1);
+      this.byDevice.set(r.device, (this.byDevice.get(r.device) ?? 0) + 1);
+      if (r.quality === 'bad') this.bad.set(r.device, (this.bad.get(r.device) ?? 0) + 1);
+    }
+  }
+
+  has(id: string): boolean {
+    return this.ids.has(id);
+  }
+
+  get unique(): number {
+    return this.ids.size;
+  }
+
+  get duplicates(): number {
+    return this.received - this.ids.size;
+  }
+
+  uniqueFrom(gateway: string): number {
+    return this.perGateway.get(gateway) ?? 0;
+  }
+
+  /** Ids of `expected` that never arrived. */
+  missing(expected: Iterable<string>): string[] {
+    const out: string[] = [];
+    for (const id of expected) if (!this.ids.has(id)) out.push(id);
+    return out;
+  }
+}

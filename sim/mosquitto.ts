@@ -1,0 +1,110 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { freePort } from './free-port.js';
+
+/** Where Debian's mosquitto lives; throws (never skips) when it is not installed. */
+export function mosquittoBinary(): string {
+  for (const p of ['/usr/sbin/mosquitto', '/usr/bin/mosquitto', '/usr/local/sbin/mosquitto']) if (existsSync(p)) return p;
+  throw new Error('mosquitto is not installed (Debian: apt-get install mosquitto); this test needs it as a peer');
+}
+
+export interface MosquittoOptions {
+  /** A private directory for config, persistence and log. */
+  readonly dir: string;
+  /** Keep QoS 1 sessions and messages across restarts (saved on SIGTERM). */
+  readonly persistence?: boolean;
+  /** More config lines, e.g. a bridge `connection` block. */
+  readonly extra?: readonly string[];
+}
+
+/**
+ * Debian's Mosquitto started on a free loopback port, as the cloud broker or a site broker of the
+ * interoperability tests and benchmarks. Queues are unlimited (`max_queued_messages 0`), so the
+ * broker itself never drops QoS 1 messages; `restart()` keeps the port.
+ */
+export class Mosquitto {
+  private proc: ChildProcess | undefined;
+  private exited: Promise<void> = Promise.resolve();
+
+  private constructor(
+    private readonly opts: MosquittoOptions,
+    readonly port: number,
+  ) {}
+
+  static async start(opts: MosquittoOptions): Promise<Mosquitto> {
+    const m = new Mosquitto(opts, await freePort());
+    await m.start();
+    return m;
+  }
+
+  get url(): string {
+    return `mqtt://127.0.0.1:${this.port}`;
+  }
+
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
+  async start(): Promise<void> {
+    if (this.proc) return;
+    const bin = mosquittoBinary();
+    mkdirSync(this.opts.dir, { recursive: true });
+    const conf = join(this.opts.dir, 'mosquitto.conf');
+    writeFileSync(
+      conf,
+      [
+        'per_listener_settings false',
+        `listener ${this.port} 127.0.0.1`,
+        'allow_anonymous true',
+        'max_queued_messages 0',
+        'max_inflight_messages 0',
+        `persistence ${this.opts.persistence ? 'true' : 'false'}`,
+        `persistence_location ${this.opts.dir}/`,
+        `log_dest file ${join(this.opts.dir, 'mosquitto.log')}`,
+        'log_type error',
+        'log_type warning',
+        ...(this.opts.extra ?? []),
+        '',
+      ].join('\n'),
+    );
+    const proc = spawn(bin, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    this.proc = proc;
+    this.exited = new Promise((resolve) => proc.once('exit', () => resolve()));
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      if (proc.exitCode !== null) throw new Error(`mosquitto exited with ${proc.exitCode}: ${stderr.trim()}`);
+      if (await canConnect(this.port)) return;
+      if (Date.now() > deadline) throw new Error(`mosquitto did not listen on ${this.port} within 10 s: ${stderr.trim()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** SIGTERM: a clean stop that saves persistent sessions. */
+  async stop(): Promise<void> {
+    const proc = this.proc;
+    this.proc = undefined;
+    if (!proc || proc.exitCode !== null) return;
+    proc.kill('SIGTERM');
+    await this.exited;
+  }
+
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.start();
+  }
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}

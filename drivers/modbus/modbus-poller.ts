@@ -103,7 +103,7 @@ export class ModbusPoller implements Driver {
     const ctx = this.ctx!;
     const readings: Envelope[] = [];
     let ok = true;
-    for (const req of this.requests) {
+    for (const [i, req] of this.requests.entries()) {
       if (this.stopped) break;
       const ts = ctx.clock.now();
       try {
@@ -116,7 +116,8 @@ export class ModbusPoller implements Driver {
         }
       } catch (err) {
         ok = false;
-        await this.fail([req], err, 'read');
+        // The connection is dropped, so this request and the ones not yet made get no value.
+        await this.fail(this.requests.slice(i), err, 'read');
         break;
       }
     }
@@ -152,7 +153,7 @@ export class ModbusPoller implements Driver {
   private async fail(requests: readonly ReadRequest[], err: unknown, kind: string): Promise<void> {
     const ctx = this.ctx!;
     this.failures++;
-    const message = err instanceof Error ? err.message : String(err);
+    const message = errorMessage(err);
     if (this.lastError !== message) ctx.log.warn({ device: this.device.id, err: message, kind }, 'modbus device not answering');
     this.lastError = message;
     this.mErrors.inc({ device: this.device.id, kind });
@@ -190,10 +191,18 @@ export class ModbusPoller implements Driver {
     this.client = undefined;
     this.connected = false;
     if (!client) return;
+    // modbus-serial's close() never calls back when the socket is already gone (the slave dropped
+    // it): waiting for it would freeze the poll loop for good. Give it a moment, then move on.
+    const clock = this.ctx!.clock;
     await new Promise<void>((resolve) => {
+      const timer = clock.setTimeout(resolve, 250);
       try {
-        client.close(() => resolve());
+        client.close(() => {
+          clock.clearTimeout(timer);
+          resolve();
+        });
       } catch {
+        clock.clearTimeout(timer);
         resolve();
       }
     });
@@ -208,4 +217,15 @@ export class ModbusPoller implements Driver {
     });
     this.wake = undefined;
   }
+}
+
+/** modbus-serial rejects with Error objects and with plain `{ name, message }` objects alike. */
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  if (err !== null && typeof err === 'object') {
+    const { name, message, errno } = err as { name?: unknown; message?: unknown; errno?: unknown };
+    const text = [name, message ?? errno].filter((x) => typeof x === 'string' && x !== '').join(': ');
+    if (text !== '') return text;
+  }
+  return String(err);
 }

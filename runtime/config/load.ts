@@ -45,7 +45,8 @@ export function formatIssues(raw: unknown, issues: readonly z.core.$ZodIssue[]):
   return issues.map((issue) => {
     const where = formatPath(issue.path);
     if (issue.code === 'invalid_type') {
-      return `${where}: expected ${issue.expected}, got ${describe(valueAt(raw, issue.path))}`;
+      const expected = issue.expected === 'int' ? 'integer' : issue.expected;
+      return `${where}: expected ${expected}, got ${describe(valueAt(raw, issue.path))}`;
     }
     if (issue.code === 'unrecognized_keys') {
       return `${where}: unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`;

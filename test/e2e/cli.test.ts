@@ -1,0 +1,102 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { CLI, GatewayProcess } from '../helpers/gateway-process.js';
+
+const exec = promisify(execFile);
+const dir = mkdtempSync(join(tmpdir(), 'outpost-cli-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+async function outpost(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args], { timeout: 20_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: e.code ?? -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+const invalid = `gateway: { id: gw }
+devices:
+  - { id: m1, protocol: modbus-tcp, host: 127.0.0.1, points: [{ name: a, table: holding, address: 1 }] }
+  - id: m2
+    protocol: modbus-tcp
+    host: 127.0.0.1
+    points:
+      - { name: a, table: holding, address: 1 }
+      - { name: b, table: holding, address: 2 }
+      - { name: c, table: holding, address: 3 }
+      - { name: d, table: holding, address: "4x" }
+      - { name: e, table: coil, address: 2.5, type: bool }
+cloud: { url: "http://cloud.example.com" }
+storage: {}
+`;
+
+describe('outpost CLI', () => {
+  it('validate names every error by its path and exits 1', async () => {
+    const file = join(dir, 'invalid.yaml');
+    writeFileSync(file, invalid);
+    const r = await outpost('validate', file);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('devices[1].points[3].address: expected number, got "4x"');
+    expect(r.stderr).toContain('devices[1].points[4].address: expected integer, got 2.5');
+    expect(r.stderr).toContain('cloud.url: expected an mqtt://');
+    expect(r.stderr).toContain('storage.path: expected string, got nothing');
+  });
+
+  it('validate names the line of a YAML syntax error', async () => {
+    const file = join(dir, 'broken.yaml');
+    writeFileSync(file, 'gateway:\n  id: gw\n devices: [\n');
+    const r = await outpost('validate', file);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/line \d+/);
+  });
+
+  it('validate accepts the documented example config', async () => {
+    const r = await outpost('validate', 'examples/site.yaml');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('valid');
+  });
+
+  it('start refuses an invalid config with the same errors', async () => {
+    const file = join(dir, 'invalid2.yaml');
+    writeFileSync(file, invalid);
+    const r = await outpost('start', '--config', file);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('devices[1].points[3].address: expected number, got "4x"');
+  });
+
+  it('start runs until SIGTERM, then stops gracefully with exit code 0', async () => {
+    const file = join(dir, 'ok.yaml');
+    writeFileSync(
+      file,
+      `gateway: { id: gw }\nbroker: { port: 0 }\nhttp: { port: 0 }\ncloud: { url: "mqtt://127.0.0.1:9" }\nstorage: { path: ${JSON.stringify(join(dir, 'gw.db'))} }\n`,
+    );
+    const gw = await GatewayProcess.start(file);
+    const res = await fetch(`http://127.0.0.1:${gw.httpPort}/api/v1/status`);
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { gateway: string }).gateway).toBe('gw');
+    const status = await outpost('status', '--url', `http://127.0.0.1:${gw.httpPort}`);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toContain('"gateway": "gw"');
+    expect(await gw.terminate()).toBe(0);
+  });
+});
+
+describe('outpost demo', () => {
+  it('runs gateway + simulated site + simulated cloud with a link outage and reports lost 0', async () => {
+    const r = await outpost('demo', '--duration', '8', '--json', '--outage-every', '3', '--outage-for', '2');
+    expect(r.stderr).toBe('');
+    const summary = JSON.parse(r.stdout.trim()) as Record<string, number>;
+    expect(summary.outages).toBeGreaterThanOrEqual(2);
+    expect(summary.produced).toBeGreaterThan(200);
+    expect(summary.lost).toBe(0);
+    expect(summary.delivered).toBe(summary.produced);
+    expect(r.code).toBe(0);
+  });
+});

@@ -1,0 +1,73 @@
+import Database from 'better-sqlite3';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { SimChildDevice } from '../../sim/child-device.js';
+import { SimCloud } from '../../sim/cloud.js';
+import { LinkProxy } from '../../sim/link-proxy.js';
+import { GatewayProcess } from '../helpers/gateway-process.js';
+import { sleep, waitFor } from '../helpers/wait.js';
+
+const cleanup: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+const KILLS = 3;
+
+describe('kill -9 while the cloud is down', () => {
+  it(`loses nothing a child was acknowledged for, across ${KILLS} kills mid-ingest`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'outpost-kill9-'));
+    cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
+    const cloud = await SimCloud.start();
+    cleanup.push(() => cloud.stop());
+    const link = await LinkProxy.start({ port: cloud.port });
+    cleanup.push(() => link.close());
+    link.down();
+    const configFile = join(dir, 'site.yaml');
+    const dbPath = join(dir, 'outpost.db');
+    writeFileSync(
+      configFile,
+      stringify({
+        gateway: { id: 'kill-gw' },
+        broker: { host: '127.0.0.1', port: 0 },
+        http: { host: '127.0.0.1', port: 0 },
+        rules: [{ id: 'all', type: 'filter', match: { device: '*', point: '*' } }],
+        cloud: { url: link.url, backoff: { initialMs: 100, maxMs: 500 } },
+        storage: { path: dbPath },
+      }),
+    );
+
+    const acked: string[] = [];
+    for (let k = 0; k < KILLS; k++) {
+      const gw = await GatewayProcess.start(configFile);
+      cleanup.push(() => gw.kill9());
+      const children = [1, 2, 3, 4].map(
+        (i) => new SimChildDevice({ url: gw.brokerUrl, deviceId: `dev-${i}`, intervalMs: 5, points: { a: { kind: 'counter' }, b: { kind: 'sine', amplitude: 1, periodMs: 1000 } }, maxInFlight: 20 }),
+      );
+      for (const c of children) c.start();
+      await waitFor('children to be acknowledged', () => children.every((c) => c.acked.length > 20));
+      await sleep(200 + Math.floor(Math.random() * 300));
+      await gw.kill9();
+      for (const c of children) {
+        await c.kill();
+        acked.push(...c.acked);
+      }
+      expect(cloud.ledger.unique).toBe(0);
+      // The store is consistent after every power cut.
+      const db = new Database(dbPath, { readonly: true });
+      expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
+      db.close();
+    }
+    expect(acked.length).toBeGreaterThan(KILLS * 4 * 20);
+
+    link.restore();
+    const gw = await GatewayProcess.start(configFile);
+    cleanup.push(() => gw.terminate());
+    await waitFor('every acknowledged reading at the cloud', () => cloud.ledger.missing(acked).length === 0, 30_000, 100);
+    expect(cloud.ledger.missing(acked)).toEqual([]);
+    expect(await gw.terminate()).toBe(0);
+  });
+});

@@ -1,0 +1,58 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { SimCloud } from '../../sim/cloud.js';
+import { startSiteAndGateway, type SiteAndGateway } from '../helpers/site-gateway.js';
+import { sleep, waitFor } from '../helpers/wait.js';
+
+let cloud: SimCloud | undefined;
+let sg: SiteAndGateway | undefined;
+afterEach(async () => {
+  await sg?.close();
+  await cloud?.stop();
+});
+
+function modbusStatus(sg: SiteAndGateway, device: string): Record<string, unknown> {
+  const d = sg.gateway.status().drivers.find((x) => x.name === `modbus:${device}`);
+  if (!d) throw new Error(`no driver for ${device}`);
+  return d;
+}
+
+describe('a Modbus device that stops answering', () => {
+  it('yields bad readings for its points, keeps the other device polled, and recovers when it answers again', async () => {
+    const c = await SimCloud.start();
+    cloud = c;
+    sg = await startSiteAndGateway(c.url, { meters: 2, boilers: 0, children: 0, childIntervalMs: 1000, pollIntervalMs: 100 });
+    const { site } = sg;
+    const meter1 = site.slaves.get('meter-1')!;
+    await waitFor('good readings from both meters', () => (c.ledger.byDevice.get('meter-1') ?? 0) > 20 && (c.ledger.byDevice.get('meter-2') ?? 0) > 20);
+    expect(c.ledger.bad.get('meter-1') ?? 0).toBe(0);
+
+    await meter1.stop();
+    // One bad reading per point of the device (6 points), reported once on the transition.
+    await waitFor('bad readings for meter-1', () => (c.ledger.bad.get('meter-1') ?? 0) >= 6);
+    const meter2Before = c.ledger.byDevice.get('meter-2') ?? 0;
+    const meter1Before = c.ledger.byDevice.get('meter-1') ?? 0;
+    await sleep(1000);
+    expect(c.ledger.bad.get('meter-1')).toBe(6);
+    expect(c.ledger.byDevice.get('meter-1')).toBe(meter1Before);
+    expect(c.ledger.byDevice.get('meter-2')! - meter2Before).toBeGreaterThan(20);
+    expect(modbusStatus(sg, 'meter-1').connected).toBe(false);
+
+    await meter1.start();
+    await waitFor('good readings from meter-1 again', () => (c.ledger.byDevice.get('meter-1') ?? 0) > meter1Before + 12, 35_000);
+    expect(modbusStatus(sg, 'meter-1').connected).toBe(true);
+  });
+
+  it('treats a device that accepts requests but never answers as failed (timeout), not as a silent gap', async () => {
+    const c = await SimCloud.start();
+    cloud = c;
+    sg = await startSiteAndGateway(c.url, { meters: 1, boilers: 0, children: 0, childIntervalMs: 1000, pollIntervalMs: 100 });
+    const meter = sg.site.slaves.get('meter-1')!;
+    await waitFor('good readings', () => (c.ledger.byDevice.get('meter-1') ?? 0) > 10);
+    meter.mode = 'mute';
+    await waitFor('bad readings after the timeout', () => (c.ledger.bad.get('meter-1') ?? 0) >= 6, 10_000);
+    expect(String(modbusStatus(sg, 'meter-1').lastError)).toMatch(/timed out/i);
+    meter.mode = 'answer';
+    const before = c.ledger.byDevice.get('meter-1') ?? 0;
+    await waitFor('good readings again', () => (c.ledger.byDevice.get('meter-1') ?? 0) > before + 12, 35_000);
+  });
+});

@@ -1,0 +1,49 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseConfig } from '../../runtime/config/load.js';
+import type { SiteConfigInput } from '../../runtime/config/schema.js';
+import { Gateway } from '../../runtime/gateway.js';
+import { createLogger } from '../../runtime/logger.js';
+import { SimSite, type SiteSpec } from '../../sim/site.js';
+
+/** Every reading of every device goes to the cloud: what the loss tests need to count. */
+export const forwardAll: SiteConfigInput['rules'] = [{ id: 'all', type: 'filter', match: { device: '*', point: '*' } }];
+
+export interface SiteAndGateway {
+  readonly site: SimSite;
+  readonly gateway: Gateway;
+  readonly dir: string;
+  close(): Promise<void>;
+}
+
+/** A simulated site wired to an in-process gateway whose uplink goes to `cloudUrl`. */
+export async function startSiteAndGateway(
+  cloudUrl: string,
+  spec: SiteSpec,
+  rules: SiteConfigInput['rules'] = forwardAll,
+): Promise<SiteAndGateway> {
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-e2e-'));
+  const site = await SimSite.start(spec);
+  const config = parseConfig({
+    gateway: { id: 'e2e-gw' },
+    broker: { host: '127.0.0.1', port: 0 },
+    http: { host: '127.0.0.1', port: 0 },
+    devices: site.devices(),
+    rules,
+    cloud: { url: cloudUrl, batchSize: 100, backoff: { initialMs: 100, maxMs: 1000 } },
+    storage: { path: join(dir, 'outpost.db') },
+  });
+  const gateway = await Gateway.start(config, { log: createLogger({ level: 'silent' }) });
+  site.startChildren(`mqtt://127.0.0.1:${gateway.ports.broker}`);
+  return {
+    site,
+    gateway,
+    dir,
+    close: async () => {
+      await site.stop();
+      await gateway.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

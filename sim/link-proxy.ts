@@ -35,6 +35,10 @@ export class LinkProxy {
 
   down(): void {
     if (this.isUp) this.outages++;
+    this.cut();
+  }
+
+  private cut(): void {
     this.isUp = false;
     for (const [a, b] of this.pairs) {
       a.destroy();
@@ -48,7 +52,7 @@ export class LinkProxy {
   }
 
   async close(): Promise<void> {
-    this.down();
+    this.cut();
     const server = this.server;
     this.server = undefined;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -67,7 +67,9 @@ export function parseConfigText(text: string, file = 'config'): SiteConfig {
   if (doc.errors.length > 0) {
     throw new ConfigError(
       file,
-      doc.errors.map((e) => `line ${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0] ?? e.message}`),
+      doc.errors.map(
+        (e) => `line ${e.linePos?.[0]?.line ?? '?'}: ${(e.message.split('\n')[0] ?? e.message).replace(/ at line \d+, column \d+:?$/, '')}`,
+      ),
     );
   }
   return parseConfig(doc.toJS(), file);

@@ -45,10 +45,20 @@ const pointName = z
 export const childTelemetrySchema = z.strictObject({
   id: z.union([z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:-]+$/), z.number().int().nonnegative()]).optional(),
   ts: z.number().int().positive().optional(),
-  points: z
-    .record(pointName, z.union([scalar, z.strictObject({ value: scalar, quality: z.enum(['good', 'bad', 'stale']).default('good') })]))
-    .refine((p) => Object.keys(p).length > 0, 'at least one point is required')
-    .refine((p) => Object.keys(p).length <= 1000, 'at most 1000 points per message'),
+  points: z.preprocess(
+    (raw, ctx) => {
+      // zod's record parser skips an own key named __proto__ (JSON.parse makes one) without an
+      // issue; such a point must be refused with a reason, not lost silently.
+      if (raw !== null && typeof raw === 'object' && Object.hasOwn(raw, '__proto__')) {
+        ctx.issues.push({ code: 'custom', message: 'the point name "__proto__" is reserved', input: raw, path: ['__proto__'] });
+      }
+      return raw;
+    },
+    z
+      .record(pointName, z.union([scalar, z.strictObject({ value: scalar, quality: z.enum(['good', 'bad', 'stale']).default('good') })]))
+      .refine((p) => Object.keys(p).length > 0, 'at least one point is required')
+      .refine((p) => Object.keys(p).length <= 1000, 'at most 1000 points per message'),
+  ),
 });
 export type ChildTelemetry = z.output<typeof childTelemetrySchema>;
 

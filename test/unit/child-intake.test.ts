@@ -1,0 +1,201 @@
+import { describe, expect, it } from 'vitest';
+import { ChildIntake, childReadingId } from '../../drivers/mqtt/child-intake.js';
+import type { Clock, DriverContext, Envelope, InboundPublish, LocalBroker, Logger, ReadingSink } from '../../runtime/contracts/index.js';
+import { PromMetrics } from '../../runtime/metrics.js';
+
+/** The local broker as the intake sees it: publishing runs the interceptor, as the broker does before its PUBACK. */
+class FakeBroker implements LocalBroker {
+  private handler: ((msg: InboundPublish) => Promise<void>) | undefined;
+  intercept(handler: (msg: InboundPublish) => Promise<void>): void {
+    this.handler = handler;
+  }
+  publish(topic: string, payload: string | object, clientId = 'child'): Promise<void> {
+    if (!this.handler) throw new Error('no interceptor installed');
+    const text = typeof payload === 'string' ? payload : JSON.stringify(payload);
+    return this.handler({ clientId, topic, payload: Buffer.from(text, 'utf8'), qos: 1 });
+  }
+}
+
+/** Stores what it is given, or refuses everything when `failWith` is set. */
+class FakeSink implements ReadingSink {
+  readonly stored: Envelope[] = [];
+  failWith: Error | undefined;
+  submit(readings: readonly Envelope[]): Promise<void> {
+    if (this.failWith) return Promise.reject(this.failWith);
+    this.stored.push(...readings);
+    return Promise.resolve();
+  }
+}
+
+const fixedClock = (t: number): Clock => ({ now: () => t, setTimeout: () => ({}), clearTimeout: () => undefined });
+
+const silent: Logger = {
+  error: () => undefined,
+  warn: () => undefined,
+  info: () => undefined,
+  debug: () => undefined,
+  child: () => silent,
+};
+
+const NOW = 1_764_000_000_000;
+
+async function startIntake(opts: { known?: string[]; acceptUnknown?: boolean; sink?: ReadingSink } = {}) {
+  const broker = new FakeBroker();
+  const sink = new FakeSink();
+  const metrics = new PromMetrics();
+  let n = 0;
+  const ctx: DriverContext = {
+    sink: opts.sink ?? sink,
+    sequence: { next: () => ({ seq: ++n, id: `gw1:${n}` }) },
+    clock: fixedClock(NOW),
+    log: silent,
+    metrics,
+  };
+  const intake = new ChildIntake(broker, {
+    knownDevices: new Set(opts.known ?? ['pump-1']),
+    acceptUnknownDevices: opts.acceptUnknown ?? false,
+  });
+  await intake.start(ctx);
+  const rejected = async (reason: string): Promise<number> => {
+    const m = new RegExp(`^outpost_child_rejected_total\\{reason="${reason}"\\} (\\d+)$`, 'm').exec(await metrics.text());
+    return m ? Number(m[1]) : 0;
+  };
+  return { broker, sink, metrics, intake, rejected };
+}
+
+const topic = (device: string): string => `outpost/v1/dev/${device}/telemetry`;
+
+describe('child telemetry intake', () => {
+  it('turns a valid message with an id into one reading per point, with ids {device}:{msgId}:{point}', async () => {
+    const { broker, sink, metrics } = await startIntake();
+    await broker.publish(topic('pump-1'), {
+      id: 'boot7-1042',
+      ts: 1_763_999_999_000,
+      points: { temperature: 21.5, running: true, mode: 'auto', pressure: { value: null, quality: 'bad' } },
+    });
+    expect(sink.stored.map((r) => ({ id: r.id, device: r.device, point: r.point, value: r.value, quality: r.quality, ts: r.ts }))).toEqual([
+      { id: 'pump-1:boot7-1042:temperature', device: 'pump-1', point: 'temperature', value: 21.5, quality: 'good', ts: 1_763_999_999_000 },
+      { id: 'pump-1:boot7-1042:running', device: 'pump-1', point: 'running', value: true, quality: 'good', ts: 1_763_999_999_000 },
+      { id: 'pump-1:boot7-1042:mode', device: 'pump-1', point: 'mode', value: 'auto', quality: 'good', ts: 1_763_999_999_000 },
+      { id: 'pump-1:boot7-1042:pressure', device: 'pump-1', point: 'pressure', value: null, quality: 'bad', ts: 1_763_999_999_000 },
+    ]);
+    expect(sink.stored.map((r) => r.seq)).toEqual([1, 2, 3, 4]);
+    expect(await metrics.total('outpost_child_messages_total')).toBe(1);
+  });
+
+  it('gives a resent message the same reading ids, so the cloud can deduplicate it', async () => {
+    const { broker, sink } = await startIntake();
+    const msg = { id: 42, points: { a: 1, b: 2 } };
+    await broker.publish(topic('pump-1'), msg);
+    await broker.publish(topic('pump-1'), msg);
+    const ids = sink.stored.map((r) => r.id);
+    expect(ids).toEqual(['pump-1:42:a', 'pump-1:42:b', 'pump-1:42:a', 'pump-1:42:b']);
+    expect(childReadingId('pump-1', 42, 'a')).toBe('pump-1:42:a');
+  });
+
+  it('uses the gateway sequence ids and the arrival time for a message without id and ts', async () => {
+    const { broker, sink } = await startIntake();
+    await broker.publish(topic('pump-1'), { points: { a: 1, b: 2 } });
+    await broker.publish(topic('pump-1'), { points: { a: 3 } });
+    expect(sink.stored.map((r) => [r.id, r.seq, r.ts])).toEqual([
+      ['gw1:1', 1, NOW],
+      ['gw1:2', 2, NOW],
+      ['gw1:3', 3, NOW],
+    ]);
+  });
+
+  it('hands over frozen readings', async () => {
+    const { broker, sink } = await startIntake();
+    await broker.publish(topic('pump-1'), { points: { a: 1 } });
+    expect(Object.isFrozen(sink.stored[0])).toBe(true);
+  });
+
+  it('acknowledges, stores nothing and counts "not-json" for a payload that is not JSON', async () => {
+    const { broker, sink, rejected, metrics, intake } = await startIntake();
+    await expect(broker.publish(topic('pump-1'), '{"points": {')).resolves.toBeUndefined();
+    expect(sink.stored).toEqual([]);
+    expect(await rejected('not-json')).toBe(1);
+    expect(await metrics.total('outpost_child_messages_total')).toBe(0);
+    expect(intake.status()).toEqual({ accepted: 0, rejected: 1 });
+  });
+
+  it('acknowledges, stores nothing and counts "schema" for a message that breaks the schema', async () => {
+    const { broker, sink, rejected } = await startIntake();
+    await expect(broker.publish(topic('pump-1'), { points: { 'bad name': 1 } })).resolves.toBeUndefined();
+    await expect(broker.publish(topic('pump-1'), { points: { a: { value: 1, quality: 'meh' } } })).resolves.toBeUndefined();
+    await expect(broker.publish(topic('pump-1'), { points: {} })).resolves.toBeUndefined();
+    await expect(broker.publish(topic('pump-1'), '{"points":{"a":1e999}}')).resolves.toBeUndefined();
+    expect(sink.stored).toEqual([]);
+    expect(await rejected('schema')).toBe(4);
+  });
+
+  it('refuses a message from a device not in the site config when unknown devices are not accepted', async () => {
+    const { broker, sink, rejected, metrics } = await startIntake({ known: ['pump-1'], acceptUnknown: false });
+    await expect(broker.publish(topic('stranger'), { points: { a: 1 } })).resolves.toBeUndefined();
+    expect(sink.stored).toEqual([]);
+    expect(await rejected('unknown-device')).toBe(1);
+    expect(await metrics.total('outpost_child_rejected_total')).toBe(1);
+  });
+
+  it('takes a message from a device not in the site config when unknown devices are accepted', async () => {
+    const { broker, sink } = await startIntake({ known: [], acceptUnknown: true });
+    await broker.publish(topic('stranger'), { id: 'm1', points: { a: 1 } });
+    expect(sink.stored.map((r) => r.id)).toEqual(['stranger:m1:a']);
+  });
+
+  it('counts each refusal reason apart and sums them in total()', async () => {
+    const { broker, rejected, metrics } = await startIntake();
+    await broker.publish(topic('pump-1'), 'nope');
+    await broker.publish(topic('pump-1'), 'nope');
+    await broker.publish(topic('pump-1'), { points: {} });
+    await broker.publish(topic('ghost'), { points: { a: 1 } });
+    expect([await rejected('not-json'), await rejected('schema'), await rejected('unknown-device')]).toEqual([2, 1, 1]);
+    expect(await metrics.total('outpost_child_rejected_total')).toBe(4);
+  });
+
+  it('ignores publishes on other topics without storing or counting them', async () => {
+    const { broker, sink, metrics } = await startIntake();
+    await expect(broker.publish('outpost/v1/dev/pump-1/status', 'not json at all')).resolves.toBeUndefined();
+    await expect(broker.publish('some/other/topic', { points: { a: 1 } })).resolves.toBeUndefined();
+    expect(sink.stored).toEqual([]);
+    expect(await metrics.total('outpost_child_rejected_total')).toBe(0);
+    expect(await metrics.total('outpost_child_messages_total')).toBe(0);
+  });
+
+  it('rejects (so no PUBACK is sent) when the sink cannot store the readings, and does not count them accepted', async () => {
+    const { broker, sink, metrics, intake } = await startIntake();
+    sink.failWith = new Error('disk full');
+    await expect(broker.publish(topic('pump-1'), { id: 1, points: { a: 1 } })).rejects.toThrow('disk full');
+    expect(await metrics.total('outpost_child_messages_total')).toBe(0);
+    expect(await metrics.total('outpost_child_rejected_total')).toBe(0);
+    expect(intake.status()).toEqual({ accepted: 0, rejected: 0 });
+    // The device resends once the store recovers; the message is taken then.
+    sink.failWith = undefined;
+    await broker.publish(topic('pump-1'), { id: 1, points: { a: 1 } });
+    expect(sink.stored.map((r) => r.id)).toEqual(['pump-1:1:a']);
+    expect(intake.status()).toEqual({ accepted: 1, rejected: 0 });
+  });
+
+  it('rejects telemetry after stop(), so the device keeps it and resends to the next gateway run', async () => {
+    const { broker, sink, intake } = await startIntake();
+    await intake.stop();
+    await expect(broker.publish(topic('pump-1'), { points: { a: 1 } })).rejects.toThrow(/stopping/);
+    expect(sink.stored).toEqual([]);
+  });
+
+  it('waits in stop() for a submit that is still in flight', async () => {
+    let release: () => void = () => undefined;
+    const held: ReadingSink = { submit: () => new Promise<void>((resolve) => (release = resolve)) };
+    const { broker, intake } = await startIntake({ sink: held });
+    const published = broker.publish(topic('pump-1'), { points: { a: 1 } });
+    let stopped = false;
+    const stopping = intake.stop().then(() => (stopped = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(stopped).toBe(false);
+    release();
+    await published;
+    await stopping;
+    expect(stopped).toBe(true);
+    expect(intake.status()).toEqual({ accepted: 1, rejected: 0 });
+  });
+});

@@ -76,9 +76,16 @@ export class Mosquitto {
     this.exited = new Promise((resolve) => proc.once('exit', () => resolve()));
     const deadline = Date.now() + 10_000;
     for (;;) {
-      if (proc.exitCode !== null) throw new Error(`mosquitto exited with ${proc.exitCode}: ${stderr.trim()}`);
+      if (proc.exitCode !== null) {
+        this.proc = undefined;
+        throw new Error(`mosquitto exited with ${proc.exitCode}: ${stderr.trim()}`);
+      }
       if (await canConnect(this.port)) return;
-      if (Date.now() > deadline) throw new Error(`mosquitto did not listen on ${this.port} within 10 s: ${stderr.trim()}`);
+      if (Date.now() > deadline) {
+        // Never leave a broker behind that the caller cannot stop.
+        await this.stop();
+        throw new Error(`mosquitto did not listen on ${this.port} within 10 s: ${stderr.trim()}`);
+      }
       await new Promise((r) => setTimeout(r, 50));
     }
   }
@@ -89,7 +96,10 @@ export class Mosquitto {
     this.proc = undefined;
     if (!proc || proc.exitCode !== null) return;
     proc.kill('SIGTERM');
+    // A broker that does not exit within 5 s of SIGTERM is killed, so no caller hangs on it.
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 5_000);
     await this.exited;
+    clearTimeout(timer);
   }
 
   async restart(): Promise<void> {

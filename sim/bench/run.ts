@@ -1,0 +1,164 @@
+import { spawnSync } from 'node:child_process';
+import { cpus, loadavg, totalmem } from 'node:os';
+import { parseArgs } from 'node:util';
+import { mosquittoBinary } from '../mosquitto.js';
+import { emergencyCleanup, StatusLine, type Benchmark, type BenchOptions, type BenchResult, type Figure } from './harness.js';
+import { ingestBenchmark } from './ingest.js';
+
+/** Every benchmark, in run order. A new benchmark is a module exporting a `Benchmark`, listed here. */
+const BENCHMARKS: readonly Benchmark[] = [ingestBenchmark];
+
+const HELP = `npm run bench -- [options]   (builds, then runs node dist/sim/bench/run.js)
+
+Each benchmark runs Outpost and a baseline on the same load in the same run and reports the ratio.
+
+  --only NAME       run one benchmark (${BENCHMARKS.map((b) => b.name).join(', ')})
+  --messages N      messages per scenario (default 50000)
+  --timeout S       hard limit per scenario in seconds (default 120)
+  --json            print one JSON object keyed by benchmark name, plus "machine"
+  --list            list the benchmarks
+`;
+
+function machine(): Record<string, Figure> {
+  const cpu = cpus();
+  const mosquitto = spawnSync(mosquittoBinary(), ['-h'], { encoding: 'utf8' }).stdout.split('\n')[0] ?? '';
+  return {
+    date: new Date().toISOString(),
+    cpus: cpu.length,
+    cpu_model: cpu[0]?.model.trim() ?? 'unknown',
+    memory_gb: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    mosquitto: mosquitto.replace(/^mosquitto version\s*/, ''),
+    // Other work on the machine depresses every figure; the load at the start says how much.
+    load_avg_1m_at_start: Math.round(loadavg()[0]! * 100) / 100,
+  };
+}
+
+function table(head: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  // First column is a name (left-aligned); the rest are figures (right-aligned).
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/** A mistake on the command line: reported in one line with exit code 2, not as a crash. */
+class UsageError extends Error {}
+
+function positiveInt(name: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name}: expected a positive integer, got "${v}"`);
+  return n;
+}
+
+async function main(): Promise<number> {
+  try {
+    return await runSelected();
+  } catch (err) {
+    // parseArgs reports unknown options and missing values as TypeErrors with an ERR_PARSE_ARGS code.
+    const code = (err as { code?: unknown }).code;
+    if (err instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))) {
+      process.stderr.write(`bench: ${(err as Error).message}\n\n${HELP}`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+async function runSelected(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      only: { type: 'string' },
+      messages: { type: 'string', default: '50000' },
+      timeout: { type: 'string', default: '120' },
+      json: { type: 'boolean', default: false },
+      list: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (values.list) {
+    for (const b of BENCHMARKS) process.stdout.write(`${b.name.padEnd(12)} ${b.description}\n`);
+    return 0;
+  }
+  const selected = values.only === undefined ? BENCHMARKS : BENCHMARKS.filter((b) => b.name === values.only);
+  if (selected.length === 0) {
+    process.stderr.write(`unknown benchmark "${values.only}"; known: ${BENCHMARKS.map((b) => b.name).join(', ')}\n`);
+    return 2;
+  }
+  const progress = new StatusLine();
+  const opts: BenchOptions = {
+    messages: positiveInt('messages', values.messages),
+    timeoutMs: positiveInt('timeout', values.timeout) * 1000,
+    progress,
+  };
+
+  const host = machine();
+  const output: Record<string, Record<string, Figure>> = {};
+  let ok = true;
+  if (!values.json) {
+    process.stdout.write(
+      `Outpost benchmarks  ${host.date}  ${host.cpus} × ${host.cpu_model}, Node ${host.node}, Mosquitto ${host.mosquitto}, load ${host.load_avg_1m_at_start}\n`,
+    );
+  }
+  for (const bench of selected) {
+    // A last resort for a hang no scenario timeout catches (a broker that never answers):
+    // exiting runs the emergency cleanup of child processes and temp dirs.
+    const watchdog = setTimeout(() => {
+      progress.clear();
+      process.stderr.write(`bench ${bench.name}: still running after ${bench.maxDurationMs(opts) / 1000} s; aborting\n`);
+      process.exit(1);
+    }, bench.maxDurationMs(opts));
+    watchdog.unref();
+    let result: BenchResult;
+    try {
+      result = await bench.run(opts);
+    } catch (err) {
+      ok = false;
+      const message = err instanceof Error ? err.message : String(err);
+      output[bench.name] = { error: message };
+      if (!values.json) process.stdout.write(`\n${bench.name}: FAILED: ${message}\n`);
+      continue;
+    } finally {
+      clearTimeout(watchdog);
+    }
+    ok &&= result.ok;
+    output[bench.name] = result.figures;
+    if (!values.json) {
+      process.stdout.write(`\n${bench.name}: ${bench.description}, ${opts.messages.toLocaleString('en-US')} messages\n`);
+      process.stdout.write(`${table(result.table.head, result.table.rows)}\n`);
+      for (const note of result.notes) process.stdout.write(`${note}\n`);
+    }
+  }
+  output.machine = host;
+  if (values.json) process.stdout.write(`${JSON.stringify(output)}\n`);
+  return ok ? 0 : 1;
+}
+
+// Exiting runs the 'exit' handler, which kills the brokers and gateway we started and removes
+// their temp dirs. `on`, not `once`: the handler stays installed, so a second signal arriving
+// while we exit cannot take the default action and skip the cleanup.
+process.on('exit', emergencyCleanup);
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    process.stderr.write(`\nbench: ${sig}, cleaning up\n`);
+    process.exit(130);
+  });
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

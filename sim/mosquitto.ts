@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './free-port.js';
 
@@ -55,6 +56,9 @@ export class Mosquitto {
     writeFileSync(
       conf,
       [
+        // Started as root, mosquitto drops to user "mosquitto", which cannot write the private
+        // directory: persistence and log would silently be lost. Stay the user that started it.
+        `user ${userInfo().username}`,
         'per_listener_settings false',
         `listener ${this.port} 127.0.0.1`,
         'allow_anonymous true',

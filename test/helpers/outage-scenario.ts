@@ -39,7 +39,13 @@ export async function cloudOutageScenario(cloud: CloudUnderTest): Promise<void> 
     expect(s.outbox.depth).toBe(0);
     expect(s.outbox.dropped).toBe(0);
     // The consumer may still be receiving what the broker already acknowledged.
-    await waitFor('every reading at the cloud consumer', () => cloud.ledger.uniqueFrom('e2e-gw') >= s.outbox.appended, 15_000);
+    await waitFor(
+      'every reading at the cloud consumer',
+      () => cloud.ledger.uniqueFrom('e2e-gw') >= s.outbox.appended,
+      15_000,
+      25,
+      () => `consumer has ${cloud.ledger.uniqueFrom('e2e-gw')} of ${s.outbox.appended}; gateway status ${JSON.stringify(s.outbox)}`,
+    );
     expect(cloud.ledger.uniqueFrom('e2e-gw')).toBe(s.outbox.appended);
     expect(s.outbox.delivered).toBeGreaterThanOrEqual(s.outbox.appended);
     const acked = site.childAcked();

@@ -8,6 +8,7 @@ import {
   type Logger,
   type Metrics,
   type Outbox,
+  type OutboxRow,
   type TimerHandle,
 } from '../runtime/contracts/index.js';
 
@@ -38,7 +39,8 @@ export type LinkState = 'connecting' | 'up' | 'down' | 'stopped';
 export class Uplink {
   private client: MqttClient | undefined;
   private state: LinkState = 'down';
-  private cursor = 0;
+  /** Per stream: the last row id sent on this connection. */
+  private readonly cursors = new Map<string, number>();
   private inFlight = 0;
   private generation = 0;
   private retryTimer: TimerHandle | undefined;
@@ -140,7 +142,7 @@ export class Uplink {
       if (generation !== this.generation) return;
       this.state = 'up';
       this.backoff.reset();
-      this.cursor = 0;
+      this.cursors.clear();
       this.inFlight = 0;
       this.mConnects.inc();
       this.mLinkUp.set(1);
@@ -159,7 +161,7 @@ export class Uplink {
       // Fail every publish still waiting for a PUBACK; the rows stay in the outbox for the next link.
       client.end(true);
       this.inFlight = 0;
-      this.cursor = 0;
+      this.cursors.clear();
       if (this.state === 'stopped') return;
       const wasUp = this.state === 'up';
       this.state = 'down';
@@ -174,26 +176,27 @@ export class Uplink {
     if (this.state !== 'up' || !client) return;
     const generation = this.generation;
     while (this.inFlight < this.opts.maxInFlight) {
-      const rows = this.outbox.peek(this.cursor, this.opts.batchSize);
-      if (rows.length === 0) break;
+      const batch = this.nextBatch();
+      if (!batch) break;
+      const { stream, rows } = batch;
       const first = rows[0]!.rowid;
       const last = rows[rows.length - 1]!.rowid;
-      this.cursor = last;
+      this.cursors.set(stream, last);
       const payload = `{"v":1,"gateway":${JSON.stringify(this.opts.gatewayId)},"sentAt":${this.clock.now()},"readings":[${rows
         .map((r) => r.body)
         .join(',')}]}`;
       this.inFlight++;
       this.mInFlight.set(this.inFlight);
-      this.log.debug({ first, last, rows: rows.length, inFlight: this.inFlight }, 'batch sent');
+      this.log.debug({ stream, first, last, rows: rows.length, inFlight: this.inFlight }, 'batch sent');
       client.publish(this.topic, payload, { qos: 1 }, (err) => {
-        this.log.debug({ first, last, err: err?.message, current: generation === this.generation }, 'batch settled');
+        this.log.debug({ stream, first, last, err: err?.message, current: generation === this.generation }, 'batch settled');
         if (err) {
           // Connection lost before the PUBACK: the rows stay and are sent again.
           this.mPublishErrors.inc();
           return;
         }
         // Acknowledged: safe to delete even if the link dropped since.
-        this.outbox.ack(first, last);
+        this.outbox.ack(stream, first, last);
         this.mBatches.inc();
         if (generation !== this.generation) return;
         this.inFlight--;
@@ -206,5 +209,17 @@ export class Uplink {
       this.idleWaiters = [];
       for (const w of waiters) w();
     }
+  }
+
+  /**
+   * The next batch: from the highest-priority stream that has rows not yet sent on this
+   * connection, oldest first, so the readings of one source leave in the order they were stored.
+   */
+  private nextBatch(): { stream: string; rows: OutboxRow[] } | undefined {
+    for (const stream of this.outbox.drainOrder()) {
+      const rows = this.outbox.peek(stream, this.cursors.get(stream) ?? 0, this.opts.batchSize);
+      if (rows.length > 0) return { stream, rows };
+    }
+    return undefined;
   }
 }

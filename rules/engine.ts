@@ -5,7 +5,7 @@ import type { RuleSpec } from './types.js';
 
 /**
  * Runs every rule over every reading. A reading that several filters pass is emitted once per
- * route, so the cloud never receives the same reading twice from one gateway run.
+ * route and stream, so the cloud never receives the same reading twice from one gateway run.
  */
 export class Rules implements RuleEngine {
   private readonly filters: FilterRule[] = [];
@@ -26,8 +26,9 @@ export class Rules implements RuleEngine {
     let emitted: Set<string> | undefined;
     const once = (out: RuleOutput): void => {
       emitted ??= new Set();
-      if (emitted.has(out.route)) return;
-      emitted.add(out.route);
+      const key = `${out.route}\u0000${out.stream}`;
+      if (emitted.has(key)) return;
+      emitted.add(key);
       emit(out);
     };
     for (const f of this.filters) f.process(reading, once);

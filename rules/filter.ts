@@ -19,7 +19,7 @@ export class FilterRule {
   process(r: Envelope, emit: (out: RuleOutput) => void): void {
     if (!this.matchDevice(r.device) || !this.matchPoint(r.point)) return;
     if (r.quality === 'good' && !this.inRange(r.value)) return;
-    emit({ route: this.spec.route, envelope: r });
+    emit({ route: this.spec.route, stream: this.spec.stream, envelope: r });
   }
 
   private inRange(value: Envelope['value']): boolean {

@@ -110,6 +110,7 @@ export class TumblingWindowRule {
       const { seq } = this.sequence.next();
       emit({
         route: this.spec.route,
+        stream: this.spec.stream,
         envelope: makeEnvelope({
           id: `${this.spec.id}:${acc.device}:${acc.point}:${fn}:${acc.start}`,
           device: acc.device,

@@ -11,6 +11,7 @@ export interface FilterRuleSpec {
   readonly min?: number | undefined;
   readonly max?: number | undefined;
   readonly route: 'cloud';
+  readonly stream: string;
 }
 
 export type AggregateFn = 'avg' | 'min' | 'max' | 'count';
@@ -22,6 +23,7 @@ export interface WindowRuleSpec {
   readonly windowMs: number;
   readonly aggregates: readonly AggregateFn[];
   readonly route: 'cloud';
+  readonly stream: string;
 }
 
 export type RuleSpec = FilterRuleSpec | WindowRuleSpec;

@@ -162,7 +162,10 @@ export async function runDemo(args: string[]): Promise<number> {
     delivered,
     // Every reading taken into the outbox is delivered, dropped by a counted policy, or still
     // queued; anything else is lost. Children's acknowledged readings are checked one by one.
-    lost: Math.max(produced - final.outbox.dropped - final.outbox.depth - delivered, childMissing),
+    lost: Math.max(
+      produced + final.outbox.replayed - final.outbox.dropped - final.outbox.expired - final.outbox.deadLettered - final.outbox.depth - delivered,
+      childMissing,
+    ),
     duplicates: cloud.ledger.duplicates,
     dropped: final.outbox.dropped,
     inOutbox: final.outbox.depth,

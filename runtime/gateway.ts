@@ -4,7 +4,7 @@ import { ChildIntake } from '../drivers/mqtt/child-intake.js';
 import { ModbusPoller } from '../drivers/modbus/modbus-poller.js';
 import { Rules } from '../rules/engine.js';
 import type { SiteConfig } from './config/schema.js';
-import { systemClock, type Clock, type Driver, type Logger } from './contracts/index.js';
+import { systemClock, type Clock, type Driver, type Logger, type OutboxStats } from './contracts/index.js';
 import { EmbeddedBroker } from './broker/embedded-broker.js';
 import { HttpApi } from './http/api.js';
 import { IngestPipeline } from './ingest.js';
@@ -26,7 +26,7 @@ export interface GatewayStatus {
   readonly link: string;
   readonly readingsIn: number;
   readonly ruleOutputs: number;
-  readonly outbox: { depth: number; bytes: number; appended: number; delivered: number; dropped: number };
+  readonly outbox: OutboxStats;
   readonly children: { connected: number };
   readonly drivers: Record<string, unknown>[];
   readonly ports: { broker: number; http: number };
@@ -56,6 +56,7 @@ export class Gateway {
     private readonly broker: EmbeddedBroker,
     private readonly drivers: readonly Driver[],
     private readonly http: HttpApi,
+    private readonly expiry: NodeJS.Timeout,
     readonly ports: { broker: number; http: number },
   ) {
     this.startedAt = clock.now();
@@ -70,7 +71,12 @@ export class Gateway {
       migrate(db, 'outbox', outboxMigrations);
       const metrics = new PromMetrics();
       const sequence = new BootSequence(db, config.gateway.id);
-      const outbox = new SqliteOutbox(db, config.storage.quotaBytes, metrics);
+      const outbox = new SqliteOutbox(
+        db,
+        config.storage.quotaBytes,
+        metrics,
+        config.streams.map((st) => ({ ...st, quotaBytes: st.quotaBytes ?? config.storage.quotaBytes })),
+      );
       const c = config.cloud;
       const uplink = new Uplink(
         {
@@ -112,7 +118,16 @@ export class Gateway {
       const brokerPort = await broker.listen(config.broker.host, config.broker.port);
       const httpPort = await http.listen(config.http.host, config.http.port);
       uplink.start();
-      const gateway = new Gateway(config, db, log, clock, metrics, sequence, outbox, uplink, pipeline, broker, drivers, http, {
+      // Readings past their stream's TTL leave the outbox as `expired`, counted.
+      const expiry = setInterval(() => {
+        try {
+          outbox.expire(clock.now());
+        } catch (err) {
+          log.error({ err: (err as Error).message }, 'outbox expiry failed');
+        }
+      }, 5_000);
+      expiry.unref();
+      const gateway = new Gateway(config, db, log, clock, metrics, sequence, outbox, uplink, pipeline, broker, drivers, http, expiry, {
         broker: brokerPort,
         http: httpPort,
       });
@@ -152,6 +167,7 @@ export class Gateway {
   }
 
   private async doStop(drainMs: number): Promise<void> {
+    clearInterval(this.expiry);
     await this.broker.stopIntake();
     for (const d of this.drivers) await d.stop();
     await this.pipeline.stop();

@@ -5,6 +5,7 @@ import type {
   Logger,
   Metrics,
   Outbox,
+  OutboxItem,
   ReadingSink,
   RuleEngine,
   RuleOutput,
@@ -97,6 +98,7 @@ export class IngestPipeline implements ReadingSink {
     try {
       outputs = this.commit(batch, now);
     } catch (err) {
+      this.outbox.rolledBack();
       this.mFailures.inc();
       const error = new Error(`store commit failed: ${(err as Error).message}`, { cause: err });
       this.log.error({ err: error.message, readings: batch.reduce((n, p) => n + p.readings.length, 0) }, 'ingest commit failed');
@@ -104,6 +106,7 @@ export class IngestPipeline implements ReadingSink {
       this.armWindowTimer();
       return;
     }
+    this.outbox.committed();
     this.mCommits.inc();
     for (const p of batch) p.resolve();
     if (outputs > 0) this.onCommitted();
@@ -119,9 +122,9 @@ export class IngestPipeline implements ReadingSink {
 
   /** Runs inside the transaction. */
   private apply(batch: Pending[], now: number): number {
-    const cloud: Envelope[] = [];
+    const cloud: OutboxItem[] = [];
     const emit = (out: RuleOutput): void => {
-      if (out.route === 'cloud') cloud.push(out.envelope);
+      if (out.route === 'cloud') cloud.push({ envelope: out.envelope, stream: out.stream });
     };
     let readings = 0;
     for (const p of batch) {
@@ -129,7 +132,7 @@ export class IngestPipeline implements ReadingSink {
       readings += p.readings.length;
     }
     this.rules.tick(now, emit);
-    this.outbox.append(cloud);
+    this.outbox.append(cloud, now);
     for (const row of this.rules.takeDirtyState()) {
       if (row.state === null) this.deleteState(row.key);
       else this.saveState(row.key, row.state);

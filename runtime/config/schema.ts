@@ -73,6 +73,8 @@ export const filterRuleSchema = z
     min: z.number().finite().optional(),
     max: z.number().finite().optional(),
     route: z.literal('cloud').default('cloud'),
+    /** Outbox stream the passing readings go to. */
+    stream: id.default('telemetry'),
   })
   .refine((r) => r.min === undefined || r.max === undefined || r.min <= r.max, {
     message: 'min must not be greater than max',
@@ -87,6 +89,19 @@ export const windowRuleSchema = z.strictObject({
   windowMs: durationMs.min(100),
   aggregates: z.array(z.enum(['avg', 'min', 'max', 'count'])).min(1),
   route: z.literal('cloud').default('cloud'),
+  stream: id.default('telemetry'),
+});
+
+export const streamSchema = z.strictObject({
+  name: id,
+  /** 0 is the highest priority: drained first, dropped last when the storage quota is reached. */
+  priority: z.number().int().min(0).max(9).default(5),
+  /** This stream's byte budget; default: the whole storage quota. */
+  quotaBytes: z.number().int().min(4096).optional(),
+  /** Readings older than this are expired (counted) instead of sent. */
+  ttlMs: durationMs.optional(),
+  /** What happens when the stream is over its budget. */
+  overflow: z.enum(['drop-oldest', 'reject-new']).default('drop-oldest'),
 });
 
 export const ruleSchema = z.discriminatedUnion('type', [filterRuleSchema, windowRuleSchema]);
@@ -110,6 +125,7 @@ export const configSchema = z
       .default({ host: '127.0.0.1', port: 8080 }),
     devices: z.array(deviceSchema).default([]),
     rules: z.array(ruleSchema).default([]),
+    streams: z.array(streamSchema).min(1).default([{ name: 'telemetry', priority: 5, overflow: 'drop-oldest' }]),
     cloud: z.strictObject({
       url: z.string().regex(/^(mqtt|mqtts|tcp|ssl):\/\/[^\s]+$/, 'expected an mqtt://, mqtts://, tcp:// or ssl:// URL'),
       clientId: id.optional(),
@@ -144,9 +160,17 @@ export const configSchema = z
       devices.add(d.id);
     });
     const rules = new Set<string>();
+    const streams = new Set<string>();
+    cfg.streams.forEach((st, i) => {
+      if (streams.has(st.name)) ctx.addIssue({ code: 'custom', path: ['streams', i, 'name'], message: `duplicate stream "${st.name}"` });
+      streams.add(st.name);
+    });
     cfg.rules.forEach((r, i) => {
       if (rules.has(r.id)) ctx.addIssue({ code: 'custom', path: ['rules', i, 'id'], message: `duplicate rule id "${r.id}"` });
       rules.add(r.id);
+      if (!streams.has(r.stream)) {
+        ctx.addIssue({ code: 'custom', path: ['rules', i, 'stream'], message: `no stream named "${r.stream}" under streams` });
+      }
     });
   });
 
@@ -157,3 +181,4 @@ export type MqttDeviceConfig = z.output<typeof mqttDeviceSchema>;
 export type PointConfig = z.output<typeof pointSchema>;
 export type RuleConfig = z.output<typeof ruleSchema>;
 export type CloudConfig = SiteConfig['cloud'];
+export type StreamConfigEntry = z.output<typeof streamSchema>;

@@ -1,30 +1,66 @@
 import type { Envelope } from './envelope.js';
 
 /**
- * The durable queue between rules and the uplink. `append` runs inside the caller's store
- * transaction. Rows leave only through `ack` (the cloud broker acknowledged them) or a counted
- * drop by policy.
+ * The durable queue between rules and the uplink, divided into streams. Each stream has a
+ * priority class, a byte budget, an optional TTL and an overflow policy. `append` runs inside the
+ * caller's store transaction. Rows leave only through `ack` (the cloud broker acknowledged them),
+ * expiry, a counted drop by policy, or the dead-letter table; so for each stream, over its whole
+ * life: produced + replayed = delivered + expired + dropped + deadLettered + depth.
  */
+export interface OutboxItem {
+  readonly envelope: Envelope;
+  readonly stream: string;
+}
+
 export interface OutboxRow {
   readonly rowid: number;
+  readonly stream: string;
   /** The envelope as JSON text, kept as text so a batch is built without re-encoding. */
   readonly body: string;
   readonly bytes: number;
 }
 
+export interface StreamStats {
+  readonly stream: string;
+  readonly priority: number;
+  readonly depth: number;
+  readonly bytes: number;
+  readonly produced: number;
+  readonly delivered: number;
+  readonly expired: number;
+  readonly dropped: number;
+  readonly deadLettered: number;
+  readonly replayed: number;
+}
+
 export interface OutboxStats {
   readonly depth: number;
   readonly bytes: number;
+  /** Readings produced for the cloud (all streams). */
   readonly appended: number;
   readonly delivered: number;
+  readonly expired: number;
   readonly dropped: number;
+  readonly deadLettered: number;
+  readonly replayed: number;
+  readonly streams: readonly StreamStats[];
 }
 
 export interface Outbox {
-  append(envelopes: readonly Envelope[]): void;
-  /** Oldest rows with rowid greater than `afterRowid`, at most `limit`. */
-  peek(afterRowid: number, limit: number): OutboxRow[];
-  /** Delete rows `first..last` (inclusive) after the cloud acknowledged them; returns rows deleted. */
-  ack(first: number, last: number): number;
+  append(items: readonly OutboxItem[], now: number): void;
+  /** Stream names in drain order: highest priority (lowest number) first. */
+  drainOrder(): readonly string[];
+  /** Oldest rows of `stream` with rowid greater than `afterRowid`, at most `limit`. */
+  peek(stream: string, afterRowid: number, limit: number): OutboxRow[];
+  /** Delete rows `first..last` of `stream` after the cloud acknowledged them; returns rows deleted. */
+  ack(stream: string, first: number, last: number): number;
+  /** Move rows to the dead-letter table (the cloud refused them); returns rows moved. */
+  deadLetter(stream: string, rowids: readonly number[], reason: string, now: number): number;
+  /** Delete rows older than their stream's TTL; returns rows expired. */
+  expire(now: number): number;
+  /** After the caller's transaction that ran `append` committed: count what it did. */
+  committed(): void;
+  /** After it rolled back: forget what it did. */
+  rolledBack(): void;
   stats(): OutboxStats;
 }

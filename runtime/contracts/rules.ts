@@ -5,6 +5,8 @@ export type Route = 'cloud';
 
 export interface RuleOutput {
   readonly route: Route;
+  /** Outbox stream for route `cloud`. */
+  readonly stream: string;
   readonly envelope: Envelope;
 }
 

@@ -15,15 +15,24 @@ const sequence = { next: () => ({ seq: ++n, id: `gw:${n}` }) };
 const reading = (device: string, point: string, value: Envelope['value'], quality: Envelope['quality'] = 'good'): Envelope =>
   makeEnvelope({ id: `r${++n}`, device, point, value, quality, ts: 0, seq: n });
 
-const filter: RuleSpec = { id: 'hot', type: 'filter', match: { device: 'meter-*', point: 'temp' }, min: 0, max: 100, route: 'cloud' };
-const window: RuleSpec = {
+const filter = {
+  id: 'hot',
+  type: 'filter',
+  match: { device: 'meter-*', point: 'temp' },
+  min: 0,
+  max: 100,
+  route: 'cloud',
+  stream: 'telemetry',
+} satisfies RuleSpec;
+const window = {
   id: 'p1m',
   type: 'window',
   match: { device: '*', point: 'power' },
   windowMs: 1000,
   aggregates: ['avg', 'min', 'max', 'count'],
   route: 'cloud',
-};
+  stream: 'telemetry',
+} satisfies RuleSpec;
 
 function run(rules: Rules, readings: Envelope[]): RuleOutput[] {
   const out: RuleOutput[] = [];
@@ -50,6 +59,11 @@ describe('filter rule', () => {
   it('emits a reading once even when two filters pass it', () => {
     const rules = new Rules([filter, { ...filter, id: 'all', min: undefined, max: undefined }], new FakeClock(), sequence);
     expect(run(rules, [reading('meter-1', 'temp', 20)])).toHaveLength(1);
+  });
+
+  it('emits a reading once per stream when filters route it to two streams', () => {
+    const rules = new Rules([filter, { ...filter, id: 'alarm', stream: 'alarms' }], new FakeClock(), sequence);
+    expect(run(rules, [reading('meter-1', 'temp', 20)]).map((o) => o.stream)).toEqual(['telemetry', 'alarms']);
   });
 });
 

@@ -20,6 +20,12 @@ export class DeliveryLedger {
   rejected = 0;
   /** Readings with bad quality, per device. */
   readonly bad = new Map<string, number>();
+  /**
+   * Readings that arrived for the first time after a newer reading (higher seq) of the same device
+   * and point: a break of per-source order.
+   */
+  orderViolations = 0;
+  private readonly lastSeq = new Map<string, number>();
 
   recordBatch(gateway: string, readings: readonly LedgerReading[]): void {
     this.batches++;
@@ -27,6 +33,10 @@ export class DeliveryLedger {
       this.received++;
       if (this.ids.has(r.id)) continue;
       this.ids.add(r.id);
+      const key = `${r.device}\u0000${r.point}`;
+      const last = this.lastSeq.get(key);
+      if (last !== undefined && r.seq < last) this.orderViolations++;
+      else this.lastSeq.set(key, r.seq);
       this.perGateway.set(gateway, (this.perGateway.get(gateway) ?? 0) + 1);
       this.byDevice.set(r.device, (this.byDevice.get(r.device) ?? 0) + 1);
       if (r.quality === 'bad') this.bad.set(r.device, (this.bad.get(r.device) ?? 0) + 1);

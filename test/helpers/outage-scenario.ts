@@ -53,6 +53,7 @@ export async function cloudOutageScenario(cloud: CloudUnderTest): Promise<void> 
     expect(cloud.ledger.missing(acked)).toEqual([]);
     for (const device of ['meter-1', 'boiler-1', 'pump-1', 'pump-3']) expect(cloud.ledger.byDevice.get(device) ?? 0).toBeGreaterThan(0);
     expect(cloud.ledger.rejected).toBe(0);
+    expect(cloud.ledger.orderViolations).toBe(0);
   } finally {
     await sg.close();
   }

@@ -123,4 +123,54 @@ describe('LinkProxy', { timeout: 10_000 }, () => {
     proxy.down();
     expect(proxy.outages).toBe(2);
   });
+
+  it('reset() drops live connections but keeps the link up', async () => {
+    const a = open();
+    expect(await roundTrip(a, 'a')).toBe('a');
+    proxy.reset();
+    await closed(a);
+    expect(proxy.up).toBe(true);
+    expect(await roundTrip(open(), 'again')).toBe('again');
+    expect(proxy.faults).toBe(1);
+  });
+
+  it('stall() holds traffic in both directions for a while, then delivers it in order', async () => {
+    const s = open();
+    expect(await roundTrip(s, 'x')).toBe('x');
+    proxy.stall(300);
+    const t0 = Date.now();
+    expect(await roundTrip(s, 'held-then-sent')).toBe('held-then-sent');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
+  });
+
+  it('latency and a throughput cap slow the link down', async () => {
+    proxy.setConditions({ latencyMs: 100 });
+    const s = open();
+    let t0 = Date.now();
+    await roundTrip(s, 'slow');
+    // Once each way.
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(180);
+    proxy.setConditions({ bytesPerS: 10_000 });
+    t0 = Date.now();
+    expect(await roundTrip(s, 'y'.repeat(2000))).toBe('y'.repeat(2000));
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
+    proxy.clear();
+    t0 = Date.now();
+    await roundTrip(s, 'fast');
+    expect(Date.now() - t0).toBeLessThan(150);
+  });
+
+  it('dropAfterBytes resets each connection after that many bytes toward the target', async () => {
+    proxy.setConditions({ dropAfterBytes: 10 });
+    const s = open();
+    const got: string[] = [];
+    s.on('data', (d: Buffer) => got.push(d.toString()));
+    s.write('0123456789abcdef');
+    await closed(s);
+    // Reset mid-stream: nothing past the 10th byte ever reached the target.
+    expect('0123456789'.startsWith(got.join(''))).toBe(true);
+    expect(proxy.faults).toBe(2);
+    const t = open();
+    expect(await roundTrip(t, 'short')).toBe('short');
+  });
 });

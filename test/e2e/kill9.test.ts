@@ -15,10 +15,11 @@ afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
 });
 
-const KILLS = 3;
+/** Kills in CI; `OUTPOST_KILLS=1000 npx vitest run test/e2e/kill9.test.ts` for the long run. */
+const KILLS = Number(process.env.OUTPOST_KILLS ?? 50);
 
 describe('kill -9 while the cloud is down', () => {
-  it(`loses nothing a child was acknowledged for, across ${KILLS} kills mid-ingest`, async () => {
+  it(`loses nothing a child was acknowledged for, across ${KILLS} kills mid-ingest`, { timeout: Math.max(120_000, KILLS * 3_000) }, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'outpost-kill9-'));
     cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
     const cloud = await SimCloud.start();
@@ -44,12 +45,13 @@ describe('kill -9 while the cloud is down', () => {
     for (let k = 0; k < KILLS; k++) {
       const gw = await GatewayProcess.start(configFile);
       cleanup.push(() => gw.kill9());
-      const children = [1, 2, 3, 4].map(
+      const children = [1, 2, 3].map(
         (i) => new SimChildDevice({ url: gw.brokerUrl, deviceId: `dev-${i}`, intervalMs: 5, points: { a: { kind: 'counter' }, b: { kind: 'sine', amplitude: 1, periodMs: 1000 } }, maxInFlight: 20 }),
       );
       for (const c of children) c.start();
-      await waitFor('children to be acknowledged', () => children.every((c) => c.acked.length > 20));
-      await sleep(200 + Math.floor(Math.random() * 300));
+      await waitFor('children to be acknowledged', () => children.every((c) => c.acked.length > 4));
+      // A random moment mid-ingest.
+      await sleep(Math.floor(Math.random() * 200));
       await gw.kill9();
       for (const c of children) {
         await c.kill();
@@ -61,13 +63,14 @@ describe('kill -9 while the cloud is down', () => {
       expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
       db.close();
     }
-    expect(acked.length).toBeGreaterThan(KILLS * 4 * 20);
+    expect(acked.length).toBeGreaterThan(KILLS * 3 * 4);
 
     link.restore();
     const gw = await GatewayProcess.start(configFile);
     cleanup.push(() => gw.terminate());
-    await waitFor('every acknowledged reading at the cloud', () => cloud.ledger.missing(acked).length === 0, 30_000, 100);
+    await waitFor('every acknowledged reading at the cloud', () => cloud.ledger.missing(acked).length === 0, 60_000, 200);
     expect(cloud.ledger.missing(acked)).toEqual([]);
+    expect(cloud.ledger.orderViolations).toBe(0);
     expect(await gw.terminate()).toBe(0);
   });
 });

@@ -117,6 +117,7 @@ function zeroCounts(): Record<CounterName, number> {
 export class SqliteOutbox implements Outbox {
   private readonly states = new Map<string, StreamState>();
   private order: string[] = [];
+  private drain: { name: string; priority: number }[] = [];
   private readonly insert: Database.Statement<[string, string, number, number]>;
   private readonly select: Database.Statement<[string, number, number], OutboxRow>;
   private readonly deleteRange: Database.Statement<[string, number, number], { bytes: number }>;
@@ -201,8 +202,8 @@ export class SqliteOutbox implements Outbox {
     }
   }
 
-  drainOrder(): readonly string[] {
-    return this.order;
+  drainOrder(): readonly { readonly name: string; readonly priority: number }[] {
+    return this.drain;
   }
 
   peek(stream: string, afterRowid: number, limit: number): OutboxRow[] {
@@ -316,6 +317,7 @@ export class SqliteOutbox implements Outbox {
   private addStream(config: StreamConfig): void {
     this.states.set(config.name, { config, depth: 0, bytes: 0, counts: zeroCounts(), pending: zeroCounts(), staged: zeroCounts() });
     this.order = [...this.states.values()].sort((a, b) => a.config.priority - b.config.priority).map((s) => s.config.name);
+    this.drain = this.order.map((name) => ({ name, priority: this.states.get(name)!.config.priority }));
   }
 
   private unknownStream(name: string): StreamState {

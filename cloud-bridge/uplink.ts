@@ -1,4 +1,5 @@
 import mqtt, { type MqttClient } from 'mqtt';
+import { deflateSync } from 'node:zlib';
 import {
   Backoff,
   cloudTopics,
@@ -11,6 +12,7 @@ import {
   type OutboxRow,
   type TimerHandle,
 } from '../runtime/contracts/index.js';
+import { LinkBudget, type UsageStore } from './link-budget.js';
 
 export interface UplinkOptions {
   readonly gatewayId: string;
@@ -23,6 +25,9 @@ export interface UplinkOptions {
   readonly maxInFlight: number;
   readonly keepaliveS: number;
   readonly backoff: { readonly initialMs: number; readonly maxMs: number };
+  readonly compression: 'deflate' | 'none';
+  readonly maxBytesPerS?: number | undefined;
+  readonly dailyBytes?: number | undefined;
 }
 
 export type LinkState = 'connecting' | 'up' | 'down' | 'stopped';
@@ -48,6 +53,9 @@ export class Uplink {
   private readonly topic: string;
   private readonly statusTopic: string;
   private idleWaiters: Array<() => void> = [];
+  private readonly budget: LinkBudget;
+  private deferTimer: TimerHandle | undefined;
+  private readonly mBytes: Counter;
   private readonly mBatches: Counter;
   private readonly mConnects: Counter;
   private readonly mPublishErrors: Counter;
@@ -60,7 +68,10 @@ export class Uplink {
     private readonly clock: Clock,
     private readonly log: Logger,
     metrics: Metrics,
+    usage?: UsageStore,
   ) {
+    this.budget = new LinkBudget({ maxBytesPerS: opts.maxBytesPerS, dailyBytes: opts.dailyBytes }, clock, usage);
+    this.mBytes = metrics.counter('outpost_uplink_bytes_total', 'Uplink payload bytes published (resends included)');
     this.backoff = new Backoff(opts.backoff.initialMs, opts.backoff.maxMs);
     this.topic = cloudTopics.telemetry(opts.topicPrefix, opts.gatewayId);
     this.statusTopic = cloudTopics.status(opts.topicPrefix, opts.gatewayId);
@@ -73,6 +84,11 @@ export class Uplink {
 
   get linkState(): LinkState {
     return this.state;
+  }
+
+  /** Bytes spent today and the configured caps. */
+  budgetStatus(): ReturnType<LinkBudget['status']> {
+    return this.budget.status();
   }
 
   start(): void {
@@ -104,6 +120,7 @@ export class Uplink {
     this.state = 'stopped';
     this.generation++;
     if (this.retryTimer) this.clock.clearTimeout(this.retryTimer);
+    if (this.deferTimer) this.clock.clearTimeout(this.deferTimer);
     const client = this.client;
     this.client = undefined;
     this.mLinkUp.set(0);
@@ -182,9 +199,12 @@ export class Uplink {
       const first = rows[0]!.rowid;
       const last = rows[rows.length - 1]!.rowid;
       this.cursors.set(stream, last);
-      const payload = `{"v":1,"gateway":${JSON.stringify(this.opts.gatewayId)},"sentAt":${this.clock.now()},"readings":[${rows
+      const json = `{"v":1,"gateway":${JSON.stringify(this.opts.gatewayId)},"sentAt":${this.clock.now()},"readings":[${rows
         .map((r) => r.body)
         .join(',')}]}`;
+      const payload = this.opts.compression === 'deflate' ? deflateSync(json) : Buffer.from(json);
+      this.budget.spend(payload.length);
+      this.mBytes.inc(undefined, payload.length);
       this.inFlight++;
       this.mInFlight.set(this.inFlight);
       this.log.debug({ stream, first, last, rows: rows.length, inFlight: this.inFlight }, 'batch sent');
@@ -216,10 +236,24 @@ export class Uplink {
    * connection, oldest first, so the readings of one source leave in the order they were stored.
    */
   private nextBatch(): { stream: string; rows: OutboxRow[] } | undefined {
-    for (const stream of this.outbox.drainOrder()) {
-      const rows = this.outbox.peek(stream, this.cursors.get(stream) ?? 0, this.opts.batchSize);
-      if (rows.length > 0) return { stream, rows };
+    let wait: number | undefined;
+    for (const { name, priority } of this.outbox.drainOrder()) {
+      const rows = this.outbox.peek(name, this.cursors.get(name) ?? 0, this.opts.batchSize);
+      if (rows.length === 0) continue;
+      // The rate cap or the daily budget may hold this stream back (the budget spares priority 0).
+      const delay = this.budget.delayFor(priority);
+      if (delay === 0) return { stream: name, rows };
+      wait = Math.min(wait ?? delay, delay);
     }
+    if (wait !== undefined) this.deferPump(wait);
     return undefined;
+  }
+
+  private deferPump(ms: number): void {
+    if (this.deferTimer) return;
+    this.deferTimer = this.clock.setTimeout(() => {
+      this.deferTimer = undefined;
+      this.pump();
+    }, ms);
   }
 }

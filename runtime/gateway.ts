@@ -1,4 +1,5 @@
 import { outboxMigrations, SqliteOutbox } from '../cloud-bridge/outbox.js';
+import type { UsageStore } from '../cloud-bridge/link-budget.js';
 import { Uplink } from '../cloud-bridge/uplink.js';
 import { ChildIntake } from '../drivers/mqtt/child-intake.js';
 import { ModbusPoller } from '../drivers/modbus/modbus-poller.js';
@@ -14,6 +15,18 @@ import { BootSequence } from './sequence.js';
 import { migrate, openDatabase, type Db } from './store/database.js';
 import { runtimeMigrations } from './store/runtime-schema.js';
 
+/** Uplink bytes per UTC day, in the runtime's counters table. */
+function counterUsageStore(db: Db): UsageStore {
+  const get = db.prepare('SELECT value FROM counters WHERE name = ?');
+  const add = db.prepare('INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value');
+  return {
+    bytesOn: (day) => (get.get(`uplink-bytes:${day}`) as { value: number } | undefined)?.value ?? 0,
+    add: (day, bytes) => {
+      add.run(`uplink-bytes:${day}`, bytes);
+    },
+  };
+}
+
 export interface GatewayOptions {
   readonly log?: Logger;
   readonly clock?: Clock;
@@ -24,6 +37,7 @@ export interface GatewayStatus {
   readonly boot: number;
   readonly uptimeS: number;
   readonly link: string;
+  readonly uplink: { sentToday: number; dailyBytes?: number; maxBytesPerS?: number };
   readonly readingsIn: number;
   readonly ruleOutputs: number;
   readonly outbox: OutboxStats;
@@ -90,11 +104,15 @@ export class Gateway {
           maxInFlight: c.maxInFlight,
           keepaliveS: c.keepaliveS,
           backoff: c.backoff,
+          compression: c.compression,
+          maxBytesPerS: c.maxBytesPerS,
+          dailyBytes: c.dailyBytes,
         },
         outbox,
         clock,
         log.child({ component: 'uplink' }),
         metrics,
+        counterUsageStore(db),
       );
       const rules = new Rules(config.rules, clock, sequence);
       const pipeline = new IngestPipeline(db, rules, outbox, clock, log.child({ component: 'ingest' }), metrics, () =>
@@ -147,6 +165,7 @@ export class Gateway {
       boot: this.sequence.boot,
       uptimeS: Math.round((this.clock.now() - this.startedAt) / 1000),
       link: this.uplink.linkState,
+      uplink: this.uplink.budgetStatus(),
       readingsIn: this.pipeline.readingsIn,
       ruleOutputs: this.pipeline.ruleOutputs,
       outbox: this.outbox.stats(),

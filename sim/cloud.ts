@@ -1,14 +1,14 @@
 import { Aedes } from 'aedes';
 import mqtt, { type MqttClient } from 'mqtt';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { uplinkBatchSchema } from '../runtime/contracts/topics.js';
+import { decodeUplinkPayload, uplinkBatchSchema } from '../runtime/contracts/topics.js';
 import { DeliveryLedger } from './ledger.js';
 
 /** Decodes one uplink message into the ledger; false when it breaks the published contract. */
 function ingest(ledger: DeliveryLedger, payload: Buffer): boolean {
   let json: unknown;
   try {
-    json = JSON.parse(payload.toString('utf8'));
+    json = decodeUplinkPayload(payload);
   } catch {
     ledger.rejected++;
     return false;

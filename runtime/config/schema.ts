@@ -144,6 +144,15 @@ export const configSchema = z
       backoff: z
         .strictObject({ initialMs: durationMs.default(500), maxMs: durationMs.default(30000) })
         .default({ initialMs: 500, maxMs: 30000 }),
+      /** Uplink payloads: zlib-compressed JSON (`deflate`) or plain JSON (`none`). */
+      compression: z.enum(['deflate', 'none']).default('deflate'),
+      /** Uplink byte rate cap (payload bytes per second); none by default. */
+      maxBytesPerS: z.number().int().min(1024).optional(),
+      /**
+       * Uplink payload bytes per UTC day; when spent, only streams of priority 0 are sent until
+       * the next day. Survives restarts.
+       */
+      dailyBytes: z.number().int().min(65536).optional(),
     }),
     storage: z.strictObject({
       path: z.string().min(1),

@@ -48,8 +48,8 @@ export interface OutboxStats {
 
 export interface Outbox {
   append(items: readonly OutboxItem[], now: number): void;
-  /** Stream names in drain order: highest priority (lowest number) first. */
-  drainOrder(): readonly string[];
+  /** Streams in drain order: highest priority (lowest number) first. */
+  drainOrder(): readonly { readonly name: string; readonly priority: number }[];
   /** Oldest rows of `stream` with rowid greater than `afterRowid`, at most `limit`. */
   peek(stream: string, afterRowid: number, limit: number): OutboxRow[];
   /** Delete rows `first..last` of `stream` after the cloud acknowledged them; returns rows deleted. */

@@ -1,5 +1,6 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import { performance } from 'node:perf_hooks';
+import { decodeUplinkPayload } from '../../runtime/contracts/topics.js';
 
 /** The one point every benchmark message carries: one message is one reading at the cloud. */
 export const POINT = 'flow_rate_m3h';
@@ -208,7 +209,7 @@ export class CloudCounter {
 
 function parse(buf: Buffer): unknown {
   try {
-    return JSON.parse(buf.toString('utf8'));
+    return decodeUplinkPayload(buf);
   } catch {
     return undefined;
   }

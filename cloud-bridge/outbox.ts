@@ -150,7 +150,7 @@ export class SqliteOutbox implements Outbox {
       if (s && (COUNTERS as readonly string[]).includes(r.name)) s.counts[r.name as CounterName] = r.value;
     }
     this.insert = db.prepare('INSERT INTO outbox (stream, body, bytes, created_at) VALUES (?, ?, ?, ?)');
-    this.select = db.prepare('SELECT rowid, stream, body, bytes FROM outbox WHERE stream = ? AND rowid > ? ORDER BY rowid LIMIT ?');
+    this.select = db.prepare('SELECT rowid, stream, body, bytes, created_at AS createdAt FROM outbox WHERE stream = ? AND rowid > ? ORDER BY rowid LIMIT ?');
     this.deleteRange = db.prepare('DELETE FROM outbox WHERE stream = ? AND rowid BETWEEN ? AND ? RETURNING bytes');
     this.oldest = db.prepare('SELECT rowid, bytes FROM outbox WHERE stream = ? ORDER BY rowid');
     this.deleteUpTo = db.prepare('DELETE FROM outbox WHERE stream = ? AND rowid <= ?');

@@ -26,6 +26,7 @@ export interface UplinkOptions {
   readonly keepaliveS: number;
   readonly backoff: { readonly initialMs: number; readonly maxMs: number };
   readonly compression: 'deflate' | 'none';
+  readonly lingerMs: number;
   readonly maxBytesPerS?: number | undefined;
   readonly dailyBytes?: number | undefined;
 }
@@ -55,6 +56,7 @@ export class Uplink {
   private idleWaiters: Array<() => void> = [];
   private readonly budget: LinkBudget;
   private deferTimer: TimerHandle | undefined;
+  private deferredUntil = 0;
   private readonly mBytes: Counter;
   private readonly mBatches: Counter;
   private readonly mConnects: Counter;
@@ -240,8 +242,12 @@ export class Uplink {
     for (const { name, priority } of this.outbox.drainOrder()) {
       const rows = this.outbox.peek(name, this.cursors.get(name) ?? 0, this.opts.batchSize);
       if (rows.length === 0) continue;
-      // The rate cap or the daily budget may hold this stream back (the budget spares priority 0).
-      const delay = this.budget.delayFor(priority);
+      // The rate cap or the daily budget may hold this stream back (the budget spares priority 0),
+      // and a batch that is not full lingers until its oldest reading is old enough.
+      let delay = this.budget.delayFor(priority);
+      if (delay === 0 && priority > 0 && this.opts.lingerMs > 0 && rows.length < this.opts.batchSize) {
+        delay = Math.max(0, rows[0]!.createdAt + this.opts.lingerMs - this.clock.now());
+      }
       if (delay === 0) return { stream: name, rows };
       wait = Math.min(wait ?? delay, delay);
     }
@@ -250,7 +256,10 @@ export class Uplink {
   }
 
   private deferPump(ms: number): void {
-    if (this.deferTimer) return;
+    const due = this.clock.now() + ms;
+    if (this.deferTimer && this.deferredUntil <= due) return;
+    if (this.deferTimer) this.clock.clearTimeout(this.deferTimer);
+    this.deferredUntil = due;
     this.deferTimer = this.clock.setTimeout(() => {
       this.deferTimer = undefined;
       this.pump();

@@ -144,6 +144,11 @@ export const configSchema = z
       backoff: z
         .strictObject({ initialMs: durationMs.default(500), maxMs: durationMs.default(30000) })
         .default({ initialMs: 500, maxMs: 30000 }),
+      /**
+       * A batch that is not full waits until its oldest reading is this old, so that a metered
+       * link carries fewer, larger, better-compressed messages. Priority 0 streams never wait.
+       */
+      lingerMs: z.number().int().min(0).max(3_600_000).default(0),
       /** Uplink payloads: zlib-compressed JSON (`deflate`) or plain JSON (`none`). */
       compression: z.enum(['deflate', 'none']).default('deflate'),
       /** Uplink byte rate cap (payload bytes per second); none by default. */

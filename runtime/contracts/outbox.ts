@@ -18,6 +18,8 @@ export interface OutboxRow {
   /** The envelope as JSON text, kept as text so a batch is built without re-encoding. */
   readonly body: string;
   readonly bytes: number;
+  /** When the row was appended (ms since the epoch). */
+  readonly createdAt: number;
 }
 
 export interface StreamStats {

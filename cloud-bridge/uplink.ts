@@ -26,6 +26,8 @@ export interface UplinkOptions {
   readonly keepaliveS: number;
   readonly backoff: { readonly initialMs: number; readonly maxMs: number };
   readonly compression: 'deflate' | 'none';
+  /** 1: at least once. 2: once per batch across link drops, where the broker supports it. */
+  readonly qos: 1 | 2;
   readonly lingerMs: number;
   readonly maxBytesPerS?: number | undefined;
   readonly dailyBytes?: number | undefined;
@@ -34,13 +36,14 @@ export interface UplinkOptions {
 export type LinkState = 'connecting' | 'up' | 'down' | 'stopped';
 
 /**
- * Drains the outbox to the cloud broker over MQTT, QoS 1, a batch of readings per message.
+ * Drains the outbox to the cloud broker over MQTT, a batch of readings per message.
  *
- * Each connection is a fresh mqtt.js client with its own reconnect logic switched off: when a
- * connection drops, the client is ended with `force`, which fails every unacknowledged publish,
- * and the outbox is read again from its oldest row on the next connection. Rows leave the outbox
- * only in the PUBACK callback, so a drop at any moment can duplicate a batch (the cloud
- * deduplicates by reading id) but never lose one.
+ * Rows leave the outbox only when the broker acknowledged their batch (PUBACK, or PUBCOMP at
+ * QoS 2). One mqtt.js client serves the whole run and resumes its session on every reconnect, so
+ * the batches in flight when the link dropped are sent again by mqtt.js itself; at QoS 2 a broker
+ * that kept the session delivers each once. Whenever the session is gone (first connection, a
+ * broker that lost it, a gateway restart), the outbox is read again from its oldest row: a batch
+ * may then arrive twice (the cloud deduplicates by reading id), but none is ever lost.
  */
 export class Uplink {
   private client: MqttClient | undefined;
@@ -48,6 +51,12 @@ export class Uplink {
   /** Per stream: the last row id sent on this connection. */
   private readonly cursors = new Map<string, number>();
   private inFlight = 0;
+  /**
+   * Batches allowed in flight on this connection: 1 after connecting, one more per PUBACK up to
+   * maxInFlight. A link that drops soon after it came back then duplicates at most a batch or two,
+   * not a full window (the cloud would receive them and their PUBACKs would be lost).
+   */
+  private window = 1;
   private generation = 0;
   private retryTimer: TimerHandle | undefined;
   private readonly backoff: Backoff;
@@ -144,7 +153,10 @@ export class Uplink {
   private connect(): void {
     if (this.state === 'stopped') return;
     this.state = 'connecting';
-    const generation = ++this.generation;
+    // One client for the life of the gateway. The first CONNECT starts a clean session (a session
+    // left by an earlier run could hold QoS 2 packet ids this run would reuse); every reconnect
+    // resumes it, and mqtt.js sends the unacknowledged batches again from its own store: at QoS 2
+    // the broker recognizes them and delivers each once.
     const client = mqtt.connect(this.opts.url, {
       clientId: this.opts.clientId,
       username: this.opts.username,
@@ -157,15 +169,23 @@ export class Uplink {
       will: { topic: this.statusTopic, payload: Buffer.from(JSON.stringify({ state: 'offline' })), qos: 1, retain: true },
     });
     this.client = client;
-    client.on('connect', () => {
-      if (generation !== this.generation) return;
+    client.on('connect', (connack) => {
+      if (this.state === 'stopped') return;
+      if (this.opts.qos === 2 && client.options.clean) {
+        // That cleared whatever an earlier run left; now open the session the broker keeps
+        // (MQTT 3.1.1 keeps no session opened with clean = 1).
+        client.options.clean = false;
+        this.backoff.reset();
+        client.stream.destroy();
+        return;
+      }
       this.state = 'up';
       this.backoff.reset();
-      this.cursors.clear();
-      this.inFlight = 0;
+      if (!connack.sessionPresent) this.sessionLost();
+      this.window = 1;
       this.mConnects.inc();
       this.mLinkUp.set(1);
-      this.log.info({ url: this.opts.url }, 'cloud link up');
+      this.log.info({ url: this.opts.url, sessionPresent: connack.sessionPresent }, 'cloud link up');
       client.publish(this.statusTopic, JSON.stringify({ state: 'online' }), { qos: 1, retain: true });
       this.pump();
     });
@@ -173,28 +193,39 @@ export class Uplink {
       this.log.warn({ err: err.message }, 'cloud link error');
     });
     client.on('close', () => {
-      if (generation !== this.generation) return;
-      this.generation++;
       this.mLinkUp.set(0);
-      this.mInFlight.set(0);
-      // Fail every publish still waiting for a PUBACK; the rows stay in the outbox for the next link.
-      client.end(true);
-      this.inFlight = 0;
-      this.cursors.clear();
       if (this.state === 'stopped') return;
       const wasUp = this.state === 'up';
       this.state = 'down';
       const delay = this.backoff.next();
       if (wasUp) this.log.warn({ retryInMs: delay }, 'cloud link down');
-      this.retryTimer = this.clock.setTimeout(() => this.connect(), delay);
+      this.retryTimer = this.clock.setTimeout(() => {
+        if (this.state === 'stopped') return;
+        this.state = 'connecting';
+        // Keep the stores: they hold what is in flight.
+        client.reconnect({ incomingStore: client.incomingStore, outgoingStore: client.outgoingStore });
+      }, delay);
     });
+  }
+
+  /**
+   * The broker has no session for us (first connection, or it lost it): what was in flight may
+   * never be acknowledged. mqtt.js still sends it again, but the outbox is read again from its
+   * oldest row as well, so nothing depends on that.
+   */
+  private sessionLost(): void {
+    if (this.inFlight > 0) this.log.warn({ inFlight: this.inFlight }, 'cloud session lost; unacknowledged batches are sent again');
+    this.generation++;
+    this.inFlight = 0;
+    this.cursors.clear();
+    this.mInFlight.set(0);
   }
 
   private pump(): void {
     const client = this.client;
     if (this.state !== 'up' || !client) return;
     const generation = this.generation;
-    while (this.inFlight < this.opts.maxInFlight) {
+    while (this.inFlight < this.window) {
       const batch = this.nextBatch();
       if (!batch) break;
       const { stream, rows } = batch;
@@ -210,17 +241,26 @@ export class Uplink {
       this.inFlight++;
       this.mInFlight.set(this.inFlight);
       this.log.debug({ stream, first, last, rows: rows.length, inFlight: this.inFlight }, 'batch sent');
-      client.publish(this.topic, payload, { qos: 1 }, (err) => {
+      client.publish(this.topic, payload, { qos: this.opts.qos }, (err) => {
         this.log.debug({ stream, first, last, err: err?.message, current: generation === this.generation }, 'batch settled');
         if (err) {
-          // Connection lost before the PUBACK: the rows stay and are sent again.
+          // Not acknowledged: the rows stay, and this stream is read again from the first of them.
           this.mPublishErrors.inc();
+          if (generation !== this.generation) return;
+          this.inFlight--;
+          this.mInFlight.set(this.inFlight);
+          this.cursors.set(stream, Math.min(this.cursors.get(stream) ?? 0, first - 1));
           return;
         }
+        // At QoS 2, a completion that arrives in a later session than the batch was sent in is
+        // no proof: a broker that lost the session answers PUBREL with PUBCOMP without having
+        // delivered anything. Those rows are sent again from the outbox instead.
+        if (this.opts.qos === 2 && generation !== this.generation) return;
         // Acknowledged: safe to delete even if the link dropped since.
         this.outbox.ack(stream, first, last);
         this.mBatches.inc();
         if (generation !== this.generation) return;
+        this.window = Math.min(this.opts.maxInFlight, this.window + 1);
         this.inFlight--;
         this.mInFlight.set(this.inFlight);
         this.pump();

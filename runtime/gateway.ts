@@ -105,6 +105,7 @@ export class Gateway {
           keepaliveS: c.keepaliveS,
           backoff: c.backoff,
           compression: c.compression,
+          qos: c.qos,
           lingerMs: c.lingerMs,
           maxBytesPerS: c.maxBytesPerS,
           dailyBytes: c.dailyBytes,

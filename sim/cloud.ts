@@ -76,9 +76,9 @@ export class SimCloud {
   private async listen(port: number): Promise<void> {
     const aedes = await Aedes.createBroker();
     const telemetry = new RegExp(`^${this.prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/v1/gw/([^/]+)/(telemetry|status)$`);
-    aedes.authorizePublish = (_client, packet, callback) => {
-      const m = telemetry.exec(packet.topic);
-      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+    const record = (topic: string, raw: Buffer | string): void => {
+      const m = telemetry.exec(topic);
+      const payload = Buffer.isBuffer(raw) ? raw : Buffer.from(raw);
       if (m?.[2] === 'telemetry') ingest(this.ledger, payload);
       else if (m?.[2] === 'status' && m[1]) {
         try {
@@ -87,8 +87,17 @@ export class SimCloud {
           this.ledger.rejected++;
         }
       }
+    };
+    // QoS 0/1: recorded before the broker acknowledges, as a cloud that persists before PUBACK.
+    aedes.authorizePublish = (_client, packet, callback) => {
+      if (packet.qos < 2) record(packet.topic, packet.payload);
       callback(null);
     };
+    // QoS 2: recorded when the broker publishes it, which it does once per packet id (a resent
+    // PUBLISH of a session it kept is recognized and not published again).
+    aedes.on('publish', (packet, client) => {
+      if (client && packet.qos === 2) record(packet.topic, packet.payload);
+    });
     const server = createServer((socket) => {
       this.sockets.add(socket);
       socket.on('close', () => this.sockets.delete(socket));

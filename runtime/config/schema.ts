@@ -136,6 +136,11 @@ export const configSchema = z
         .min(1)
         .regex(/^[^#+\s]+$/, 'must not contain wildcards or whitespace')
         .default('outpost'),
+      /**
+       * QoS of uplink messages: 1 (at least once; every broker) or 2 (no duplicates across link
+       * drops while the broker keeps the session; Mosquitto, EMQX, HiveMQ).
+       */
+      qos: z.union([z.literal(1), z.literal(2)]).default(1),
       /** Readings per uplink message. */
       batchSize: z.number().int().min(1).max(10000).default(500),
       /** Uplink messages awaiting PUBACK at once. */

@@ -12,15 +12,15 @@ afterEach(async () => {
 });
 
 describe('Debian Mosquitto as the cloud broker', () => {
-  it('delivers every reading across a Mosquitto restart (persistent consumer session, 0 lost after dedup)', async () => {
+  it.each([1, 2] as const)('delivers every reading across a Mosquitto restart at QoS %i (persistent consumer session, 0 lost after dedup)', async (qos) => {
     const dir = mkdtempSync(join(tmpdir(), 'outpost-mosq-'));
     cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
     // Fails (does not skip) when mosquitto is not installed: CI installs it.
     const broker = await Mosquitto.start({ dir, persistence: true });
     cleanup.push(() => broker.stop());
-    const consumer = new CloudConsumer(broker.url);
+    const consumer = new CloudConsumer(broker.url, 'outpost', `cloud-consumer-${process.pid}-${qos}`);
     await consumer.start();
     cleanup.push(() => consumer.stop());
-    await cloudOutageScenario({ url: broker.url, ledger: consumer.ledger, stop: () => broker.stop(), start: () => broker.start() });
+    await cloudOutageScenario({ url: broker.url, ledger: consumer.ledger, stop: () => broker.stop(), start: () => broker.start() }, qos);
   });
 });

@@ -17,8 +17,8 @@ export interface CloudUnderTest {
  * (after dedup by id), that every reading a child got a PUBACK for is among them, and that the
  * outbox held the data while the cloud was away.
  */
-export async function cloudOutageScenario(cloud: CloudUnderTest): Promise<void> {
-  const sg = await startSiteAndGateway(cloud.url, { meters: 1, boilers: 1, children: 3, childIntervalMs: 50, pollIntervalMs: 200 });
+export async function cloudOutageScenario(cloud: CloudUnderTest, qos: 1 | 2 = 1): Promise<void> {
+  const sg = await startSiteAndGateway(cloud.url, { meters: 1, boilers: 1, children: 3, childIntervalMs: 50, pollIntervalMs: 200 }, undefined, { qos });
   const { gateway, site } = sg;
   try {
     await waitFor('first readings at the cloud', () => cloud.ledger.uniqueFrom('e2e-gw') >= 100);

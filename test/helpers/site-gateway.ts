@@ -22,6 +22,7 @@ export async function startSiteAndGateway(
   cloudUrl: string,
   spec: SiteSpec,
   rules: SiteConfigInput['rules'] = forwardAll,
+  cloud: Partial<SiteConfigInput['cloud']> = {},
 ): Promise<SiteAndGateway> {
   const dir = mkdtempSync(join(tmpdir(), 'outpost-e2e-'));
   const site = await SimSite.start(spec);
@@ -31,7 +32,7 @@ export async function startSiteAndGateway(
     http: { host: '127.0.0.1', port: 0 },
     devices: site.devices(),
     rules,
-    cloud: { url: cloudUrl, batchSize: 100, backoff: { initialMs: 100, maxMs: 1000 } },
+    cloud: { url: cloudUrl, batchSize: 100, backoff: { initialMs: 100, maxMs: 1000 }, ...cloud },
     storage: { path: join(dir, 'outpost.db') },
   });
   const gateway = await Gateway.start(config, { log: createLogger({ level: 'silent' }) });

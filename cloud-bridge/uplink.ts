@@ -67,6 +67,7 @@ export class Uplink {
   private deferTimer: TimerHandle | undefined;
   private deferredUntil = 0;
   private readonly mBytes: Counter;
+  private readonly mAckFailures: Counter;
   private readonly mBatches: Counter;
   private readonly mConnects: Counter;
   private readonly mPublishErrors: Counter;
@@ -82,6 +83,7 @@ export class Uplink {
     usage?: UsageStore,
   ) {
     this.budget = new LinkBudget({ maxBytesPerS: opts.maxBytesPerS, dailyBytes: opts.dailyBytes }, clock, usage);
+    this.mAckFailures = metrics.counter('outpost_uplink_ack_failures_total', 'Acknowledged batches whose rows the store could not delete (sent again later)');
     this.mBytes = metrics.counter('outpost_uplink_bytes_total', 'Uplink payload bytes published (resends included)');
     this.backoff = new Backoff(opts.backoff.initialMs, opts.backoff.maxMs);
     this.topic = cloudTopics.telemetry(opts.topicPrefix, opts.gatewayId);
@@ -256,8 +258,14 @@ export class Uplink {
         // no proof: a broker that lost the session answers PUBREL with PUBCOMP without having
         // delivered anything. Those rows are sent again from the outbox instead.
         if (this.opts.qos === 2 && generation !== this.generation) return;
-        // Acknowledged: safe to delete even if the link dropped since.
-        this.outbox.ack(stream, first, last);
+        // Acknowledged: safe to delete even if the link dropped since. If the store cannot
+        // write (disk full), the rows stay and go again later: a duplicate, never a loss.
+        try {
+          this.outbox.ack(stream, first, last);
+        } catch (e) {
+          this.mAckFailures.inc();
+          this.log.error({ stream, first, last, err: (e as Error).message }, 'acknowledged rows could not be deleted');
+        }
         this.mBatches.inc();
         if (generation !== this.generation) return;
         this.window = Math.min(this.opts.maxInFlight, this.window + 1);

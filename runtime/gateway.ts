@@ -12,7 +12,7 @@ import { IngestPipeline } from './ingest.js';
 import { createLogger } from './logger.js';
 import { PromMetrics } from './metrics.js';
 import { BootSequence } from './sequence.js';
-import { migrate, openDatabase, type Db } from './store/database.js';
+import { checkpoint, migrate, openDatabase, type Db } from './store/database.js';
 import { runtimeMigrations } from './store/runtime-schema.js';
 
 /** Uplink bytes per UTC day, in the runtime's counters table. */
@@ -79,7 +79,7 @@ export class Gateway {
   static async start(config: SiteConfig, opts: GatewayOptions = {}): Promise<Gateway> {
     const log = opts.log ?? createLogger();
     const clock = opts.clock ?? systemClock;
-    const db = openDatabase({ path: config.storage.path, synchronous: config.storage.synchronous });
+    const db = openDatabase({ path: config.storage.path, synchronous: config.storage.synchronous, maxBytes: config.storage.maxDbBytes });
     try {
       migrate(db, 'runtime', runtimeMigrations);
       migrate(db, 'outbox', outboxMigrations);
@@ -138,12 +138,14 @@ export class Gateway {
       const brokerPort = await broker.listen(config.broker.host, config.broker.port);
       const httpPort = await http.listen(config.http.host, config.http.port);
       uplink.start();
-      // Readings past their stream's TTL leave the outbox as `expired`, counted.
+      // Every 5 s: readings past their stream's TTL leave the outbox as `expired` (counted), and
+      // the WAL is checkpointed and truncated so it stays small.
       const expiry = setInterval(() => {
         try {
           outbox.expire(clock.now());
+          checkpoint(db);
         } catch (err) {
-          log.error({ err: (err as Error).message }, 'outbox expiry failed');
+          log.error({ err: (err as Error).message }, 'store maintenance failed');
         }
       }, 5_000);
       expiry.unref();

@@ -168,6 +168,11 @@ export const configSchema = z
       path: z.string().min(1),
       /** Outbox byte quota; when full, the oldest queued readings are dropped and counted. */
       quotaBytes: z.number().int().min(65536).default(256 * 1024 * 1024),
+      /**
+       * Hard cap of the database file in bytes (optional). When the disk or this cap is full, no
+       * reading is acknowledged; intake resumes by itself once the outbox drains.
+       */
+      maxDbBytes: z.number().int().min(1024 * 1024).optional(),
       /** NORMAL survives a process crash; FULL also survives power loss. */
       synchronous: z.enum(['normal', 'full']).default('normal'),
     }),

@@ -14,6 +14,8 @@ export interface OpenOptions {
   readonly path: string;
   /** NORMAL: a committed transaction survives a process crash. FULL: it also survives power loss. */
   readonly synchronous: 'normal' | 'full';
+  /** Hard cap of the database file: beyond it writes fail as on a full disk (SQLITE_FULL). */
+  readonly maxBytes?: number | undefined;
 }
 
 /**
@@ -29,6 +31,10 @@ export function openDatabase(opts: OpenOptions): Db {
   // Keep the WAL from growing without bound between automatic checkpoints.
   db.pragma('journal_size_limit = 67108864');
   db.pragma('busy_timeout = 5000');
+  if (opts.maxBytes !== undefined) {
+    const pageSize = db.pragma('page_size', { simple: true }) as number;
+    db.pragma(`max_page_count = ${Math.max(16, Math.floor(opts.maxBytes / pageSize))}`);
+  }
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
     component TEXT NOT NULL,
     version INTEGER NOT NULL,
@@ -63,4 +69,14 @@ export function migrate(db: Db, component: string, migrations: readonly Migratio
     );
   }
   return count;
+}
+
+/**
+ * Moves what the WAL holds into the database and truncates it, so the WAL stays small whatever
+ * the write rate (SQLite's automatic checkpoints never shrink the file). Returns WAL pages that
+ * could not be checkpointed yet (busy), normally 0.
+ */
+export function checkpoint(db: Db): number {
+  const [row] = db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number; log: number; checkpointed: number }[];
+  return row ? row.log - row.checkpointed : 0;
 }

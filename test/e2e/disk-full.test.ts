@@ -1,0 +1,67 @@
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../runtime/config/load.js';
+import { Gateway } from '../../runtime/gateway.js';
+import { createLogger } from '../../runtime/logger.js';
+import { SimCloud } from '../../sim/cloud.js';
+import { LinkProxy } from '../../sim/link-proxy.js';
+import { SimSite } from '../../sim/site.js';
+import { forwardAll } from '../helpers/site-gateway.js';
+import { sleep, waitFor } from '../helpers/wait.js';
+
+const cleanup: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+describe('a full store', () => {
+  it('acknowledges nothing it could not store, keeps running, and resumes by itself when space returns', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'outpost-full-'));
+    cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
+    const cloud = await SimCloud.start();
+    cleanup.push(() => cloud.stop());
+    const link = await LinkProxy.start({ port: cloud.port });
+    cleanup.push(() => link.close());
+    link.down();
+    const site = await SimSite.start({ meters: 0, boilers: 0, children: 3, childIntervalMs: 5, pollIntervalMs: 1000 });
+    cleanup.push(() => site.stop());
+    const config = parseConfig({
+      gateway: { id: 'full-gw' },
+      broker: { host: '127.0.0.1', port: 0 },
+      http: { host: '127.0.0.1', port: 0 },
+      devices: site.devices(),
+      rules: forwardAll,
+      cloud: { url: link.url, backoff: { initialMs: 100, maxMs: 1000 } },
+      // The database file may not grow past 1 MiB: SQLite fails writes as on a full disk.
+      storage: { path: join(dir, 'outpost.db'), maxDbBytes: 1024 * 1024, quotaBytes: 64 * 1024 * 1024 },
+    });
+    const gw = await Gateway.start(config, { log: createLogger({ level: 'silent' }) });
+    cleanup.push(() => gw.stop());
+    site.startChildren(`mqtt://127.0.0.1:${gw.ports.broker}`);
+    const failures = (): Promise<number> => gw.metrics.total('outpost_store_commit_failures_total');
+
+    await waitFor('the store to be full', async () => (await failures()) > 0, 30_000, 50);
+    const ackedWhenFull = site.childAcked().length;
+    await sleep(1000);
+    // While full: the children keep publishing, nothing more is acknowledged, nothing is dropped.
+    expect(site.childAcked().length).toBe(ackedWhenFull);
+    expect(site.children.reduce((n, c) => n + c.published, 0) * 3).toBeGreaterThan(ackedWhenFull);
+    expect(gw.status().outbox.dropped).toBe(0);
+    const res = await fetch(`http://127.0.0.1:${gw.ports.http}/healthz`);
+    expect(res.status).toBe(200);
+
+    // Space returns when the outbox drains to the cloud: intake resumes without a restart.
+    link.restore();
+    await waitFor('intake to resume', () => site.childAcked().length > ackedWhenFull + 300, 30_000, 50);
+    await site.stopChildren();
+    await gw.stop({ drainMs: 20_000 });
+    const s = gw.status().outbox;
+    expect(s.depth).toBe(0);
+    expect(s.dropped).toBe(0);
+    expect(cloud.ledger.missing(site.childAcked())).toEqual([]);
+    expect(cloud.ledger.uniqueFrom('full-gw')).toBe(s.appended);
+    expect(statSync(join(dir, 'outpost.db')).size).toBeLessThanOrEqual(1024 * 1024);
+  });
+});

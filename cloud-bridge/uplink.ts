@@ -13,6 +13,7 @@ import {
   type TimerHandle,
 } from '../runtime/contracts/index.js';
 import { LinkBudget, type UsageStore } from './link-budget.js';
+import { PoisonGuard, type SentBatch } from './poison-guard.js';
 
 export interface UplinkOptions {
   readonly gatewayId: string;
@@ -28,6 +29,9 @@ export interface UplinkOptions {
   readonly compression: 'deflate' | 'none';
   /** 1: at least once. 2: once per batch across link drops, where the broker supports it. */
   readonly qos: 1 | 2;
+  readonly protocolVersion: 4 | 5;
+  /** Failures of a stream's oldest batch before it is halved; of a single reading before it is dead-lettered. */
+  readonly maxAttempts: number;
   readonly lingerMs: number;
   readonly maxBytesPerS?: number | undefined;
   readonly dailyBytes?: number | undefined;
@@ -68,6 +72,12 @@ export class Uplink {
   private deferredUntil = 0;
   private readonly mBytes: Counter;
   private readonly mAckFailures: Counter;
+  private readonly mDeadLettered: Counter;
+  private readonly guard: PoisonGuard;
+  /** Batches of the current session awaiting acknowledgement. */
+  private readonly unacked = new Set<SentBatch>();
+  private connackSeen = false;
+  private freshSession = false;
   private readonly mBatches: Counter;
   private readonly mConnects: Counter;
   private readonly mPublishErrors: Counter;
@@ -83,6 +93,8 @@ export class Uplink {
     usage?: UsageStore,
   ) {
     this.budget = new LinkBudget({ maxBytesPerS: opts.maxBytesPerS, dailyBytes: opts.dailyBytes }, clock, usage);
+    this.guard = new PoisonGuard(opts.maxAttempts);
+    this.mDeadLettered = metrics.counter('outpost_uplink_dead_lettered_total', 'Readings moved to the dead-letter table after repeated refusal');
     this.mAckFailures = metrics.counter('outpost_uplink_ack_failures_total', 'Acknowledged batches whose rows the store could not delete (sent again later)');
     this.mBytes = metrics.counter('outpost_uplink_bytes_total', 'Uplink payload bytes published (resends included)');
     this.backoff = new Backoff(opts.backoff.initialMs, opts.backoff.maxMs);
@@ -161,6 +173,7 @@ export class Uplink {
     // the broker recognizes them and delivers each once.
     const client = mqtt.connect(this.opts.url, {
       clientId: this.opts.clientId,
+      protocolVersion: this.opts.protocolVersion,
       username: this.opts.username,
       password: this.opts.password,
       clean: true,
@@ -191,12 +204,19 @@ export class Uplink {
       client.publish(this.statusTopic, JSON.stringify({ state: 'online' }), { qos: 1, retain: true });
       this.pump();
     });
+    client.on('packetreceive', (packet) => {
+      if (packet.cmd === 'connack') this.connackSeen = true;
+    });
     client.on('error', (err) => {
       this.log.warn({ err: err.message }, 'cloud link error');
     });
     client.on('close', () => {
       this.mLinkUp.set(0);
       if (this.state === 'stopped') return;
+      // Counted only for connections the broker accepted: a batch that gets its connection
+      // dropped, maybe again on every resend right after CONNACK, is what a poison message does.
+      if (this.connackSeen) this.refused([...this.unacked], 'connection lost with the batch in flight');
+      this.connackSeen = false;
       const wasUp = this.state === 'up';
       this.state = 'down';
       const delay = this.backoff.next();
@@ -204,8 +224,16 @@ export class Uplink {
       this.retryTimer = this.clock.setTimeout(() => {
         if (this.state === 'stopped') return;
         this.state = 'connecting';
-        // Keep the stores: they hold what is in flight.
-        client.reconnect({ incomingStore: client.incomingStore, outgoingStore: client.outgoingStore });
+        if (this.opts.qos === 2 && !this.freshSession) {
+          // Resume: keep the stores, they hold what is in flight.
+          client.reconnect({ incomingStore: client.incomingStore, outgoingStore: client.outgoingStore });
+        } else {
+          // QoS 1, or a session that must not resend what it holds: empty stores, clean session;
+          // the outbox is read again from its oldest row.
+          this.freshSession = false;
+          client.options.clean = true;
+          client.reconnect();
+        }
       }, delay);
     });
   }
@@ -216,11 +244,30 @@ export class Uplink {
    * oldest row as well, so nothing depends on that.
    */
   private sessionLost(): void {
-    if (this.inFlight > 0) this.log.warn({ inFlight: this.inFlight }, 'cloud session lost; unacknowledged batches are sent again');
+    // Expected at QoS 1 (no session is kept); at QoS 2 it means the broker lost ours.
+    if (this.inFlight > 0 && this.opts.qos === 2) this.log.warn({ inFlight: this.inFlight }, 'cloud session lost; unacknowledged batches are sent again');
     this.generation++;
     this.inFlight = 0;
     this.cursors.clear();
+    this.unacked.clear();
     this.mInFlight.set(0);
+  }
+
+  /** Counts failed batches against their stream; dead-letters a reading that keeps failing alone. */
+  private refused(batches: readonly SentBatch[], reason: string): void {
+    const { deadLetters, changed } = this.guard.failed(batches);
+    // The batches in flight must not be sent again as they were: the next connection starts a
+    // fresh session and reads the outbox again, in smaller batches or without the dead letter.
+    if (changed) this.freshSession = true;
+    for (const { stream, rowid } of deadLetters) {
+      try {
+        const n = this.outbox.deadLetter(stream, [rowid], reason, this.clock.now());
+        this.mDeadLettered.inc(undefined, n);
+        this.log.error({ stream, rowid, reason }, 'reading moved to the dead-letter table');
+      } catch (err) {
+        this.log.error({ stream, rowid, err: (err as Error).message }, 'dead-lettering failed');
+      }
+    }
   }
 
   private pump(): void {
@@ -243,12 +290,18 @@ export class Uplink {
       this.inFlight++;
       this.mInFlight.set(this.inFlight);
       this.log.debug({ stream, first, last, rows: rows.length, inFlight: this.inFlight }, 'batch sent');
+      const sent: SentBatch = { stream, first, last, rows: rows.length };
+      this.unacked.add(sent);
       client.publish(this.topic, payload, { qos: this.opts.qos }, (err) => {
+        this.unacked.delete(sent);
         this.log.debug({ stream, first, last, err: err?.message, current: generation === this.generation }, 'batch settled');
         if (err) {
           // Not acknowledged: the rows stay, and this stream is read again from the first of them.
           this.mPublishErrors.inc();
           if (generation !== this.generation) return;
+          // An MQTT 5 reason code: the broker refused this batch.
+          const code = (err as { code?: unknown }).code;
+          if (typeof code === 'number' && code >= 0x80) this.refused([sent], `refused by the cloud broker: ${err.message} (0x${code.toString(16)})`);
           this.inFlight--;
           this.mInFlight.set(this.inFlight);
           this.cursors.set(stream, Math.min(this.cursors.get(stream) ?? 0, first - 1));
@@ -260,6 +313,7 @@ export class Uplink {
         if (this.opts.qos === 2 && generation !== this.generation) return;
         // Acknowledged: safe to delete even if the link dropped since. If the store cannot
         // write (disk full), the rows stay and go again later: a duplicate, never a loss.
+        this.guard.acked(sent);
         try {
           this.outbox.ack(stream, first, last);
         } catch (e) {
@@ -288,7 +342,8 @@ export class Uplink {
   private nextBatch(): { stream: string; rows: OutboxRow[] } | undefined {
     let wait: number | undefined;
     for (const { name, priority } of this.outbox.drainOrder()) {
-      const rows = this.outbox.peek(name, this.cursors.get(name) ?? 0, this.opts.batchSize);
+      const after = this.cursors.get(name) ?? 0;
+      const rows = this.outbox.peek(name, after, this.guard.limitFor(name, after, this.opts.batchSize));
       if (rows.length === 0) continue;
       // The rate cap or the daily budget may hold this stream back (the budget spares priority 0),
       // and a batch that is not full lingers until its oldest reading is old enough.

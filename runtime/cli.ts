@@ -12,6 +12,9 @@ Usage:
   outpost demo [--duration S] [--json]
                                   gateway + simulated site + simulated cloud on this machine
   outpost status [--url URL]      status of a running gateway (default http://127.0.0.1:8080)
+  outpost dead-letters [--url URL] [--limit N] [--replay [--ids 1,2,…]]
+                                  readings the cloud refused: list them, or put them back in
+                                  their streams (all, or the given ids)
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -27,6 +30,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'status':
       return status(rest);
+    case 'dead-letters':
+      return deadLetters(rest);
     case undefined:
     case 'help':
     case '--help':
@@ -107,6 +112,47 @@ async function status(args: string[]): Promise<number> {
     return 0;
   } catch (err) {
     process.stderr.write(`cannot reach the gateway at ${url}: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+async function deadLetters(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      url: { type: 'string', default: 'http://127.0.0.1:8080' },
+      limit: { type: 'string', default: '100' },
+      replay: { type: 'boolean', default: false },
+      ids: { type: 'string' },
+    },
+  });
+  const base = `${values.url.replace(/\/$/, '')}/api/v1/dead-letters`;
+  let ids: number[] | undefined;
+  if (values.ids !== undefined) {
+    ids = values.ids.split(',').map((x) => Number(x.trim()));
+    if (ids.some((n) => !Number.isInteger(n) || n < 1)) {
+      process.stderr.write(`--ids: expected positive integers separated by commas, got "${values.ids}"\n`);
+      return 2;
+    }
+  }
+  try {
+    const res = values.replay
+      ? await fetch(`${base}/replay`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(ids ? { ids } : {}),
+          signal: AbortSignal.timeout(10_000),
+        })
+      : await fetch(`${base}?limit=${encodeURIComponent(values.limit)}`, { signal: AbortSignal.timeout(10_000) });
+    const body = (await res.json());
+    if (!res.ok) {
+      process.stderr.write(`${base}: HTTP ${res.status}: ${JSON.stringify(body)}\n`);
+      return 1;
+    }
+    process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
+    return 0;
+  } catch (err) {
+    process.stderr.write(`cannot reach the gateway at ${base}: ${(err as Error).message}\n`);
     return 1;
   }
 }

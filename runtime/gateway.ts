@@ -106,6 +106,8 @@ export class Gateway {
           backoff: c.backoff,
           compression: c.compression,
           qos: c.qos,
+          protocolVersion: c.protocolVersion,
+          maxAttempts: c.maxAttempts,
           lingerMs: c.lingerMs,
           maxBytesPerS: c.maxBytesPerS,
           dailyBytes: c.dailyBytes,
@@ -132,7 +134,25 @@ export class Gateway {
       for (const d of drivers) await d.start({ ...ctx, log: log.child({ driver: d.name }) });
       const self: { gateway?: Gateway } = {};
       const http = new HttpApi(
-        { status: () => ({ ...self.gateway?.status() }), metrics: () => metrics.text() },
+        {
+          status: () => ({ ...self.gateway?.status() }),
+          metrics: () => metrics.text(),
+          deadLetters: (limit) => ({
+            count: outbox.deadLetterCount(),
+            items: outbox.listDeadLetters(limit).map((d) => ({
+              id: d.id,
+              stream: d.stream,
+              reason: d.reason,
+              failedAt: d.failedAt,
+              reading: JSON.parse(d.body) as unknown,
+            })),
+          }),
+          replayDeadLetters: (ids) => {
+            const n = outbox.replayDeadLetters(clock.now(), ids);
+            uplink.notify();
+            return n;
+          },
+        },
         log.child({ component: 'http' }),
       );
       const brokerPort = await broker.listen(config.broker.host, config.broker.port);

@@ -141,6 +141,13 @@ export const configSchema = z
        * drops while the broker keeps the session; Mosquitto, EMQX, HiveMQ).
        */
       qos: z.union([z.literal(1), z.literal(2)]).default(1),
+      /** MQTT protocol: 4 (3.1.1) or 5; with 5 the broker can refuse a single message by reason code. */
+      protocolVersion: z.union([z.literal(4), z.literal(5)]).default(4),
+      /**
+       * Times a stream's oldest batch may fail (refused, or the connection dropped with it in
+       * flight) before it is halved; a single reading that fails this often is dead-lettered.
+       */
+      maxAttempts: z.number().int().min(2).max(1000).default(8),
       /** Readings per uplink message. */
       batchSize: z.number().int().min(1).max(10000).default(500),
       /** Uplink messages awaiting PUBACK at once. */

@@ -1,11 +1,26 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { z } from 'zod';
 import type { Logger } from '../contracts/index.js';
+
+export interface DeadLetterView {
+  readonly id: number;
+  readonly stream: string;
+  readonly reason: string;
+  readonly failedAt: number;
+  readonly reading: unknown;
+}
 
 export interface ApiHandlers {
   status(): Record<string, unknown>;
   metrics(): Promise<string>;
+  deadLetters?(limit: number): { count: number; items: DeadLetterView[] };
+  /** Puts dead letters back into their streams: all, or the given ids. */
+  replayDeadLetters?(ids: readonly number[] | undefined): number;
 }
+
+const replayBody = z.strictObject({ ids: z.array(z.number().int().positive()).max(100_000).optional() });
+const MAX_BODY = 1024 * 1024;
 
 /**
  * The local HTTP API: `/api/v1/status` (JSON), `/metrics` (Prometheus text), `/healthz`.
@@ -47,7 +62,22 @@ export class HttpApi {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const path = url.pathname;
+    if (req.method === 'POST' && path === '/api/v1/dead-letters/replay' && this.handlers.replayDeadLetters) {
+      const body = await readBody(req);
+      if (typeof body === 'string') {
+        send(res, body === 'too large' ? 413 : 400, { error: `request body: ${body}` });
+        return;
+      }
+      const parsed = replayBody.safeParse(body);
+      if (!parsed.success) {
+        send(res, 400, { error: parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ') });
+        return;
+      }
+      send(res, 200, { replayed: this.handlers.replayDeadLetters(parsed.data.ids) });
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       send(res, 405, { error: `method ${req.method ?? '?'} not allowed on ${path}` });
       return;
@@ -62,12 +92,22 @@ export class HttpApi {
         res.end(text);
         return;
       }
+      case '/api/v1/dead-letters': {
+        if (!this.handlers.deadLetters) break;
+        const limit = Number(url.searchParams.get('limit') ?? 100);
+        if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) {
+          send(res, 400, { error: 'limit: expected an integer from 1 to 10000' });
+          return;
+        }
+        send(res, 200, this.handlers.deadLetters(limit));
+        return;
+      }
       case '/healthz':
         send(res, 200, { ok: true });
         return;
       default:
-        send(res, 404, { error: `no resource at ${path}` });
     }
+    send(res, 404, { error: `no resource at ${path}` });
   }
 }
 
@@ -75,4 +115,22 @@ function send(res: ServerResponse, code: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+/** The JSON body of a request (empty means {}), or a string saying what was wrong with it. */
+async function readBody(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY) return 'too large';
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8').trim();
+  if (text === '') return {};
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    return `not JSON: ${(err as Error).message}`;
+  }
 }

@@ -35,7 +35,7 @@ export async function startSiteAndGateway(
     cloud: { url: cloudUrl, batchSize: 100, backoff: { initialMs: 100, maxMs: 1000 }, ...cloud },
     storage: { path: join(dir, 'outpost.db') },
   });
-  const gateway = await Gateway.start(config, { log: createLogger({ level: 'silent' }) });
+  const gateway = await Gateway.start(config, { log: createLogger({ level: process.env.OUTPOST_TEST_LOG === undefined ? 'silent' : 'debug', destination: process.env.OUTPOST_TEST_LOG }) });
   site.startChildren(`mqtt://127.0.0.1:${gateway.ports.broker}`);
   return {
     site,

@@ -14,6 +14,7 @@ import {
 } from '../runtime/contracts/index.js';
 import { LinkBudget, type UsageStore } from './link-budget.js';
 import { PoisonGuard, type SentBatch } from './poison-guard.js';
+import { SyncWindows, type SyncWindowSpec } from './sync-windows.js';
 
 export interface UplinkOptions {
   readonly gatewayId: string;
@@ -32,12 +33,15 @@ export interface UplinkOptions {
   readonly protocolVersion: 4 | 5;
   /** Failures of a stream's oldest batch before it is halved; of a single reading before it is dead-lettered. */
   readonly maxAttempts: number;
+  /** When set, the link is up only inside these windows (and while priority 0 streams hold rows). */
+  readonly syncWindows?: readonly SyncWindowSpec[] | undefined;
   readonly lingerMs: number;
   readonly maxBytesPerS?: number | undefined;
   readonly dailyBytes?: number | undefined;
 }
 
-export type LinkState = 'connecting' | 'up' | 'down' | 'stopped';
+/** `idle`: outside every sync window, the link is closed on purpose. */
+export type LinkState = 'connecting' | 'up' | 'down' | 'idle' | 'stopped';
 
 /**
  * Drains the outbox to the cloud broker over MQTT, a batch of readings per message.
@@ -78,6 +82,7 @@ export class Uplink {
   private readonly unacked = new Set<SentBatch>();
   private connackSeen = false;
   private freshSession = false;
+  private readonly windows: SyncWindows | undefined;
   private readonly mBatches: Counter;
   private readonly mConnects: Counter;
   private readonly mPublishErrors: Counter;
@@ -94,6 +99,10 @@ export class Uplink {
   ) {
     this.budget = new LinkBudget({ maxBytesPerS: opts.maxBytesPerS, dailyBytes: opts.dailyBytes }, clock, usage);
     this.guard = new PoisonGuard(opts.maxAttempts);
+    this.windows =
+      opts.syncWindows && opts.syncWindows.length > 0
+        ? new SyncWindows(opts.syncWindows, clock, (open) => (open ? this.wake() : this.maybeIdle()))
+        : undefined;
     this.mDeadLettered = metrics.counter('outpost_uplink_dead_lettered_total', 'Readings moved to the dead-letter table after repeated refusal');
     this.mAckFailures = metrics.counter('outpost_uplink_ack_failures_total', 'Acknowledged batches whose rows the store could not delete (sent again later)');
     this.mBytes = metrics.counter('outpost_uplink_bytes_total', 'Uplink payload bytes published (resends included)');
@@ -117,12 +126,41 @@ export class Uplink {
   }
 
   start(): void {
-    this.connect();
+    this.windows?.start();
+    if (this.linkWanted()) this.connect();
+    else this.state = 'idle';
   }
 
   /** Called after new rows were committed. */
   notify(): void {
+    if (this.state === 'idle') {
+      if (this.linkWanted()) this.wake();
+      return;
+    }
     this.pump();
+  }
+
+  /** Inside a sync window (or none configured), or a priority 0 stream has something to send. */
+  private linkWanted(): boolean {
+    if (!this.windows || this.windows.isOpen()) return true;
+    return this.outbox.stats().streams.some((s) => s.priority === 0 && s.depth > 0);
+  }
+
+  private wake(): void {
+    if (this.state !== 'idle') return;
+    if (this.client) this.reopen(this.client);
+    else this.connect();
+  }
+
+  /** Outside the windows with nothing urgent in flight: close the link until it is wanted again. */
+  private maybeIdle(): void {
+    const client = this.client;
+    if (!this.windows || this.state !== 'up' || !client || this.inFlight > 0 || this.linkWanted()) return;
+    this.state = 'idle';
+    this.log.info({ nextWindowInMs: this.windows.msToNext() }, 'sync window closed; cloud link closed until the next one');
+    client.publish(this.statusTopic, JSON.stringify({ state: 'offline' }), { qos: 1, retain: true }, () => {
+      if (this.state === 'idle') client.end(false);
+    });
   }
 
   /** Resolves when the outbox is empty and nothing is in flight, or after `timeoutMs`. */
@@ -143,6 +181,7 @@ export class Uplink {
 
   async stop(): Promise<void> {
     this.state = 'stopped';
+    this.windows?.stop();
     this.generation++;
     if (this.retryTimer) this.clock.clearTimeout(this.retryTimer);
     if (this.deferTimer) this.clock.clearTimeout(this.deferTimer);
@@ -212,7 +251,7 @@ export class Uplink {
     });
     client.on('close', () => {
       this.mLinkUp.set(0);
-      if (this.state === 'stopped') return;
+      if (this.state === 'stopped' || this.state === 'idle') return;
       // Counted only for connections the broker accepted: a batch that gets its connection
       // dropped, maybe again on every resend right after CONNACK, is what a poison message does.
       if (this.connackSeen) this.refused([...this.unacked], 'connection lost with the batch in flight');
@@ -223,19 +262,27 @@ export class Uplink {
       if (wasUp) this.log.warn({ retryInMs: delay }, 'cloud link down');
       this.retryTimer = this.clock.setTimeout(() => {
         if (this.state === 'stopped') return;
-        this.state = 'connecting';
-        if (this.opts.qos === 2 && !this.freshSession) {
-          // Resume: keep the stores, they hold what is in flight.
-          client.reconnect({ incomingStore: client.incomingStore, outgoingStore: client.outgoingStore });
-        } else {
-          // QoS 1, or a session that must not resend what it holds: empty stores, clean session;
-          // the outbox is read again from its oldest row.
-          this.freshSession = false;
-          client.options.clean = true;
-          client.reconnect();
+        if (!this.linkWanted()) {
+          this.state = 'idle';
+          return;
         }
+        this.reopen(client);
       }, delay);
     });
+  }
+
+  private reopen(client: MqttClient): void {
+    this.state = 'connecting';
+    if (this.opts.qos === 2 && !this.freshSession) {
+      // Resume: keep the stores, they hold what is in flight.
+      client.reconnect({ incomingStore: client.incomingStore, outgoingStore: client.outgoingStore });
+    } else {
+      // QoS 1, or a session that must not resend what it holds: empty stores, clean session;
+      // the outbox is read again from its oldest row.
+      this.freshSession = false;
+      client.options.clean = true;
+      client.reconnect();
+    }
   }
 
   /**
@@ -328,6 +375,7 @@ export class Uplink {
         this.pump();
       });
     }
+    if (this.inFlight === 0) this.maybeIdle();
     if (this.isDrained()) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];

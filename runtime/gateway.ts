@@ -108,6 +108,7 @@ export class Gateway {
           qos: c.qos,
           protocolVersion: c.protocolVersion,
           maxAttempts: c.maxAttempts,
+          syncWindows: c.syncWindows,
           lingerMs: c.lingerMs,
           maxBytesPerS: c.maxBytesPerS,
           dailyBytes: c.dailyBytes,

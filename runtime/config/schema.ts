@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { cronProblem } from '../../cloud-bridge/sync-windows.js';
 
 /**
  * The site config, validated once at the edge into typed objects with defaults filled.
@@ -141,6 +142,21 @@ export const configSchema = z
        * drops while the broker keeps the session; Mosquitto, EMQX, HiveMQ).
        */
       qos: z.union([z.literal(1), z.literal(2)]).default(1),
+      /**
+       * Metered links: the link is up only inside these windows (a cron expression for the start,
+       * node-cron syntax, and a length), and whenever a priority 0 stream holds readings.
+       */
+      syncWindows: z
+        .array(
+          z.strictObject({
+            cron: z.string().superRefine((expr, ctx) => {
+              const problem = cronProblem(expr);
+              if (problem) ctx.addIssue({ code: 'custom', message: `invalid cron expression: ${problem}` });
+            }),
+            durationMs: durationMs.min(1000).max(7 * 86_400_000),
+          }),
+        )
+        .default([]),
       /** MQTT protocol: 4 (3.1.1) or 5; with 5 the broker can refuse a single message by reason code. */
       protocolVersion: z.union([z.literal(4), z.literal(5)]).default(4),
       /**

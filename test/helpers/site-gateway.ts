@@ -23,6 +23,7 @@ export async function startSiteAndGateway(
   spec: SiteSpec,
   rules: SiteConfigInput['rules'] = forwardAll,
   cloud: Partial<SiteConfigInput['cloud']> = {},
+  streams?: SiteConfigInput['streams'],
 ): Promise<SiteAndGateway> {
   const dir = mkdtempSync(join(tmpdir(), 'outpost-e2e-'));
   const site = await SimSite.start(spec);
@@ -32,6 +33,7 @@ export async function startSiteAndGateway(
     http: { host: '127.0.0.1', port: 0 },
     devices: site.devices(),
     rules,
+    ...(streams ? { streams } : {}),
     cloud: { url: cloudUrl, batchSize: 100, backoff: { initialMs: 100, maxMs: 1000 }, ...cloud },
     storage: { path: join(dir, 'outpost.db') },
   });

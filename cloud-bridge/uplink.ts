@@ -35,6 +35,8 @@ export interface UplinkOptions {
   readonly maxAttempts: number;
   /** When set, the link is up only inside these windows (and while priority 0 streams hold rows). */
   readonly syncWindows?: readonly SyncWindowSpec[] | undefined;
+  /** PEM contents, already read, for mqtts:// (mutual TLS when cert and key are given). */
+  readonly tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer; servername?: string; rejectUnauthorized: boolean } | undefined;
   readonly lingerMs: number;
   readonly maxBytesPerS?: number | undefined;
   readonly dailyBytes?: number | undefined;
@@ -213,6 +215,7 @@ export class Uplink {
     const client = mqtt.connect(this.opts.url, {
       clientId: this.opts.clientId,
       protocolVersion: this.opts.protocolVersion,
+      ...(this.opts.tls ?? {}),
       username: this.opts.username,
       password: this.opts.password,
       clean: true,

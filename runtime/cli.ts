@@ -81,7 +81,12 @@ async function start(args: string[]): Promise<number> {
     return reportConfigError(err);
   }
   const log = createLogger();
-  const gateway = await Gateway.start(cfg, { log });
+  let gateway: Gateway;
+  try {
+    gateway = await Gateway.start(cfg, { log });
+  } catch (err) {
+    return reportConfigError(err);
+  }
   process.stdout.write(
     `outpost ${cfg.gateway.id}: broker on ${cfg.broker.host}:${gateway.ports.broker}, api on http://${cfg.http.host}:${gateway.ports.http}\n`,
   );

@@ -1,6 +1,8 @@
 import { outboxMigrations, SqliteOutbox } from '../cloud-bridge/outbox.js';
 import type { UsageStore } from '../cloud-bridge/link-budget.js';
-import { Uplink } from '../cloud-bridge/uplink.js';
+import { Uplink, type UplinkOptions } from '../cloud-bridge/uplink.js';
+import { readFileSync } from 'node:fs';
+import { ConfigError } from './config/load.js';
 import { ChildIntake } from '../drivers/mqtt/child-intake.js';
 import { ModbusPoller } from '../drivers/modbus/modbus-poller.js';
 import { Rules } from '../rules/engine.js';
@@ -24,6 +26,29 @@ function counterUsageStore(db: Db): UsageStore {
     add: (day, bytes) => {
       add.run(`uplink-bytes:${day}`, bytes);
     },
+  };
+}
+
+/** Reads the PEM files named in cloud.tls; a missing file is a config error naming the field. */
+function readTls(tls: NonNullable<SiteConfig['cloud']['tls']>): NonNullable<UplinkOptions['tls']> {
+  const read = (field: 'ca' | 'cert' | 'key'): Buffer | undefined => {
+    const file = tls[field];
+    if (file === undefined) return undefined;
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new ConfigError('config', [`cloud.tls.${field}: cannot read ${file}: ${(err as Error).message}`]);
+    }
+  };
+  const ca = read('ca');
+  const cert = read('cert');
+  const key = read('key');
+  return {
+    rejectUnauthorized: tls.rejectUnauthorized,
+    ...(ca ? { ca } : {}),
+    ...(cert ? { cert } : {}),
+    ...(key ? { key } : {}),
+    ...(tls.servername ? { servername: tls.servername } : {}),
   };
 }
 
@@ -109,6 +134,7 @@ export class Gateway {
           protocolVersion: c.protocolVersion,
           maxAttempts: c.maxAttempts,
           syncWindows: c.syncWindows,
+          tls: c.tls && readTls(c.tls),
           lingerMs: c.lingerMs,
           maxBytesPerS: c.maxBytesPerS,
           dailyBytes: c.dailyBytes,

@@ -120,6 +120,7 @@ export class SqliteOutbox implements Outbox {
   private drain: { name: string; priority: number }[] = [];
   private readonly insert: Database.Statement<[string, string, number, number]>;
   private readonly select: Database.Statement<[string, number, number], OutboxRow>;
+  private readonly selectUpTo: Database.Statement<[string, number, number, number], OutboxRow>;
   private readonly deleteRange: Database.Statement<[string, number, number], { bytes: number }>;
   private readonly oldest: Database.Statement<[string], { rowid: number; bytes: number }>;
   private readonly deleteUpTo: Database.Statement<[string, number]>;
@@ -151,6 +152,9 @@ export class SqliteOutbox implements Outbox {
     }
     this.insert = db.prepare('INSERT INTO outbox (stream, body, bytes, created_at) VALUES (?, ?, ?, ?)');
     this.select = db.prepare('SELECT rowid, stream, body, bytes, created_at AS createdAt FROM outbox WHERE stream = ? AND rowid > ? ORDER BY rowid LIMIT ?');
+    this.selectUpTo = db.prepare(
+      'SELECT rowid, stream, body, bytes, created_at AS createdAt FROM outbox WHERE stream = ? AND rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?',
+    );
     this.deleteRange = db.prepare('DELETE FROM outbox WHERE stream = ? AND rowid BETWEEN ? AND ? RETURNING bytes');
     this.oldest = db.prepare('SELECT rowid, bytes FROM outbox WHERE stream = ? ORDER BY rowid');
     this.deleteUpTo = db.prepare('DELETE FROM outbox WHERE stream = ? AND rowid <= ?');
@@ -206,8 +210,13 @@ export class SqliteOutbox implements Outbox {
     return this.drain;
   }
 
-  peek(stream: string, afterRowid: number, limit: number): OutboxRow[] {
-    return this.select.all(stream, afterRowid, limit);
+  peek(stream: string, afterRowid: number, limit: number, upToRowid?: number): OutboxRow[] {
+    if (upToRowid === undefined) return this.select.all(stream, afterRowid, limit);
+    return this.selectUpTo.all(stream, afterRowid, upToRowid, limit);
+  }
+
+  newestRowid(): number {
+    return (this.db.prepare('SELECT coalesce(max(rowid), 0) AS n FROM outbox').get() as { n: number }).n;
   }
 
   ack(stream: string, first: number, last: number): number {

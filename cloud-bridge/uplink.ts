@@ -13,6 +13,7 @@ import {
   type TimerHandle,
 } from '../runtime/contracts/index.js';
 import { LinkBudget, type UsageStore } from './link-budget.js';
+import { DrainCursors } from './drain-cursors.js';
 import { PoisonGuard, type SentBatch } from './poison-guard.js';
 import { SyncWindows, type SyncWindowSpec } from './sync-windows.js';
 
@@ -33,6 +34,8 @@ export interface UplinkOptions {
   readonly protocolVersion: 4 | 5;
   /** Failures of a stream's oldest batch before it is halved; of a single reading before it is dead-lettered. */
   readonly maxAttempts: number;
+  /** Share of the link for live data while a backlog drains (0: strictly oldest first). */
+  readonly liveShare: number;
   /** When set, the link is up only inside these windows (and while priority 0 streams hold rows). */
   readonly syncWindows?: readonly SyncWindowSpec[] | undefined;
   /** PEM contents, already read, for mqtts:// (mutual TLS when cert and key are given). */
@@ -58,8 +61,8 @@ export type LinkState = 'connecting' | 'up' | 'down' | 'idle' | 'stopped';
 export class Uplink {
   private client: MqttClient | undefined;
   private state: LinkState = 'down';
-  /** Per stream: the last row id sent on this connection. */
-  private readonly cursors = new Map<string, number>();
+  /** Per stream: what was sent in this session, backlog and live. */
+  private readonly cursors: DrainCursors;
   private inFlight = 0;
   /**
    * Batches allowed in flight on this connection: 1 after connecting, one more per PUBACK up to
@@ -101,6 +104,7 @@ export class Uplink {
   ) {
     this.budget = new LinkBudget({ maxBytesPerS: opts.maxBytesPerS, dailyBytes: opts.dailyBytes }, clock, usage);
     this.guard = new PoisonGuard(opts.maxAttempts);
+    this.cursors = new DrainCursors(opts.liveShare);
     this.windows =
       opts.syncWindows && opts.syncWindows.length > 0
         ? new SyncWindows(opts.syncWindows, clock, (open) => (open ? this.wake() : this.maybeIdle()))
@@ -298,7 +302,7 @@ export class Uplink {
     if (this.inFlight > 0 && this.opts.qos === 2) this.log.warn({ inFlight: this.inFlight }, 'cloud session lost; unacknowledged batches are sent again');
     this.generation++;
     this.inFlight = 0;
-    this.cursors.clear();
+    this.cursors.reset(this.outbox.newestRowid());
     this.unacked.clear();
     this.mInFlight.set(0);
   }
@@ -327,10 +331,10 @@ export class Uplink {
     while (this.inFlight < this.window) {
       const batch = this.nextBatch();
       if (!batch) break;
-      const { stream, rows } = batch;
+      const { stream, rows, live } = batch;
       const first = rows[0]!.rowid;
       const last = rows[rows.length - 1]!.rowid;
-      this.cursors.set(stream, last);
+      this.cursors.sent(stream, last, live, rows.length);
       const json = `{"v":1,"gateway":${JSON.stringify(this.opts.gatewayId)},"sentAt":${this.clock.now()},"readings":[${rows
         .map((r) => r.body)
         .join(',')}]}`;
@@ -354,7 +358,7 @@ export class Uplink {
           if (typeof code === 'number' && code >= 0x80) this.refused([sent], `refused by the cloud broker: ${err.message} (0x${code.toString(16)})`);
           this.inFlight--;
           this.mInFlight.set(this.inFlight);
-          this.cursors.set(stream, Math.min(this.cursors.get(stream) ?? 0, first - 1));
+          this.cursors.rewind(stream, first, live);
           return;
         }
         // At QoS 2, a completion that arrives in a later session than the batch was sent in is
@@ -390,11 +394,17 @@ export class Uplink {
    * The next batch: from the highest-priority stream that has rows not yet sent on this
    * connection, oldest first, so the readings of one source leave in the order they were stored.
    */
-  private nextBatch(): { stream: string; rows: OutboxRow[] } | undefined {
+  private nextBatch(): { stream: string; rows: OutboxRow[]; live: boolean } | undefined {
     let wait: number | undefined;
     for (const { name, priority } of this.outbox.drainOrder()) {
-      const after = this.cursors.get(name) ?? 0;
-      const rows = this.outbox.peek(name, after, this.guard.limitFor(name, after, this.opts.batchSize));
+      let rows: OutboxRow[] = [];
+      let live = false;
+      for (const range of this.cursors.candidates(name)) {
+        rows = this.outbox.peek(name, range.after, this.guard.limitFor(name, range.after, this.opts.batchSize), range.upTo);
+        live = range.live;
+        if (rows.length > 0) break;
+        if (range.upTo !== undefined) this.cursors.exhausted(name);
+      }
       if (rows.length === 0) continue;
       // The rate cap or the daily budget may hold this stream back (the budget spares priority 0),
       // and a batch that is not full lingers until its oldest reading is old enough.
@@ -402,7 +412,7 @@ export class Uplink {
       if (delay === 0 && priority > 0 && this.opts.lingerMs > 0 && rows.length < this.opts.batchSize) {
         delay = Math.max(0, rows[0]!.createdAt + this.opts.lingerMs - this.clock.now());
       }
-      if (delay === 0) return { stream: name, rows };
+      if (delay === 0) return { stream: name, rows, live };
       wait = Math.min(wait ?? delay, delay);
     }
     if (wait !== undefined) this.deferPump(wait);

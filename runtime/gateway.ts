@@ -133,6 +133,7 @@ export class Gateway {
           qos: c.qos,
           protocolVersion: c.protocolVersion,
           maxAttempts: c.maxAttempts,
+          liveShare: c.liveShare,
           syncWindows: c.syncWindows,
           tls: c.tls && readTls(c.tls),
           lingerMs: c.lingerMs,

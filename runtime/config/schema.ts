@@ -193,6 +193,11 @@ export const configSchema = z
        * link carries fewer, larger, better-compressed messages. Priority 0 streams never wait.
        */
       lingerMs: z.number().int().min(0).max(3_600_000).default(0),
+      /**
+       * While a backlog drains after an outage, live readings get this share of the link (0:
+       * strictly oldest first, so every device's readings arrive in order).
+       */
+      liveShare: z.number().min(0).max(0.95).default(0),
       /** Uplink payloads: zlib-compressed JSON (`deflate`) or plain JSON (`none`). */
       compression: z.enum(['deflate', 'none']).default('deflate'),
       /** Uplink byte rate cap (payload bytes per second); none by default. */

@@ -52,8 +52,10 @@ export interface Outbox {
   append(items: readonly OutboxItem[], now: number): void;
   /** Streams in drain order: highest priority (lowest number) first. */
   drainOrder(): readonly { readonly name: string; readonly priority: number }[];
-  /** Oldest rows of `stream` with rowid greater than `afterRowid`, at most `limit`. */
-  peek(stream: string, afterRowid: number, limit: number): OutboxRow[];
+  /** Oldest rows of `stream` with rowid greater than `afterRowid` (and at most `upToRowid`), at most `limit`. */
+  peek(stream: string, afterRowid: number, limit: number, upToRowid?: number): OutboxRow[];
+  /** The newest row id ever stored (0 when none). */
+  newestRowid(): number;
   /** Delete rows `first..last` of `stream` after the cloud acknowledged them; returns rows deleted. */
   ack(stream: string, first: number, last: number): number;
   /** Move rows to the dead-letter table (the cloud refused them); returns rows moved. */

@@ -1,14 +1,12 @@
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../runtime/config/load.js';
 import { Gateway } from '../../runtime/gateway.js';
 import { createLogger } from '../../runtime/logger.js';
-import { SimCloud } from '../../sim/cloud.js';
-import { LinkProxy } from '../../sim/link-proxy.js';
 import { SimSite } from '../../sim/site.js';
 import { forwardAll } from '../helpers/site-gateway.js';
+import { cloudBehindDeadLink } from '../helpers/cloud-behind-link.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 
 const cleanup: Array<() => Promise<void>> = [];
@@ -18,13 +16,7 @@ afterEach(async () => {
 
 describe('a full store', () => {
   it('acknowledges nothing it could not store, keeps running, and resumes by itself when space returns', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'outpost-full-'));
-    cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
-    const cloud = await SimCloud.start();
-    cleanup.push(() => cloud.stop());
-    const link = await LinkProxy.start({ port: cloud.port });
-    cleanup.push(() => link.close());
-    link.down();
+    const { dir, cloud, link } = await cloudBehindDeadLink('full', cleanup);
     const site = await SimSite.start({ meters: 0, boilers: 0, children: 3, childIntervalMs: 5, pollIntervalMs: 1000 });
     cleanup.push(() => site.stop());
     const config = parseConfig({

@@ -1,13 +1,11 @@
 import Database from 'better-sqlite3';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { SimChildDevice } from '../../sim/child-device.js';
-import { SimCloud } from '../../sim/cloud.js';
-import { LinkProxy } from '../../sim/link-proxy.js';
 import { GatewayProcess } from '../helpers/gateway-process.js';
+import { cloudBehindDeadLink } from '../helpers/cloud-behind-link.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 
 const cleanup: Array<() => Promise<unknown>> = [];
@@ -20,13 +18,7 @@ const KILLS = Number(process.env.OUTPOST_KILLS ?? 50);
 
 describe('kill -9 while the cloud is down', () => {
   it(`loses nothing a child was acknowledged for, across ${KILLS} kills mid-ingest`, { timeout: Math.max(120_000, KILLS * 3_000) }, async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'outpost-kill9-'));
-    cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
-    const cloud = await SimCloud.start();
-    cleanup.push(() => cloud.stop());
-    const link = await LinkProxy.start({ port: cloud.port });
-    cleanup.push(() => link.close());
-    link.down();
+    const { dir, cloud, link } = await cloudBehindDeadLink('kill9', cleanup);
     const configFile = join(dir, 'site.yaml');
     const dbPath = join(dir, 'outpost.db');
     writeFileSync(

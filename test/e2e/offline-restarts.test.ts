@@ -1,14 +1,11 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../runtime/config/load.js';
 import { Gateway } from '../../runtime/gateway.js';
 import { createLogger } from '../../runtime/logger.js';
-import { SimCloud } from '../../sim/cloud.js';
-import { LinkProxy } from '../../sim/link-proxy.js';
 import { SimSite } from '../../sim/site.js';
 import { forwardAll } from '../helpers/site-gateway.js';
+import { cloudBehindDeadLink } from '../helpers/cloud-behind-link.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 
 const cleanup: Array<() => Promise<void>> = [];
@@ -20,13 +17,7 @@ const RESTARTS = 6;
 
 describe('restarts while offline', () => {
   it(`delivers everything after ${RESTARTS} restarts with the cloud unreachable, in per-source order, with the accounting intact`, async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'outpost-offline-'));
-    cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
-    const cloud = await SimCloud.start();
-    cleanup.push(() => cloud.stop());
-    const link = await LinkProxy.start({ port: cloud.port });
-    cleanup.push(() => link.close());
-    link.down();
+    const { dir, cloud, link } = await cloudBehindDeadLink('offline', cleanup);
     const site = await SimSite.start({ meters: 1, boilers: 1, children: 3, childIntervalMs: 10, pollIntervalMs: 100 });
     cleanup.push(() => site.stop());
     const config = parseConfig({

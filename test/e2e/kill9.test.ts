@@ -63,6 +63,7 @@ describe('kill -9 while the cloud is down', () => {
     await waitFor('every acknowledged reading at the cloud', () => cloud.ledger.missing(acked).length === 0, 60_000, 200);
     expect(cloud.ledger.missing(acked)).toEqual([]);
     expect(cloud.ledger.orderViolations).toBe(0);
+    console.log(`kill loop: ${KILLS} kills, ${acked.length} acknowledged readings, all at the cloud, ${cloud.ledger.duplicates} duplicates`);
     expect(await gw.terminate()).toBe(0);
   });
 });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Mosquitto } from '../mosquitto.js';
-import { GatewayProcess } from './gateway-process.js';
+import { ConfiguredGateway, forwardAllConfig } from './configured-gateway.js';
 import { CpuMeter, fmtInt, Scope, sleep, type Benchmark, type BenchOptions, type BenchResult } from './harness.js';
 import { awaitPath, CloudCounter, LoadGenerator } from './load.js';
 
@@ -65,11 +65,11 @@ async function runScenario(path: Path, opts: BenchOptions): Promise<ScenarioResu
 
     let siteUrl: string;
     let sitePid: number | undefined;
-    let gateway: GatewayProcess | undefined;
+    let gateway: ConfiguredGateway | undefined;
     if (path === 'outpost') {
       const gwDir = join(dir, 'gateway');
       mkdirSync(gwDir);
-      gateway = await GatewayProcess.start({ dir: gwDir, cloudUrl: cloud.url, gatewayId: GATEWAY_ID });
+      gateway = await ConfiguredGateway.start(gwDir, forwardAllConfig(gwDir, GATEWAY_ID, cloud.url));
       const gw = gateway;
       scope.pid(gw.pid);
       scope.defer(() => gw.stop());

@@ -3,17 +3,39 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { mosquittoBinary } from '../mosquitto.js';
 import { emergencyCleanup, StatusLine, type Benchmark, type BenchOptions, type BenchResult, type Figure } from './harness.js';
+import { drainBenchmark } from './drain.js';
 import { ingestBenchmark } from './ingest.js';
+import { outboxAppendBenchmark } from './outbox-append.js';
+import { uplinkBytesBenchmark } from './uplink-bytes.js';
 
-/** Every benchmark, in run order. A new benchmark is a module exporting a `Benchmark`, listed here. */
-const BENCHMARKS: readonly Benchmark[] = [ingestBenchmark];
+/** Sizes of the benchmarks that are not counted in messages; each has its own option. */
+interface Sizes {
+  readonly rows: number;
+  readonly readings: number;
+  readonly seconds: number;
+}
+
+const DEFAULT_SIZES: Sizes = { rows: 200_000, readings: 100_000, seconds: 20 };
+
+/**
+ * Every benchmark, in run order. A new benchmark is a module exporting a `Benchmark` (or a
+ * function of its size that returns one), listed here.
+ */
+function benchmarks(sizes: Sizes): readonly Benchmark[] {
+  return [ingestBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds)];
+}
+
+const NAMES = benchmarks(DEFAULT_SIZES).map((b) => b.name);
 
 const HELP = `npm run bench -- [options]   (builds, then runs node dist/sim/bench/run.js)
 
 Each benchmark runs Outpost and a baseline on the same load in the same run and reports the ratio.
 
-  --only NAME       run one benchmark (${BENCHMARKS.map((b) => b.name).join(', ')})
-  --messages N      messages per scenario (default 50000)
+  --only NAME       run one benchmark (${NAMES.join(', ')})
+  --messages N      ingest: messages per scenario (default 50000)
+  --rows N          outbox-append: rows per variant and round (default ${DEFAULT_SIZES.rows})
+  --readings N      drain: readings ingested during the outage (default ${DEFAULT_SIZES.readings})
+  --seconds S       uplink-bytes: seconds the demo site runs per setting (default ${DEFAULT_SIZES.seconds})
   --timeout S       hard limit per scenario in seconds (default 120)
   --json            print one JSON object keyed by benchmark name, plus "machine"
   --list            list the benchmarks
@@ -74,6 +96,9 @@ async function runSelected(): Promise<number> {
     options: {
       only: { type: 'string' },
       messages: { type: 'string', default: '50000' },
+      rows: { type: 'string', default: String(DEFAULT_SIZES.rows) },
+      readings: { type: 'string', default: String(DEFAULT_SIZES.readings) },
+      seconds: { type: 'string', default: String(DEFAULT_SIZES.seconds) },
       timeout: { type: 'string', default: '120' },
       json: { type: 'boolean', default: false },
       list: { type: 'boolean', default: false },
@@ -84,13 +109,18 @@ async function runSelected(): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
+  const all = benchmarks({
+    rows: positiveInt('rows', values.rows),
+    readings: positiveInt('readings', values.readings),
+    seconds: positiveInt('seconds', values.seconds),
+  });
   if (values.list) {
-    for (const b of BENCHMARKS) process.stdout.write(`${b.name.padEnd(12)} ${b.description}\n`);
+    for (const b of all) process.stdout.write(`${b.name.padEnd(14)} ${b.description}\n`);
     return 0;
   }
-  const selected = values.only === undefined ? BENCHMARKS : BENCHMARKS.filter((b) => b.name === values.only);
+  const selected = values.only === undefined ? all : all.filter((b) => b.name === values.only);
   if (selected.length === 0) {
-    process.stderr.write(`unknown benchmark "${values.only}"; known: ${BENCHMARKS.map((b) => b.name).join(', ')}\n`);
+    process.stderr.write(`unknown benchmark "${values.only}"; known: ${NAMES.join(', ')}\n`);
     return 2;
   }
   const progress = new StatusLine();
@@ -132,7 +162,9 @@ async function runSelected(): Promise<number> {
     ok &&= result.ok;
     output[bench.name] = result.figures;
     if (!values.json) {
-      process.stdout.write(`\n${bench.name}: ${bench.description}, ${opts.messages.toLocaleString('en-US')} messages\n`);
+      // Only ingest is sized by --messages; the others name their size in their description.
+      const size = bench.name === ingestBenchmark.name ? `, ${opts.messages.toLocaleString('en-US')} messages` : '';
+      process.stdout.write(`\n${bench.name}: ${bench.description}${size}\n`);
       process.stdout.write(`${table(result.table.head, result.table.rows)}\n`);
       for (const note of result.notes) process.stdout.write(`${note}\n`);
     }

@@ -8,20 +8,12 @@ import type { SiteConfigInput } from '../../runtime/config/schema.js';
 const CLI = fileURLToPath(new URL('../../runtime/cli.js', import.meta.url));
 const READY = /^outpost (\S+): broker on (\S+):(\d+), api on (http:\/\/\S+)$/m;
 
-export interface GatewayProcessOptions {
-  /** Private directory for the config file and the store. */
-  readonly dir: string;
-  readonly cloudUrl: string;
-  readonly gatewayId: string;
-  readonly startTimeoutMs?: number;
-}
-
 /**
- * `outpost start` as its own process, the way it runs on a site: it gets a core of its own instead
- * of sharing the event loop with the load generator, as Mosquitto does in the baseline. Ports are
- * chosen by the OS (port 0) and read from the line the CLI prints when it is ready.
+ * `outpost start` as its own process with a given config, the way it runs on a site: it gets a
+ * core of its own instead of sharing the event loop with the load generator, as Mosquitto does in
+ * the baselines. Ports are chosen by the OS (port 0) and read from the line the CLI prints.
  */
-export class GatewayProcess {
+export class ConfiguredGateway {
   private stderrTail = '';
   private readonly exited: Promise<void>;
 
@@ -34,6 +26,9 @@ export class GatewayProcess {
       if (proc.exitCode !== null || proc.signalCode !== null) resolve();
       else proc.once('exit', () => resolve());
     });
+    proc.stderr?.on('data', (d: Buffer) => {
+      this.stderrTail = (this.stderrTail + d.toString()).slice(-4096);
+    });
   }
 
   get pid(): number | undefined {
@@ -45,31 +40,21 @@ export class GatewayProcess {
     return this.stderrTail;
   }
 
-  static async start(opts: GatewayProcessOptions): Promise<GatewayProcess> {
-    const config: SiteConfigInput = {
-      gateway: { id: opts.gatewayId },
-      broker: { host: '127.0.0.1', port: 0 },
-      http: { host: '127.0.0.1', port: 0 },
-      // One filter for everything: every reading is forwarded, so the cloud must see all of them.
-      rules: [{ id: 'all-to-cloud', type: 'filter', match: { device: '*', point: '*' } }],
-      cloud: { url: opts.cloudUrl },
-      storage: { path: join(opts.dir, 'outpost.db'), synchronous: 'normal' },
-    };
-    const file = join(opts.dir, 'gateway.json'); // JSON is YAML, which the loader reads
+  /** Writes `config` (JSON, which the YAML loader reads) into `dir` and starts the gateway on it. */
+  static async start(dir: string, config: SiteConfigInput, timeoutMs = 15_000): Promise<ConfiguredGateway> {
+    const file = join(dir, 'gateway.json');
     writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);
     const proc = spawn(process.execPath, [CLI, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     // Both pipes are drained for the whole life of the process: a full pipe would stall it.
-    proc.stderr?.on('data', (d: Buffer) => {
+    const onStderr = (d: Buffer): void => {
       stderr = (stderr + d.toString()).slice(-4096);
-    });
+    };
+    proc.stderr?.on('data', onStderr);
     try {
       const ready = await new Promise<RegExpExecArray>((resolve, reject) => {
-        const timer = setTimeout(
-          () => reject(new Error(`the gateway did not start within ${opts.startTimeoutMs ?? 15_000} ms: ${stderr.trim()}`)),
-          opts.startTimeoutMs ?? 15_000,
-        );
+        const timer = setTimeout(() => reject(new Error(`the gateway did not start within ${timeoutMs} ms: ${stderr.trim()}`)), timeoutMs);
         proc.stdout?.on('data', (d: Buffer) => {
           if (stdout.length < 65536) stdout += d.toString();
           const m = READY.exec(stdout);
@@ -87,11 +72,8 @@ export class GatewayProcess {
           reject(new Error(`the gateway exited (${signal ?? code}) before it was ready: ${stderr.trim()}`));
         });
       });
-      const gw = new GatewayProcess(proc, `mqtt://${ready[2]}:${ready[3]}`, ready[4]!);
-      proc.stderr?.removeAllListeners('data');
-      proc.stderr?.on('data', (d: Buffer) => {
-        gw.stderrTail = (gw.stderrTail + d.toString()).slice(-4096);
-      });
+      proc.stderr?.off('data', onStderr);
+      const gw = new ConfiguredGateway(proc, `mqtt://${ready[2]}:${ready[3]}`, ready[4]!);
       gw.stderrTail = stderr;
       return gw;
     } catch (err) {
@@ -110,6 +92,13 @@ export class GatewayProcess {
     }
   }
 
+  /** Rows waiting in the outbox according to the status API; undefined when it does not answer. */
+  async outboxDepth(): Promise<number | undefined> {
+    const outbox = (await this.status())?.outbox;
+    const depth = typeof outbox === 'object' && outbox !== null ? (outbox as { depth?: unknown }).depth : undefined;
+    return typeof depth === 'number' ? depth : undefined;
+  }
+
   /** SIGTERM (a graceful stop), SIGKILL after `timeoutMs`. */
   async stop(timeoutMs = 10_000): Promise<void> {
     if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
@@ -118,4 +107,17 @@ export class GatewayProcess {
     await this.exited;
     clearTimeout(timer);
   }
+}
+
+/** A gateway config that forwards every reading to `cloudUrl` (uplink defaults unless given). */
+export function forwardAllConfig(dir: string, gatewayId: string, cloudUrl: string, cloud: Partial<SiteConfigInput['cloud']> = {}): SiteConfigInput {
+  return {
+    gateway: { id: gatewayId },
+    broker: { host: '127.0.0.1', port: 0 },
+    http: { host: '127.0.0.1', port: 0 },
+    // One filter for everything: every reading is forwarded, so the cloud must see all of them.
+    rules: [{ id: 'all-to-cloud', type: 'filter', match: { device: '*', point: '*' } }],
+    cloud: { url: cloudUrl, ...cloud },
+    storage: { path: join(dir, 'outpost.db'), synchronous: 'normal' },
+  };
 }

@@ -31,7 +31,13 @@ describe('site config', () => {
     const text = await readFile(new URL('../../examples/site.yaml', import.meta.url), 'utf8');
     const cfg = parseConfigText(text);
     expect(cfg.devices).toHaveLength(2);
-    expect(cfg.rules.map((r) => r.id)).toEqual(['pump-raw', 'temperature-plausible', 'power-1min']);
+    expect(cfg.rules.map((r) => r.id)).toEqual(['breaker-alarm', 'pump-raw', 'temperature-plausible', 'power-1min']);
+    expect(cfg.streams.map((s) => [s.name, s.priority])).toEqual([
+      ['alarms', 0],
+      ['telemetry', 5],
+      ['bulk', 9],
+    ]);
+    expect(cfg.rules.find((r) => r.id === 'breaker-alarm')?.stream).toBe('alarms');
   });
 
   it('names every error by its path', () => {

@@ -1,6 +1,7 @@
+import { silentLogger as silent } from '../helpers/fakes.js';
 import { describe, expect, it } from 'vitest';
 import { ChildIntake, childReadingId } from '../../drivers/mqtt/child-intake.js';
-import type { Clock, DriverContext, Envelope, InboundPublish, LocalBroker, Logger, ReadingSink } from '../../runtime/contracts/index.js';
+import type { Clock, DriverContext, Envelope, InboundPublish, LocalBroker, ReadingSink } from '../../runtime/contracts/index.js';
 import { PromMetrics } from '../../runtime/metrics.js';
 
 /** The local broker as the intake sees it: publishing runs the interceptor, as the broker does before its PUBACK. */
@@ -29,13 +30,6 @@ class FakeSink implements ReadingSink {
 
 const fixedClock = (t: number): Clock => ({ now: () => t, setTimeout: () => ({}), clearTimeout: () => undefined });
 
-const silent: Logger = {
-  error: () => undefined,
-  warn: () => undefined,
-  info: () => undefined,
-  debug: () => undefined,
-  child: () => silent,
-};
 
 const NOW = 1_764_000_000_000;
 

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { configProblems as problemsOf } from '../helpers/fakes.js';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, formatIssues, formatPath, loadConfig, parseConfigText } from '../../runtime/config/load.js';
 import { configSchema } from '../../runtime/config/schema.js';
@@ -18,15 +19,6 @@ function issuesOf(raw: unknown): string[] {
   return formatIssues(raw, r.error.issues);
 }
 
-function problemsOf(text: string): string[] {
-  try {
-    parseConfigText(text, 'site.yaml');
-  } catch (err) {
-    if (err instanceof ConfigError) return [...err.problems];
-    throw err;
-  }
-  return [];
-}
 
 const modbus = (points: unknown[]): Record<string, unknown> => ({ id: 'm1', protocol: 'modbus-tcp', host: 'h', points });
 

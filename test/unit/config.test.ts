@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
+import { configProblems as problems } from '../helpers/fakes.js';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseConfigText } from '../../runtime/config/load.js';
+import { parseConfigText } from '../../runtime/config/load.js';
 
 const minimal = `
 gateway: { id: gw1 }
@@ -8,15 +9,6 @@ cloud: { url: "mqtt://127.0.0.1:1883" }
 storage: { path: /tmp/x.db }
 `;
 
-function problems(text: string): string[] {
-  try {
-    parseConfigText(text, 'site.yaml');
-  } catch (err) {
-    if (err instanceof ConfigError) return [...err.problems];
-    throw err;
-  }
-  return [];
-}
 
 describe('site config', () => {
   it('fills defaults for a minimal file', () => {

@@ -1,6 +1,6 @@
 import { request } from 'node:http';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Logger } from '../../runtime/contracts/index.js';
+import { silentLogger as silent } from '../helpers/fakes.js';
 import { HttpApi } from '../../runtime/http/api.js';
 import { PromMetrics } from '../../runtime/metrics.js';
 
@@ -10,13 +10,6 @@ interface Response {
   body: string;
 }
 
-const silent: Logger = {
-  error: () => undefined,
-  warn: () => undefined,
-  info: () => undefined,
-  debug: () => undefined,
-  child: () => silent,
-};
 
 let api: HttpApi;
 let port: number;

@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3';
 import type {
   Counter,
+  Envelope,
   Gauge,
   Metrics,
   Outbox,
@@ -57,6 +58,28 @@ export const outboxMigrations = [
       failed_at INTEGER NOT NULL
     );`,
   },
+  {
+    // Readings stored in chunks: one row holds up to CHUNK_ROWS consecutive readings of one stream
+    // (a JSON array of their envelopes) with sequence numbers first..last. One insert per chunk
+    // instead of per reading is what makes the durable append cheap. outbox_meta keeps the next
+    // sequence number, so numbers are never reused once the outbox has emptied.
+    version: 4,
+    sql: `CREATE TABLE outbox_chunks (
+      rowid INTEGER PRIMARY KEY,
+      stream TEXT NOT NULL,
+      last_seq INTEGER NOT NULL,
+      created_at INTEGER NOT NULL,
+      bytes INTEGER NOT NULL,
+      bodies TEXT NOT NULL
+    );
+    CREATE INDEX outbox_chunks_by_stream ON outbox_chunks (stream, last_seq);
+    CREATE TABLE outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO outbox_chunks (rowid, stream, last_seq, created_at, bytes, bodies)
+      SELECT rowid, stream, rowid, created_at, bytes, '[' || body || ']' FROM outbox;
+    INSERT INTO outbox_meta (key, value)
+      SELECT 'next_seq', coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0) + 1;
+    DROP TABLE outbox;`,
+  },
 ] as const;
 
 export type OverflowPolicy = 'drop-oldest' | 'reject-new';
@@ -105,8 +128,64 @@ function zeroCounts(): Record<CounterName, number> {
   return { produced: 0, delivered: 0, expired: 0, dropped: 0, deadLettered: 0, replayed: 0 };
 }
 
+/** Readings per chunk row at most, and bytes per chunk row at most (a single larger reading gets its own). */
+const CHUNK_ROWS = 64;
+const CHUNK_BYTES = 64 * 1024;
+
 /**
- * The durable store-and-forward queue: one SQLite table of rows tagged with their stream.
+ * The elements of a chunk's JSON array text, as text. Chunks are written by JSON.stringify, so
+ * the only commas at depth 0 outside strings separate elements; strings are skipped with indexOf.
+ */
+export function splitChunk(text: string): string[] {
+  const out: string[] = [];
+  let depth = 0;
+  let start = 1;
+  const end = text.length - 1;
+  for (let i = 1; i < end; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // To the closing quote: one not preceded by an odd number of backslashes.
+      for (;;) {
+        i = text.indexOf('"', i + 1);
+        if (i < 0) throw new Error('outbox chunk is not valid JSON: unterminated string');
+        let k = i - 1;
+        while (text.charCodeAt(k) === 0x5c) k--;
+        if ((i - 1 - k) % 2 === 0) break;
+      }
+    } else if (c === 0x7b || c === 0x5b) depth++;
+    else if (c === 0x7d || c === 0x5d) depth--;
+    else if (c === 0x2c && depth === 0) {
+      out.push(text.slice(start, i));
+      start = i + 1;
+    }
+  }
+  if (end > start || out.length > 0) out.push(text.slice(start, end));
+  return out;
+}
+
+/** Bytes of the readings in a chunk's text: without the brackets and the commas between them. */
+const readingBytes = (text: string, rows: number): number => Buffer.byteLength(text) - rows - 1;
+
+interface Chunk {
+  readonly first: number;
+  readonly last: number;
+  readonly createdAt: number;
+  readonly bytes: number;
+  readonly bodies: string;
+}
+
+interface Removed {
+  rows: number;
+  bytes: number;
+  readonly bodies: { seq: number; body: string; bytes: number }[];
+}
+
+/**
+ * The durable store-and-forward queue. Every reading gets a sequence number (the `rowid` of
+ * `OutboxRow`), unique for the life of the database and increasing within a stream; readings are
+ * stored in chunks of up to CHUNK_ROWS consecutive readings of one stream, one SQLite row each.
+ * Removing part of a chunk (an acknowledgement that ends inside it, a dead letter, a drop that
+ * frees just enough) rewrites the chunk as the pieces that remain, with their numbers unchanged.
  *
  * Overflow: a stream over its own budget rejects new readings (`reject-new`) or drops its oldest
  * (`drop-oldest`); when the whole outbox is over the storage quota, the oldest readings of the
@@ -118,13 +197,16 @@ export class SqliteOutbox implements Outbox {
   private readonly states = new Map<string, StreamState>();
   private order: string[] = [];
   private drain: { name: string; priority: number }[] = [];
-  private readonly insert: Database.Statement<[string, string, number, number]>;
-  private readonly select: Database.Statement<[string, number, number], OutboxRow>;
-  private readonly selectUpTo: Database.Statement<[string, number, number, number], OutboxRow>;
-  private readonly deleteRange: Database.Statement<[string, number, number], { bytes: number }>;
-  private readonly oldest: Database.Statement<[string], { rowid: number; bytes: number }>;
-  private readonly deleteUpTo: Database.Statement<[string, number]>;
-  private readonly expireOlder: Database.Statement<[string, number], { bytes: number }>;
+  /** Next sequence number, including appends of the open transaction. */
+  private nextSeq: number;
+  /** Next sequence number as of the last commit. */
+  private committedSeq: number;
+  private readonly insertChunk: Database.Statement<[number, string, number, number, number, string]>;
+  private readonly chunksFrom: Database.Statement<[string, number], Chunk>;
+  private readonly deleteChunk: Database.Statement<[number]>;
+  private readonly expireOlder: Database.Statement<[string, number], { first: number; last: number; bytes: number }>;
+  private readonly saveSeq: Database.Statement<[number]>;
+  private readonly insertDeadLetter: Database.Statement<[string, string, number, string, number]>;
   private readonly bumpCounter: Database.Statement<[string, string, number]>;
   private readonly mCount: Counter;
   private readonly mDepth: Gauge;
@@ -140,7 +222,7 @@ export class SqliteOutbox implements Outbox {
     this.tx = (fn) => db.transaction(fn);
     for (const config of streams) this.addStream(config);
     // Rows of streams no longer configured still drain, last, within the global quota.
-    for (const r of db.prepare('SELECT DISTINCT stream FROM outbox UNION SELECT DISTINCT stream FROM outbox_counters').all() as {
+    for (const r of db.prepare('SELECT DISTINCT stream FROM outbox_chunks UNION SELECT DISTINCT stream FROM outbox_counters').all() as {
       stream: string;
     }[]) {
       if (!this.states.has(r.stream)) this.addStream({ name: r.stream, priority: 9, quotaBytes, overflow: 'drop-oldest' });
@@ -150,15 +232,26 @@ export class SqliteOutbox implements Outbox {
       const s = this.states.get(r.stream);
       if (s && (COUNTERS as readonly string[]).includes(r.name)) s.counts[r.name as CounterName] = r.value;
     }
-    this.insert = db.prepare('INSERT INTO outbox (stream, body, bytes, created_at) VALUES (?, ?, ?, ?)');
-    this.select = db.prepare('SELECT rowid, stream, body, bytes, created_at AS createdAt FROM outbox WHERE stream = ? AND rowid > ? ORDER BY rowid LIMIT ?');
-    this.selectUpTo = db.prepare(
-      'SELECT rowid, stream, body, bytes, created_at AS createdAt FROM outbox WHERE stream = ? AND rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?',
+    const seq = db
+      .prepare(
+        `SELECT max(coalesce((SELECT value FROM outbox_meta WHERE key = 'next_seq'), 1),
+                    coalesce((SELECT max(last_seq) FROM outbox_chunks), 0) + 1) AS n`,
+      )
+      .get() as { n: number };
+    this.nextSeq = seq.n;
+    this.committedSeq = seq.n;
+    this.insertChunk = db.prepare('INSERT INTO outbox_chunks (rowid, stream, last_seq, created_at, bytes, bodies) VALUES (?, ?, ?, ?, ?, ?)');
+    this.chunksFrom = db.prepare(
+      'SELECT rowid AS first, last_seq AS last, created_at AS createdAt, bytes, bodies FROM outbox_chunks WHERE stream = ? AND last_seq > ? ORDER BY last_seq',
     );
-    this.deleteRange = db.prepare('DELETE FROM outbox WHERE stream = ? AND rowid BETWEEN ? AND ? RETURNING bytes');
-    this.oldest = db.prepare('SELECT rowid, bytes FROM outbox WHERE stream = ? ORDER BY rowid');
-    this.deleteUpTo = db.prepare('DELETE FROM outbox WHERE stream = ? AND rowid <= ?');
-    this.expireOlder = db.prepare('DELETE FROM outbox WHERE stream = ? AND created_at < ? RETURNING bytes');
+    this.deleteChunk = db.prepare('DELETE FROM outbox_chunks WHERE rowid = ?');
+    this.expireOlder = db.prepare(
+      'DELETE FROM outbox_chunks WHERE stream = ? AND created_at < ? RETURNING rowid AS first, last_seq AS last, bytes',
+    );
+    this.saveSeq = db.prepare(
+      "INSERT INTO outbox_meta (key, value) VALUES ('next_seq', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    );
+    this.insertDeadLetter = db.prepare('INSERT INTO dead_letters (stream, body, bytes, reason, failed_at) VALUES (?, ?, ?, ?, ?)');
     this.bumpCounter = db.prepare(
       'INSERT INTO outbox_counters (stream, name, value) VALUES (?, ?, ?) ON CONFLICT (stream, name) DO UPDATE SET value = value + excluded.value',
     );
@@ -177,21 +270,76 @@ export class SqliteOutbox implements Outbox {
    */
   append(items: readonly OutboxItem[], now: number): void {
     if (items.length === 0) return;
+    // Per stream, in arrival order: each stream's readings get consecutive numbers.
+    const groups = new Map<StreamState, Envelope[]>();
     for (const { envelope, stream } of items) {
       const s = this.states.get(stream) ?? this.unknownStream(stream);
-      const body = JSON.stringify(envelope);
-      const bytes = Buffer.byteLength(body);
-      s.pending.produced++;
-      if (s.config.overflow === 'reject-new' && s.bytes + bytes > s.config.quotaBytes) {
-        s.pending.dropped++;
+      const g = groups.get(s);
+      if (g) g.push(envelope);
+      else groups.set(s, [envelope]);
+    }
+    for (const [s, envelopes] of groups) {
+      s.pending.produced += envelopes.length;
+      if (s.config.overflow === 'drop-oldest') {
+        for (let i = 0; i < envelopes.length; i += CHUNK_ROWS) this.storeEnvelopes(s, envelopes.slice(i, i + CHUNK_ROWS), now);
         continue;
       }
-      this.insert.run(s.config.name, body, bytes, now);
-      s.depth++;
-      s.bytes += bytes;
+      // reject-new: each reading is measured against the budget before it is taken.
+      const bodies: string[] = [];
+      let bytes = 0;
+      for (const e of envelopes) {
+        const body = JSON.stringify(e);
+        const size = Buffer.byteLength(body);
+        if (s.bytes + bytes + size > s.config.quotaBytes) {
+          s.pending.dropped++;
+          continue;
+        }
+        bodies.push(body);
+        bytes += size;
+      }
+      this.storeBodies(s, bodies, now);
     }
+    this.saveSeq.run(this.nextSeq);
     this.enforceQuotas();
     this.flushCounters();
+  }
+
+  /** One chunk from envelopes (one JSON.stringify for all), halved while it is over CHUNK_BYTES. */
+  private storeEnvelopes(s: StreamState, envelopes: readonly Envelope[], createdAt: number): void {
+    const text = JSON.stringify(envelopes);
+    const bytes = readingBytes(text, envelopes.length);
+    if (bytes > CHUNK_BYTES && envelopes.length > 1) {
+      const half = envelopes.length >> 1;
+      this.storeEnvelopes(s, envelopes.slice(0, half), createdAt);
+      this.storeEnvelopes(s, envelopes.slice(half), createdAt);
+      return;
+    }
+    this.writeChunk(s, envelopes.length, bytes, text, createdAt);
+  }
+
+  /** Chunks from readings already encoded. */
+  private storeBodies(s: StreamState, bodies: readonly string[], createdAt: number): void {
+    for (let start = 0; start < bodies.length; ) {
+      let end = start;
+      let bytes = 0;
+      while (end < bodies.length && end - start < CHUNK_ROWS) {
+        const size = Buffer.byteLength(bodies[end]!);
+        if (end > start && bytes + size > CHUNK_BYTES) break;
+        bytes += size;
+        end++;
+      }
+      this.writeChunk(s, end - start, bytes, `[${bodies.slice(start, end).join(',')}]`, createdAt);
+      start = end;
+    }
+  }
+
+  /** Number the next `rows` readings and write them as one chunk. Inside a transaction. */
+  private writeChunk(s: StreamState, rows: number, bytes: number, text: string, createdAt: number): void {
+    const first = this.nextSeq;
+    this.insertChunk.run(first, s.config.name, first + rows - 1, createdAt, bytes, text);
+    this.nextSeq = first + rows;
+    s.depth += rows;
+    s.bytes += bytes;
   }
 
   /** Streams over their budget drop their oldest; then the lowest priority gives way first. */
@@ -211,23 +359,75 @@ export class SqliteOutbox implements Outbox {
   }
 
   peek(stream: string, afterRowid: number, limit: number, upToRowid?: number): OutboxRow[] {
-    if (upToRowid === undefined) return this.select.all(stream, afterRowid, limit);
-    return this.selectUpTo.all(stream, afterRowid, upToRowid, limit);
+    const out: OutboxRow[] = [];
+    if (limit <= 0) return out;
+    for (const c of this.chunksFrom.iterate(stream, afterRowid)) {
+      if (upToRowid !== undefined && c.first > upToRowid) break;
+      const parts = splitChunk(c.bodies);
+      const to = upToRowid === undefined ? c.last : Math.min(c.last, upToRowid);
+      for (let seq = Math.max(c.first, afterRowid + 1); seq <= to; seq++) {
+        const body = parts[seq - c.first]!;
+        out.push({ rowid: seq, stream, body, bytes: parts.length === 1 ? c.bytes : Buffer.byteLength(body), createdAt: c.createdAt });
+        if (out.length >= limit) return out;
+      }
+    }
+    return out;
   }
 
   newestRowid(): number {
-    return (this.db.prepare('SELECT coalesce(max(rowid), 0) AS n FROM outbox').get() as { n: number }).n;
+    return this.committedSeq - 1;
   }
 
   ack(stream: string, first: number, last: number): number {
     return this.inTransaction(() => {
       const s = this.states.get(stream);
       if (!s) return 0;
-      const deleted = this.deleteRange.all(stream, first, last);
-      this.remove(s, deleted, 'delivered');
+      const r = this.removeRange(s, first, last, false);
+      this.count(s, r, 'delivered');
       this.flushCounters();
-      return deleted.length;
+      return r.rows;
     });
+  }
+
+  /**
+   * Remove readings `first..last` of `s` (those still there), rewriting chunks that are cut. Inside
+   * a transaction; returns what was removed, with the bodies when `keepBodies`.
+   */
+  private removeRange(s: StreamState, first: number, last: number, keepBodies: boolean): Removed {
+    const removed: Removed = { rows: 0, bytes: 0, bodies: [] };
+    if (last < first) return removed;
+    const hit: Chunk[] = [];
+    for (const c of this.chunksFrom.iterate(s.config.name, first - 1)) {
+      if (c.first > last) break;
+      hit.push(c);
+    }
+    for (const c of hit) {
+      this.deleteChunk.run(c.first);
+      const lo = Math.max(first, c.first);
+      const hi = Math.min(last, c.last);
+      if (lo === c.first && hi === c.last && !keepBodies) {
+        removed.rows += c.last - c.first + 1;
+        removed.bytes += c.bytes;
+        continue;
+      }
+      const parts = splitChunk(c.bodies);
+      let gone = 0;
+      for (let seq = lo; seq <= hi; seq++) {
+        const body = parts[seq - c.first]!;
+        const bytes = parts.length === 1 ? c.bytes : Buffer.byteLength(body);
+        gone += bytes;
+        if (keepBodies) removed.bodies.push({ seq, body, bytes });
+      }
+      removed.rows += hi - lo + 1;
+      removed.bytes += gone;
+      const before = parts.slice(0, lo - c.first);
+      const after = parts.slice(hi - c.first + 1);
+      let beforeBytes = 0;
+      for (const b of before) beforeBytes += Buffer.byteLength(b);
+      if (before.length > 0) this.insertChunk.run(c.first, s.config.name, lo - 1, c.createdAt, beforeBytes, `[${before.join(',')}]`);
+      if (after.length > 0) this.insertChunk.run(hi + 1, s.config.name, c.last, c.createdAt, c.bytes - gone - beforeBytes, `[${after.join(',')}]`);
+    }
+    return removed;
   }
 
   /** Delete rows older than their stream's TTL; returns rows expired. */
@@ -236,9 +436,13 @@ export class SqliteOutbox implements Outbox {
       let n = 0;
       for (const s of this.states.values()) {
         if (s.config.ttlMs === undefined || s.depth === 0) continue;
-        const gone = this.expireOlder.all(s.config.name, now - s.config.ttlMs);
-        this.remove(s, gone, 'expired');
-        n += gone.length;
+        const r: Removed = { rows: 0, bytes: 0, bodies: [] };
+        for (const c of this.expireOlder.all(s.config.name, now - s.config.ttlMs)) {
+          r.rows += c.last - c.first + 1;
+          r.bytes += c.bytes;
+        }
+        this.count(s, r, 'expired');
+        n += r.rows;
       }
       this.flushCounters();
       return n;
@@ -249,19 +453,16 @@ export class SqliteOutbox implements Outbox {
     return this.inTransaction(() => {
       const s = this.states.get(stream);
       if (!s || rowids.length === 0) return 0;
-      const moved: { bytes: number }[] = [];
-      const copy = this.db.prepare(
-        'INSERT INTO dead_letters (stream, body, bytes, reason, failed_at) SELECT stream, body, bytes, ?, ? FROM outbox WHERE rowid = ? AND stream = ?',
-      );
-      const del = this.db.prepare('DELETE FROM outbox WHERE rowid = ? AND stream = ? RETURNING bytes');
+      const moved: Removed = { rows: 0, bytes: 0, bodies: [] };
       for (const id of rowids) {
-        copy.run(reason, now, id, stream);
-        const r = del.get(id, stream) as { bytes: number } | undefined;
-        if (r) moved.push(r);
+        const r = this.removeRange(s, id, id, true);
+        for (const b of r.bodies) this.insertDeadLetter.run(stream, b.body, b.bytes, reason, now);
+        moved.rows += r.rows;
+        moved.bytes += r.bytes;
       }
-      this.remove(s, moved, 'deadLettered');
+      this.count(s, moved, 'deadLettered');
       this.flushCounters();
-      return moved.length;
+      return moved.rows;
     });
   }
 
@@ -288,12 +489,11 @@ export class SqliteOutbox implements Outbox {
       const del = this.db.prepare('DELETE FROM dead_letters WHERE id = ?');
       for (const r of rows) {
         const s = this.states.get(r.stream) ?? this.unknownStream(r.stream);
-        this.insert.run(r.stream, r.body, r.bytes, now);
+        this.storeBodies(s, [r.body], now);
         del.run(r.id);
-        s.depth++;
-        s.bytes += r.bytes;
         s.pending.replayed++;
       }
+      this.saveSeq.run(this.nextSeq);
       this.enforceQuotas();
       this.flushCounters();
       return rows.length;
@@ -340,32 +540,35 @@ export class SqliteOutbox implements Outbox {
     return n;
   }
 
-  /** Drop the oldest rows of `s` until at least `atLeast` bytes are freed; returns bytes freed. */
+  /** Drop the oldest readings of `s` until at least `atLeast` bytes are freed; returns bytes freed. */
   private dropOldest(s: StreamState, atLeast: number): number {
     let freed = 0;
-    let rows = 0;
-    let last = 0;
-    for (const r of this.oldest.iterate(s.config.name)) {
+    let upTo = 0;
+    for (const c of this.chunksFrom.iterate(s.config.name, 0)) {
       if (freed >= atLeast) break;
-      freed += r.bytes;
-      last = r.rowid;
-      rows++;
+      if (freed + c.bytes <= atLeast || c.first === c.last) {
+        freed += c.bytes;
+        upTo = c.last;
+        continue;
+      }
+      // The chunk holds more than is needed: only its oldest readings go.
+      const parts = splitChunk(c.bodies);
+      for (let i = 0; i < parts.length && freed < atLeast; i++) {
+        freed += Buffer.byteLength(parts[i]!);
+        upTo = c.first + i;
+      }
     }
-    if (rows === 0) return 0;
-    this.deleteUpTo.run(s.config.name, last);
-    s.depth -= rows;
-    s.bytes -= freed;
-    s.pending.dropped += rows;
-    return freed;
+    if (upTo === 0) return 0;
+    const r = this.removeRange(s, 1, upTo, false);
+    this.count(s, r, 'dropped');
+    return r.bytes;
   }
 
-  private remove(s: StreamState, rows: readonly { bytes: number }[], outcome: 'delivered' | 'expired' | 'deadLettered'): void {
-    if (rows.length === 0) return;
-    let bytes = 0;
-    for (const r of rows) bytes += r.bytes;
-    s.depth -= rows.length;
-    s.bytes -= bytes;
-    s.pending[outcome] += rows.length;
+  private count(s: StreamState, r: Removed, outcome: 'delivered' | 'expired' | 'deadLettered' | 'dropped'): void {
+    if (r.rows === 0) return;
+    s.depth -= r.rows;
+    s.bytes -= r.bytes;
+    s.pending[outcome] += r.rows;
   }
 
   /** Write counter changes; runs inside the transaction that made them. */
@@ -383,6 +586,7 @@ export class SqliteOutbox implements Outbox {
 
   /** The transaction that carried the last changes committed: count them. */
   committed(): void {
+    this.committedSeq = this.nextSeq;
     for (const s of this.states.values()) {
       for (const k of COUNTERS) {
         const d = s.staged[k];
@@ -397,6 +601,7 @@ export class SqliteOutbox implements Outbox {
 
   /** The transaction rolled back: forget its changes and read depth and bytes again. */
   rolledBack(): void {
+    this.nextSeq = this.committedSeq;
     for (const s of this.states.values()) {
       for (const k of COUNTERS) {
         s.staged[k] = 0;
@@ -425,7 +630,9 @@ export class SqliteOutbox implements Outbox {
       s.depth = 0;
       s.bytes = 0;
     }
-    for (const r of this.db.prepare('SELECT stream, count(*) AS n, coalesce(sum(bytes), 0) AS b FROM outbox GROUP BY stream').all() as {
+    for (const r of this.db
+      .prepare('SELECT stream, coalesce(sum(last_seq - rowid + 1), 0) AS n, coalesce(sum(bytes), 0) AS b FROM outbox_chunks GROUP BY stream')
+      .all() as {
       stream: string;
       n: number;
       b: number;

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { outboxMigrations, SqliteOutbox, type StreamConfig } from '../../cloud-bridge/outbox.js';
+import { outboxMigrations, splitChunk, SqliteOutbox, type StreamConfig } from '../../cloud-bridge/outbox.js';
 import { makeEnvelope, systemClock, type Envelope, type OutboxStats, type StreamStats } from '../../runtime/contracts/index.js';
 import { IngestPipeline } from '../../runtime/ingest.js';
 import { createLogger } from '../../runtime/logger.js';
@@ -213,8 +213,11 @@ describe('SQLite outbox', () => {
         put(outbox, name, n, 1 + Math.floor(rand() * 20), step);
         n += 20;
       } else if (r < 0.85) {
+        // Mostly the oldest readings, sometimes a range in the middle (cuts chunks on both sides).
         const rows = outbox.peek(name, 0, 1 + Math.floor(rand() * 30));
-        if (rows.length > 0) outbox.ack(name, rows[0]!.rowid, rows.at(-1)!.rowid);
+        const from = rand() < 0.7 ? 0 : Math.floor(rand() * rows.length);
+        const part = rows.slice(from, from + 1 + Math.floor(rand() * 30));
+        if (part.length > 0) expect(outbox.ack(name, part[0]!.rowid, part.at(-1)!.rowid)).toBe(part.length);
       } else if (r < 0.9) outbox.expire(step);
       else if (r < 0.93) {
         const rows = outbox.peek(name, 0, 2);
@@ -232,7 +235,75 @@ describe('SQLite outbox', () => {
     expect(s.dropped).toBeGreaterThan(0);
     expect(s.expired).toBeGreaterThan(0);
     expect(s.delivered).toBeGreaterThan(0);
-    expect(s.depth).toBe((db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n);
+    // What the counters say is what is stored: every reading, its bytes, numbers strictly increasing.
+    for (const st of s.streams) {
+      const rows = outbox.peek(st.stream, 0, 1_000_000);
+      expect(rows.length).toBe(st.depth);
+      expect(rows.reduce((b, r) => b + Buffer.byteLength(r.body), 0)).toBe(st.bytes);
+      for (let i = 1; i < rows.length; i++) expect(rows[i]!.rowid).toBeGreaterThan(rows[i - 1]!.rowid);
+    }
+  });
+
+  it('stores many readings per row and cuts a row exactly where an acknowledgement or dead letter ends', () => {
+    const outbox = new SqliteOutbox(db, 64 * MiB, new PromMetrics(), streams);
+    put(outbox, 'telemetry', 0, 200);
+    const chunks = (): number => (db.prepare('SELECT count(*) AS n FROM outbox_chunks').get() as { n: number }).n;
+    expect(chunks()).toBeLessThan(10);
+    const rows = outbox.peek('telemetry', 0, 1000);
+    expect(rows.map((r) => (JSON.parse(r.body) as Envelope).id)).toEqual(Array.from({ length: 200 }, (_, i) => `r${i}`));
+    // Middle of a chunk: readings on both sides stay, with their numbers.
+    expect(outbox.ack('telemetry', rows[10]!.rowid, rows[19]!.rowid)).toBe(10);
+    expect(outbox.deadLetter('telemetry', [rows[30]!.rowid], 'bad', 1)).toBe(1);
+    const left = outbox.peek('telemetry', 0, 1000);
+    expect(left).toHaveLength(189);
+    expect(left.map((r) => r.rowid)).toEqual(rows.filter((_, i) => (i < 10 || i > 19) && i !== 30).map((r) => r.rowid));
+    expect(left.map((r) => r.body)).toEqual(rows.filter((_, i) => (i < 10 || i > 19) && i !== 30).map((r) => r.body));
+    // A range read from the middle, bounded above.
+    expect(outbox.peek('telemetry', rows[5]!.rowid, 8, rows[25]!.rowid).map((r) => r.rowid)).toEqual(
+      [6, 7, 8, 9, 20, 21, 22, 23].map((i) => rows[i]!.rowid),
+    );
+    expect(outbox.listDeadLetters()[0]!.body).toBe(rows[30]!.body);
+    expect(stream(outbox, 'telemetry')).toMatchObject({ depth: 189, delivered: 10, deadLettered: 1 });
+    expect(stream(outbox, 'telemetry').bytes).toBe(left.reduce((b, r) => b + r.bytes, 0));
+  });
+
+  it('splits a chunk back into exactly the texts JSON.stringify wrote, whatever the strings hold', () => {
+    const tricky = ['},{', '","', 'a\\', '\\"', '[{,}]', 'é ✓ 𝄞', '\n\t\u0000', ''];
+    const envs = tricky.map((t, i) => makeEnvelope({ id: t, device: `d${t}`, point: t, value: i % 2 ? t : i, quality: 'good', ts: i, seq: i, rule: t }));
+    expect(splitChunk(JSON.stringify(envs))).toEqual(envs.map((e) => JSON.stringify(e)));
+    expect(splitChunk(JSON.stringify([envs[0]]))).toEqual([JSON.stringify(envs[0])]);
+    expect(splitChunk('[]')).toEqual([]);
+    // Stored and read through the outbox: the same bodies, byte counts of the UTF-8.
+    const outbox = new SqliteOutbox(db, MiB, new PromMetrics(), streams);
+    for (const name of ['telemetry', 'alarms']) {
+      db.transaction(() => outbox.append(envs.map((envelope) => ({ envelope, stream: name })), 0))();
+      outbox.committed();
+      const rows = outbox.peek(name, 0, 100);
+      expect(rows.map((r) => r.body)).toEqual(envs.map((e) => JSON.stringify(e)));
+      expect(rows.map((r) => r.bytes)).toEqual(envs.map((e) => Buffer.byteLength(JSON.stringify(e))));
+      expect(stream(outbox, name).bytes).toBe(rows.reduce((b, r) => b + r.bytes, 0));
+    }
+  });
+
+  it('migrates a row-per-reading outbox (schema 3) keeping row ids, bodies and the id high-water mark', () => {
+    db.close();
+    rmSync(join(dir, 'o.db'));
+    db = openDatabase({ path: join(dir, 'o.db'), synchronous: 'normal' });
+    migrate(db, 'runtime', runtimeMigrations);
+    migrate(db, 'outbox', outboxMigrations.filter((m) => m.version <= 3));
+    const ins = db.prepare("INSERT INTO outbox (stream, body, bytes, created_at) VALUES ('telemetry', ?, ?, 7)");
+    for (let i = 0; i < 5; i++) ins.run(JSON.stringify(env(i)), Buffer.byteLength(JSON.stringify(env(i))));
+    db.prepare('DELETE FROM outbox WHERE rowid <= 2').run();
+    migrate(db, 'outbox', outboxMigrations);
+    const outbox = new SqliteOutbox(db, MiB, new PromMetrics(), streams);
+    expect(outbox.peek('telemetry', 0, 10).map((r) => [r.rowid, (JSON.parse(r.body) as Envelope).id, r.createdAt])).toEqual([
+      [3, 'r2', 7],
+      [4, 'r3', 7],
+      [5, 'r4', 7],
+    ]);
+    expect(outbox.newestRowid()).toBe(5);
+    put(outbox, 'telemetry', 9, 1);
+    expect(outbox.peek('telemetry', 5, 10)[0]!.rowid).toBe(6);
   });
 });
 
@@ -263,8 +334,8 @@ describe('ingest pipeline', () => {
     const rules = new Rules([all], systemClock, seq);
     const pipeline = new IngestPipeline(db, rules, outbox, systemClock, createLogger({ level: 'silent' }), metrics, () => {});
     await pipeline.submit([env(0)]);
-    // The store fails half-way through a group: the whole transaction rolls back.
-    db.exec(`CREATE TRIGGER full BEFORE INSERT ON outbox WHEN NEW.body LIKE '%"r2"%' BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END`);
+    // The store fails on a write of the group: the whole transaction rolls back.
+    db.exec(`CREATE TRIGGER full BEFORE INSERT ON outbox_chunks WHEN NEW.bodies LIKE '%"r2"%' BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END`);
     await expect(pipeline.submit([env(1), env(2)])).rejects.toThrow(/store commit failed: database or disk is full/);
     expect(await metrics.total('outpost_store_commit_failures_total')).toBe(1);
     expect(outbox.stats()).toMatchObject({ depth: 1, appended: 1 });

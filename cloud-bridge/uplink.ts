@@ -45,6 +45,11 @@ export interface UplinkOptions {
   readonly dailyBytes?: number | undefined;
 }
 
+/** The in-flight cap never shrinks below this many readings (or one batch, if smaller). */
+const MIN_FLIGHT_CAP = 16;
+/** The in-flight cap grows by one batch per this many ms without a connection lost. */
+const FLIGHT_CAP_GROWTH_MS = 2000;
+
 /** `idle`: outside every sync window, the link is closed on purpose. */
 export type LinkState = 'connecting' | 'up' | 'down' | 'idle' | 'stopped';
 
@@ -70,6 +75,18 @@ export class Uplink {
    * not a full window (the cloud would receive them and their PUBACKs would be lost).
    */
   private window = 1;
+  /** Readings in the batches awaiting acknowledgement on this connection. */
+  private inFlightRows = 0;
+  /**
+   * Readings allowed in flight, adapted to how often the link drops (additive increase,
+   * multiplicative decrease): halved whenever a connection is lost with batches unacknowledged,
+   * grown by one batch per FLIGHT_CAP_GROWTH_MS of acknowledgements without a loss. On a link that keeps
+   * dropping, little is in flight when it drops, so little is sent twice (at QoS 1 a batch that
+   * reached the broker but whose PUBACK was lost goes again); on a steady link it is
+   * batchSize × maxInFlight.
+   */
+  private flightCap: number;
+  private flightCapAt = 0;
   private generation = 0;
   private retryTimer: TimerHandle | undefined;
   private readonly backoff: Backoff;
@@ -104,6 +121,7 @@ export class Uplink {
   ) {
     this.budget = new LinkBudget({ maxBytesPerS: opts.maxBytesPerS, dailyBytes: opts.dailyBytes }, clock, usage);
     this.guard = new PoisonGuard(opts.maxAttempts);
+    this.flightCap = opts.batchSize * opts.maxInFlight;
     this.cursors = new DrainCursors(opts.liveShare);
     this.windows =
       opts.syncWindows && opts.syncWindows.length > 0
@@ -261,7 +279,11 @@ export class Uplink {
       if (this.state === 'stopped' || this.state === 'idle') return;
       // Counted only for connections the broker accepted: a batch that gets its connection
       // dropped, maybe again on every resend right after CONNACK, is what a poison message does.
-      if (this.connackSeen) this.refused([...this.unacked], 'connection lost with the batch in flight');
+      if (this.connackSeen && this.unacked.size > 0) {
+        this.refused([...this.unacked], 'connection lost with the batch in flight');
+        this.flightCap = Math.max(Math.min(MIN_FLIGHT_CAP, this.opts.batchSize), this.flightCap / 2);
+        this.flightCapAt = this.clock.now();
+      }
       this.connackSeen = false;
       const wasUp = this.state === 'up';
       this.state = 'down';
@@ -302,6 +324,7 @@ export class Uplink {
     if (this.inFlight > 0 && this.opts.qos === 2) this.log.warn({ inFlight: this.inFlight }, 'cloud session lost; unacknowledged batches are sent again');
     this.generation++;
     this.inFlight = 0;
+    this.inFlightRows = 0;
     this.cursors.reset(this.outbox.newestRowid());
     this.unacked.clear();
     this.mInFlight.set(0);
@@ -328,8 +351,8 @@ export class Uplink {
     const client = this.client;
     if (this.state !== 'up' || !client) return;
     const generation = this.generation;
-    while (this.inFlight < this.window) {
-      const batch = this.nextBatch();
+    while (this.inFlight < this.window && this.inFlightRows < Math.floor(this.flightCap)) {
+      const batch = this.nextBatch(Math.min(this.opts.batchSize, Math.floor(this.flightCap) - this.inFlightRows));
       if (!batch) break;
       const { stream, rows, live } = batch;
       const first = rows[0]!.rowid;
@@ -342,6 +365,7 @@ export class Uplink {
       this.budget.spend(payload.length);
       this.mBytes.inc(undefined, payload.length);
       this.inFlight++;
+      this.inFlightRows += rows.length;
       this.mInFlight.set(this.inFlight);
       this.log.debug({ stream, first, last, rows: rows.length, inFlight: this.inFlight }, 'batch sent');
       const sent: SentBatch = { stream, first, last, rows: rows.length };
@@ -357,6 +381,7 @@ export class Uplink {
           const code = (err as { code?: unknown }).code;
           if (typeof code === 'number' && code >= 0x80) this.refused([sent], `refused by the cloud broker: ${err.message} (0x${code.toString(16)})`);
           this.inFlight--;
+          this.inFlightRows -= sent.rows;
           this.mInFlight.set(this.inFlight);
           this.cursors.rewind(stream, first, live);
           return;
@@ -377,7 +402,9 @@ export class Uplink {
         this.mBatches.inc();
         if (generation !== this.generation) return;
         this.window = Math.min(this.opts.maxInFlight, this.window + 1);
+        this.growFlightCap();
         this.inFlight--;
+        this.inFlightRows -= sent.rows;
         this.mInFlight.set(this.inFlight);
         this.pump();
       });
@@ -390,17 +417,25 @@ export class Uplink {
     }
   }
 
+  private growFlightCap(): void {
+    const full = this.opts.batchSize * this.opts.maxInFlight;
+    if (this.flightCap >= full) return;
+    const now = this.clock.now();
+    this.flightCap = Math.min(full, this.flightCap + (this.opts.batchSize * Math.max(0, now - this.flightCapAt)) / FLIGHT_CAP_GROWTH_MS);
+    this.flightCapAt = now;
+  }
+
   /**
    * The next batch: from the highest-priority stream that has rows not yet sent on this
    * connection, oldest first, so the readings of one source leave in the order they were stored.
    */
-  private nextBatch(): { stream: string; rows: OutboxRow[]; live: boolean } | undefined {
+  private nextBatch(limit: number): { stream: string; rows: OutboxRow[]; live: boolean } | undefined {
     let wait: number | undefined;
     for (const { name, priority } of this.outbox.drainOrder()) {
       let rows: OutboxRow[] = [];
       let live = false;
       for (const range of this.cursors.candidates(name)) {
-        rows = this.outbox.peek(name, range.after, this.guard.limitFor(name, range.after, this.opts.batchSize), range.upTo);
+        rows = this.outbox.peek(name, range.after, this.guard.limitFor(name, range.after, limit), range.upTo);
         live = range.live;
         if (rows.length > 0) break;
         if (range.upTo !== undefined) this.cursors.exhausted(name);
@@ -409,7 +444,7 @@ export class Uplink {
       // The rate cap or the daily budget may hold this stream back (the budget spares priority 0),
       // and a batch that is not full lingers until its oldest reading is old enough.
       let delay = this.budget.delayFor(priority);
-      if (delay === 0 && priority > 0 && this.opts.lingerMs > 0 && rows.length < this.opts.batchSize) {
+      if (delay === 0 && priority > 0 && this.opts.lingerMs > 0 && rows.length < limit) {
         delay = Math.max(0, rows[0]!.createdAt + this.opts.lingerMs - this.clock.now());
       }
       if (delay === 0) return { stream: name, rows, live };

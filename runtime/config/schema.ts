@@ -192,7 +192,7 @@ export const configSchema = z
        * A batch that is not full waits until its oldest reading is this old, so that a metered
        * link carries fewer, larger, better-compressed messages. Priority 0 streams never wait.
        */
-      lingerMs: z.number().int().min(0).max(3_600_000).default(0),
+      lingerMs: z.number().int().min(0).max(3_600_000).default(1000),
       /**
        * While a backlog drains after an outage, live readings get this share of the link (0:
        * strictly oldest first, so every device's readings arrive in order).

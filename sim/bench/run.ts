@@ -15,7 +15,7 @@ interface Sizes {
   readonly seconds: number;
 }
 
-const DEFAULT_SIZES: Sizes = { rows: 200_000, readings: 100_000, seconds: 20 };
+const DEFAULT_SIZES: Sizes = { rows: 200_000, readings: 300_000, seconds: 20 };
 
 /**
  * Every benchmark, in run order. A new benchmark is a module exporting a `Benchmark` (or a

@@ -20,8 +20,8 @@ const PREFIX = 'outpost';
 const QOS = 1;
 /** The demo site of runtime/demo.ts. */
 const SITE = { meters: 2, boilers: 1, children: 4, childIntervalMs: 250, pollIntervalMs: 500 } as const;
-/** lingerMs values compared: a metered-link setting, and the default (send as soon as committed). */
-const LINGERS = [2000, 0] as const;
+/** lingerMs values compared: the default (1 s), and none (send as soon as committed). */
+const LINGERS = [1000, 0] as const;
 
 /** Bytes of the MQTT "remaining length" field, a base-128 varint of 1 to 4 bytes. */
 function varintBytes(n: number): number {

@@ -50,8 +50,9 @@ function injectFault(link: LinkProxy, rand: () => number): string {
 describe('link chaos between gateway and cloud', () => {
   it.each([
     { qos: 2 as const, chaosMs: CHAOS_MS, maxDupRatio: 0.01 },
-    // At QoS 1 every connection lost with batches in flight may repeat them: bounded, not <1%.
-    { qos: 1 as const, chaosMs: CHAOS_MS / 2, maxDupRatio: 1 },
+    // At QoS 1 a connection lost with batches in flight may repeat them; the in-flight cap shrinks
+    // on a link that keeps dropping, which keeps that under 1%.
+    { qos: 1 as const, chaosMs: CHAOS_MS, maxDupRatio: 0.01 },
   ])('QoS $qos: loses nothing through hundreds of faults, duplicates bounded, uplink back within backoff cap + 10 s', async ({ qos, chaosMs, maxDupRatio }) => {
     const cloud = await SimCloud.start();
     cleanup.push(() => cloud.stop());

@@ -13,6 +13,7 @@ import {
   type TimerHandle,
 } from '../runtime/contracts/index.js';
 import { LinkBudget, type UsageStore } from './link-budget.js';
+import { NetWatch, type InterfaceSource } from './net-watch.js';
 import { DrainCursors } from './drain-cursors.js';
 import { PoisonGuard, type SentBatch } from './poison-guard.js';
 import { SyncWindows, type SyncWindowSpec } from './sync-windows.js';
@@ -43,6 +44,12 @@ export interface UplinkOptions {
   readonly lingerMs: number;
   readonly maxBytesPerS?: number | undefined;
   readonly dailyBytes?: number | undefined;
+  /** How often to look at the host's interfaces for a change that ends the backoff wait; 0: never. */
+  readonly netWatchMs?: number | undefined;
+  /** The interface table (tests replace it). */
+  readonly interfaces?: InterfaceSource | undefined;
+  /** Jitter source of the reconnect backoff (tests replace it). */
+  readonly random?: (() => number) | undefined;
 }
 
 /** The in-flight cap never shrinks below this many readings (or one batch, if smaller). */
@@ -105,6 +112,7 @@ export class Uplink {
   private connackSeen = false;
   private freshSession = false;
   private readonly windows: SyncWindows | undefined;
+  private readonly netWatch: NetWatch | undefined;
   private readonly mBatches: Counter;
   private readonly mConnects: Counter;
   private readonly mPublishErrors: Counter;
@@ -127,10 +135,14 @@ export class Uplink {
       opts.syncWindows && opts.syncWindows.length > 0
         ? new SyncWindows(opts.syncWindows, clock, (open) => (open ? this.wake() : this.maybeIdle()))
         : undefined;
+    this.netWatch =
+      opts.netWatchMs !== undefined && opts.netWatchMs > 0
+        ? new NetWatch(clock, opts.netWatchMs, (addresses) => this.networkChanged(addresses), opts.interfaces)
+        : undefined;
     this.mDeadLettered = metrics.counter('outpost_uplink_dead_lettered_total', 'Readings moved to the dead-letter table after repeated refusal');
     this.mAckFailures = metrics.counter('outpost_uplink_ack_failures_total', 'Acknowledged batches whose rows the store could not delete (sent again later)');
     this.mBytes = metrics.counter('outpost_uplink_bytes_total', 'Uplink payload bytes published (resends included)');
-    this.backoff = new Backoff(opts.backoff.initialMs, opts.backoff.maxMs);
+    this.backoff = new Backoff(opts.backoff.initialMs, opts.backoff.maxMs, opts.random);
     this.topic = cloudTopics.telemetry(opts.topicPrefix, opts.gatewayId);
     this.statusTopic = cloudTopics.status(opts.topicPrefix, opts.gatewayId);
     this.mBatches = metrics.counter('outpost_uplink_batches_total', 'Uplink messages acknowledged by the cloud broker');
@@ -151,6 +163,7 @@ export class Uplink {
 
   start(): void {
     this.windows?.start();
+    this.netWatch?.start();
     if (this.linkWanted()) this.connect();
     else this.state = 'idle';
   }
@@ -206,6 +219,7 @@ export class Uplink {
   async stop(): Promise<void> {
     this.state = 'stopped';
     this.windows?.stop();
+    this.netWatch?.stop();
     this.generation++;
     if (this.retryTimer) this.clock.clearTimeout(this.retryTimer);
     if (this.deferTimer) this.clock.clearTimeout(this.deferTimer);
@@ -290,6 +304,7 @@ export class Uplink {
       const delay = this.backoff.next();
       if (wasUp) this.log.warn({ retryInMs: delay }, 'cloud link down');
       this.retryTimer = this.clock.setTimeout(() => {
+        this.retryTimer = undefined;
         if (this.state === 'stopped') return;
         if (!this.linkWanted()) {
           this.state = 'idle';
@@ -298,6 +313,18 @@ export class Uplink {
         this.reopen(client);
       }, delay);
     });
+  }
+
+  /** The host's addresses changed while waiting to reconnect: the link may be back, try now. */
+  private networkChanged(addresses: string): void {
+    const client = this.client;
+    if (this.state !== 'down' || !client || !this.retryTimer) return;
+    this.clock.clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    this.backoff.reset();
+    this.log.info({ addresses }, 'network changed; reconnecting now');
+    if (this.linkWanted()) this.reopen(client);
+    else this.state = 'idle';
   }
 
   private reopen(client: MqttClient): void {

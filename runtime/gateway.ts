@@ -139,6 +139,7 @@ export class Gateway {
           lingerMs: c.lingerMs,
           maxBytesPerS: c.maxBytesPerS,
           dailyBytes: c.dailyBytes,
+          netWatchMs: c.netWatchMs,
         },
         outbox,
         clock,

@@ -207,6 +207,12 @@ export const configSchema = z
        * the next day. Survives restarts.
        */
       dailyBytes: z.number().int().min(65536).optional(),
+      /**
+       * How often the gateway reads its own interface table; when an address appears or changes
+       * while it waits to reconnect, it reconnects at once instead of waiting out the backoff.
+       * Sends nothing on the network. 0 turns it off.
+       */
+      netWatchMs: z.number().int().min(0).max(60_000).default(2000),
     }),
     storage: z.strictObject({
       path: z.string().min(1),

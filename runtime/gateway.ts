@@ -4,7 +4,8 @@ import { Uplink, type UplinkOptions } from '../cloud-bridge/uplink.js';
 import { readFileSync } from 'node:fs';
 import { ConfigError } from './config/load.js';
 import { ChildIntake } from '../drivers/mqtt/child-intake.js';
-import { ModbusPoller } from '../drivers/modbus/modbus-poller.js';
+import { modbusBuses } from '../drivers/modbus/bus.js';
+import { toModbusDevice } from './config/modbus.js';
 import { Rules } from '../rules/engine.js';
 import type { SiteConfig } from './config/schema.js';
 import { systemClock, type Clock, type Driver, type Logger, type OutboxStats } from './contracts/index.js';
@@ -158,7 +159,7 @@ export class Gateway {
           acceptUnknownDevices: config.broker.acceptUnknownDevices,
         }),
       ];
-      for (const d of config.devices) if (d.protocol === 'modbus-tcp') drivers.push(new ModbusPoller(d));
+      drivers.push(...modbusBuses(config.devices.flatMap((d) => (d.protocol === 'mqtt' ? [] : [toModbusDevice(d)]))));
       const ctx = { sink: pipeline, sequence, clock, metrics };
       for (const d of drivers) await d.start({ ...ctx, log: log.child({ driver: d.name }) });
       const self: { gateway?: Gateway } = {};

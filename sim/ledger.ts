@@ -20,6 +20,8 @@ export class DeliveryLedger {
   rejected = 0;
   /** Readings with bad quality, per device. */
   readonly bad = new Map<string, number>();
+  /** Readings with stale quality (source not answering), per device. */
+  readonly stale = new Map<string, number>();
   /**
    * Readings that arrived for the first time after a newer reading (higher seq) of the same device
    * and point: a break of per-source order.
@@ -40,6 +42,7 @@ export class DeliveryLedger {
       this.perGateway.set(gateway, (this.perGateway.get(gateway) ?? 0) + 1);
       this.byDevice.set(r.device, (this.byDevice.get(r.device) ?? 0) + 1);
       if (r.quality === 'bad') this.bad.set(r.device, (this.bad.get(r.device) ?? 0) + 1);
+      if (r.quality === 'stale') this.stale.set(r.device, (this.stale.get(r.device) ?? 0) + 1);
     }
   }
 

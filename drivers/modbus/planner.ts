@@ -31,7 +31,7 @@ export function planReads(points: readonly ModbusPoint[], maxGap: number): ReadR
     let end = -1;
     let members: ModbusPoint[] = [];
     for (const p of list) {
-      const pEnd = p.address + width(p.type);
+      const pEnd = p.address + width(p);
       if (members.length > 0 && p.address - end <= maxGap && Math.max(end, pEnd) - start <= limit) {
         members.push(p);
         end = Math.max(end, pEnd);

@@ -19,6 +19,8 @@ export interface Envelope {
   readonly seq: number;
   /** Rule that produced this envelope, absent for raw readings. */
   readonly rule?: string;
+  /** Engineering unit of `value` (e.g. "kWh", "degC"), when the source declares one. */
+  readonly unit?: string;
 }
 
 export function makeEnvelope(fields: Envelope): Envelope {

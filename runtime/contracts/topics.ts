@@ -72,6 +72,7 @@ export const envelopeSchema = z.strictObject({
   ts: z.number(),
   seq: z.number(),
   rule: z.string().optional(),
+  unit: z.string().optional(),
 });
 
 /** One uplink message: a batch of readings, each carrying its own id for deduplication. */

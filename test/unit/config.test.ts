@@ -64,7 +64,7 @@ cloud: { url: "mqtt://h" }
 storage: { path: /tmp/x.db }
 `);
     expect(found).toContain('gateway: unknown field "colour"');
-    expect(found).toContain('devices[0].points[0].type: type bool needs table coil or discrete');
+    expect(found).toContain('devices[0].points[0].bit: type bool in a register needs bit (0-15)');
   });
 
   it('reports duplicate device ids once the file is otherwise valid', () => {

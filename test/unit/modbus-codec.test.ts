@@ -1,54 +1,108 @@
 import { describe, expect, it } from 'vitest';
-import { decodeRegisters } from '../../drivers/modbus/codec.js';
+import { decodePoint, DecodeError, encodePoint } from '../../drivers/modbus/codec.js';
 import { planReads } from '../../drivers/modbus/planner.js';
-import type { ModbusPoint, PointType, Table } from '../../drivers/modbus/types.js';
+import type { ByteOrder, ModbusPoint, PointType } from '../../drivers/modbus/types.js';
 
-const pt = (name: string, address: number, type: PointType = 'uint16', table: Table = 'holding', scale = 1): ModbusPoint => ({
-  name,
-  table,
-  address,
+const pt = (type: PointType, extra: Partial<ModbusPoint> = {}): ModbusPoint => ({
+  name: 'p',
+  table: 'holding',
+  address: 0,
   type,
-  scale,
+  order: 'ABCD',
+  scale: 1,
+  offset: 0,
+  writable: true,
+  ...extra,
 });
 
-function words(bytes: number[]): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < bytes.length; i += 2) out.push((bytes[i]! << 8) | bytes[i + 1]!);
-  return out;
-}
+const ORDERS: readonly ByteOrder[] = ['ABCD', 'CDAB', 'BADC', 'DCBA'];
 
-describe('register decoding (ABCD, high word first)', () => {
-  it('decodes signed and unsigned 16-bit values with scale', () => {
-    expect(decodeRegisters([0xfff6], 0, pt('a', 0, 'int16', 'holding', 0.1))).toBeCloseTo(-1);
-    expect(decodeRegisters([0xfff6], 0, pt('a', 0, 'uint16'))).toBe(65526);
+describe('register decoding', () => {
+  it('places the bytes of a float32 as each byte order says', () => {
+    // 1.5 = 0x3FC00000: A=3F B=C0 C=00 D=00.
+    const layouts: Record<ByteOrder, number[]> = { ABCD: [0x3fc0, 0x0000], CDAB: [0x0000, 0x3fc0], BADC: [0xc03f, 0x0000], DCBA: [0x0000, 0xc03f] };
+    for (const order of ORDERS) {
+      expect(decodePoint(layouts[order], 0, pt('float32', { order }))).toBe(1.5);
+      expect(encodePoint(1.5, pt('float32', { order }))).toEqual(layouts[order]);
+    }
   });
 
-  it('decodes 32-bit integers and floats across two registers', () => {
-    expect(decodeRegisters(words([0xff, 0xff, 0xff, 0xfe]), 0, pt('a', 0, 'int32'))).toBe(-2);
-    expect(decodeRegisters(words([0x00, 0x01, 0x00, 0x00]), 0, pt('a', 0, 'uint32'))).toBe(65536);
-    const f = Buffer.alloc(4);
-    f.writeFloatBE(230.5);
-    expect(decodeRegisters([0, ...words([...f])], 1, pt('a', 0, 'float32'))).toBeCloseTo(230.5);
+  it('decodes 64-bit words in all four orders, and exact strings beyond 2^53', () => {
+    // 0x0102030405060708 as ABCD words.
+    const abcd = [0x0102, 0x0304, 0x0506, 0x0708];
+    expect(decodePoint(abcd, 0, pt('uint64'))).toBe('72623859790382856');
+    expect(decodePoint([0x0708, 0x0506, 0x0304, 0x0102], 0, pt('uint64', { order: 'CDAB' }))).toBe('72623859790382856');
+    expect(decodePoint([0x0201, 0x0403, 0x0605, 0x0807], 0, pt('uint64', { order: 'BADC' }))).toBe('72623859790382856');
+    expect(decodePoint([0x0807, 0x0605, 0x0403, 0x0201], 0, pt('uint64', { order: 'DCBA' }))).toBe('72623859790382856');
+    expect(decodePoint([0xffff, 0xffff, 0xffff, 0xfffe], 0, pt('int64'))).toBe(-2);
+    expect(decodePoint([0, 0, 0, 42], 0, pt('uint64', { scale: 0.5 }))).toBe(21);
   });
 
-  it('returns null when the response is too short or the float is not finite', () => {
-    expect(decodeRegisters([1], 0, pt('a', 0, 'uint32'))).toBeNull();
-    expect(decodeRegisters(words([0x7f, 0xc0, 0, 0]), 0, pt('a', 0, 'float32'))).toBeNull();
+  it('round-trips every numeric type in every byte order, with scale and offset', () => {
+    const cases: [PointType, number][] = [
+      ['int16', -1234],
+      ['uint16', 65000],
+      ['int32', -123456789],
+      ['uint32', 4000000000],
+      ['int64', -9007199254740991],
+      ['uint64', 9007199254740991],
+      ['float32', 230.5],
+      ['float64', -0.1],
+    ];
+    for (const [type, value] of cases) {
+      for (const order of ORDERS) {
+        const p = pt(type, { order });
+        expect(decodePoint(encodePoint(value, p), 0, p), `${type} ${order}`).toBe(value);
+      }
+    }
+    const scaled = pt('int16', { scale: 0.1, offset: -40 });
+    expect(encodePoint(21.5, scaled)).toEqual([615]);
+    expect(decodePoint([615], 0, scaled)).toBeCloseTo(21.5, 10);
+  });
+
+  it('reads bits of a register, coils, and fixed-length strings', () => {
+    expect(decodePoint([0b1000_0000_0000_0100], 0, pt('bool', { bit: 2 }))).toBe(true);
+    expect(decodePoint([0b1000_0000_0000_0100], 0, pt('bool', { bit: 15 }))).toBe(true);
+    expect(decodePoint([0b1000_0000_0000_0100], 0, pt('bool', { bit: 3 }))).toBe(false);
+    expect(decodePoint([0, 1], 1, pt('bool', { table: 'coil' }))).toBe(true);
+    const s = pt('string', { length: 4 });
+    expect(encodePoint('PM-55', s)).toEqual([0x504d, 0x2d35, 0x3500, 0]);
+    expect(decodePoint([0x504d, 0x2d35, 0x3500, 0], 0, s)).toBe('PM-55');
+    expect(decodePoint([0x4d50, 0x352d, 0x0035, 0], 0, pt('string', { length: 4, order: 'BADC' }))).toBe('PM-55');
+  });
+
+  it('names what is wrong: short response, NaN float, values that do not fit', () => {
+    expect(decodePoint([1], 0, pt('uint32'))).toBeInstanceOf(DecodeError);
+    expect(decodePoint([0x7fc0, 0], 0, pt('float32'))).toBeInstanceOf(DecodeError);
+    expect(() => encodePoint(70000, pt('uint16'))).toThrow(/out of range for uint16/);
+    expect(() => encodePoint(1.05, pt('int16', { scale: 0.1 }))).toThrow(/whole number of 0.1 steps/);
+    expect(() => encodePoint('x', pt('uint16'))).toThrow(/expects a finite number/);
+    expect(() => encodePoint(1, pt('uint16', { table: 'input' }))).toThrow(/read-only/);
+    expect(() => encodePoint('too long!', pt('string', { length: 2 }))).toThrow(/at most 4 characters/);
   });
 });
 
 describe('request planning', () => {
-  it('merges near-contiguous registers and splits tables', () => {
-    const reqs = planReads([pt('a', 0), pt('b', 1, 'float32'), pt('c', 10), pt('d', 40), pt('e', 0, 'bool', 'coil')], 10);
+  it('merges near-contiguous registers, counts 64-bit and string widths, splits tables', () => {
+    const reqs = planReads(
+      [
+        pt('uint16', { name: 'a', address: 0 }),
+        pt('float64', { name: 'b', address: 1 }),
+        pt('string', { name: 's', address: 8, length: 6 }),
+        pt('uint16', { name: 'd', address: 40 }),
+        pt('bool', { name: 'e', table: 'coil', address: 0 }),
+      ],
+      10,
+    );
     expect(reqs.map((r) => [r.table, r.address, r.length, r.points.length])).toEqual([
-      ['holding', 0, 11, 3],
+      ['holding', 0, 14, 3],
       ['holding', 40, 1, 1],
       ['coil', 0, 1, 1],
     ]);
   });
 
   it('never exceeds 125 registers per read', () => {
-    const points = Array.from({ length: 300 }, (_, i) => pt(`p${i}`, i));
+    const points = Array.from({ length: 300 }, (_, i) => pt('uint16', { name: `p${i}`, address: i }));
     const reqs = planReads(points, 0);
     expect(reqs).toHaveLength(3);
     expect(Math.max(...reqs.map((r) => r.length))).toBeLessThanOrEqual(125);

@@ -4,7 +4,7 @@ import type { ModbusPoint, PointType, Table } from '../../drivers/modbus/types.j
 
 let n = 0;
 function point(table: Table, address: number, type: PointType = table === 'coil' || table === 'discrete' ? 'bool' : 'uint16'): ModbusPoint {
-  return { name: `p${++n}`, table, address, type, scale: 1 };
+  return { name: `p${++n}`, table, address, type, order: 'ABCD', scale: 1, offset: 0, writable: false };
 }
 const regs = (table: Table, ...addresses: number[]): ModbusPoint[] => addresses.map((a) => point(table, a));
 

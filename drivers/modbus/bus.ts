@@ -1,0 +1,531 @@
+import ModbusSerial from 'modbus-serial';
+import { Socket } from 'node:net';
+import type { ModbusRTU as Client } from 'modbus-serial/ModbusRTU.js';
+import {
+  Backoff,
+  makeEnvelope,
+  type Counter,
+  type Driver,
+  type DriverContext,
+  type Envelope,
+  type Quality,
+  type TimerHandle,
+  type Value,
+} from '../../runtime/contracts/index.js';
+import { decodePoint, DecodeError, encodePoint } from './codec.js';
+import { planReads, type ReadRequest } from './planner.js';
+import { ReportFilter } from './report-filter.js';
+import type { ModbusConnection, ModbusDevice, ModbusPoint } from './types.js';
+
+// modbus-serial is CommonJS whose typings describe an ES default export; at run time the default
+// import is the client class itself.
+const ModbusRTU = ModbusSerial as unknown as new () => Client;
+
+/** Modbus exception codes by number, as the specification names them. */
+export const EXCEPTION_NAMES: Readonly<Record<number, string>> = {
+  1: 'illegal function',
+  2: 'illegal data address',
+  3: 'illegal data value',
+  4: 'server device failure',
+  5: 'acknowledge',
+  6: 'server device busy',
+  8: 'memory parity error',
+  10: 'gateway path unavailable',
+  11: 'gateway target device failed to respond',
+};
+
+/** What went wrong with one request. */
+export type FaultKind = 'timeout' | 'exception' | 'corrupt' | 'connection' | 'unreachable';
+
+export class ModbusFault extends Error {
+  constructor(
+    readonly kind: FaultKind,
+    message: string,
+    readonly code?: number,
+  ) {
+    super(message);
+  }
+}
+
+/** Classifies what modbus-serial rejects with (Error objects and plain objects alike). */
+export function classify(err: unknown): ModbusFault {
+  if (err instanceof ModbusFault) return err;
+  const e = (err ?? {}) as { name?: unknown; message?: unknown; errno?: unknown; code?: unknown; modbusCode?: unknown };
+  const message = typeof e.message === 'string' ? e.message : String(err);
+  if (typeof e.modbusCode === 'number') {
+    const name = EXCEPTION_NAMES[e.modbusCode] ?? 'unknown exception';
+    // 10 and 11: the gateway in front of the device answered, the device behind it did not.
+    const kind: FaultKind = e.modbusCode === 10 || e.modbusCode === 11 ? 'unreachable' : 'exception';
+    return new ModbusFault(kind, `exception ${e.modbusCode} (${name})`, e.modbusCode);
+  }
+  if (e.name === 'TransactionTimedOutError' || e.errno === 'ETIMEDOUT') return new ModbusFault('timeout', 'no answer within the timeout');
+  if (
+    e.name === 'PortNotOpenError' ||
+    /port not open|ECONNRESET|EPIPE|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|socket|closed/i.test(
+      `${message} ${typeof e.errno === 'string' ? e.errno : ''} ${typeof e.code === 'string' ? e.code : ''}`,
+    )
+  ) {
+    return new ModbusFault('connection', `connection lost: ${message}`);
+  }
+  return new ModbusFault('corrupt', `invalid answer: ${message}`);
+}
+
+/** The key under which devices share one connection: a serial line, or one TCP endpoint. */
+export function connectionKey(c: ModbusConnection): string {
+  return c.kind === 'rtu' ? `rtu:${c.path}` : `${c.kind}:${c.host}:${c.port}`;
+}
+
+/** Points of one device polled at one interval, planned into requests. */
+interface Group {
+  readonly device: DeviceState;
+  readonly intervalMs: number;
+  readonly requests: readonly ReadRequest[];
+  due: number;
+}
+
+interface DeviceState {
+  readonly device: ModbusDevice;
+  readonly groups: Group[];
+  readonly points: Map<string, ModbusPoint>;
+  /** Polls in a row that got no answer. */
+  failures: number;
+  /** The breaker is open until then (0: closed). */
+  openUntil: number;
+  openMs: number;
+  polls: number;
+  requests: number;
+  errors: number;
+  lastError: string | undefined;
+}
+
+export interface WriteResult {
+  readonly device: string;
+  readonly point: string;
+  readonly value: Value;
+  /** The value read back after the write. */
+  readonly readBack: Value;
+}
+
+interface WriteJob {
+  readonly state: DeviceState;
+  readonly point: ModbusPoint;
+  readonly value: number | boolean | string;
+  readonly resolve: (r: WriteResult) => void;
+  readonly reject: (e: Error) => void;
+}
+
+/**
+ * One Modbus connection (a TCP endpoint or a serial line) and every device on it. Requests go one
+ * at a time, in order of due time; writes go before the next poll. Per device: timeout, retries,
+ * and a circuit breaker, so that a dead device costs the others at most one timeout per poll until
+ * its breaker opens, and then one timeout per probe. The connection is reopened forever, with
+ * capped, jittered backoff. A timed-out request's late answer is never taken for another: on TCP
+ * it carries a transaction id no longer awaited; on RTU the bus stays quiet for one more timeout
+ * first, so the late answer arrives while its own request is still the current one.
+ */
+export class ModbusBus implements Driver {
+  readonly name: string;
+  private readonly devices: DeviceState[];
+  private readonly groups: Group[] = [];
+  private readonly writes: WriteJob[] = [];
+  private ctx: DriverContext | undefined;
+  private client: Client | undefined;
+  private connected = false;
+  private stopped = false;
+  private loop: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  private timer: TimerHandle | undefined;
+  private readonly backoff = new Backoff(500, 30_000);
+  private readonly report = new ReportFilter();
+  private lastConnectError: string | undefined;
+  private mRequests!: Counter;
+  private mErrors!: Counter;
+  private mReadings!: Counter;
+
+  constructor(
+    private readonly connection: ModbusConnection,
+    devices: readonly ModbusDevice[],
+  ) {
+    this.name = `modbus:${connectionKey(connection)}`;
+    this.devices = devices.map((device) => {
+      const state: DeviceState = {
+        device,
+        groups: [],
+        points: new Map(device.points.map((p) => [p.name, p])),
+        failures: 0,
+        openUntil: 0,
+        openMs: device.breaker.openMs,
+        polls: 0,
+        requests: 0,
+        errors: 0,
+        lastError: undefined,
+      };
+      const byInterval = new Map<number, ModbusPoint[]>();
+      for (const p of device.points) {
+        const interval = p.intervalMs ?? device.pollIntervalMs;
+        const list = byInterval.get(interval) ?? [];
+        list.push(p);
+        byInterval.set(interval, list);
+      }
+      for (const [intervalMs, points] of [...byInterval].sort((a, b) => a[0] - b[0])) {
+        const g: Group = { device: state, intervalMs, requests: planReads(points, device.maxGap), due: 0 };
+        state.groups.push(g);
+        this.groups.push(g);
+      }
+      return state;
+    });
+  }
+
+  /** Requests one pass over every poll group issues. */
+  get requestsPerCycle(): number {
+    return this.groups.reduce((n, g) => n + g.requests.length, 0);
+  }
+
+  hasDevice(id: string): boolean {
+    return this.devices.some((d) => d.device.id === id);
+  }
+
+  async start(ctx: DriverContext): Promise<void> {
+    this.ctx = ctx;
+    this.mRequests = ctx.metrics.counter('outpost_modbus_requests_total', 'Modbus requests issued', ['device']);
+    this.mErrors = ctx.metrics.counter('outpost_modbus_errors_total', 'Modbus requests that failed, by kind', ['device', 'kind']);
+    this.mReadings = ctx.metrics.counter('outpost_modbus_readings_total', 'Readings reported by Modbus devices', ['device']);
+    const now = ctx.clock.now();
+    for (const g of this.groups) g.due = now;
+    this.loop = this.run();
+    await Promise.resolve();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer && this.ctx) this.ctx.clock.clearTimeout(this.timer);
+    this.wake?.();
+    await this.loop;
+    for (const w of this.writes.splice(0)) w.reject(new Error('gateway is stopping; write not made'));
+    await this.disconnect();
+  }
+
+  status(): Record<string, unknown> {
+    const now = this.ctx?.clock.now() ?? 0;
+    return {
+      connection: connectionKey(this.connection),
+      connected: this.connected,
+      lastConnectError: this.lastConnectError,
+      devices: this.devices.map((d) => ({
+        device: d.device.id,
+        unitId: d.device.unitId,
+        requestsPerCycle: d.groups.reduce((n, g) => n + g.requests.length, 0),
+        polls: d.polls,
+        requests: d.requests,
+        errors: d.errors,
+        breaker: d.openUntil > now ? 'open' : d.failures > 0 ? 'failing' : 'closed',
+        lastError: d.lastError,
+      })),
+    };
+  }
+
+  /**
+   * Writes an engineering value to a writable point (scaled, typed, in its byte order), then reads
+   * it back; rejects with a reason when the value does not fit, the device refuses, or the value
+   * read back differs.
+   */
+  write(deviceId: string, pointName: string, value: number | boolean | string): Promise<WriteResult> {
+    const state = this.devices.find((d) => d.device.id === deviceId);
+    if (!state) return Promise.reject(new Error(`no Modbus device "${deviceId}" on ${this.name}`));
+    const point = state.points.get(pointName);
+    if (!point) return Promise.reject(new Error(`device "${deviceId}" has no point "${pointName}"`));
+    if (!point.writable) return Promise.reject(new Error(`point "${pointName}" of "${deviceId}" is not writable (set writable: true in the config)`));
+    try {
+      encodePoint(value, point);
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    if (this.stopped) return Promise.reject(new Error('gateway is stopping; write not made'));
+    return new Promise((resolve, reject) => {
+      this.writes.push({ state, point, value, resolve, reject });
+      this.wake?.();
+    });
+  }
+
+  private async run(): Promise<void> {
+    const ctx = this.ctx!;
+    while (!this.stopped) {
+      if (!this.connected) {
+        try {
+          await this.connect();
+          this.backoff.reset();
+          this.lastConnectError = undefined;
+        } catch (err) {
+          const message = classify(err).message;
+          if (this.lastConnectError !== message) ctx.log.warn({ bus: this.name, err: message }, 'modbus connection failed');
+          this.lastConnectError = message;
+          for (const d of this.devices) await this.markUnreachable(d, d.groups.flatMap((g) => g.requests), message, 'connection');
+          for (const w of this.writes.splice(0)) w.reject(new Error(`${w.state.device.id}: ${message}`));
+          await this.sleep(this.backoff.next());
+          continue;
+        }
+      }
+      const job = this.writes.shift();
+      if (job) {
+        await this.doWrite(job);
+        continue;
+      }
+      const now = ctx.clock.now();
+      let next: Group | undefined;
+      for (const g of this.groups) if (!next || g.due < next.due) next = g;
+      if (!next) return;
+      if (next.due > now) {
+        await this.sleep(next.due - now);
+        continue;
+      }
+      // Next due time: one interval on, or now when the bus fell behind (no burst of catch-up polls).
+      next.due = Math.max(next.due + next.intervalMs, now);
+      const d = next.device;
+      if (d.openUntil > now) continue;
+      await this.pollGroup(next);
+    }
+  }
+
+  private async pollGroup(g: Group): Promise<void> {
+    const ctx = this.ctx!;
+    const d = g.device;
+    const readings: Envelope[] = [];
+    d.polls++;
+    for (const [i, req] of g.requests.entries()) {
+      if (this.stopped || !this.connected) break;
+      const ts = ctx.clock.now();
+      let words: number[];
+      try {
+        words = await this.request(d, () => this.read(req));
+      } catch (err) {
+        const fault = classify(err);
+        if (fault.kind === 'exception') {
+          // The device answered: this request's points are bad, the others are still polled.
+          this.noteError(d, fault);
+          for (const p of req.points) this.push(readings, d, p, null, 'bad', ts);
+          continue;
+        }
+        // No usable answer: this request and the rest of the group go stale; the device waits.
+        await this.markUnreachable(d, g.requests.slice(i), fault.message, fault.kind);
+        this.deviceFailed(d);
+        if (fault.kind === 'connection') await this.disconnect();
+        break;
+      }
+      d.failures = 0;
+      d.openMs = d.device.breaker.openMs;
+      for (const p of req.points) {
+        const v = decodePoint(words, p.address - req.address, p);
+        if (v instanceof DecodeError) {
+          this.noteError(d, new ModbusFault('corrupt', v.message));
+          this.push(readings, d, p, null, 'bad', ts);
+        } else this.push(readings, d, p, v, 'good', ts);
+      }
+    }
+    await this.submit(readings);
+  }
+
+  /**
+   * One request with the device's retries: a corrupt or busy answer is tried again; a timeout is
+   * not (it would hold the bus once more for a device that is probably gone).
+   */
+  private async request<T>(d: DeviceState, op: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const client = this.client;
+      if (!client) throw new ModbusFault('connection', 'connection lost: not connected');
+      client.setID(d.device.unitId);
+      client.setTimeout(d.device.timeoutMs);
+      d.requests++;
+      this.mRequests.inc({ device: d.device.id });
+      try {
+        return await op();
+      } catch (err) {
+        const fault = classify(err);
+        this.noteError(d, fault);
+        if (fault.kind === 'timeout' && this.connection.kind !== 'tcp') {
+          // RTU has no transaction id: let a late answer arrive while its request is current.
+          await this.pause(d.device.timeoutMs);
+        }
+        const again = (fault.kind === 'corrupt' || fault.code === 6 || fault.code === 5) && attempt < d.device.retries;
+        if (!again) throw fault;
+        if (fault.kind === 'corrupt' && this.connection.kind !== 'rtu') {
+          // A stream with a bad frame in it may be out of step: start a fresh one.
+          await this.disconnect();
+          await this.connect();
+        }
+      }
+    }
+  }
+
+  private async read(req: ReadRequest): Promise<number[]> {
+    const client = this.client!;
+    switch (req.table) {
+      case 'holding':
+        return (await client.readHoldingRegisters(req.address, req.length)).data;
+      case 'input':
+        return (await client.readInputRegisters(req.address, req.length)).data;
+      case 'coil':
+        return (await client.readCoils(req.address, req.length)).data.slice(0, req.length).map((b) => (b ? 1 : 0));
+      case 'discrete':
+        return (await client.readDiscreteInputs(req.address, req.length)).data.slice(0, req.length).map((b) => (b ? 1 : 0));
+    }
+  }
+
+  private async doWrite(job: WriteJob): Promise<void> {
+    const { state: d, point: p, value } = job;
+    const ctx = this.ctx!;
+    try {
+      const words = encodePoint(value, p);
+      if (p.table === 'coil') await this.request(d, () => this.client!.writeCoil(p.address, words[0] === 1));
+      else if (words.length === 1) await this.request(d, () => this.client!.writeRegister(p.address, words[0]!));
+      else await this.request(d, () => this.client!.writeRegisters(p.address, words));
+      const back = await this.request(d, () => this.read({ table: p.table, address: p.address, length: words.length, points: [p] }));
+      const readBack = decodePoint(back, 0, p);
+      if (readBack instanceof DecodeError) throw new Error(`read-back failed: ${readBack.message}`);
+      const same = typeof readBack === 'number' && typeof value === 'number' ? Math.abs(readBack - value) <= Math.abs(p.scale) * 1e-6 + Math.abs(value) * 1e-6 : readBack === value;
+      if (!same) throw new Error(`read-back mismatch: wrote ${JSON.stringify(value)}, device holds ${JSON.stringify(readBack)}`);
+      ctx.log.info({ device: d.device.id, point: p.name, value }, 'modbus point written');
+      const readings: Envelope[] = [];
+      this.push(readings, d, p, readBack, 'good', ctx.clock.now(), true);
+      await this.submit(readings);
+      job.resolve({ device: d.device.id, point: p.name, value, readBack });
+    } catch (err) {
+      if (err instanceof ModbusFault && err.kind === 'connection') await this.disconnect();
+      job.reject(new Error(`${d.device.id}.${p.name}: ${err instanceof Error ? err.message : String(err)}`));
+    }
+  }
+
+  /** Counts the failure; the breaker opens after `failures` polls in a row without an answer. */
+  private deviceFailed(d: DeviceState): void {
+    const now = this.ctx!.clock.now();
+    d.failures++;
+    if (d.failures < d.device.breaker.failures) return;
+    d.openUntil = now + d.openMs;
+    this.ctx!.log.warn({ device: d.device.id, openMs: d.openMs, err: d.lastError }, 'modbus device not answering; left alone for a while');
+    d.openMs = Math.min(d.openMs * 2, d.device.breaker.maxOpenMs);
+  }
+
+  private noteError(d: DeviceState, fault: ModbusFault): void {
+    d.errors++;
+    if (d.lastError !== fault.message) this.ctx!.log.warn({ device: d.device.id, err: fault.message, kind: fault.kind }, 'modbus request failed');
+    d.lastError = fault.message;
+    this.mErrors.inc({ device: d.device.id, kind: fault.kind });
+  }
+
+  /** The device did not answer: its points keep their last value with quality `stale`. */
+  private async markUnreachable(d: DeviceState, requests: readonly ReadRequest[], message: string, kind: FaultKind): Promise<void> {
+    if (kind === 'connection') d.lastError = message;
+    const ts = this.ctx!.clock.now();
+    const readings: Envelope[] = [];
+    for (const req of requests) for (const p of req.points) this.push(readings, d, p, this.report.lastGood(`${d.device.id}\u0000${p.name}`), 'stale', ts);
+    await this.submit(readings);
+  }
+
+  private push(out: Envelope[], d: DeviceState, p: ModbusPoint, value: Value, quality: Quality, ts: number, force = false): void {
+    const key = `${d.device.id}\u0000${p.name}`;
+    if (!this.report.shouldReport(key, p, value, quality, ts) && !force) return;
+    const { seq, id } = this.ctx!.sequence.next();
+    out.push(makeEnvelope({ id, device: d.device.id, point: p.name, value, quality, ts, seq, ...(p.unit !== undefined ? { unit: p.unit } : {}) }));
+  }
+
+  private async submit(readings: Envelope[]): Promise<void> {
+    if (readings.length === 0) return;
+    const d = readings[0]!.device;
+    this.mReadings.inc({ device: d }, readings.length);
+    try {
+      await this.ctx!.sink.submit(readings);
+    } catch (err) {
+      // The store refused them (e.g. disk full); counted there. Keep polling.
+      this.ctx!.log.error({ bus: this.name, err: (err as Error).message }, 'readings not stored');
+    }
+  }
+
+  private async connect(): Promise<void> {
+    const client = new ModbusRTU();
+    const c = this.connection;
+    const timeout = Math.max(...this.devices.map((d) => d.device.timeoutMs));
+    client.setTimeout(timeout);
+    if (c.kind === 'rtu') {
+      await client.connectRTUBuffered(c.path, { baudRate: c.baudRate, parity: c.parity, dataBits: c.dataBits, stopBits: c.stopBits });
+    } else {
+      // Our own socket: a bounded connect, and TCP_NODELAY for both framings (a request is one
+      // small segment that must leave at once).
+      const socket = await openSocket(c.host, c.port, timeout);
+      if (c.kind === 'tcp') await client.linkTCP(socket, { port: c.port });
+      else await client.linkTcpRTUBuffered(socket, { port: c.port });
+    }
+    this.client = client;
+    this.connected = true;
+  }
+
+  private async disconnect(): Promise<void> {
+    const client = this.client;
+    this.client = undefined;
+    this.connected = false;
+    if (!client) return;
+    // modbus-serial's close() never calls back when the socket is already gone (the slave dropped
+    // it): waiting for it would freeze the poll loop for good. Give it a moment, then move on.
+    const clock = this.ctx!.clock;
+    await new Promise<void>((resolve) => {
+      const timer = clock.setTimeout(resolve, 250);
+      try {
+        client.close(() => {
+          clock.clearTimeout(timer);
+          resolve();
+        });
+      } catch {
+        clock.clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+
+  /** A wait that a write does not cut short. */
+  private async pause(ms: number): Promise<void> {
+    const clock = this.ctx!.clock;
+    await new Promise<void>((resolve) => clock.setTimeout(resolve, ms));
+  }
+
+  private async sleep(ms: number): Promise<void> {
+    if (this.stopped) return;
+    const clock = this.ctx!.clock;
+    await new Promise<void>((resolve) => {
+      this.wake = resolve;
+      this.timer = clock.setTimeout(resolve, ms);
+    });
+    if (this.timer) clock.clearTimeout(this.timer);
+    this.wake = undefined;
+  }
+}
+
+function openSocket(host: string, port: number, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = new Socket();
+    socket.setNoDelay(true);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new ModbusFault('connection', `connection lost: no TCP connection to ${host}:${port} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(err);
+    });
+    socket.connect(port, host, () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+  });
+}
+
+/** Config devices → one bus per connection they share. */
+export function modbusBuses(devices: readonly ModbusDevice[]): ModbusBus[] {
+  const byKey = new Map<string, { connection: ModbusConnection; devices: ModbusDevice[] }>();
+  for (const d of devices) {
+    const key = connectionKey(d.connection);
+    const entry = byKey.get(key) ?? { connection: d.connection, devices: [] };
+    entry.devices.push(d);
+    byKey.set(key, entry);
+  }
+  return [...byKey.values()].map((e) => new ModbusBus(e.connection, e.devices));
+}

@@ -1,0 +1,51 @@
+import type { Quality, Value } from '../../runtime/contracts/index.js';
+import type { Deadband } from './types.js';
+
+interface Last {
+  value: Value;
+  quality: Quality;
+  at: number;
+}
+
+export interface ReportPolicy {
+  readonly deadband?: Deadband | undefined;
+  readonly maxSilenceMs?: number | undefined;
+}
+
+/**
+ * Report by exception, per point: a reading is reported when it is the first, its quality changed,
+ * its value moved beyond the deadband (absolute, or percent of the last reported value; any
+ * change for non-numbers), or nothing was reported for `maxSilenceMs`. Without a deadband every
+ * good reading is reported; a point that stays bad or stale is reported once per transition.
+ */
+export class ReportFilter {
+  private readonly last = new Map<string, Last>();
+
+  shouldReport(point: string, policy: ReportPolicy, value: Value, quality: Quality, now: number): boolean {
+    const last = this.last.get(point);
+    const report = last === undefined || last.quality !== quality || this.moved(policy, last, value, quality) || this.silentTooLong(policy, last, now);
+    if (report) this.last.set(point, { value, quality, at: now });
+    return report;
+  }
+
+  /** The last value reported as good, for a stale reading to carry. */
+  lastGood(point: string): Value {
+    const l = this.last.get(point);
+    return l && l.quality !== 'bad' ? l.value : null;
+  }
+
+  private moved(policy: ReportPolicy, last: Last, value: Value, quality: Quality): boolean {
+    if (quality !== 'good') return false;
+    const d = policy.deadband;
+    if (typeof value !== 'number' || typeof last.value !== 'number') return d === undefined || value !== last.value;
+    if (d === undefined) return true;
+    const delta = Math.abs(value - last.value);
+    if (d.absolute !== undefined && delta > d.absolute) return true;
+    if (d.percent !== undefined && delta > (Math.abs(last.value) * d.percent) / 100) return true;
+    return false;
+  }
+
+  private silentTooLong(policy: ReportPolicy, last: Last, now: number): boolean {
+    return policy.maxSilenceMs !== undefined && now - last.at >= policy.maxSilenceMs;
+  }
+}

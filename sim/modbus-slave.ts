@@ -1,13 +1,10 @@
-import ModbusSerial from 'modbus-serial';
-import type { IServiceVector, ServerTCP as ServerTcpType } from 'modbus-serial/ServerTCP.js';
-import type { Server } from 'node:net';
+import { ModbusUnit, SimModbusServer, type FaultMode, type Framing, type UnitFault } from './modbus-server.js';
 import { createSignal, type Signal, type SignalSpec } from './signals.js';
 
-// modbus-serial is CommonJS; its server class hangs off the default export at run time.
-const ServerTCP = (ModbusSerial as unknown as { ServerTCP: new (vector: IServiceVector, opts: object) => ServerTcpType }).ServerTCP;
-
 export type SimTable = 'holding' | 'input' | 'coil' | 'discrete';
-export type SimType = 'int16' | 'uint16' | 'int32' | 'uint32' | 'float32' | 'bool';
+export type SimType = 'int16' | 'uint16' | 'int32' | 'uint32' | 'float32' | 'float64' | 'bool';
+/** Register order of multi-word values, as the gateway's `order` option names them. */
+export type SimOrder = 'ABCD' | 'CDAB' | 'BADC' | 'DCBA';
 
 /** One simulated point: where it lives in the register map, how it is encoded, what drives it. */
 export interface SimPoint {
@@ -15,9 +12,13 @@ export interface SimPoint {
   readonly table: SimTable;
   readonly address: number;
   readonly type: SimType;
+  /** Byte order (default ABCD, big-endian high word first). */
+  readonly order?: SimOrder;
   /** Engineering value = raw * scale, as the gateway's config declares it. */
   readonly scale?: number;
   readonly unit?: string;
+  /** The gateway may write it (a setpoint or a command). */
+  readonly writable?: boolean;
   readonly signal: SignalSpec;
 }
 
@@ -26,6 +27,10 @@ export interface SimModbusSlaveOptions {
   /** 0 (the default) picks a free port. */
   readonly port?: number;
   readonly points: readonly SimPoint[];
+  /** Unit id it answers to (default 1). */
+  readonly unitId?: number;
+  /** MBAP (default) or RTU frames over TCP, as a serial-to-Ethernet gateway speaks them. */
+  readonly framing?: Framing;
   readonly now?: () => number;
   readonly random?: () => number;
 }
@@ -37,39 +42,42 @@ export type SlaveMode = 'answer' | 'mute';
 const REFRESH_MS = 50;
 
 /**
- * A Modbus TCP slave built on modbus-serial's `ServerTCP`, whose registers are driven by signal
- * generators. It is a real Modbus server (mbpoll reads it); `stop()`/`start()` take it off and back
- * on the network at the same port, `mode = 'mute'` makes it accept requests and never answer.
+ * A simulated Modbus device on its own TCP port, its registers driven by signal generators.
+ * It is a real Modbus server (mbpoll reads it); `stop()`/`start()` take it off and back on the
+ * network at the same port; `mode = 'mute'` makes it accept requests and never answer, and
+ * `fault` injects any of the other faults (late answer, exception, dropped connection, corrupt
+ * frame, wrong transaction or unit id). Points written by a client keep the written value.
  */
 export class SimModbusSlave {
-  mode: SlaveMode = 'answer';
-  private server: ServerTcpType | undefined;
-  private readonly words = { holding: new Map<number, number>(), input: new Map<number, number>() };
-  private readonly bits = { coil: new Map<number, boolean>(), discrete: new Map<number, boolean>() };
+  readonly server: SimModbusServer;
+  readonly unit: ModbusUnit;
   private readonly signals: Array<{ point: SimPoint; signal: Signal }>;
   private readonly now: () => number;
   private refreshedAt = -Infinity;
-  private boundPort = 0;
-  /** Requests answered since start. */
-  requests = 0;
+  /** Raw words as last written by the sim, to tell a client's write from the signal's value. */
+  private readonly written = new Map<string, string>();
 
   private constructor(private readonly opts: SimModbusSlaveOptions) {
     this.now = opts.now ?? Date.now;
     this.signals = opts.points.map((point) => ({ point, signal: createSignal(point.signal, opts.random) }));
+    this.server = new SimModbusServer(opts.framing ?? 'tcp', opts.host ?? '127.0.0.1');
+    this.unit = this.server.unit(opts.unitId ?? 1);
+    this.unit.beforeRequest = () => this.refresh();
   }
 
   static async start(opts: SimModbusSlaveOptions): Promise<SimModbusSlave> {
     const slave = new SimModbusSlave(opts);
-    await slave.listen(opts.port ?? 0);
+    slave.refresh();
+    await slave.server.listen(opts.port ?? 0);
     return slave;
   }
 
   get host(): string {
-    return this.opts.host ?? '127.0.0.1';
+    return this.server.host;
   }
 
   get port(): number {
-    return this.boundPort;
+    return this.server.port;
   }
 
   get points(): readonly SimPoint[] {
@@ -77,87 +85,53 @@ export class SimModbusSlave {
   }
 
   get running(): boolean {
-    return this.server !== undefined;
+    return this.server.running;
+  }
+
+  get requests(): number {
+    return this.unit.requests;
+  }
+
+  get mode(): SlaveMode {
+    return this.unit.fault.mode === 'mute' ? 'mute' : 'answer';
+  }
+
+  set mode(m: SlaveMode) {
+    this.unit.fault = { mode: m };
+  }
+
+  get fault(): UnitFault {
+    return this.unit.fault;
+  }
+
+  /** Inject a fault (see FaultMode); `{ mode: 'answer' }` clears it. */
+  set fault(f: UnitFault) {
+    this.unit.fault = f;
   }
 
   /** Back on the network at the port it had. */
   async start(): Promise<void> {
-    if (!this.server) await this.listen(this.boundPort);
+    await this.server.listen();
   }
 
   /** Off the network: the port is closed and every connection dropped. */
   async stop(): Promise<void> {
-    const server = this.server;
-    this.server = undefined;
-    if (!server) return;
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await this.server.close();
   }
 
-  /** The current engineering value of a point, as the last refresh computed it. */
+  /** The current engineering value of a point, as the last refresh computed it (or a client wrote). */
   valueOf(name: string): number | boolean | undefined {
     this.refresh();
     const p = this.opts.points.find((x) => x.name === name);
     if (!p) return undefined;
-    if (p.table === 'coil' || p.table === 'discrete') return this.bits[p.table].get(p.address);
-    const w = this.words[p.table];
-    return decode(p, w.get(p.address) ?? 0, w.get(p.address + 1) ?? 0);
+    if (p.table === 'coil') return this.unit.coils[p.address] === 1;
+    if (p.table === 'discrete') return this.unit.discrete[p.address] === 1;
+    return decode(p, this.wordsOf(p));
   }
 
-  private async listen(port: number): Promise<void> {
-    const vector: IServiceVector = {
-      getHoldingRegister: (addr: number) => this.word('holding', addr),
-      getInputRegister: (addr: number) => this.word('input', addr),
-      // The callback form: modbus-serial accepts no promise for multi-register reads.
-      getMultipleHoldingRegisters: (addr: number, len: number, _unit: number, cb: (err: Error | null, v: number[]) => void) =>
-        this.wordRange('holding', addr, len).then((v) => cb(null, v), (err: Error) => cb(err, [])),
-      getMultipleInputRegisters: (addr: number, len: number, _unit: number, cb: (err: Error | null, v: number[]) => void) =>
-        this.wordRange('input', addr, len).then((v) => cb(null, v), (err: Error) => cb(err, [])),
-      getCoil: (addr: number) => this.bit('coil', addr),
-      getDiscreteInput: (addr: number) => this.bit('discrete', addr),
-      setRegister: (addr: number, value: number) => {
-        this.words.holding.set(addr, value & 0xffff);
-      },
-      setCoil: (addr: number, value: boolean) => {
-        this.bits.coil.set(addr, value);
-      },
-    };
-    // modbus-serial treats port 0 as "default 502"; the string "0" reaches net.listen as 0.
-    const server = new ServerTCP(vector, { host: this.host, port: port === 0 ? '0' : port, unitID: 255 });
-    const events = server as unknown as NodeJS.EventEmitter;
-    await new Promise<void>((resolve, reject) => {
-      events.once('initialized', () => resolve());
-      events.once('serverError', (err: Error) => reject(err));
-    });
-    events.on('socketError', () => undefined);
-    // The bound port is only known to the underlying net.Server.
-    const net = (server as unknown as { _server: Server })._server;
-    const addr = net.address();
-    this.boundPort = typeof addr === 'object' && addr ? addr.port : port;
-    this.server = server;
-  }
-
-  private answer<T>(value: () => T): Promise<T> {
-    if (this.mode === 'mute') return new Promise<T>(() => undefined);
-    this.requests++;
-    this.refresh();
-    return Promise.resolve(value());
-  }
-
-  private word(table: 'holding' | 'input', addr: number): Promise<number> {
-    return this.answer(() => this.words[table].get(addr) ?? 0);
-  }
-
-  private wordRange(table: 'holding' | 'input', addr: number, len: number): Promise<number[]> {
-    return this.answer(() => {
-      const out = new Array<number>(len);
-      const w = this.words[table];
-      for (let i = 0; i < len; i++) out[i] = w.get(addr + i) ?? 0;
-      return out;
-    });
-  }
-
-  private bit(table: 'coil' | 'discrete', addr: number): Promise<boolean> {
-    return this.answer(() => this.bits[table].get(addr) ?? false);
+  private wordsOf(p: SimPoint): number[] {
+    const table = p.table === 'holding' ? this.unit.holding : this.unit.input;
+    return Array.from(table.subarray(p.address, p.address + wordCount(p.type)));
   }
 
   private refresh(): void {
@@ -166,55 +140,88 @@ export class SimModbusSlave {
     this.refreshedAt = now;
     for (const { point, signal } of this.signals) {
       const v = signal.value(now);
-      if (point.table === 'coil' || point.table === 'discrete') this.bits[point.table].set(point.address, v !== 0);
-      else {
-        const [hi, lo] = encode(point, v);
-        this.words[point.table].set(point.address, hi);
-        if (lo !== undefined) this.words[point.table].set(point.address + 1, lo);
+      if (point.table === 'coil' || point.table === 'discrete') {
+        const table = point.table === 'coil' ? this.unit.coils : this.unit.discrete;
+        const key = `${point.name}`;
+        // A writable coil a client changed keeps the client's value.
+        if (point.writable && this.written.has(key) && this.written.get(key) !== String(table[point.address])) continue;
+        table[point.address] = v !== 0 ? 1 : 0;
+        if (point.writable) this.written.set(key, String(table[point.address]));
+        continue;
       }
+      const table = point.table === 'holding' ? this.unit.holding : this.unit.input;
+      if (point.writable && this.written.has(point.name) && this.written.get(point.name) !== this.wordsOf(point).join(',')) continue;
+      encode(point, v).forEach((w, i) => (table[point.address + i] = w));
+      if (point.writable) this.written.set(point.name, this.wordsOf(point).join(','));
     }
   }
 }
 
-const view = new DataView(new ArrayBuffer(4));
+export type { FaultMode, UnitFault };
 
-/** Engineering value -> register words, big-endian, high word first (the Modbus convention). */
-export function encode(p: Pick<SimPoint, 'type' | 'scale'>, value: number): [number, number?] {
+const wordCount = (t: SimType): number => (t === 'float64' ? 4 : t === 'int32' || t === 'uint32' || t === 'float32' ? 2 : 1);
+
+/** Big-endian value bytes ↔ register words in `order` (the mapping is its own inverse). */
+function reorder(words: readonly number[], order: SimOrder = 'ABCD'): number[] {
+  const swapWords = order === 'CDAB' || order === 'DCBA';
+  const swapBytes = order === 'BADC' || order === 'DCBA';
+  const w = swapWords ? [...words].reverse() : [...words];
+  return swapBytes ? w.map((x) => ((x & 0xff) << 8) | (x >> 8)) : w;
+}
+
+/** Engineering value -> register words in the point's byte order. */
+export function encode(p: Pick<SimPoint, 'type' | 'scale' | 'order'>, value: number): number[] {
   const raw = value / (p.scale ?? 1);
+  const b = Buffer.alloc(8);
   switch (p.type) {
     case 'int16':
-      return [Math.max(-0x8000, Math.min(0x7fff, Math.round(raw))) & 0xffff];
+      return reorder([Math.max(-0x8000, Math.min(0x7fff, Math.round(raw))) & 0xffff], p.order);
     case 'uint16':
-      return [Math.max(0, Math.min(0xffff, Math.round(raw)))];
+      return reorder([Math.max(0, Math.min(0xffff, Math.round(raw)))], p.order);
     case 'bool':
       return [raw !== 0 ? 1 : 0];
     case 'int32':
-      view.setInt32(0, Math.max(-0x80000000, Math.min(0x7fffffff, Math.round(raw))));
+      b.writeInt32BE(Math.max(-0x80000000, Math.min(0x7fffffff, Math.round(raw))));
       break;
     case 'uint32':
-      view.setUint32(0, Math.max(0, Math.min(0xffffffff, Math.round(raw))));
+      b.writeUInt32BE(Math.max(0, Math.min(0xffffffff, Math.round(raw))));
       break;
     case 'float32':
-      view.setFloat32(0, raw);
+      b.writeFloatBE(raw);
+      break;
+    case 'float64':
+      b.writeDoubleBE(raw);
       break;
   }
-  return [view.getUint16(0), view.getUint16(2)];
+  const n = wordCount(p.type);
+  return reorder(Array.from({ length: n }, (_, i) => b.readUInt16BE(i * 2)), p.order);
 }
 
-function decode(p: SimPoint, hi: number, lo: number): number {
+function decode(p: SimPoint, registers: readonly number[]): number {
+  const w = reorder(registers, p.order);
+  const b = Buffer.alloc(8);
+  w.forEach((x, i) => b.writeUInt16BE(x, i * 2));
   let raw: number;
   switch (p.type) {
     case 'int16':
-      raw = hi >= 0x8000 ? hi - 0x10000 : hi;
+      raw = b.readInt16BE(0);
       break;
     case 'uint16':
     case 'bool':
-      raw = hi;
+      raw = b.readUInt16BE(0);
       break;
-    default:
-      view.setUint16(0, hi);
-      view.setUint16(2, lo);
-      raw = p.type === 'int32' ? view.getInt32(0) : p.type === 'uint32' ? view.getUint32(0) : view.getFloat32(0);
+    case 'int32':
+      raw = b.readInt32BE(0);
+      break;
+    case 'uint32':
+      raw = b.readUInt32BE(0);
+      break;
+    case 'float32':
+      raw = b.readFloatBE(0);
+      break;
+    case 'float64':
+      raw = b.readDoubleBE(0);
+      break;
   }
   return raw * (p.scale ?? 1);
 }
@@ -229,6 +236,29 @@ export const profiles = {
     { name: 'energy', table: 'input', address: 6, type: 'uint32', unit: 'Wh', signal: { kind: 'counter', start: 120_000, step: 1 } },
     { name: 'temperature', table: 'holding', address: 0, type: 'int16', scale: 0.1, unit: 'degC', signal: { kind: 'walk', start: 31, step: 0.3, min: 20, max: 45 } },
     { name: 'breaker-closed', table: 'coil', address: 0, type: 'bool', signal: { kind: 'constant', value: 1 } },
+  ],
+  /**
+   * A three-phase energy meter in the style of common DIN-rail meters: float32 values with the
+   * words swapped (CDAB) in input registers, phase by phase.
+   */
+  threePhaseMeter: (): SimPoint[] => [
+    ...(['l1', 'l2', 'l3'] as const).flatMap((ph, i): SimPoint[] => [
+      { name: `voltage-${ph}`, table: 'input', address: i * 2, type: 'float32', order: 'CDAB', unit: 'V', signal: { kind: 'sine', amplitude: 3, periodMs: 20_000 + i * 1000, offset: 230 } },
+      { name: `current-${ph}`, table: 'input', address: 6 + i * 2, type: 'float32', order: 'CDAB', unit: 'A', signal: { kind: 'walk', start: 10 + i, step: 0.3, min: 0, max: 63 } },
+      { name: `power-${ph}`, table: 'input', address: 12 + i * 2, type: 'float32', order: 'CDAB', unit: 'W', signal: { kind: 'sine', amplitude: 500, periodMs: 30_000, offset: 2300 + i * 100 } },
+    ]),
+    { name: 'frequency', table: 'input', address: 70, type: 'float32', order: 'CDAB', unit: 'Hz', signal: { kind: 'sine', amplitude: 0.05, periodMs: 10_000, offset: 50 } },
+    { name: 'energy-import', table: 'input', address: 72, type: 'float32', order: 'CDAB', unit: 'kWh', signal: { kind: 'counter', start: 15_230, step: 0.01 } },
+  ],
+  /** A PLC: run command and alarm reset coils, status inputs, speed setpoint and counters in holding registers. */
+  plc: (): SimPoint[] => [
+    { name: 'run', table: 'coil', address: 0, type: 'bool', writable: true, signal: { kind: 'constant', value: 1 } },
+    { name: 'alarm-reset', table: 'coil', address: 1, type: 'bool', writable: true, signal: { kind: 'constant', value: 0 } },
+    { name: 'running', table: 'discrete', address: 0, type: 'bool', signal: { kind: 'constant', value: 1 } },
+    { name: 'fault', table: 'discrete', address: 1, type: 'bool', signal: { kind: 'toggle', periodMs: 60_000 } },
+    { name: 'speed-setpoint', table: 'holding', address: 100, type: 'uint16', scale: 0.1, unit: 'Hz', writable: true, signal: { kind: 'constant', value: 45 } },
+    { name: 'speed', table: 'holding', address: 101, type: 'uint16', scale: 0.1, unit: 'Hz', signal: { kind: 'walk', start: 45, step: 0.2, min: 40, max: 50 } },
+    { name: 'cycles', table: 'holding', address: 102, type: 'uint32', signal: { kind: 'counter', start: 10_000, step: 1 } },
   ],
   /** A boiler controller: pressure, flow temperature, burner state. */
   boiler: (): SimPoint[] => [

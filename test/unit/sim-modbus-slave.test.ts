@@ -157,11 +157,31 @@ describe('simulated Modbus slave', { timeout: 10_000 }, () => {
     const started = Date.now();
     await expect(c.readInputRegisters(0, 2)).rejects.toThrow(/Timed out/);
     expect(Date.now() - started).toBeGreaterThanOrEqual(250);
-    expect(s.requests).toBe(0);
+    // Received, never answered.
+    expect(s.requests).toBe(1);
     s.mode = 'answer';
     const again = await client(s.port, 2000);
     const voltage = (await again.readInputRegisters(0, 2)).data;
     expect(float32(voltage[0]!, voltage[1]!)).toBeCloseTo(234, 4);
-    expect(s.requests).toBe(1);
+    expect(s.requests).toBe(2);
+  });
+
+  it('serves the three-phase meter as float32 with swapped words (CDAB)', async () => {
+    const s = await startSlave(profiles.threePhaseMeter());
+    const c = await client(s.port);
+    const w = (await c.readInputRegisters(0, 2)).data;
+    // At t = 5 s, L1 voltage sine (period 20 s) at its peak 230 + 3; low word first on the wire.
+    expect(float32(w[1]!, w[0]!)).toBeCloseTo(233, 4);
+    expect(s.valueOf('voltage-l1')).toBeCloseTo(233, 4);
+  });
+
+  it('keeps what a master wrote to a writable PLC point', async () => {
+    const s = await startSlave(profiles.plc());
+    const c = await client(s.port);
+    await c.writeRegister(100, 480);
+    await c.writeCoil(0, false);
+    expect(s.valueOf('speed-setpoint')).toBeCloseTo(48, 6);
+    expect((await c.readHoldingRegisters(100, 1)).data[0]).toBe(480);
+    expect((await c.readCoils(0, 1)).data[0]).toBe(false);
   });
 });

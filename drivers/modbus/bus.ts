@@ -356,17 +356,30 @@ export class ModbusBus implements Driver {
     }
   }
 
+  /** One read; an answer whose byte count does not match the request is refused as corrupt. */
   private async read(req: ReadRequest): Promise<number[]> {
     const client = this.client!;
+    const words = (r: { data: number[]; buffer: Buffer }): number[] => {
+      if (r.data.length !== req.length || r.buffer.length !== req.length * 2) {
+        throw new ModbusFault('corrupt', `invalid answer: ${r.buffer.length} bytes for ${req.length} registers`);
+      }
+      return r.data;
+    };
+    const bits = (r: { data: boolean[]; buffer: Buffer }): number[] => {
+      if (r.buffer.length !== Math.ceil(req.length / 8)) {
+        throw new ModbusFault('corrupt', `invalid answer: ${r.buffer.length} bytes for ${req.length} bits`);
+      }
+      return r.data.slice(0, req.length).map((b) => (b ? 1 : 0));
+    };
     switch (req.table) {
       case 'holding':
-        return (await client.readHoldingRegisters(req.address, req.length)).data;
+        return words(await client.readHoldingRegisters(req.address, req.length));
       case 'input':
-        return (await client.readInputRegisters(req.address, req.length)).data;
+        return words(await client.readInputRegisters(req.address, req.length));
       case 'coil':
-        return (await client.readCoils(req.address, req.length)).data.slice(0, req.length).map((b) => (b ? 1 : 0));
+        return bits(await client.readCoils(req.address, req.length));
       case 'discrete':
-        return (await client.readDiscreteInputs(req.address, req.length)).data.slice(0, req.length).map((b) => (b ? 1 : 0));
+        return bits(await client.readDiscreteInputs(req.address, req.length));
     }
   }
 
@@ -451,7 +464,8 @@ export class ModbusBus implements Driver {
       // small segment that must leave at once).
       const socket = await openSocket(c.host, c.port, timeout);
       if (c.kind === 'tcp') await client.linkTCP(socket, { port: c.port });
-      else await client.linkTcpRTUBuffered(socket, { port: c.port });
+      // modbus-serial's "telnet" port is RTU framing (CRC, no MBAP) over TCP.
+      else await client.linkTelnet(socket, { port: c.port });
     }
     this.client = client;
     this.connected = true;

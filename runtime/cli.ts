@@ -13,6 +13,7 @@ Usage:
                                   gateway + simulated site + simulated cloud on this machine
   outpost status [--url URL]      status of a running gateway (default http://127.0.0.1:8080)
   outpost dead-letters [--url URL] [--limit N] [--replay [--ids 1,2,…]]
+  outpost write DEVICE POINT VALUE [--url URL]   write a Modbus point (true/false, a number, or --string TEXT), verified by reading it back
                                   readings the cloud refused: list them, or put them back in
                                   their streams (all, or the given ids)
 `;
@@ -30,6 +31,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'status':
       return status(rest);
+    case 'write':
+      return writePoint(rest);
     case 'dead-letters':
       return deadLetters(rest);
     case undefined:
@@ -158,6 +161,48 @@ async function deadLetters(args: string[]): Promise<number> {
     return 0;
   } catch (err) {
     process.stderr.write(`cannot reach the gateway at ${base}: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+async function writePoint(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { url: { type: 'string', default: 'http://127.0.0.1:8080' }, string: { type: 'boolean', default: false } },
+  });
+  const [device, point, text] = positionals;
+  if (device === undefined || point === undefined || text === undefined || positionals.length > 3) {
+    process.stderr.write('usage: outpost write DEVICE POINT VALUE [--string] [--url URL]\n');
+    return 2;
+  }
+  let value: number | boolean | string;
+  if (values.string) value = text;
+  else if (text === 'true' || text === 'false') value = text === 'true';
+  else {
+    value = Number(text);
+    if (text.trim() === '' || !Number.isFinite(value)) {
+      process.stderr.write(`VALUE: expected true, false or a number (use --string for text), got "${text}"\n`);
+      return 2;
+    }
+  }
+  const url = `${values.url.replace(/\/$/, '')}/api/v1/devices/${encodeURIComponent(device)}/points/${encodeURIComponent(point)}/write`;
+  try {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ value }),
+      signal: AbortSignal.timeout(30_000),
+    });
+    const body = (await res.json()) as Record<string, unknown>;
+    if (!res.ok) {
+      process.stderr.write(`write refused (HTTP ${res.status}): ${String(body.error)}\n`);
+      return 1;
+    }
+    process.stdout.write(`${JSON.stringify(body)}\n`);
+    return 0;
+  } catch (err) {
+    process.stderr.write(`cannot reach the gateway at ${url}: ${(err as Error).message}\n`);
     return 1;
   }
 }

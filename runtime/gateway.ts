@@ -4,7 +4,7 @@ import { Uplink, type UplinkOptions } from '../cloud-bridge/uplink.js';
 import { readFileSync } from 'node:fs';
 import { ConfigError } from './config/load.js';
 import { ChildIntake } from '../drivers/mqtt/child-intake.js';
-import { modbusBuses } from '../drivers/modbus/bus.js';
+import { modbusBuses, WriteRefused } from '../drivers/modbus/bus.js';
 import { toModbusDevice } from './config/modbus.js';
 import { Rules } from '../rules/engine.js';
 import type { SiteConfig } from './config/schema.js';
@@ -159,7 +159,8 @@ export class Gateway {
           acceptUnknownDevices: config.broker.acceptUnknownDevices,
         }),
       ];
-      drivers.push(...modbusBuses(config.devices.flatMap((d) => (d.protocol === 'mqtt' ? [] : [toModbusDevice(d)]))));
+      const buses = modbusBuses(config.devices.flatMap((d) => (d.protocol === 'mqtt' ? [] : [toModbusDevice(d)])));
+      drivers.push(...buses);
       const ctx = { sink: pipeline, sequence, clock, metrics };
       for (const d of drivers) await d.start({ ...ctx, log: log.child({ driver: d.name }) });
       const self: { gateway?: Gateway } = {};
@@ -181,6 +182,17 @@ export class Gateway {
             const n = outbox.replayDeadLetters(clock.now(), ids);
             uplink.notify();
             return n;
+          },
+          writePoint: async (device, point, value) => {
+            const bus = buses.find((b) => b.hasDevice(device));
+            if (!bus) return { status: 404, body: { error: `no Modbus device "${device}"` } };
+            try {
+              return { status: 200, body: { ...(await bus.write(device, point, value)) } };
+            } catch (err) {
+              if (err instanceof WriteRefused) return { status: err.status, body: { error: err.message } };
+              // The device refused or did not answer: a gateway-to-device failure.
+              return { status: 502, body: { error: (err as Error).message } };
+            }
           },
         },
         log.child({ component: 'http' }),

@@ -22,7 +22,32 @@ export interface ModbusDeviceEntry {
   readonly unitId: number;
   readonly pollIntervalMs: number;
   readonly timeoutMs: number;
-  readonly points: Array<{ name: string; table: SimPoint['table']; address: number; type: SimPoint['type']; scale?: number; unit?: string }>;
+  readonly points: ModbusPointEntry[];
+}
+
+export interface ModbusPointEntry {
+  name: string;
+  table: SimPoint['table'];
+  address: number;
+  type: SimPoint['type'];
+  order?: SimPoint['order'];
+  scale?: number;
+  unit?: string;
+  writable?: boolean;
+}
+
+/** The config entries of a sim slave's points, as an integrator would write them from its register map. */
+export function pointEntries(points: readonly SimPoint[]): ModbusPointEntry[] {
+  return points.map(({ name, table, address, type, order, scale, unit, writable }) => ({
+    name,
+    table,
+    address,
+    type,
+    ...(order !== undefined ? { order } : {}),
+    ...(scale !== undefined ? { scale } : {}),
+    ...(unit !== undefined ? { unit } : {}),
+    ...(writable ? { writable } : {}),
+  }));
 }
 
 const pumpPoints: Record<string, SignalSpec> = {
@@ -61,14 +86,7 @@ export class SimSite {
         unitId: 1,
         pollIntervalMs: this.spec.pollIntervalMs,
         timeoutMs: 500,
-        points: slave.points.map(({ name, table, address, type, scale, unit }) => ({
-          name,
-          table,
-          address,
-          type,
-          ...(scale !== undefined ? { scale } : {}),
-          ...(unit !== undefined ? { unit } : {}),
-        })),
+        points: pointEntries(slave.points),
       });
     }
     for (let i = 1; i <= this.spec.children; i++) out.push({ id: `pump-${i}`, protocol: 'mqtt' });

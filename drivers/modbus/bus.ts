@@ -98,6 +98,16 @@ interface DeviceState {
   lastError: string | undefined;
 }
 
+/** A write refused before anything was sent: unknown device or point (404), not allowed or not a valid value (400). */
+export class WriteRefused extends Error {
+  constructor(
+    message: string,
+    readonly status: 400 | 404,
+  ) {
+    super(message);
+  }
+}
+
 export interface WriteResult {
   readonly device: string;
   readonly point: string;
@@ -231,14 +241,14 @@ export class ModbusBus implements Driver {
    */
   write(deviceId: string, pointName: string, value: number | boolean | string): Promise<WriteResult> {
     const state = this.devices.find((d) => d.device.id === deviceId);
-    if (!state) return Promise.reject(new Error(`no Modbus device "${deviceId}" on ${this.name}`));
+    if (!state) return Promise.reject(new WriteRefused(`no Modbus device "${deviceId}" on ${this.name}`, 404));
     const point = state.points.get(pointName);
-    if (!point) return Promise.reject(new Error(`device "${deviceId}" has no point "${pointName}"`));
-    if (!point.writable) return Promise.reject(new Error(`point "${pointName}" of "${deviceId}" is not writable (set writable: true in the config)`));
+    if (!point) return Promise.reject(new WriteRefused(`device "${deviceId}" has no point "${pointName}"`, 404));
+    if (!point.writable) return Promise.reject(new WriteRefused(`point "${pointName}" of "${deviceId}" is not writable (set writable: true in the config)`, 400));
     try {
       encodePoint(value, point);
     } catch (err) {
-      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+      return Promise.reject(new WriteRefused(err instanceof Error ? err.message : String(err), 400));
     }
     if (this.stopped) return Promise.reject(new Error('gateway is stopping; write not made'));
     return new Promise((resolve, reject) => {

@@ -17,14 +17,20 @@ export interface ApiHandlers {
   deadLetters?(limit: number): { count: number; items: DeadLetterView[] };
   /** Puts dead letters back into their streams: all, or the given ids. */
   replayDeadLetters?(ids: readonly number[] | undefined): number;
+  /** Writes a device point; resolves with what was read back, rejects with an HTTP status. */
+  writePoint?(device: string, point: string, value: number | boolean | string): Promise<{ status: number; body: Record<string, unknown> }>;
 }
+
+const writeBody = z.strictObject({ value: z.union([z.number().finite(), z.boolean(), z.string().max(250)]) });
+const WRITE_PATH = /^\/api\/v1\/devices\/([^/]+)\/points\/([^/]+)\/write$/;
 
 const replayBody = z.strictObject({ ids: z.array(z.number().int().positive()).max(100_000).optional() });
 const MAX_BODY = 1024 * 1024;
 
 /**
- * The local HTTP API: `/api/v1/status` (JSON), `/metrics` (Prometheus text), `/healthz`.
- * Read-only so far; every other path or method gets a JSON error naming what was wrong.
+ * The local HTTP API: `/api/v1/status` (JSON), `/metrics` (Prometheus text), `/healthz`, the
+ * dead letters, and point writes (`POST /api/v1/devices/{device}/points/{point}/write`). Every
+ * other path or method gets a JSON error naming what was wrong.
  */
 export class HttpApi {
   private server: Server | undefined;
@@ -76,6 +82,22 @@ export class HttpApi {
         return;
       }
       send(res, 200, { replayed: this.handlers.replayDeadLetters(parsed.data.ids) });
+      return;
+    }
+    const write = WRITE_PATH.exec(path);
+    if (req.method === 'POST' && write && this.handlers.writePoint) {
+      const body = await readBody(req);
+      if (typeof body === 'string') {
+        send(res, body === 'too large' ? 413 : 400, { error: `request body: ${body}` });
+        return;
+      }
+      const parsed = writeBody.safeParse(body);
+      if (!parsed.success) {
+        send(res, 400, { error: parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ') });
+        return;
+      }
+      const r = await this.handlers.writePoint(decodeURIComponent(write[1]!), decodeURIComponent(write[2]!), parsed.data.value);
+      send(res, r.status, r.body);
       return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {

@@ -1,0 +1,90 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../runtime/config/load.js';
+import { Gateway } from '../../runtime/gateway.js';
+import { createLogger } from '../../runtime/logger.js';
+import { profiles, SimModbusSlave } from '../../sim/modbus-slave.js';
+import { pointEntries } from '../../sim/site.js';
+
+const run = promisify(execFile);
+const cleanup: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+async function plcAndGateway(): Promise<{ plc: SimModbusSlave; api: string }> {
+  const plc = await SimModbusSlave.start({ points: profiles.plc() });
+  cleanup.push(() => plc.stop());
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-write-'));
+  cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
+  const config = parseConfig({
+    gateway: { id: 'write-gw' },
+    broker: { host: '127.0.0.1', port: 0 },
+    http: { host: '127.0.0.1', port: 0 },
+    devices: [
+      {
+        id: 'plc-1',
+        protocol: 'modbus-tcp',
+        host: plc.host,
+        port: plc.port,
+        timeoutMs: 300,
+        points: [...pointEntries(plc.points), { name: 'counter', table: 'input', address: 0, type: 'uint16' }],
+      },
+    ],
+    cloud: { url: 'mqtt://127.0.0.1:9' },
+    storage: { path: join(dir, 'o.db') },
+  });
+  const gateway = await Gateway.start(config, { log: createLogger({ level: 'silent' }) });
+  cleanup.push(() => gateway.stop());
+  return { plc, api: `http://127.0.0.1:${gateway.ports.http}` };
+}
+
+async function write(api: string, device: string, point: string, value: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(`${api}/api/v1/devices/${device}/points/${point}/write`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ value }),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+describe('Modbus writes through the local API and the CLI', () => {
+  it('writes a scaled holding register and a coil, verified by reading back', async () => {
+    const { plc, api } = await plcAndGateway();
+    expect(await write(api, 'plc-1', 'speed-setpoint', 48.5)).toEqual({
+      status: 200,
+      body: { device: 'plc-1', point: 'speed-setpoint', value: 48.5, readBack: 48.5 },
+    });
+    expect(plc.valueOf('speed-setpoint')).toBeCloseTo(48.5, 6);
+    expect(plc.unit.holding[100]).toBe(485);
+    expect((await write(api, 'plc-1', 'run', false)).body.readBack).toBe(false);
+    expect(plc.unit.coils[0]).toBe(0);
+  });
+
+  it('refuses what must not be written, naming why, and reports a device that does not answer', async () => {
+    const { plc, api } = await plcAndGateway();
+    expect(await write(api, 'plc-1', 'speed', 40)).toMatchObject({ status: 400, body: { error: expect.stringMatching(/not writable/) } });
+    expect(await write(api, 'plc-1', 'nope', 1)).toMatchObject({ status: 404, body: { error: expect.stringMatching(/no point "nope"/) } });
+    expect(await write(api, 'plc-9', 'run', true)).toMatchObject({ status: 404 });
+    expect(await write(api, 'plc-1', 'speed-setpoint', 7000)).toMatchObject({ status: 400, body: { error: expect.stringMatching(/out of range for uint16/) } });
+    expect(await write(api, 'plc-1', 'speed-setpoint', 'fast')).toMatchObject({ status: 400, body: { error: expect.stringMatching(/expects a finite number/) } });
+    expect(await write(api, 'plc-1', 'speed-setpoint', { a: 1 })).toMatchObject({ status: 400, body: { error: expect.stringMatching(/^value:/) } });
+    plc.mode = 'mute';
+    expect(await write(api, 'plc-1', 'speed-setpoint', 41)).toMatchObject({ status: 502, body: { error: expect.stringMatching(/no answer within the timeout/) } });
+    plc.fault = { mode: 'exception', exceptionCode: 4 };
+    expect(await write(api, 'plc-1', 'speed-setpoint', 41)).toMatchObject({ status: 502, body: { error: expect.stringMatching(/exception 4 \(server device failure\)/) } });
+  });
+
+  it('`outpost write` sends the value and prints the verified result', async () => {
+    const { plc, api } = await plcAndGateway();
+    const { stdout } = await run(process.execPath, ['dist/runtime/cli.js', 'write', 'plc-1', 'speed-setpoint', '42.5', '--url', api], { timeout: 20_000 });
+    expect(JSON.parse(stdout)).toMatchObject({ readBack: 42.5 });
+    expect(plc.unit.holding[100]).toBe(425);
+    const bad = await run(process.execPath, ['dist/runtime/cli.js', 'write', 'plc-1', 'speed', '1', '--url', api]).catch((e: { code: number; stderr: string }) => e);
+    expect(bad).toMatchObject({ code: 1, stderr: expect.stringMatching(/write refused \(HTTP 400\): .*not writable/) });
+  });
+});

@@ -52,6 +52,11 @@ async function write(api: string, device: string, point: string, value: unknown)
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
+function expectRefused(r: { status: number; body: Record<string, unknown> }, status: number, error: RegExp): void {
+  expect(r.status).toBe(status);
+  expect(String(r.body.error)).toMatch(error);
+}
+
 describe('Modbus writes through the local API and the CLI', () => {
   it('writes a scaled holding register and a coil, verified by reading back', async () => {
     const { plc, api } = await plcAndGateway();
@@ -67,16 +72,16 @@ describe('Modbus writes through the local API and the CLI', () => {
 
   it('refuses what must not be written, naming why, and reports a device that does not answer', async () => {
     const { plc, api } = await plcAndGateway();
-    expect(await write(api, 'plc-1', 'speed', 40)).toMatchObject({ status: 400, body: { error: expect.stringMatching(/not writable/) } });
-    expect(await write(api, 'plc-1', 'nope', 1)).toMatchObject({ status: 404, body: { error: expect.stringMatching(/no point "nope"/) } });
+    expectRefused(await write(api, 'plc-1', 'speed', 40), 400, /not writable/);
+    expectRefused(await write(api, 'plc-1', 'nope', 1), 404, /no point "nope"/);
     expect(await write(api, 'plc-9', 'run', true)).toMatchObject({ status: 404 });
-    expect(await write(api, 'plc-1', 'speed-setpoint', 7000)).toMatchObject({ status: 400, body: { error: expect.stringMatching(/out of range for uint16/) } });
-    expect(await write(api, 'plc-1', 'speed-setpoint', 'fast')).toMatchObject({ status: 400, body: { error: expect.stringMatching(/expects a finite number/) } });
-    expect(await write(api, 'plc-1', 'speed-setpoint', { a: 1 })).toMatchObject({ status: 400, body: { error: expect.stringMatching(/^value:/) } });
+    expectRefused(await write(api, 'plc-1', 'speed-setpoint', 7000), 400, /out of range for uint16/);
+    expectRefused(await write(api, 'plc-1', 'speed-setpoint', 'fast'), 400, /expects a finite number/);
+    expectRefused(await write(api, 'plc-1', 'speed-setpoint', { a: 1 }), 400, /^value:/);
     plc.mode = 'mute';
-    expect(await write(api, 'plc-1', 'speed-setpoint', 41)).toMatchObject({ status: 502, body: { error: expect.stringMatching(/no answer within the timeout/) } });
+    expectRefused(await write(api, 'plc-1', 'speed-setpoint', 41), 502, /no answer within the timeout/);
     plc.fault = { mode: 'exception', exceptionCode: 4 };
-    expect(await write(api, 'plc-1', 'speed-setpoint', 41)).toMatchObject({ status: 502, body: { error: expect.stringMatching(/exception 4 \(server device failure\)/) } });
+    expectRefused(await write(api, 'plc-1', 'speed-setpoint', 41), 502, /exception 4 \(server device failure\)/);
   });
 
   it('`outpost write` sends the value and prints the verified result', async () => {
@@ -85,6 +90,7 @@ describe('Modbus writes through the local API and the CLI', () => {
     expect(JSON.parse(stdout)).toMatchObject({ readBack: 42.5 });
     expect(plc.unit.holding[100]).toBe(425);
     const bad = await run(process.execPath, ['dist/runtime/cli.js', 'write', 'plc-1', 'speed', '1', '--url', api]).catch((e: { code: number; stderr: string }) => e);
-    expect(bad).toMatchObject({ code: 1, stderr: expect.stringMatching(/write refused \(HTTP 400\): .*not writable/) });
+    expect('code' in bad && bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/write refused \(HTTP 400\): .*not writable/);
   });
 });

@@ -155,7 +155,7 @@ export class Gateway {
       const broker = await EmbeddedBroker.create(log.child({ component: 'broker' }));
       const drivers: Driver[] = [
         new ChildIntake(broker, {
-          knownDevices: new Set(config.devices.filter((d) => d.protocol === 'mqtt').map((d) => d.id)),
+          devices: new Map(config.devices.flatMap((d) => (d.protocol === 'mqtt' ? [[d.id, { points: d.points, strict: d.strict }] as const] : []))),
           acceptUnknownDevices: config.broker.acceptUnknownDevices,
         }),
       ];

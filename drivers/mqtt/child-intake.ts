@@ -1,6 +1,9 @@
+import { z } from 'zod';
 import {
+  childStatusSchema,
   childTelemetrySchema,
   makeEnvelope,
+  parseStatusTopic,
   parseTelemetryTopic,
   type Counter,
   type Driver,
@@ -8,12 +11,46 @@ import {
   type Envelope,
   type InboundPublish,
   type LocalBroker,
+  type Quality,
+  type Value,
 } from '../../runtime/contracts/index.js';
 
+/** What one declared point may carry (the site config's `devices[].points` of an mqtt device). */
+export interface ChildPointSpec {
+  readonly type: 'number' | 'boolean' | 'string';
+  readonly min?: number | undefined;
+  readonly max?: number | undefined;
+  readonly enum?: readonly string[] | undefined;
+  readonly unit?: string | undefined;
+}
+
+export interface ChildDeviceSpec {
+  readonly points?: Readonly<Record<string, ChildPointSpec>> | undefined;
+  /** Refuse messages with points not declared in `points`. */
+  readonly strict: boolean;
+}
+
 export interface ChildIntakeOptions {
-  /** Device ids declared in the site config. */
-  readonly knownDevices: ReadonlySet<string>;
+  /** Devices declared in the site config, with their payload schemas. */
+  readonly devices: ReadonlyMap<string, ChildDeviceSpec>;
   readonly acceptUnknownDevices: boolean;
+}
+
+type PointCheck = z.ZodType<{ value: Value; quality: Quality }>;
+
+/** The zod schema of one declared point: its value type and range; null only with quality bad or stale. */
+function pointCheck(spec: ChildPointSpec): PointCheck {
+  let value: z.ZodType<Value>;
+  if (spec.type === 'number') {
+    let n = z.number().finite();
+    if (spec.min !== undefined) n = n.min(spec.min);
+    if (spec.max !== undefined) n = n.max(spec.max);
+    value = n;
+  } else if (spec.type === 'boolean') value = z.boolean();
+  else value = spec.enum ? z.enum(spec.enum as [string, ...string[]]) : z.string().max(1024);
+  return z
+    .strictObject({ value: value.nullable(), quality: z.enum(['good', 'bad', 'stale']) })
+    .refine((p) => p.value !== null || p.quality !== 'good', { message: 'null needs quality bad or stale', path: ['value'] });
 }
 
 /** Reading id for a point of a child message that carries its own id (docs/topics.md). */
@@ -34,19 +71,30 @@ export class ChildIntake implements Driver {
   private accepted = 0;
   private rejected = 0;
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly checks = new Map<string, Map<string, PointCheck>>();
+  /** Per device: online or not, since when, and the last value of each point (for stale readings). */
+  private readonly devices = new Map<string, { online: boolean; since: number; last: Map<string, { value: Value; unit?: string | undefined }> }>();
   private mAccepted!: Counter;
   private mRejected!: Counter;
+  private mStatus!: Counter;
 
   constructor(
     private readonly broker: LocalBroker,
     private readonly opts: ChildIntakeOptions,
-  ) {}
+  ) {
+    for (const [id, spec] of opts.devices) {
+      if (!spec.points) continue;
+      this.checks.set(id, new Map(Object.entries(spec.points).map(([name, p]) => [name, pointCheck(p)])));
+    }
+  }
 
   async start(ctx: DriverContext): Promise<void> {
     this.ctx = ctx;
     this.mAccepted = ctx.metrics.counter('outpost_child_messages_total', 'Child telemetry messages accepted');
     this.mRejected = ctx.metrics.counter('outpost_child_rejected_total', 'Child telemetry messages refused', ['reason']);
+    this.mStatus = ctx.metrics.counter('outpost_child_status_total', 'Child birth (online) and last-will/goodbye (offline) messages', ['state']);
     this.broker.intercept((msg) => this.onPublish(msg));
+    this.broker.observe((msg) => this.onStatus(msg.topic, msg.payload));
     await Promise.resolve();
   }
 
@@ -56,7 +104,59 @@ export class ChildIntake implements Driver {
   }
 
   status(): Record<string, unknown> {
-    return { accepted: this.accepted, rejected: this.rejected };
+    const online = [...this.devices].filter(([, d]) => d.online).map(([id]) => id);
+    const offline = [...this.devices].filter(([, d]) => !d.online).map(([id]) => id);
+    return { accepted: this.accepted, rejected: this.rejected, online, offline };
+  }
+
+  /**
+   * Birth and last will. `offline` (the device's will, or its own goodbye) turns every point it
+   * reported into a `stale` reading that carries the last value; `online` is noted. Readings of
+   * a device that comes back are good again with its next telemetry.
+   */
+  private onStatus(topic: string, payload: Buffer): void {
+    const device = parseStatusTopic(topic);
+    if (device === undefined || this.stopped || !this.ctx) return;
+    if (!this.opts.acceptUnknownDevices && !this.opts.devices.has(device)) {
+      this.refuse(device, 'unknown-device', `device "${device}" is not in the site config`);
+      return;
+    }
+    let parsed: z.ZodSafeParseResult<z.output<typeof childStatusSchema>>;
+    try {
+      parsed = childStatusSchema.safeParse(JSON.parse(payload.toString('utf8')));
+    } catch (err) {
+      this.refuse(device, 'status-not-json', `status payload is not JSON: ${(err as Error).message}`);
+      return;
+    }
+    if (!parsed.success) {
+      this.refuse(device, 'status-schema', parsed.error.issues.map((i) => `${i.path.join('.') || '(payload)'}: ${i.message}`).join('; '));
+      return;
+    }
+    const ctx = this.ctx;
+    const state = this.deviceState(device);
+    const online = parsed.data.state === 'online';
+    this.mStatus.inc({ state: parsed.data.state });
+    const was = state.online;
+    state.online = online;
+    state.since = parsed.data.ts ?? ctx.clock.now();
+    ctx.log.info({ device, state: parsed.data.state }, 'child device status');
+    if (online || !was) return;
+    const ts = ctx.clock.now();
+    const readings: Envelope[] = [];
+    for (const [point, last] of state.last) {
+      const { seq, id } = ctx.sequence.next();
+      readings.push(makeEnvelope({ id, device, point, value: last.value, quality: 'stale', ts, seq, ...(last.unit ? { unit: last.unit } : {}) }));
+    }
+    if (readings.length === 0) return;
+    const p = ctx.sink.submit(readings).catch((err: unknown) => ctx.log.error({ device, err: (err as Error).message }, 'stale readings not stored'));
+    this.inFlight.add(p);
+    void p.finally(() => this.inFlight.delete(p));
+  }
+
+  private deviceState(device: string): { online: boolean; since: number; last: Map<string, { value: Value; unit?: string | undefined }> } {
+    let d = this.devices.get(device);
+    if (!d) this.devices.set(device, (d = { online: false, since: 0, last: new Map() }));
+    return d;
   }
 
   private async onPublish(msg: InboundPublish): Promise<void> {
@@ -78,7 +178,7 @@ export class ChildIntake implements Driver {
 
   private decode(device: string, msg: InboundPublish): Envelope[] | undefined {
     const ctx = this.ctx!;
-    if (!this.opts.acceptUnknownDevices && !this.opts.knownDevices.has(device)) {
+    if (!this.opts.acceptUnknownDevices && !this.opts.devices.has(device)) {
       return this.refuse(device, 'unknown-device', `device "${device}" is not in the site config`);
     }
     let json: unknown;
@@ -93,12 +193,34 @@ export class ChildIntake implements Driver {
       return this.refuse(device, 'schema', why);
     }
     const { id: messageId, ts = ctx.clock.now(), points } = parsed.data;
-    const readings: Envelope[] = [];
-    for (const [point, v] of Object.entries(points)) {
+    const normalized = Object.entries(points).map(([point, v]) => {
       const { value, quality } = v !== null && typeof v === 'object' ? v : { value: v, quality: 'good' as const };
+      return { point, value, quality };
+    });
+    // The device's own schema from the site config, when it declares one.
+    const checks = this.checks.get(device);
+    const spec = this.opts.devices.get(device);
+    if (checks) {
+      const problems: string[] = [];
+      for (const r of normalized) {
+        const check = checks.get(r.point);
+        if (!check) {
+          if (spec?.strict) problems.push(`points.${r.point}: not a point of device "${device}" (declared: ${[...checks.keys()].join(', ')})`);
+          continue;
+        }
+        const res = check.safeParse({ value: r.value, quality: r.quality });
+        if (!res.success) problems.push(...res.error.issues.map((i) => `points.${r.point}${i.path.length > 0 && i.path[0] !== 'value' ? `.${i.path.join('.')}` : ''}: ${i.message}`));
+      }
+      if (problems.length > 0) return this.refuse(device, 'device-schema', problems.join('; '));
+    }
+    const state = this.deviceState(device);
+    const readings: Envelope[] = [];
+    for (const { point, value, quality } of normalized) {
       const next = ctx.sequence.next();
       const id = messageId === undefined ? next.id : childReadingId(device, messageId, point);
-      readings.push(makeEnvelope({ id, device, point, value, quality, ts, seq: next.seq }));
+      const unit = spec?.points?.[point]?.unit;
+      readings.push(makeEnvelope({ id, device, point, value, quality, ts, seq: next.seq, ...(unit ? { unit } : {}) }));
+      state.last.set(point, { value: quality === 'bad' ? null : value, unit });
     }
     return readings;
   }

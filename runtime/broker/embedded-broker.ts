@@ -53,6 +53,14 @@ export class EmbeddedBroker implements LocalBroker {
     this.handlers.push(handler);
   }
 
+  observe(handler: (msg: { readonly topic: string; readonly payload: Buffer; readonly retain: boolean }) => void): void {
+    this.aedes.on('publish', (packet) => {
+      if (packet.topic.startsWith('$SYS')) return;
+      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+      handler({ topic: packet.topic, payload, retain: packet.retain });
+    });
+  }
+
   get connectedClients(): number {
     return this.aedes.connectedClients;
   }

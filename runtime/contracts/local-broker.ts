@@ -14,4 +14,9 @@ export interface InboundPublish {
  */
 export interface LocalBroker {
   intercept(handler: (msg: InboundPublish) => Promise<void>): void;
+  /**
+   * Called for every message the broker delivers, after it was accepted: including last wills,
+   * which no client publishes itself and which no interceptor sees.
+   */
+  observe(handler: (msg: { readonly topic: string; readonly payload: Buffer; readonly retain: boolean }) => void): void;
 }

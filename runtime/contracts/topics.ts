@@ -10,9 +10,24 @@ export const LOCAL_PREFIX = 'outpost/v1/dev';
 
 export const localTopics = {
   telemetry: (deviceId: string) => `${LOCAL_PREFIX}/${deviceId}/telemetry`,
+  /** Birth and last will: retained `{"state":"online"|"offline"}`. */
+  status: (deviceId: string) => `${LOCAL_PREFIX}/${deviceId}/status`,
   /** Subscription filter for every device's telemetry. */
   telemetryFilter: `${LOCAL_PREFIX}/+/telemetry`,
 };
+
+/** A child device's birth (`online`) or last will / clean goodbye (`offline`). */
+export const childStatusSchema = z.strictObject({
+  state: z.enum(['online', 'offline']),
+  ts: z.number().int().positive().optional(),
+});
+
+/** Returns the device id when `topic` is a child's status topic, else undefined. */
+export function parseStatusTopic(topic: string): string | undefined {
+  const parts = topic.split('/');
+  if (parts.length !== 5 || `${parts[0]}/${parts[1]}/${parts[2]}` !== LOCAL_PREFIX || parts[4] !== 'status') return undefined;
+  return parts[3] === '' ? undefined : parts[3];
+}
 
 /** Returns the device id when `topic` is a telemetry topic, else undefined. */
 export function parseTelemetryTopic(topic: string): string | undefined {

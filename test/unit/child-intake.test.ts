@@ -1,14 +1,22 @@
 import { silentLogger as silent } from '../helpers/fakes.js';
 import { describe, expect, it } from 'vitest';
-import { ChildIntake, childReadingId } from '../../drivers/mqtt/child-intake.js';
+import { ChildIntake, childReadingId, type ChildDeviceSpec } from '../../drivers/mqtt/child-intake.js';
 import type { Clock, DriverContext, Envelope, InboundPublish, LocalBroker, ReadingSink } from '../../runtime/contracts/index.js';
 import { PromMetrics } from '../../runtime/metrics.js';
 
 /** The local broker as the intake sees it: publishing runs the interceptor, as the broker does before its PUBACK. */
 class FakeBroker implements LocalBroker {
   private handler: ((msg: InboundPublish) => Promise<void>) | undefined;
+  private observer: ((msg: { topic: string; payload: Buffer; retain: boolean }) => void) | undefined;
   intercept(handler: (msg: InboundPublish) => Promise<void>): void {
     this.handler = handler;
+  }
+  observe(handler: (msg: { topic: string; payload: Buffer; retain: boolean }) => void): void {
+    this.observer = handler;
+  }
+  /** A message the broker delivered (a status, or a last will). */
+  deliver(topic: string, payload: string | object): void {
+    this.observer?.({ topic, payload: Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload)), retain: true });
   }
   publish(topic: string, payload: string | object, clientId = 'child'): Promise<void> {
     if (!this.handler) throw new Error('no interceptor installed');
@@ -33,7 +41,7 @@ const fixedClock = (t: number): Clock => ({ now: () => t, setTimeout: () => ({})
 
 const NOW = 1_764_000_000_000;
 
-async function startIntake(opts: { known?: string[]; acceptUnknown?: boolean; sink?: ReadingSink } = {}) {
+async function startIntake(opts: { known?: string[]; specs?: Record<string, ChildDeviceSpec>; acceptUnknown?: boolean; sink?: ReadingSink } = {}) {
   const broker = new FakeBroker();
   const sink = new FakeSink();
   const metrics = new PromMetrics();
@@ -45,10 +53,9 @@ async function startIntake(opts: { known?: string[]; acceptUnknown?: boolean; si
     log: silent,
     metrics,
   };
-  const intake = new ChildIntake(broker, {
-    knownDevices: new Set(opts.known ?? ['pump-1']),
-    acceptUnknownDevices: opts.acceptUnknown ?? false,
-  });
+  const devices = new Map<string, ChildDeviceSpec>((opts.known ?? ['pump-1']).map((id) => [id, { strict: true }]));
+  for (const [id, spec] of Object.entries(opts.specs ?? {})) devices.set(id, spec);
+  const intake = new ChildIntake(broker, { devices, acceptUnknownDevices: opts.acceptUnknown ?? false });
   await intake.start(ctx);
   const rejected = async (reason: string): Promise<number> => {
     const m = new RegExp(`^outpost_child_rejected_total\\{reason="${reason}"\\} (\\d+)$`, 'm').exec(await metrics.text());
@@ -110,7 +117,7 @@ describe('child telemetry intake', () => {
     expect(sink.stored).toEqual([]);
     expect(await rejected('not-json')).toBe(1);
     expect(await metrics.total('outpost_child_messages_total')).toBe(0);
-    expect(intake.status()).toEqual({ accepted: 0, rejected: 1 });
+    expect(intake.status()).toMatchObject({ accepted: 0, rejected: 1 });
   });
 
   it('acknowledges, stores nothing and counts "schema" for a message that breaks the schema', async () => {
@@ -162,12 +169,12 @@ describe('child telemetry intake', () => {
     await expect(broker.publish(topic('pump-1'), { id: 1, points: { a: 1 } })).rejects.toThrow('disk full');
     expect(await metrics.total('outpost_child_messages_total')).toBe(0);
     expect(await metrics.total('outpost_child_rejected_total')).toBe(0);
-    expect(intake.status()).toEqual({ accepted: 0, rejected: 0 });
+    expect(intake.status()).toMatchObject({ accepted: 0, rejected: 0 });
     // The device resends once the store recovers; the message is taken then.
     sink.failWith = undefined;
     await broker.publish(topic('pump-1'), { id: 1, points: { a: 1 } });
     expect(sink.stored.map((r) => r.id)).toEqual(['pump-1:1:a']);
-    expect(intake.status()).toEqual({ accepted: 1, rejected: 0 });
+    expect(intake.status()).toMatchObject({ accepted: 1, rejected: 0 });
   });
 
   it('rejects telemetry after stop(), so the device keeps it and resends to the next gateway run', async () => {
@@ -190,6 +197,69 @@ describe('child telemetry intake', () => {
     await published;
     await stopping;
     expect(stopped).toBe(true);
-    expect(intake.status()).toEqual({ accepted: 1, rejected: 0 });
+    expect(intake.status()).toMatchObject({ accepted: 1, rejected: 0 });
+  });
+
+  it("checks a device's messages against the payload schema declared for it, naming every problem", async () => {
+    const spec: ChildDeviceSpec = {
+      strict: true,
+      points: { flow: { type: 'number', min: 0, max: 100, unit: 'm3/h' }, running: { type: 'boolean' }, mode: { type: 'string', enum: ['auto', 'manual'] } },
+    };
+    const { broker, sink, rejected, intake } = await startIntake({ specs: { 'pump-1': spec } });
+    await broker.publish(topic('pump-1'), { points: { flow: 12.5, running: true, mode: 'auto' } });
+    expect(sink.stored.map((r) => [r.point, r.value, r.unit])).toEqual([
+      ['flow', 12.5, 'm3/h'],
+      ['running', true, undefined],
+      ['mode', 'auto', undefined],
+    ]);
+    const refusedBefore = sink.stored.length;
+    await broker.publish(topic('pump-1'), { points: { flow: 250, running: 'yes', mode: 'turbo', vibration: 3 } });
+    await broker.publish(topic('pump-1'), { points: { flow: null } });
+    expect(sink.stored).toHaveLength(refusedBefore);
+    expect(await rejected('device-schema')).toBe(2);
+    // A bad reading may carry null; a good one may not.
+    await broker.publish(topic('pump-1'), { points: { flow: { value: null, quality: 'bad' } } });
+    expect(sink.stored.at(-1)).toMatchObject({ point: 'flow', value: null, quality: 'bad' });
+    expect(intake.status()).toMatchObject({ rejected: 2 });
+  });
+
+  it('names what is wrong with a message that breaks the device schema', async () => {
+    const spec: ChildDeviceSpec = { strict: true, points: { flow: { type: 'number', min: 0, max: 100 }, mode: { type: 'string', enum: ['auto', 'manual'] } } };
+    const warnings: string[] = [];
+    const broker = new FakeBroker();
+    const intake = new ChildIntake(broker, { devices: new Map([['pump-1', spec]]), acceptUnknownDevices: false });
+    await intake.start({
+      sink: new FakeSink(),
+      sequence: { next: () => ({ seq: 1, id: 'x' }) },
+      clock: fixedClock(NOW),
+      log: { ...silent, warn: (o: unknown) => warnings.push(JSON.stringify(o)) },
+      metrics: new PromMetrics(),
+    });
+    await broker.publish(topic('pump-1'), { points: { flow: 250, mode: 'turbo', vibration: 3 } });
+    const detail = String((JSON.parse(warnings[0]!) as { detail: string }).detail);
+    expect(detail).toMatch(/points\.flow: Too big: expected number to be <=100/);
+    expect(detail).toMatch(/points\.mode: Invalid option: expected one of "auto"\|"manual"/);
+    expect(detail).toMatch(/points\.vibration: not a point of device "pump-1" \(declared: flow, mode\)/);
+  });
+
+  it('turns a last will into stale readings carrying the last values, and notes birth', async () => {
+    const { broker, sink, intake, metrics } = await startIntake();
+    await broker.publish(topic('pump-1'), { points: { flow: 12.5, running: true } });
+    broker.deliver('outpost/v1/dev/pump-1/status', { state: 'online' });
+    expect(intake.status()).toMatchObject({ online: ['pump-1'], offline: [] });
+    broker.deliver('outpost/v1/dev/pump-1/status', { state: 'offline' });
+    await Promise.resolve();
+    expect(sink.stored.slice(-2).map((r) => [r.point, r.value, r.quality])).toEqual([
+      ['flow', 12.5, 'stale'],
+      ['running', true, 'stale'],
+    ]);
+    expect(intake.status()).toMatchObject({ online: [], offline: ['pump-1'] });
+    // A second offline (a retained will seen again) adds nothing.
+    broker.deliver('outpost/v1/dev/pump-1/status', { state: 'offline' });
+    await Promise.resolve();
+    expect(sink.stored).toHaveLength(4);
+    broker.deliver('outpost/v1/dev/pump-1/status', { state: 'sleeping' });
+    expect(await metrics.text()).toMatch(/outpost_child_rejected_total\{reason="status-schema"\} 1/);
+    expect(await metrics.text()).toMatch(/outpost_child_status_total\{state="offline"\} 2/);
   });
 });

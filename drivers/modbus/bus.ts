@@ -87,6 +87,8 @@ interface DeviceState {
   readonly device: ModbusDevice;
   readonly groups: Group[];
   readonly points: Map<string, ModbusPoint>;
+  /** Report by exception, per point name. */
+  readonly report: ReportFilter;
   /** Polls in a row that got no answer. */
   failures: number;
   /** The breaker is open until then (0: closed). */
@@ -146,7 +148,6 @@ export class ModbusBus implements Driver {
   private wake: (() => void) | undefined;
   private timer: TimerHandle | undefined;
   private readonly backoff = new Backoff(500, 30_000);
-  private readonly report = new ReportFilter();
   private lastConnectError: string | undefined;
   private mRequests!: Counter;
   private mErrors!: Counter;
@@ -162,6 +163,7 @@ export class ModbusBus implements Driver {
         device,
         groups: [],
         points: new Map(device.points.map((p) => [p.name, p])),
+        report: new ReportFilter(),
         failures: 0,
         openUntil: 0,
         openMs: device.breaker.openMs,
@@ -439,13 +441,12 @@ export class ModbusBus implements Driver {
     if (kind === 'connection') d.lastError = message;
     const ts = this.ctx!.clock.now();
     const readings: Envelope[] = [];
-    for (const req of requests) for (const p of req.points) this.push(readings, d, p, this.report.lastGood(`${d.device.id}\u0000${p.name}`), 'stale', ts);
+    for (const req of requests) for (const p of req.points) this.push(readings, d, p, d.report.lastGood(p.name), 'stale', ts);
     await this.submit(readings);
   }
 
   private push(out: Envelope[], d: DeviceState, p: ModbusPoint, value: Value, quality: Quality, ts: number, force = false): void {
-    const key = `${d.device.id}\u0000${p.name}`;
-    if (!this.report.shouldReport(key, p, value, quality, ts) && !force) return;
+    if (!d.report.shouldReport(p.name, p, value, quality, ts) && !force) return;
     const { seq, id } = this.ctx!.sequence.next();
     out.push(makeEnvelope({ id, device: d.device.id, point: p.name, value, quality, ts, seq, ...(p.unit !== undefined ? { unit: p.unit } : {}) }));
   }

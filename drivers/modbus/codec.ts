@@ -52,10 +52,16 @@ export class DecodeError extends Error {}
 export function decodePoint(words: readonly number[], offset: number, point: ModbusPoint): number | boolean | string | DecodeError {
   const n = width(point);
   if (offset < 0 || offset + n > words.length) return new DecodeError(`response too short for ${point.name}`);
-  const slice = words.slice(offset, offset + n);
-  if (point.table === 'coil' || point.table === 'discrete') return slice[0] !== 0;
-  if (point.type === 'bool') return ((slice[0]! >> (point.bit ?? 0)) & 1) === 1;
-  const bytes = reorder(slice, point.order);
+  if (point.table === 'coil' || point.table === 'discrete') return words[offset] !== 0;
+  if (point.type === 'bool') return ((words[offset]! >> (point.bit ?? 0)) & 1) === 1;
+  if (n === 1 && (point.type === 'uint16' || point.type === 'int16')) {
+    // The common case without a buffer: one register, bytes swapped only for BADC/DCBA.
+    let w = words[offset]! & 0xffff;
+    if (byteSwap(point.order)) w = ((w & 0xff) << 8) | (w >> 8);
+    const raw = point.type === 'int16' && w >= 0x8000 ? w - 0x10000 : w;
+    return point.scale === 1 && point.offset === 0 ? raw : raw * point.scale + point.offset;
+  }
+  const bytes = reorder(words.slice(offset, offset + n), point.order);
   if (point.type === 'string') {
     // Two characters per register; padding (NUL or space) at the end is not part of the value.
     return bytes.toString('latin1').replace(/[\0 ]+$/, '');

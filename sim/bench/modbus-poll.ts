@@ -148,7 +148,8 @@ async function busLoop(ports: readonly number[], ms: number): Promise<number> {
           id: `s${i}`,
           connection: { kind: 'tcp', host: '127.0.0.1', port },
           unitId: 1,
-          pollIntervalMs: 1,
+          // 0: the next poll starts as soon as the last one ended, as the raw loop does.
+          pollIntervalMs: 0,
           timeoutMs: 2000,
           retries: 0,
           maxGap: 0,

@@ -71,32 +71,15 @@ export class HttpApi {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const path = url.pathname;
     if (req.method === 'POST' && path === '/api/v1/dead-letters/replay' && this.handlers.replayDeadLetters) {
-      const body = await readBody(req);
-      if (typeof body === 'string') {
-        send(res, body === 'too large' ? 413 : 400, { error: `request body: ${body}` });
-        return;
-      }
-      const parsed = replayBody.safeParse(body);
-      if (!parsed.success) {
-        send(res, 400, { error: parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ') });
-        return;
-      }
-      send(res, 200, { replayed: this.handlers.replayDeadLetters(parsed.data.ids) });
+      const body = await validBody(req, res, replayBody);
+      if (body) send(res, 200, { replayed: this.handlers.replayDeadLetters(body.ids) });
       return;
     }
     const write = WRITE_PATH.exec(path);
     if (req.method === 'POST' && write && this.handlers.writePoint) {
-      const body = await readBody(req);
-      if (typeof body === 'string') {
-        send(res, body === 'too large' ? 413 : 400, { error: `request body: ${body}` });
-        return;
-      }
-      const parsed = writeBody.safeParse(body);
-      if (!parsed.success) {
-        send(res, 400, { error: parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ') });
-        return;
-      }
-      const r = await this.handlers.writePoint(decodeURIComponent(write[1]!), decodeURIComponent(write[2]!), parsed.data.value);
+      const body = await validBody(req, res, writeBody);
+      if (!body) return;
+      const r = await this.handlers.writePoint(decodeURIComponent(write[1]!), decodeURIComponent(write[2]!), body.value);
       send(res, r.status, r.body);
       return;
     }
@@ -137,6 +120,21 @@ function send(res: ServerResponse, code: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+/** The request's JSON body checked against `schema`; undefined after answering 400/413 naming what was wrong. */
+async function validBody<T>(req: IncomingMessage, res: ServerResponse, schema: z.ZodType<T>): Promise<T | undefined> {
+  const body = await readBody(req);
+  if (typeof body === 'string') {
+    send(res, body === 'too large' ? 413 : 400, { error: `request body: ${body}` });
+    return undefined;
+  }
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) {
+    send(res, 400, { error: parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ') });
+    return undefined;
+  }
+  return parsed.data;
 }
 
 /** The JSON body of a request (empty means {}), or a string saying what was wrong with it. */

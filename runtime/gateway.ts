@@ -70,6 +70,8 @@ export interface GatewayStatus {
   readonly children: { connected: number };
   readonly drivers: Record<string, unknown>[];
   readonly ports: { broker: number; http: number };
+  /** Memory of the gateway process, MiB. */
+  readonly memory: { rss: number; heapUsed: number; external: number };
 }
 
 /**
@@ -238,6 +240,7 @@ export class Gateway {
       children: { connected: this.broker.connectedClients },
       drivers: this.drivers.map((d) => ({ name: d.name, ...d.status() })),
       ports: this.ports,
+      memory: memoryMiB(),
     };
   }
 
@@ -264,4 +267,10 @@ export class Gateway {
     this.db.close();
     this.log.info({ gateway: this.config.gateway.id }, 'gateway stopped');
   }
+}
+
+function memoryMiB(): { rss: number; heapUsed: number; external: number } {
+  const m = process.memoryUsage();
+  const mib = (n: number): number => Math.round((n / 2 ** 20) * 10) / 10;
+  return { rss: mib(m.rss), heapUsed: mib(m.heapUsed), external: mib(m.external) };
 }

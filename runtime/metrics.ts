@@ -19,6 +19,10 @@ export class PromMetrics implements Metrics {
         if (labels) counter.inc(labels, by);
         else counter.inc(by);
       },
+      bind: (labels: Labels) => {
+        const child = counter.labels(labels);
+        return { inc: (by = 1) => child.inc(by) };
+      },
     };
   }
 

@@ -37,5 +37,7 @@ const stop = async (): Promise<void> => {
   process.exit(0);
 };
 process.on('SIGTERM', () => void stop());
+// Requests received by all slaves so far, on stderr: lets a benchmark check its own counts.
+process.on('SIGUSR2', () => process.stderr.write(`requests ${servers.reduce((n, s) => n + (s.units.get(1)?.requests ?? 0), 0)}\n`));
 process.stdin.on('close', () => void stop());
 process.stdin.resume();

@@ -83,8 +83,24 @@ interface Group {
   due: number;
 }
 
+/**
+ * What the last poll of one request left, for the steady-plant shortcut: when every point of the
+ * request reports by exception, all were good last time, no heartbeat is due and the registers
+ * are word for word what they were, nothing can be reported and the points are not decoded again.
+ */
+interface RequestState {
+  /** Every point has a deadband: unchanged registers report nothing. */
+  readonly byException: boolean;
+  words: number[] | undefined;
+  allGood: boolean;
+  /** The earliest maxSilenceMs heartbeat due among the points. */
+  nextForced: number;
+}
+
 interface DeviceState {
   readonly device: ModbusDevice;
+  readonly requestState: Map<ReadRequest, RequestState>;
+  mRequests?: { inc(by?: number): void };
   readonly groups: Group[];
   readonly points: Map<string, ModbusPoint>;
   /** Report by exception, per point name. */
@@ -164,6 +180,7 @@ export class ModbusBus implements Driver {
         groups: [],
         points: new Map(device.points.map((p) => [p.name, p])),
         report: new ReportFilter(),
+        requestState: new Map(),
         failures: 0,
         openUntil: 0,
         openMs: device.breaker.openMs,
@@ -181,6 +198,10 @@ export class ModbusBus implements Driver {
       }
       for (const [intervalMs, points] of [...byInterval].sort((a, b) => a[0] - b[0])) {
         const g: Group = { device: state, intervalMs, requests: planReads(points, device.maxGap), due: 0 };
+        for (const req of g.requests) {
+          const byException = req.points.every((p) => p.deadband !== undefined);
+          state.requestState.set(req, { byException, words: undefined, allGood: false, nextForced: 0 });
+        }
         state.groups.push(g);
         this.groups.push(g);
       }
@@ -202,6 +223,7 @@ export class ModbusBus implements Driver {
     this.mRequests = ctx.metrics.counter('outpost_modbus_requests_total', 'Modbus requests issued', ['device']);
     this.mErrors = ctx.metrics.counter('outpost_modbus_errors_total', 'Modbus requests that failed, by kind', ['device', 'kind']);
     this.mReadings = ctx.metrics.counter('outpost_modbus_readings_total', 'Readings reported by Modbus devices', ['device']);
+    for (const d of this.devices) d.mRequests = this.mRequests.bind({ device: d.device.id });
     const now = ctx.clock.now();
     for (const g of this.groups) g.due = now;
     this.loop = this.run();
@@ -314,6 +336,7 @@ export class ModbusBus implements Driver {
         if (fault.kind === 'exception') {
           // The device answered: this request's points are bad, the others are still polled.
           this.noteError(d, fault);
+          d.requestState.get(req)!.allGood = false;
           for (const p of req.points) this.push(readings, d, p, null, 'bad', ts);
           continue;
         }
@@ -325,13 +348,22 @@ export class ModbusBus implements Driver {
       }
       d.failures = 0;
       d.openMs = d.device.breaker.openMs;
+      const st = d.requestState.get(req)!;
+      if (st.byException && st.allGood && ts < st.nextForced && st.words !== undefined && sameWords(st.words, words)) continue;
+      let allGood = true;
+      let nextForced = Infinity;
       for (const p of req.points) {
         const v = decodePoint(words, p.address - req.address, p);
         if (v instanceof DecodeError) {
+          allGood = false;
           this.noteError(d, new ModbusFault('corrupt', v.message));
           this.push(readings, d, p, null, 'bad', ts);
         } else this.push(readings, d, p, v, 'good', ts);
+        if (p.maxSilenceMs !== undefined) nextForced = Math.min(nextForced, (d.report.lastAt(p.name) ?? ts) + p.maxSilenceMs);
       }
+      st.words = words;
+      st.allGood = allGood;
+      st.nextForced = nextForced;
     }
     await this.submit(readings);
   }
@@ -347,7 +379,7 @@ export class ModbusBus implements Driver {
       client.setID(d.device.unitId);
       client.setTimeout(d.device.timeoutMs);
       d.requests++;
-      this.mRequests.inc({ device: d.device.id });
+      d.mRequests!.inc();
       try {
         return await op();
       } catch (err) {
@@ -441,14 +473,17 @@ export class ModbusBus implements Driver {
     if (kind === 'connection') d.lastError = message;
     const ts = this.ctx!.clock.now();
     const readings: Envelope[] = [];
-    for (const req of requests) for (const p of req.points) this.push(readings, d, p, d.report.lastGood(p.name), 'stale', ts);
+    for (const req of requests) {
+      d.requestState.get(req)!.allGood = false;
+      for (const p of req.points) this.push(readings, d, p, d.report.lastGood(p.name), 'stale', ts);
+    }
     await this.submit(readings);
   }
 
   private push(out: Envelope[], d: DeviceState, p: ModbusPoint, value: Value, quality: Quality, ts: number, force = false): void {
     if (!d.report.shouldReport(p.name, p, value, quality, ts) && !force) return;
     const { seq, id } = this.ctx!.sequence.next();
-    out.push(makeEnvelope({ id, device: d.device.id, point: p.name, value, quality, ts, seq, ...(p.unit !== undefined ? { unit: p.unit } : {}) }));
+    out.push(makeEnvelope({ id, device: d.device.id, point: p.name, value, quality, ts, seq, unit: p.unit }));
   }
 
   private async submit(readings: Envelope[]): Promise<void> {
@@ -520,6 +555,12 @@ export class ModbusBus implements Driver {
     if (this.timer) clock.clearTimeout(this.timer);
     this.wake = undefined;
   }
+}
+
+function sameWords(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function openSocket(host: string, port: number, timeoutMs: number): Promise<Socket> {

@@ -23,9 +23,23 @@ export class ReportFilter {
 
   shouldReport(point: string, policy: ReportPolicy, value: Value, quality: Quality, now: number): boolean {
     const last = this.last.get(point);
-    const report = last === undefined || last.quality !== quality || this.moved(policy, last, value, quality) || this.silentTooLong(policy, last, now);
-    if (report) this.last.set(point, { value, quality, at: now });
+    if (last === undefined) {
+      this.last.set(point, { value, quality, at: now });
+      return true;
+    }
+    const report = last.quality !== quality || this.moved(policy, last, value, quality) || this.silentTooLong(policy, last, now);
+    if (report) {
+      // Updated in place: no allocation per point and poll.
+      last.value = value;
+      last.quality = quality;
+      last.at = now;
+    }
     return report;
+  }
+
+  /** When `point` was last reported (undefined: never). */
+  lastAt(point: string): number | undefined {
+    return this.last.get(point)?.at;
   }
 
   /** The last value reported as good, for a stale reading to carry. */

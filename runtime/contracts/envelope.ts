@@ -23,7 +23,18 @@ export interface Envelope {
   readonly unit?: string;
 }
 
-export function makeEnvelope(fields: Envelope): Envelope {
-  // Frozen so that fan-out to several rules and sinks never needs a copy.
-  return Object.freeze({ ...fields });
+/** What makeEnvelope takes: an Envelope whose optional fields may also be given as undefined. */
+export type EnvelopeFields = Omit<Envelope, 'rule' | 'unit'> & { readonly rule?: string | undefined; readonly unit?: string | undefined };
+
+/**
+ * A new frozen reading. Frozen so that fan-out to several rules and sinks never needs a copy.
+ * Built field by field (four fixed shapes, absent optionals left out) rather than by spreading:
+ * on the polling hot path that is several times cheaper, and JSON keeps one field order.
+ */
+export function makeEnvelope(f: EnvelopeFields): Envelope {
+  const { id, device, point, value, quality, ts, seq, rule, unit } = f;
+  if (rule === undefined) {
+    return Object.freeze(unit === undefined ? { id, device, point, value, quality, ts, seq } : { id, device, point, value, quality, ts, seq, unit });
+  }
+  return Object.freeze(unit === undefined ? { id, device, point, value, quality, ts, seq, rule } : { id, device, point, value, quality, ts, seq, rule, unit });
 }

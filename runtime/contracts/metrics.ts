@@ -7,6 +7,8 @@ export type Labels = Record<string, string>;
 
 export interface Counter {
   inc(labels?: Labels, by?: number): void;
+  /** The counter for one fixed label set, looked up once: for hot paths. */
+  bind(labels: Labels): { inc(by?: number): void };
 }
 
 export interface Gauge {

@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SiteConfigInput } from '../../runtime/config/schema.js';
+import { GATEWAY_NODE_FLAGS } from '../../runtime/launch-flags.js';
 
 /** The built CLI, next to this file in dist/ (dist/sim/bench → dist/runtime). */
 const CLI = fileURLToPath(new URL('../../runtime/cli.js', import.meta.url));
@@ -44,7 +45,7 @@ export class ConfiguredGateway {
   static async start(dir: string, config: SiteConfigInput, timeoutMs = 15_000): Promise<ConfiguredGateway> {
     const file = join(dir, 'gateway.json');
     writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);
-    const proc = spawn(process.execPath, [CLI, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, CLI, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     // Both pipes are drained for the whole life of the process: a full pipe would stall it.

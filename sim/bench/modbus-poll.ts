@@ -130,7 +130,12 @@ async function rawLoop(ports: readonly number[], ms: number): Promise<number> {
   const t0 = performance.now();
   await Promise.all(
     clients.map(async (c) => {
-      while (performance.now() < deadline) registers += (await c.readHoldingRegisters(0, MAX_REGISTERS)).data.length;
+      while (performance.now() < deadline) {
+        // Awaited first, then added: `registers += await …` would read `registers` before the
+        // await and lose the other connections' counts.
+        const r = await c.readHoldingRegisters(0, MAX_REGISTERS);
+        registers += r.data.length;
+      }
     }),
   );
   const seconds = (performance.now() - t0) / 1000;
@@ -138,9 +143,13 @@ async function rawLoop(ports: readonly number[], ms: number): Promise<number> {
   return registers / seconds;
 }
 
-/** Our bus, one per slave, each polling 125 uint16 points back to back into a counting sink. */
-async function busLoop(ports: readonly number[], ms: number): Promise<number> {
-  let points = 0;
+/**
+ * Our bus, one per slave, each polling 125 uint16 points back to back into a counting sink.
+ * `exception`: the points have a deadband (the slaves' values do not move), so a poll reports
+ * nothing, as on a steady plant; otherwise every point is reported on every poll.
+ */
+async function busLoop(ports: readonly number[], ms: number, exception: boolean): Promise<number> {
+  let reported = 0;
   const buses = ports.map(
     (port, i) =>
       new ModbusBus({ kind: 'tcp', host: '127.0.0.1', port }, [
@@ -154,7 +163,10 @@ async function busLoop(ports: readonly number[], ms: number): Promise<number> {
           retries: 0,
           maxGap: 0,
           breaker: { failures: 3, openMs: 1000, maxOpenMs: 1000 },
-          points: Array.from({ length: MAX_REGISTERS }, (_, a) => point(`r${a}`, 'holding', a, 'uint16')),
+          points: Array.from({ length: MAX_REGISTERS }, (_, a) => ({
+            ...point(`r${a}`, 'holding', a, 'uint16'),
+            ...(exception ? { deadband: { absolute: 1 } } : {}),
+          })),
         } satisfies ModbusDevice,
       ]),
   );
@@ -164,7 +176,7 @@ async function busLoop(ports: readonly number[], ms: number): Promise<number> {
     await bus.start({
       sink: {
         submit: (readings) => {
-          points += readings.length;
+          reported += readings.length;
           return Promise.resolve();
         },
       },
@@ -175,10 +187,14 @@ async function busLoop(ports: readonly number[], ms: number): Promise<number> {
     });
   }
   await sleep(ms);
-  const counted = points;
+  // Points polled: every point of every answered request, reported or not.
+  const polled = buses.reduce((n, b) => n + ((b.status() as { devices: Array<{ requests: number; errors: number }> }).devices[0]!.requests - (b.status() as { devices: Array<{ errors: number }> }).devices[0]!.errors), 0) * MAX_REGISTERS;
+  const reportedThen = reported;
   const seconds = (performance.now() - t0) / 1000;
   for (const bus of buses) await bus.stop();
-  return counted / seconds;
+  // Every point polled is reported (one request per bus may be in flight at the snapshot).
+  if (!exception && Math.abs(reportedThen - polled) > buses.length * MAX_REGISTERS) throw new Error(`reported ${reportedThen} of ${polled} points polled`);
+  return polled / seconds;
 }
 
 function rssMiB(pid: number | undefined): number | undefined {
@@ -212,21 +228,29 @@ export const modbusPollBenchmark: Benchmark = {
       // 1. Throughput, interleaved rounds.
       const ports = farm.ports.slice(0, THROUGHPUT_SLAVES);
       const raw: number[] = [];
-      const ours: number[] = [];
+      const every: number[] = [];
+      const rbe: number[] = [];
       for (let r = 0; r < ROUNDS; r++) {
         opts.progress.show(`modbus-poll  throughput round ${r + 1}/${ROUNDS}: raw modbus-serial`);
         raw.push(await rawLoop(ports, THROUGHPUT_MS));
-        opts.progress.show(`modbus-poll  throughput round ${r + 1}/${ROUNDS}: Outpost bus`);
-        ours.push(await busLoop(ports, THROUGHPUT_MS));
+        opts.progress.show(`modbus-poll  throughput round ${r + 1}/${ROUNDS}: Outpost bus, every point reported`);
+        every.push(await busLoop(ports, THROUGHPUT_MS, false));
+        opts.progress.show(`modbus-poll  throughput round ${r + 1}/${ROUNDS}: Outpost bus, report by exception`);
+        rbe.push(await busLoop(ports, THROUGHPUT_MS, true));
       }
-      const ratio = median(ours) / median(raw);
+      const span = (v: number[], unit: string): string => `${fmtInt(Math.min(...v))} / ${fmtInt(median(v))} / ${fmtInt(Math.max(...v))} ${unit}`;
+      const ratioEvery = median(every) / median(raw);
+      const ratioRbe = median(rbe) / median(raw);
       figures.throughput_raw_registers_per_s = Math.round(median(raw));
-      figures.throughput_ours_points_per_s = Math.round(median(ours));
-      figures.throughput_ratio = round(ratio, 3);
-      rows.push(['raw modbus-serial, 125-register reads [baseline]', `${fmtInt(Math.min(...raw))} / ${fmtInt(median(raw))} / ${fmtInt(Math.max(...raw))} registers/s`, '1.00']);
-      rows.push(['Outpost bus, 125 uint16 points per request', `${fmtInt(Math.min(...ours))} / ${fmtInt(median(ours))} / ${fmtInt(Math.max(...ours))} points/s`, ratio.toFixed(2)]);
-      notes.push(`throughput: ${THROUGHPUT_SLAVES} slaves in another process, one connection each, ${ROUNDS} interleaved rounds of ${THROUGHPUT_MS / 1000} s; min / median / max`);
-      notes.push(`points/s ÷ raw registers/s: ${ratio.toFixed(2)} (aim >= 0.9) ${ratio >= 0.9 ? 'met' : 'MISSED'}`);
+      figures.throughput_every_points_per_s = Math.round(median(every));
+      figures.throughput_rbe_points_per_s = Math.round(median(rbe));
+      figures.throughput_ratio_every = round(ratioEvery, 3);
+      figures.throughput_ratio_rbe = round(ratioRbe, 3);
+      rows.push(['raw modbus-serial, 125-register reads [baseline]', span(raw, 'registers/s'), '1.00']);
+      rows.push(['Outpost bus, 125 points/request, every point reported', span(every, 'points/s'), ratioEvery.toFixed(2)]);
+      rows.push(['Outpost bus, 125 points/request, report by exception', span(rbe, 'points/s'), ratioRbe.toFixed(2)]);
+      notes.push(`throughput: ${THROUGHPUT_SLAVES} slaves in another process, one connection each, ${ROUNDS} interleaved rounds of ${THROUGHPUT_MS / 1000} s; min / median / max; points polled = points of answered requests`);
+      notes.push(`points/s ÷ raw registers/s: ${ratioRbe.toFixed(2)} with report by exception on steady values, ${ratioEvery.toFixed(2)} with a reading per point and poll (aim >= 0.9): ${ratioRbe >= 0.9 ? 'met' : 'MISSED'} / ${ratioEvery >= 0.9 ? 'met' : 'MISSED'}`);
 
       // 2 + 3. The site: 10,000 points at 1 s across 50 slaves, the whole gateway in its own process.
       const maps = farm.ports.map((_, i) => addressMap(i + 1));
@@ -268,14 +292,20 @@ export const modbusPollBenchmark: Benchmark = {
       const after = await gw.status();
       const seconds = (performance.now() - t0) / 1000;
       const readingsPerS = ((Number(after?.readingsIn) || 0) - (Number(before?.readingsIn) || 0)) / seconds;
-      const buses = (after?.drivers ?? []) as BusStatus[];
-      const devs = buses.flatMap((b) => b.devices ?? []);
+      const devices = (st: Record<string, unknown> | undefined): NonNullable<BusStatus['devices']> =>
+        ((st?.drivers ?? []) as BusStatus[]).flatMap((b) => b.devices ?? []);
+      const devs = devices(after);
+      const devsBefore = devices(before);
       const planned = devs.reduce((n, d) => n + d.requestsPerCycle, 0);
-      const polls = devs.reduce((n, d) => n + d.polls, 0);
-      const requests = devs.reduce((n, d) => n + d.requests, 0);
       const errors = devs.reduce((n, d) => n + d.errors, 0);
-      // Requests per poll cycle as counted by the gateway (retries would show here), ÷ the minimal cover.
-      const issuedPerCycle = polls > 0 ? (requests / polls) * devs.length : 0;
+      // Requests issued per poll, per device, over the measured window (retries would show here),
+      // summed over the devices: what one cycle of the site costs, ÷ the minimal cover.
+      // Rounded per device: a snapshot taken in the middle of a poll is off by a fraction.
+      const issuedPerCycle = devs.reduce((n, d, i) => {
+        const b = devsBefore[i];
+        const polls = d.polls - (b?.polls ?? 0);
+        return polls > 0 ? n + Math.round((d.requests - (b?.requests ?? 0)) / polls) : n;
+      }, 0);
       const coverRatio = issuedPerCycle / minimal;
       figures.site_points = SITE_SLAVES * POINTS_PER_SLAVE;
       figures.site_readings_per_s = Math.round(readingsPerS);
@@ -286,7 +316,7 @@ export const modbusPollBenchmark: Benchmark = {
       figures.site_gateway_cpu_percent = usage.gateway ?? -1;
       figures.site_gateway_rss_max_mib = round(rssMax, 1);
       figures.site_errors = errors;
-      rows.push(['requests per cycle ÷ minimal cover', `${issuedPerCycle.toFixed(2)} ÷ ${minimal} (planned ${planned})`, coverRatio.toFixed(3)]);
+      rows.push(['requests per cycle ÷ minimal cover', `${issuedPerCycle.toFixed(1)} issued (planned ${planned}) ÷ ${minimal}`, coverRatio.toFixed(3)]);
       rows.push([`whole gateway, ${fmtInt(SITE_SLAVES * POINTS_PER_SLAVE)} points at 1 s, ${SITE_SLAVES} slaves`, `${fmtInt(readingsPerS)} readings/s, CPU ${usage.gateway ?? '?'} % of a core, RSS max ${rssMax.toFixed(0)} MiB`, '']);
       notes.push(`requests ÷ minimal cover: ${coverRatio.toFixed(3)} (aim = 1.0) ${Math.abs(coverRatio - 1) < 0.005 ? 'met' : 'MISSED'}`);
       notes.push(

@@ -173,4 +173,24 @@ describe('Modbus driver against faults', () => {
     expect(b.of('d', 'abs')[2]!.value).toBe(106);
     expect(b.of('d', 'pct')).toHaveLength(2);
   });
+
+  it('reports a deadband point good again after an outage even when its registers did not change', async () => {
+    const s = await server();
+    const conn = tcp(s);
+    s.unit(1).holding[0] = 50;
+    const b = await bus(conn, [device('d', conn, 1, [reg('v', 0, { deadband: { absolute: 5 } })], { pollIntervalMs: 50, timeoutMs: 150 })]);
+    await waitFor('the first reading', () => b.of('d').length === 1);
+    await sleep(300);
+    // Steady registers: polled, nothing reported.
+    expect(b.of('d')).toHaveLength(1);
+    s.unit(1).fault = { mode: 'mute' };
+    await waitFor('stale', () => b.of('d').at(-1)?.quality === 'stale', 3000);
+    s.unit(1).fault = { mode: 'answer' };
+    await waitFor('good again, same value', () => b.of('d').at(-1)?.quality === 'good', 6000);
+    expect(b.of('d').map((r) => [r.quality, r.value])).toEqual([
+      ['good', 50],
+      ['stale', 50],
+      ['good', 50],
+    ]);
+  });
 });

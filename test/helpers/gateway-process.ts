@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { GATEWAY_NODE_FLAGS } from '../../runtime/launch-flags.js';
 
 export const CLI = fileURLToPath(new URL('../../dist/runtime/cli.js', import.meta.url));
 
@@ -15,7 +16,7 @@ export class GatewayProcess {
 
   static async start(configFile: string, env: NodeJS.ProcessEnv = {}): Promise<GatewayProcess> {
     if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build (npm test does it first)`);
-    const proc = spawn(process.execPath, [CLI, 'start', '--config', configFile], {
+    const proc = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, CLI, 'start', '--config', configFile], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, OUTPOST_LOG_LEVEL: 'warn', ...env },
     });

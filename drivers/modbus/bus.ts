@@ -81,6 +81,8 @@ interface Group {
   readonly intervalMs: number;
   readonly requests: readonly ReadRequest[];
   due: number;
+  /** Requests the last completed poll of this group issued (retries included). */
+  lastRequests: number;
 }
 
 /**
@@ -197,7 +199,7 @@ export class ModbusBus implements Driver {
         byInterval.set(interval, list);
       }
       for (const [intervalMs, points] of [...byInterval].sort((a, b) => a[0] - b[0])) {
-        const g: Group = { device: state, intervalMs, requests: planReads(points, device.maxGap), due: 0 };
+        const g: Group = { device: state, intervalMs, requests: planReads(points, device.maxGap), due: 0, lastRequests: 0 };
         for (const req of g.requests) {
           const byException = req.points.every((p) => p.deadband !== undefined);
           state.requestState.set(req, { byException, words: undefined, allGood: false, nextForced: 0 });
@@ -249,6 +251,7 @@ export class ModbusBus implements Driver {
         device: d.device.id,
         unitId: d.device.unitId,
         requestsPerCycle: d.groups.reduce((n, g) => n + g.requests.length, 0),
+        requestsLastCycle: d.groups.reduce((n, g) => n + g.lastRequests, 0),
         polls: d.polls,
         requests: d.requests,
         errors: d.errors,
@@ -325,6 +328,7 @@ export class ModbusBus implements Driver {
     const d = g.device;
     const readings: Envelope[] = [];
     d.polls++;
+    const requestsBefore = d.requests;
     for (const [i, req] of g.requests.entries()) {
       if (this.stopped || !this.connected) break;
       const ts = ctx.clock.now();
@@ -365,6 +369,7 @@ export class ModbusBus implements Driver {
       st.allGood = allGood;
       st.nextForced = nextForced;
     }
+    g.lastRequests = d.requests - requestsBefore;
     await this.submit(readings);
   }
 

@@ -208,7 +208,7 @@ function rssMiB(pid: number | undefined): number | undefined {
 }
 
 interface BusStatus {
-  devices?: Array<{ polls: number; requests: number; requestsPerCycle: number; errors: number }>;
+  devices?: Array<{ polls: number; requests: number; requestsPerCycle: number; requestsLastCycle: number; errors: number }>;
 }
 
 export const modbusPollBenchmark: Benchmark = {
@@ -292,20 +292,12 @@ export const modbusPollBenchmark: Benchmark = {
       const after = await gw.status();
       const seconds = (performance.now() - t0) / 1000;
       const readingsPerS = ((Number(after?.readingsIn) || 0) - (Number(before?.readingsIn) || 0)) / seconds;
-      const devices = (st: Record<string, unknown> | undefined): NonNullable<BusStatus['devices']> =>
-        ((st?.drivers ?? []) as BusStatus[]).flatMap((b) => b.devices ?? []);
-      const devs = devices(after);
-      const devsBefore = devices(before);
+      const devs = ((after?.drivers ?? []) as BusStatus[]).flatMap((b) => b.devices ?? []);
       const planned = devs.reduce((n, d) => n + d.requestsPerCycle, 0);
       const errors = devs.reduce((n, d) => n + d.errors, 0);
-      // Requests issued per poll, per device, over the measured window (retries would show here),
-      // summed over the devices: what one cycle of the site costs, ÷ the minimal cover.
-      // Rounded per device: a snapshot taken in the middle of a poll is off by a fraction.
-      const issuedPerCycle = devs.reduce((n, d, i) => {
-        const b = devsBefore[i];
-        const polls = d.polls - (b?.polls ?? 0);
-        return polls > 0 ? n + Math.round((d.requests - (b?.requests ?? 0)) / polls) : n;
-      }, 0);
+      // Requests each device's last complete poll issued (retries would show here), summed: what
+      // one cycle of the site costs, ÷ the minimal cover.
+      const issuedPerCycle = devs.reduce((n, d) => n + d.requestsLastCycle, 0);
       const coverRatio = issuedPerCycle / minimal;
       figures.site_points = SITE_SLAVES * POINTS_PER_SLAVE;
       figures.site_readings_per_s = Math.round(readingsPerS);

@@ -22,7 +22,12 @@ describe('site config', () => {
   it('accepts the shipped example', async () => {
     const text = await readFile(new URL('../../examples/site.yaml', import.meta.url), 'utf8');
     const cfg = parseConfigText(text);
-    expect(cfg.devices).toHaveLength(2);
+    expect(cfg.devices.map((d) => [d.id, d.protocol])).toEqual([
+      ['meter-1', 'modbus-tcp'],
+      ['meter-2', 'modbus-rtu-tcp'],
+      ['plc-1', 'modbus-rtu'],
+      ['pump-3', 'mqtt'],
+    ]);
     expect(cfg.rules.map((r) => r.id)).toEqual(['breaker-alarm', 'pump-raw', 'temperature-plausible', 'power-1min']);
     expect(cfg.streams.map((s) => [s.name, s.priority])).toEqual([
       ['alarms', 0],

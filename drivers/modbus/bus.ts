@@ -370,7 +370,7 @@ export class ModbusBus implements Driver {
       st.nextForced = nextForced;
     }
     g.lastRequests = d.requests - requestsBefore;
-    await this.submit(readings);
+    if (readings.length > 0) await this.submit(readings);
   }
 
   /**

@@ -86,4 +86,9 @@ describe('MQTT child device contract on the embedded broker', () => {
     });
     expect(got).toEqual({ payload: '{"run":false}', sessionPresent: true });
   });
+
+  it('refuses an MQTT 5 client at CONNECT with a clear reason (the embedded broker speaks 3.1.1)', async () => {
+    const { url } = await gatewayWithPump();
+    await expect(mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 5000 })).rejects.toThrow(/Unacceptable protocol version/);
+  });
 });

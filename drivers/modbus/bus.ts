@@ -160,10 +160,13 @@ export class ModbusBus implements Driver {
   private readonly writes: WriteJob[] = [];
   private ctx: DriverContext | undefined;
   private client: Client | undefined;
+  /** Our TCP socket under the client, destroyed when a dead connection will not close. */
+  private socket: Socket | undefined;
   private connected = false;
   private stopped = false;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
+  private wakePause: (() => void) | undefined;
   private timer: TimerHandle | undefined;
   private readonly backoff = new Backoff(500, 30_000);
   private lastConnectError: string | undefined;
@@ -236,6 +239,7 @@ export class ModbusBus implements Driver {
     this.stopped = true;
     if (this.timer && this.ctx) this.ctx.clock.clearTimeout(this.timer);
     this.wake?.();
+    this.wakePause?.();
     await this.loop;
     for (const w of this.writes.splice(0)) w.reject(new Error('gateway is stopping; write not made'));
     await this.disconnect();
@@ -288,6 +292,7 @@ export class ModbusBus implements Driver {
     const ctx = this.ctx!;
     while (!this.stopped) {
       if (!this.connected) {
+        if (this.client) await this.disconnect();
         try {
           await this.connect();
           this.backoff.reset();
@@ -346,8 +351,12 @@ export class ModbusBus implements Driver {
         }
         // No usable answer: this request and the rest of the group go stale; the device waits.
         await this.markUnreachable(d, g.requests.slice(i), fault.message, fault.kind);
-        this.deviceFailed(d);
-        if (fault.kind === 'connection') await this.disconnect();
+        // Breaker open: the device's other groups are not polled meanwhile, so they go stale too.
+        if (this.deviceFailed(d)) await this.markUnreachable(d, d.groups.flatMap((x) => x.requests), fault.message, fault.kind);
+        // No device on a TCP connection answers: the connection itself may be dead without a reset
+        // (a firewall or NAT forgot it). A fresh one costs little and heals that.
+        const silent = this.connection.kind !== 'rtu' && this.devices.every((x) => x.failures > 0);
+        if (fault.kind === 'connection' || (fault.kind === 'timeout' && silent)) await this.disconnect();
         break;
       }
       d.failures = 0;
@@ -443,7 +452,13 @@ export class ModbusBus implements Driver {
       const back = await this.request(d, () => this.read({ table: p.table, address: p.address, length: words.length, points: [p] }));
       const readBack = decodePoint(back, 0, p);
       if (readBack instanceof DecodeError) throw new Error(`read-back failed: ${readBack.message}`);
-      const same = typeof readBack === 'number' && typeof value === 'number' ? Math.abs(readBack - value) <= Math.abs(p.scale) * 1e-6 + Math.abs(value) * 1e-6 : readBack === value;
+      // What the device should hold, as decoding shows it: a coil written as 1/0 reads back as a
+      // boolean, a string loses trailing padding.
+      const expected = p.table === 'coil' ? value === true || value === 1 : typeof value === 'string' ? value.replace(/[\0 ]+$/, '') : value;
+      const same =
+        typeof readBack === 'number' && typeof expected === 'number'
+          ? Math.abs(readBack - expected) <= Math.abs(p.scale) * 1e-6 + Math.abs(expected) * 1e-6
+          : readBack === expected;
       if (!same) throw new Error(`read-back mismatch: wrote ${JSON.stringify(value)}, device holds ${JSON.stringify(readBack)}`);
       ctx.log.info({ device: d.device.id, point: p.name, value }, 'modbus point written');
       const readings: Envelope[] = [];
@@ -456,14 +471,15 @@ export class ModbusBus implements Driver {
     }
   }
 
-  /** Counts the failure; the breaker opens after `failures` polls in a row without an answer. */
-  private deviceFailed(d: DeviceState): void {
+  /** Counts the failure; the breaker opens after `failures` polls in a row without an answer. True when it opened. */
+  private deviceFailed(d: DeviceState): boolean {
     const now = this.ctx!.clock.now();
     d.failures++;
-    if (d.failures < d.device.breaker.failures) return;
+    if (d.failures < d.device.breaker.failures) return false;
     d.openUntil = now + d.openMs;
     this.ctx!.log.warn({ device: d.device.id, openMs: d.openMs, err: d.lastError }, 'modbus device not answering; left alone for a while');
     d.openMs = Math.min(d.openMs * 2, d.device.breaker.maxOpenMs);
+    return true;
   }
 
   private noteError(d: DeviceState, fault: ModbusFault): void {
@@ -505,6 +521,13 @@ export class ModbusBus implements Driver {
 
   private async connect(): Promise<void> {
     const client = new ModbusRTU();
+    // modbus-serial re-emits serial port errors (an unplugged USB adapter) on the client: without
+    // a listener they would crash the gateway. The bus drops the connection and opens a new one.
+    (client as unknown as NodeJS.EventEmitter).on('error', (err: unknown) => {
+      if (this.client !== client) return;
+      this.ctx?.log.warn({ bus: this.name, err: classify(err).message }, 'modbus port error');
+      this.connected = false;
+    });
     const c = this.connection;
     const timeout = Math.max(...this.devices.map((d) => d.device.timeoutMs));
     client.setTimeout(timeout);
@@ -514,6 +537,7 @@ export class ModbusBus implements Driver {
       // Our own socket: a bounded connect, and TCP_NODELAY for both framings (a request is one
       // small segment that must leave at once).
       const socket = await openSocket(c.host, c.port, timeout);
+      this.socket = socket;
       if (c.kind === 'tcp') await client.linkTCP(socket, { port: c.port });
       // modbus-serial's "telnet" port is RTU framing (CRC, no MBAP) over TCP.
       else await client.linkTelnet(socket, { port: c.port });
@@ -524,14 +548,20 @@ export class ModbusBus implements Driver {
 
   private async disconnect(): Promise<void> {
     const client = this.client;
+    const socket = this.socket;
     this.client = undefined;
+    this.socket = undefined;
     this.connected = false;
     if (!client) return;
     // modbus-serial's close() never calls back when the socket is already gone (the slave dropped
     // it): waiting for it would freeze the poll loop for good. Give it a moment, then move on.
     const clock = this.ctx!.clock;
     await new Promise<void>((resolve) => {
-      const timer = clock.setTimeout(resolve, 250);
+      const timer = clock.setTimeout(() => {
+        // No goodbye from a dead connection: free the socket now rather than when the kernel gives up.
+        socket?.destroy();
+        resolve();
+      }, 250);
       try {
         client.close(() => {
           clock.clearTimeout(timer);
@@ -544,10 +574,19 @@ export class ModbusBus implements Driver {
     });
   }
 
-  /** A wait that a write does not cut short. */
+  /** A wait that a write does not cut short; stop() does. */
   private async pause(ms: number): Promise<void> {
+    if (this.stopped) return;
     const clock = this.ctx!.clock;
-    await new Promise<void>((resolve) => clock.setTimeout(resolve, ms));
+    await new Promise<void>((resolve) => {
+      const timer = clock.setTimeout(done, ms);
+      function done(): void {
+        clock.clearTimeout(timer);
+        resolve();
+      }
+      this.wakePause = done;
+    });
+    this.wakePause = undefined;
   }
 
   private async sleep(ms: number): Promise<void> {

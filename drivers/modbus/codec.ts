@@ -61,11 +61,13 @@ export function decodePoint(words: readonly number[], offset: number, point: Mod
     const raw = point.type === 'int16' && w >= 0x8000 ? w - 0x10000 : w;
     return point.scale === 1 && point.offset === 0 ? raw : raw * point.scale + point.offset;
   }
-  const bytes = reorder(words.slice(offset, offset + n), point.order);
   if (point.type === 'string') {
+    // Characters stay in register order; BADC/DCBA only swap the two characters of each register.
+    const text = reorder(words.slice(offset, offset + n), byteSwap(point.order) ? 'BADC' : 'ABCD');
     // Two characters per register; padding (NUL or space) at the end is not part of the value.
-    return bytes.toString('latin1').replace(/[\0 ]+$/, '');
+    return text.toString('latin1').replace(/[\0 ]+$/, '');
   }
+  const bytes = reorder(words.slice(offset, offset + n), point.order);
   let raw: number | bigint;
   switch (point.type) {
     case 'uint16':
@@ -99,7 +101,9 @@ export function decodePoint(words: readonly number[], offset: number, point: Mod
     raw = Number(raw);
   }
   if (!Number.isFinite(raw)) return new DecodeError(`${point.name}: ${point.type} register value is not a finite number`);
-  return point.scale === 1 && point.offset === 0 ? raw : raw * point.scale + point.offset;
+  if (point.scale === 1 && point.offset === 0) return raw;
+  const value = raw * point.scale + point.offset;
+  return Number.isFinite(value) ? value : new DecodeError(`${point.name}: ${raw} × ${point.scale} + ${point.offset} is not a finite number`);
 }
 
 /**
@@ -124,6 +128,7 @@ export function encodePoint(value: number | boolean | string, point: ModbusPoint
   } else {
     if (typeof value !== 'number' || !Number.isFinite(value)) throw new Error(`${point.name}: expects a finite number, not ${JSON.stringify(value)}`);
     const raw = (value - point.offset) / point.scale;
+    if (!Number.isFinite(raw)) throw new Error(`${point.name}: ${value} is out of range for ${point.type}`);
     const float = point.type === 'float32' || point.type === 'float64';
     const int = float ? raw : Math.round(raw);
     if (!float && Math.abs(int - raw) > 1e-9 * Math.max(1, Math.abs(raw))) {
@@ -169,7 +174,7 @@ export function encodePoint(value: number | boolean | string, point: ModbusPoint
   }
   const words: number[] = [];
   for (let i = 0; i < n; i++) words.push(bytes.readUInt16BE(i * 2));
-  // Value bytes → register order: the same reordering as on the way in.
-  const out = reorder(words, point.order);
+  // Value bytes → register order: the same reordering as on the way in (strings: the byte swap only).
+  const out = reorder(words, point.type === 'string' ? (byteSwap(point.order) ? 'BADC' : 'ABCD') : point.order);
   return Array.from({ length: n }, (_, i) => out.readUInt16BE(i * 2));
 }

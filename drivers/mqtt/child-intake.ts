@@ -214,6 +214,9 @@ export class ChildIntake implements Driver {
       if (problems.length > 0) return this.refuse(device, 'device-schema', problems.join('; '));
     }
     const state = this.deviceState(device);
+    // Telemetry is proof of life: a device that never sent a birth message is online too, so its
+    // last will turns its points stale.
+    state.online = true;
     const readings: Envelope[] = [];
     for (const { point, value, quality } of normalized) {
       const next = ctx.sequence.next();

@@ -58,6 +58,9 @@ export const pointSchema = z
     if (p.writable && !(p.table === 'holding' || p.table === 'coil')) {
       ctx.addIssue({ code: 'custom', path: ['writable'], message: `${p.table} points are read-only in Modbus` });
     }
+    if (p.writable && p.type === 'string' && (p.length ?? 0) > 123) {
+      ctx.addIssue({ code: 'custom', path: ['length'], message: 'a writable string is at most 123 registers (one write multiple registers request)' });
+    }
     if (p.writable && p.table === 'holding' && p.type === 'bool') {
       ctx.addIssue({ code: 'custom', path: ['writable'], message: 'a bit of a register cannot be written on its own' });
     }

@@ -193,4 +193,26 @@ describe('Modbus driver against faults', () => {
       ['good', 50],
     ]);
   });
+
+  it("opens the breaker for the whole device: its slower poll groups go stale too", async () => {
+    const s = await server();
+    const conn = tcp(s);
+    s.unit(1).holding[0] = 1;
+    s.unit(1).holding[50] = 2;
+    const b = await bus(conn, [device('d', conn, 1, [reg('fast', 0), reg('slow', 50, { intervalMs: 1000 })], { timeoutMs: 150 })]);
+    await waitFor('both points', () => b.of('d', 'fast').length > 0 && b.of('d', 'slow').length > 0);
+    s.unit(1).fault = { mode: 'mute' };
+    await waitFor('both stale', () => b.of('d', 'fast').at(-1)?.quality === 'stale' && b.of('d', 'slow').at(-1)?.quality === 'stale', 4000);
+    expect(b.of('d', 'slow').at(-1)).toMatchObject({ quality: 'stale', value: 2 });
+  });
+
+  it('writes a coil given as 1 or 0 and reports the boolean read back', async () => {
+    const s = await server();
+    s.unit(1);
+    const conn = tcp(s);
+    const b = await bus(conn, [device('d', conn, 1, [reg('run', 3, { table: 'coil', type: 'bool', writable: true })])]);
+    expect(await b.bus.write('d', 'run', 1)).toMatchObject({ readBack: true });
+    expect(s.unit(1).coils[3]).toBe(1);
+    expect(await b.bus.write('d', 'run', 0)).toMatchObject({ readBack: false });
+  });
 });

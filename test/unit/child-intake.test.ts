@@ -262,4 +262,13 @@ describe('child telemetry intake', () => {
     expect(await metrics.text()).toMatch(/outpost_child_rejected_total\{reason="status-schema"\} 1/);
     expect(await metrics.text()).toMatch(/outpost_child_status_total\{state="offline"\} 2/);
   });
+
+  it('takes telemetry as proof of life: a last will without an earlier birth still turns the points stale', async () => {
+    const { broker, sink, intake } = await startIntake();
+    await broker.publish(topic('pump-1'), { points: { flow: 3 } });
+    expect(intake.status()).toMatchObject({ online: ['pump-1'] });
+    broker.deliver('outpost/v1/dev/pump-1/status', { state: 'offline' });
+    await Promise.resolve();
+    expect(sink.stored.at(-1)).toMatchObject({ point: 'flow', value: 3, quality: 'stale' });
+  });
 });

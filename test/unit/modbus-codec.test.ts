@@ -69,6 +69,10 @@ describe('register decoding', () => {
     expect(encodePoint('PM-55', s)).toEqual([0x504d, 0x2d35, 0x3500, 0]);
     expect(decodePoint([0x504d, 0x2d35, 0x3500, 0], 0, s)).toBe('PM-55');
     expect(decodePoint([0x4d50, 0x352d, 0x0035, 0], 0, pt('string', { length: 4, order: 'BADC' }))).toBe('PM-55');
+    // Word order does not apply to text: CDAB reads like ABCD, DCBA like BADC.
+    expect(decodePoint([0x504d, 0x2d35, 0x3500, 0], 0, pt('string', { length: 4, order: 'CDAB' }))).toBe('PM-55');
+    expect(decodePoint([0x4d50, 0x352d, 0x0035, 0], 0, pt('string', { length: 4, order: 'DCBA' }))).toBe('PM-55');
+    expect(encodePoint('PM-55', pt('string', { length: 4, order: 'DCBA' }))).toEqual([0x4d50, 0x352d, 0x0035, 0]);
   });
 
   it('names what is wrong: short response, NaN float, values that do not fit', () => {
@@ -79,6 +83,12 @@ describe('register decoding', () => {
     expect(() => encodePoint('x', pt('uint16'))).toThrow(/expects a finite number/);
     expect(() => encodePoint(1, pt('uint16', { table: 'input' }))).toThrow(/read-only/);
     expect(() => encodePoint('too long!', pt('string', { length: 2 }))).toThrow(/at most 4 characters/);
+    // Scaling that overflows is not a good value, either way.
+    const f = Buffer.alloc(8);
+    f.writeDoubleBE(1e308);
+    const words = [0, 2, 4, 6].map((i) => f.readUInt16BE(i));
+    expect(decodePoint(words, 0, pt('float64', { scale: 10 }))).toBeInstanceOf(DecodeError);
+    expect(() => encodePoint(1e308, pt('float64', { scale: 1e-10 }))).toThrow(/out of range/);
   });
 });
 

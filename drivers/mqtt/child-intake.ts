@@ -53,9 +53,16 @@ function pointCheck(spec: ChildPointSpec): PointCheck {
     .refine((p) => p.value !== null || p.quality !== 'good', { message: 'null needs quality bad or stale', path: ['value'] });
 }
 
-/** Reading id for a point of a child message that carries its own id (docs/topics.md). */
+/** A part of a reading id: `%` and `:` escaped, so that parts containing `:` cannot collide. */
+const idPart = (x: string | number): string => String(x).replace(/%/g, '%25').replace(/:/g, '%3A');
+
+/**
+ * Reading id for a point of a child message that carries its own id (docs/topics.md):
+ * `{device}:{msgId}:{point}`, each part with `%` and `:` percent-escaped (parts without them are
+ * unchanged), so message "a:b" with point "c" and message "a" with point "b:c" differ.
+ */
 export function childReadingId(device: string, messageId: string | number, point: string): string {
-  return `${device}:${messageId}:${point}`;
+  return `${idPart(device)}:${idPart(messageId)}:${idPart(point)}`;
 }
 
 /**

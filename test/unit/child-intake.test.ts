@@ -92,6 +92,10 @@ describe('child telemetry intake', () => {
     const ids = sink.stored.map((r) => r.id);
     expect(ids).toEqual(['pump-1:42:a', 'pump-1:42:b', 'pump-1:42:a', 'pump-1:42:b']);
     expect(childReadingId('pump-1', 42, 'a')).toBe('pump-1:42:a');
+    // Parts that contain ':' are escaped, so they cannot collide.
+    expect(childReadingId('pump-1', 'a:b', 'c')).toBe('pump-1:a%3Ab:c');
+    expect(childReadingId('pump-1', 'a', 'b:c')).toBe('pump-1:a:b%3Ac');
+    expect(childReadingId('p%1', '50%', 'x')).toBe('p%251:50%25:x');
   });
 
   it('uses the gateway sequence ids and the arrival time for a message without id and ts', async () => {

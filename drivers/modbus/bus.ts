@@ -118,11 +118,17 @@ interface DeviceState {
   lastError: string | undefined;
 }
 
-/** A write refused before anything was sent: unknown device or point (404), not allowed or not a valid value (400). */
+/** Writes waiting for one bus at most; more are refused, not queued. */
+export const MAX_PENDING_WRITES = 32;
+
+/**
+ * A write refused before anything was sent: unknown device or point (404), not allowed or not a
+ * valid value (400), too many writes already waiting for the bus (503).
+ */
 export class WriteRefused extends Error {
   constructor(
     message: string,
-    readonly status: 400 | 404,
+    readonly status: 400 | 404 | 503,
   ) {
     super(message);
   }
@@ -282,6 +288,9 @@ export class ModbusBus implements Driver {
       return Promise.reject(new WriteRefused(err instanceof Error ? err.message : String(err), 400));
     }
     if (this.stopped) return Promise.reject(new Error('gateway is stopping; write not made'));
+    if (this.writes.length >= MAX_PENDING_WRITES) {
+      return Promise.reject(new WriteRefused(`${MAX_PENDING_WRITES} writes already wait for ${this.name}; try again later`, 503));
+    }
     return new Promise((resolve, reject) => {
       this.writes.push({ state, point, value, resolve, reject });
       this.wake?.();

@@ -71,8 +71,13 @@ export function childReadingId(device: string, messageId: string | number, point
  * counted and logged, and acknowledged all the same: a device must not resend a message that can
  * never be accepted.
  */
+/** Bounds of the online/last-value tracking (memory stays bounded whatever devices send). */
+const MAX_TRACKED_DEVICES = 10_000;
+const MAX_TRACKED_POINTS = 1_000;
+
 export class ChildIntake implements Driver {
   readonly name = 'mqtt:children';
+  private trackingFull = false;
   private ctx: DriverContext | undefined;
   private stopped = false;
   private accepted = 0;
@@ -160,9 +165,19 @@ export class ChildIntake implements Driver {
     void p.finally(() => this.inFlight.delete(p));
   }
 
+  /**
+   * Per-device state, bounded: beyond MAX_TRACKED_DEVICES devices (unknown devices may be
+   * accepted) a new one is not tracked; its readings are still taken, its will makes nothing stale.
+   */
   private deviceState(device: string): { online: boolean; since: number; last: Map<string, { value: Value; unit?: string | undefined }> } {
     let d = this.devices.get(device);
-    if (!d) this.devices.set(device, (d = { online: false, since: 0, last: new Map() }));
+    if (d) return d;
+    d = { online: false, since: 0, last: new Map() };
+    if (this.devices.size < MAX_TRACKED_DEVICES) this.devices.set(device, d);
+    else if (!this.trackingFull) {
+      this.trackingFull = true;
+      this.ctx?.log.warn({ device, max: MAX_TRACKED_DEVICES }, 'too many child devices to track online state; further ones are not tracked');
+    }
     return d;
   }
 
@@ -230,7 +245,8 @@ export class ChildIntake implements Driver {
       const id = messageId === undefined ? next.id : childReadingId(device, messageId, point);
       const unit = spec?.points?.[point]?.unit;
       readings.push(makeEnvelope({ id, device, point, value, quality, ts, seq: next.seq, ...(unit ? { unit } : {}) }));
-      state.last.set(point, { value: quality === 'bad' ? null : value, unit });
+      // At most MAX_TRACKED_POINTS point names per device are remembered for stale readings.
+      if (state.last.has(point) || state.last.size < MAX_TRACKED_POINTS) state.last.set(point, { value: quality === 'bad' ? null : value, unit });
     }
     return readings;
   }

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { MAX_PENDING_WRITES, WriteRefused } from '../../drivers/modbus/bus.js';
 import type { ModbusConnection } from '../../drivers/modbus/types.js';
 import { SimModbusServer, type Framing } from '../../sim/modbus-server.js';
 import { BusUnderTest, device, reg } from '../helpers/modbus-bus.js';
@@ -216,4 +217,15 @@ describe('Modbus driver against faults', () => {
     expect(s.unit(1).coils[3]).toBe(1);
     expect(await b.bus.write('d', 'run', 0)).toMatchObject({ readBack: false });
   });
+
+  it('bounds the write queue of a bus: beyond it a write is refused at once, and every write settles', async () => {
+    const s = await server();
+    s.unit(1).fault = { mode: 'mute' };
+    const conn = tcp(s);
+    const b = await bus(conn, [device('d', conn, 1, [reg('sp', 0, { writable: true })], { timeoutMs: 20 })]);
+    const results = await Promise.allSettled(Array.from({ length: MAX_PENDING_WRITES + 8 }, (_, i) => b.bus.write('d', 'sp', i)));
+    const refused = results.filter((r) => r.status === 'rejected' && r.reason instanceof WriteRefused && r.reason.status === 503);
+    expect(refused.length).toBeGreaterThanOrEqual(8);
+    expect(results.every((r) => r.status === 'rejected')).toBe(true);
+  }, 20_000);
 });

@@ -10,6 +10,7 @@ import type {
   OutboxStats,
   StreamStats,
 } from '../runtime/contracts/index.js';
+import { ReadingBatch } from '../runtime/contracts/index.js';
 
 type Db = Database.Database;
 
@@ -271,31 +272,46 @@ export class SqliteOutbox implements Outbox {
   append(items: readonly OutboxItem[], now: number): void {
     if (items.length === 0) return;
     // Per stream, in arrival order: each stream's readings get consecutive numbers.
-    const groups = new Map<StreamState, Envelope[]>();
-    for (const { envelope, stream } of items) {
+    const groups = new Map<StreamState, { pieces: (Envelope | ReadingBatch)[]; readings: number; batches: boolean }>();
+    for (const { envelope, batch, stream } of items) {
       const s = this.states.get(stream) ?? this.unknownStream(stream);
-      const g = groups.get(s);
-      if (g) g.push(envelope);
-      else groups.set(s, [envelope]);
+      let g = groups.get(s);
+      if (!g) groups.set(s, (g = { pieces: [], readings: 0, batches: false }));
+      if (batch) {
+        g.pieces.push(batch);
+        g.readings += batch.length;
+        g.batches = true;
+      } else {
+        g.pieces.push(envelope);
+        g.readings++;
+      }
     }
-    for (const [s, envelopes] of groups) {
-      s.pending.produced += envelopes.length;
-      if (s.config.overflow === 'drop-oldest') {
+    for (const [s, g] of groups) {
+      s.pending.produced += g.readings;
+      if (s.config.overflow === 'drop-oldest' && !g.batches) {
+        const envelopes = g.pieces as Envelope[];
         for (let i = 0; i < envelopes.length; i += CHUNK_ROWS) this.storeEnvelopes(s, envelopes.slice(i, i + CHUNK_ROWS), now);
         continue;
       }
-      // reject-new: each reading is measured against the budget before it is taken.
+      // Batches are encoded reading by reading (ReadingBatch.json, no objects); reject-new
+      // measures each reading against the budget before it is taken.
       const bodies: string[] = [];
+      const budget = s.config.overflow === 'reject-new';
       let bytes = 0;
-      for (const e of envelopes) {
-        const body = JSON.stringify(e);
-        const size = Buffer.byteLength(body);
-        if (s.bytes + bytes + size > s.config.quotaBytes) {
-          s.pending.dropped++;
-          continue;
+      const take = (body: string): void => {
+        if (budget) {
+          const size = Buffer.byteLength(body);
+          if (s.bytes + bytes + size > s.config.quotaBytes) {
+            s.pending.dropped++;
+            return;
+          }
+          bytes += size;
         }
         bodies.push(body);
-        bytes += size;
+      };
+      for (const piece of g.pieces) {
+        if (piece instanceof ReadingBatch) for (let k = 0; k < piece.length; k++) take(piece.json(k));
+        else take(JSON.stringify(piece));
       }
       this.storeBodies(s, bodies, now);
     }

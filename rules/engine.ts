@@ -1,4 +1,4 @@
-import type { Clock, Envelope, RuleEngine, RuleOutput, RuleStateRow, SequenceSource } from '../runtime/contracts/index.js';
+import type { Clock, Envelope, ReadingBatch, RuleEngine, RuleOutput, RuleStateRow, SequenceSource, Route } from '../runtime/contracts/index.js';
 import { FilterRule } from './filter.js';
 import { TumblingWindowRule } from './tumbling-window.js';
 import type { RuleSpec } from './types.js';
@@ -35,6 +35,35 @@ export class Rules implements RuleEngine {
     if (this.windows.length === 0) return;
     const now = this.clock.now();
     for (const w of this.windows) w.process(reading, now, emit);
+  }
+
+  processBatch(batch: ReadingBatch, emit: (out: RuleOutput) => void): void {
+    // Per route and stream, the positions some filter passes: each emitted once, in batch order.
+    const outputs = new Map<string, { route: Route; stream: string; marks: Uint8Array }>();
+    for (const f of this.filters) {
+      const key = `${f.spec.route}\u0000${f.spec.stream}`;
+      let o = outputs.get(key);
+      if (!o) outputs.set(key, (o = { route: f.spec.route, stream: f.spec.stream, marks: new Uint8Array(batch.length) }));
+      f.mark(batch, o.marks);
+    }
+    for (const { route, stream, marks } of outputs.values()) {
+      let n = 0;
+      for (let k = 0; k < marks.length; k++) n += marks[k]!;
+      if (n === 0) continue;
+      if (n === batch.length) {
+        emit({ route, stream, batch });
+        continue;
+      }
+      const ks: number[] = [];
+      for (let k = 0; k < marks.length; k++) if (marks[k] === 1) ks.push(k);
+      emit({ route, stream, batch: batch.select(ks) });
+    }
+    if (this.windows.length === 0) return;
+    const now = this.clock.now();
+    for (let k = 0; k < batch.length; k++) {
+      const r = batch.at(k);
+      for (const w of this.windows) w.process(r, now, emit);
+    }
   }
 
   tick(now: number, emit: (out: RuleOutput) => void): void {

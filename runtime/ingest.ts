@@ -1,20 +1,21 @@
-import type {
-  Clock,
-  Counter,
-  Envelope,
-  Logger,
-  Metrics,
-  Outbox,
-  OutboxItem,
-  ReadingSink,
-  RuleEngine,
-  RuleOutput,
-  TimerHandle,
+import {
+  isBatch,
+  type Clock,
+  type Counter,
+  type Logger,
+  type Metrics,
+  type Outbox,
+  type OutboxItem,
+  type Readings,
+  type ReadingSink,
+  type RuleEngine,
+  type RuleOutput,
+  type TimerHandle,
 } from './contracts/index.js';
 import type { Db } from './store/database.js';
 
 interface Pending {
-  readonly readings: readonly Envelope[];
+  readonly readings: Readings;
   readonly resolve: () => void;
   readonly reject: (err: Error) => void;
 }
@@ -68,7 +69,7 @@ export class IngestPipeline implements ReadingSink {
     this.armWindowTimer();
   }
 
-  submit(readings: readonly Envelope[]): Promise<void> {
+  submit(readings: Readings): Promise<void> {
     if (this.closed) return Promise.reject(new Error('gateway is stopping; readings not taken'));
     return new Promise((resolve, reject) => {
       this.pending.push({ readings, resolve, reject });
@@ -123,12 +124,17 @@ export class IngestPipeline implements ReadingSink {
   /** Runs inside the transaction. */
   private apply(batch: Pending[], now: number): number {
     const cloud: OutboxItem[] = [];
+    let clouded = 0;
     const emit = (out: RuleOutput): void => {
-      if (out.route === 'cloud') cloud.push({ envelope: out.envelope, stream: out.stream });
+      if (out.route !== 'cloud') return;
+      cloud.push(out.batch ? { batch: out.batch, stream: out.stream } : { envelope: out.envelope, stream: out.stream });
+      clouded += out.batch ? out.batch.length : 1;
     };
     let readings = 0;
     for (const p of batch) {
-      for (const r of p.readings) this.rules.process(r, emit);
+      const rs = p.readings;
+      if (isBatch(rs)) this.rules.processBatch(rs, emit);
+      else for (const r of rs) this.rules.process(r, emit);
       readings += p.readings.length;
     }
     this.rules.tick(now, emit);
@@ -138,10 +144,10 @@ export class IngestPipeline implements ReadingSink {
       else this.saveState(row.key, row.state);
     }
     this.readingsIn += readings;
-    this.ruleOutputs += cloud.length;
+    this.ruleOutputs += clouded;
     this.mReadings.inc(undefined, readings);
-    if (cloud.length > 0) this.mOutputs.inc({ route: 'cloud' }, cloud.length);
-    return cloud.length;
+    if (clouded > 0) this.mOutputs.inc({ route: 'cloud' }, clouded);
+    return clouded;
   }
 
   private armWindowTimer(): void {

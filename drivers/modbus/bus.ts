@@ -3,11 +3,11 @@ import { Socket } from 'node:net';
 import type { ModbusRTU as Client } from 'modbus-serial/ModbusRTU.js';
 import {
   Backoff,
-  makeEnvelope,
+  PointTable,
+  ReadingBatchBuilder,
   type Counter,
   type Driver,
   type DriverContext,
-  type Envelope,
   type Quality,
   type TimerHandle,
   type Value,
@@ -80,6 +80,8 @@ interface Group {
   readonly device: DeviceState;
   readonly intervalMs: number;
   readonly requests: readonly ReadRequest[];
+  /** Points its requests cover: what one poll reports at most. */
+  readonly points: number;
   due: number;
   /** Requests the last completed poll of this group issued (retries included). */
   lastRequests: number;
@@ -93,6 +95,8 @@ interface Group {
 interface RequestState {
   /** Every point has a deadband: unchanged registers report nothing. */
   readonly byException: boolean;
+  /** Index in the device's point table of each of the request's points. */
+  readonly index: readonly number[];
   words: number[] | undefined;
   allGood: boolean;
   /** The earliest maxSilenceMs heartbeat due among the points. */
@@ -103,9 +107,13 @@ interface DeviceState {
   readonly device: ModbusDevice;
   readonly requestState: Map<ReadRequest, RequestState>;
   mRequests?: { inc(by?: number): void };
+  mReadings?: { inc(by?: number): void };
   readonly groups: Group[];
   readonly points: Map<string, ModbusPoint>;
-  /** Report by exception, per point name. */
+  /** The device's points in a fixed order: readings are batched against it. */
+  readonly table: PointTable;
+  readonly index: Map<ModbusPoint, number>;
+  /** Report by exception, per point index. */
   readonly report: ReportFilter;
   /** Polls in a row that got no answer. */
   failures: number;
@@ -190,6 +198,8 @@ export class ModbusBus implements Driver {
         device,
         groups: [],
         points: new Map(device.points.map((p) => [p.name, p])),
+        table: new PointTable(device.id, device.points),
+        index: new Map(device.points.map((p, i) => [p, i])),
         report: new ReportFilter(),
         requestState: new Map(),
         failures: 0,
@@ -208,10 +218,11 @@ export class ModbusBus implements Driver {
         byInterval.set(interval, list);
       }
       for (const [intervalMs, points] of [...byInterval].sort((a, b) => a[0] - b[0])) {
-        const g: Group = { device: state, intervalMs, requests: planReads(points, device.maxGap), due: 0, lastRequests: 0 };
+        const g: Group = { device: state, intervalMs, requests: planReads(points, device.maxGap), points: points.length, due: 0, lastRequests: 0 };
         for (const req of g.requests) {
           const byException = req.points.every((p) => p.deadband !== undefined);
-          state.requestState.set(req, { byException, words: undefined, allGood: false, nextForced: 0 });
+          const index = req.points.map((p) => state.index.get(p)!);
+          state.requestState.set(req, { byException, index, words: undefined, allGood: false, nextForced: 0 });
         }
         state.groups.push(g);
         this.groups.push(g);
@@ -234,7 +245,10 @@ export class ModbusBus implements Driver {
     this.mRequests = ctx.metrics.counter('outpost_modbus_requests_total', 'Modbus requests issued', ['device']);
     this.mErrors = ctx.metrics.counter('outpost_modbus_errors_total', 'Modbus requests that failed, by kind', ['device', 'kind']);
     this.mReadings = ctx.metrics.counter('outpost_modbus_readings_total', 'Readings reported by Modbus devices', ['device']);
-    for (const d of this.devices) d.mRequests = this.mRequests.bind({ device: d.device.id });
+    for (const d of this.devices) {
+      d.mRequests = this.mRequests.bind({ device: d.device.id });
+      d.mReadings = this.mReadings.bind({ device: d.device.id });
+    }
     const now = ctx.clock.now();
     for (const g of this.groups) g.due = now;
     this.loop = this.run();
@@ -340,7 +354,7 @@ export class ModbusBus implements Driver {
   private async pollGroup(g: Group): Promise<void> {
     const ctx = this.ctx!;
     const d = g.device;
-    const readings: Envelope[] = [];
+    const readings = new ReadingBatchBuilder(d.table, g.points);
     d.polls++;
     const requestsBefore = d.requests;
     for (const [i, req] of g.requests.entries()) {
@@ -355,7 +369,8 @@ export class ModbusBus implements Driver {
           // The device answered: this request's points are bad, the others are still polled.
           this.noteError(d, fault);
           d.requestState.get(req)!.allGood = false;
-          for (const p of req.points) this.push(readings, d, p, null, 'bad', ts);
+          const { index } = d.requestState.get(req)!;
+          req.points.forEach((p, j) => this.push(readings, d, p, index[j]!, null, 'bad', ts));
           continue;
         }
         // No usable answer: this request and the rest of the group go stale; the device waits.
@@ -374,21 +389,24 @@ export class ModbusBus implements Driver {
       if (st.byException && st.allGood && ts < st.nextForced && st.words !== undefined && sameWords(st.words, words)) continue;
       let allGood = true;
       let nextForced = Infinity;
-      for (const p of req.points) {
+      const points = req.points;
+      for (let j = 0; j < points.length; j++) {
+        const p = points[j]!;
+        const i = st.index[j]!;
         const v = decodePoint(words, p.address - req.address, p);
         if (v instanceof DecodeError) {
           allGood = false;
           this.noteError(d, new ModbusFault('corrupt', v.message));
-          this.push(readings, d, p, null, 'bad', ts);
-        } else this.push(readings, d, p, v, 'good', ts);
-        if (p.maxSilenceMs !== undefined) nextForced = Math.min(nextForced, (d.report.lastAt(p.name) ?? ts) + p.maxSilenceMs);
+          this.push(readings, d, p, i, null, 'bad', ts);
+        } else this.push(readings, d, p, i, v, 'good', ts);
+        if (p.maxSilenceMs !== undefined) nextForced = Math.min(nextForced, (d.report.lastAt(i) ?? ts) + p.maxSilenceMs);
       }
       st.words = words;
       st.allGood = allGood;
       st.nextForced = nextForced;
     }
     g.lastRequests = d.requests - requestsBefore;
-    if (readings.length > 0) await this.submit(readings);
+    await this.submit(d, readings);
   }
 
   /**
@@ -470,9 +488,9 @@ export class ModbusBus implements Driver {
           : readBack === expected;
       if (!same) throw new Error(`read-back mismatch: wrote ${JSON.stringify(value)}, device holds ${JSON.stringify(readBack)}`);
       ctx.log.info({ device: d.device.id, point: p.name, value }, 'modbus point written');
-      const readings: Envelope[] = [];
-      this.push(readings, d, p, readBack, 'good', ctx.clock.now(), true);
-      await this.submit(readings);
+      const readings = new ReadingBatchBuilder(d.table);
+      this.push(readings, d, p, d.index.get(p)!, readBack, 'good', ctx.clock.now(), true);
+      await this.submit(d, readings);
       job.resolve({ device: d.device.id, point: p.name, value, readBack });
     } catch (err) {
       if (err instanceof ModbusFault && err.kind === 'connection') await this.disconnect();
@@ -502,26 +520,28 @@ export class ModbusBus implements Driver {
   private async markUnreachable(d: DeviceState, requests: readonly ReadRequest[], message: string, kind: FaultKind): Promise<void> {
     if (kind === 'connection') d.lastError = message;
     const ts = this.ctx!.clock.now();
-    const readings: Envelope[] = [];
+    const readings = new ReadingBatchBuilder(d.table);
     for (const req of requests) {
-      d.requestState.get(req)!.allGood = false;
-      for (const p of req.points) this.push(readings, d, p, d.report.lastGood(p.name), 'stale', ts);
+      const st = d.requestState.get(req)!;
+      st.allGood = false;
+      req.points.forEach((p, j) => this.push(readings, d, p, st.index[j]!, d.report.lastGood(st.index[j]!), 'stale', ts));
     }
-    await this.submit(readings);
+    await this.submit(d, readings);
   }
 
-  private push(out: Envelope[], d: DeviceState, p: ModbusPoint, value: Value, quality: Quality, ts: number, force = false): void {
-    if (!d.report.shouldReport(p.name, p, value, quality, ts) && !force) return;
-    const { seq, id } = this.ctx!.sequence.next();
-    out.push(makeEnvelope({ id, device: d.device.id, point: p.name, value, quality, ts, seq, unit: p.unit }));
+  /** Adds the reading of point `p` (index `i` in the device's table) when report by exception lets it through. */
+  private push(out: ReadingBatchBuilder, d: DeviceState, p: ModbusPoint, i: number, value: Value, quality: Quality, ts: number, force = false): void {
+    if (!d.report.shouldReport(i, p, value, quality, ts) && !force) return;
+    out.add(i, value, quality, ts);
   }
 
-  private async submit(readings: Envelope[]): Promise<void> {
+  /** Numbers what `readings` holds (one run of sequence numbers) and hands it to the sink as one batch. */
+  private async submit(d: DeviceState, readings: ReadingBatchBuilder): Promise<void> {
     if (readings.length === 0) return;
-    const d = readings[0]!.device;
-    this.mReadings.inc({ device: d }, readings.length);
+    const batch = readings.build(this.ctx!.sequence);
+    d.mReadings!.inc(batch.length);
     try {
-      await this.ctx!.sink.submit(readings);
+      await this.ctx!.sink.submit(batch);
     } catch (err) {
       // The store refused them (e.g. disk full); counted there. Keep polling.
       this.ctx!.log.error({ bus: this.name, err: (err as Error).message }, 'readings not stored');

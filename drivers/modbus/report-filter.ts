@@ -19,12 +19,13 @@ export interface ReportPolicy {
  * good reading is reported; a point that stays bad or stale is reported once per transition.
  */
 export class ReportFilter {
-  private readonly last = new Map<string, Last>();
+  /** Per point, by its index in the device's point table. */
+  private readonly last: (Last | undefined)[] = [];
 
-  shouldReport(point: string, policy: ReportPolicy, value: Value, quality: Quality, now: number): boolean {
-    const last = this.last.get(point);
+  shouldReport(point: number, policy: ReportPolicy, value: Value, quality: Quality, now: number): boolean {
+    const last = this.last[point];
     if (last === undefined) {
-      this.last.set(point, { value, quality, at: now });
+      this.last[point] = { value, quality, at: now };
       return true;
     }
     const report = last.quality !== quality || this.moved(policy, last, value, quality) || this.silentTooLong(policy, last, now);
@@ -38,13 +39,13 @@ export class ReportFilter {
   }
 
   /** When `point` was last reported (undefined: never). */
-  lastAt(point: string): number | undefined {
-    return this.last.get(point)?.at;
+  lastAt(point: number): number | undefined {
+    return this.last[point]?.at;
   }
 
   /** The last value reported as good, for a stale reading to carry. */
-  lastGood(point: string): Value {
-    const l = this.last.get(point);
+  lastGood(point: number): Value {
+    const l = this.last[point];
     return l && l.quality !== 'bad' ? l.value : null;
   }
 

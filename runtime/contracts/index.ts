@@ -1,4 +1,5 @@
 export * from './envelope.js';
+export * from './reading-batch.js';
 export * from './clock.js';
 export * from './logger.js';
 export * from './metrics.js';

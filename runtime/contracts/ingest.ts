@@ -1,4 +1,4 @@
-import type { Envelope } from './envelope.js';
+import type { Readings } from './reading-batch.js';
 
 /**
  * Where drivers hand readings over. The promise resolves only once every reading (and whatever
@@ -6,10 +6,15 @@ import type { Envelope } from './envelope.js';
  * (an MQTT PUBACK) only after that. It rejects when the readings could not be stored.
  */
 export interface ReadingSink {
-  submit(readings: readonly Envelope[]): Promise<void>;
+  submit(readings: Readings): Promise<void>;
 }
 
 /** Issues ids and sequence numbers that stay unique across restarts of the gateway. */
 export interface SequenceSource {
   next(): { seq: number; id: string };
+  /**
+   * `n` consecutive numbers at once, from `seq0`; reading seq0 + k has the id
+   * `idPrefix + (seq0 + k)`, as `next()` would have given it.
+   */
+  reserve(n: number): { seq0: number; idPrefix: string };
 }

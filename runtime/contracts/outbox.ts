@@ -1,4 +1,5 @@
 import type { Envelope } from './envelope.js';
+import type { ReadingBatch } from './reading-batch.js';
 
 /**
  * The durable queue between rules and the uplink, divided into streams. Each stream has a
@@ -7,10 +8,10 @@ import type { Envelope } from './envelope.js';
  * expiry, a counted drop by policy, or the dead-letter table; so for each stream, over its whole
  * life: produced + replayed = delivered + expired + dropped + deadLettered + depth.
  */
-export interface OutboxItem {
-  readonly envelope: Envelope;
-  readonly stream: string;
-}
+export type OutboxItem = { readonly stream: string } & (
+  | { readonly envelope: Envelope; readonly batch?: undefined }
+  | { readonly batch: ReadingBatch; readonly envelope?: undefined }
+);
 
 export interface OutboxRow {
   readonly rowid: number;

@@ -1,14 +1,14 @@
 import type { Envelope } from './envelope.js';
+import type { ReadingBatch } from './reading-batch.js';
 
 /** Where a rule's output goes. Only `cloud` exists so far. */
 export type Route = 'cloud';
 
-export interface RuleOutput {
+export type RuleOutput = {
   readonly route: Route;
   /** Outbox stream for route `cloud`. */
   readonly stream: string;
-  readonly envelope: Envelope;
-}
+} & ({ readonly envelope: Envelope; readonly batch?: undefined } | { readonly batch: ReadingBatch; readonly envelope?: undefined });
 
 /** Persisted state of one open window or operator memory, keyed by the engine. */
 export interface RuleStateRow {
@@ -24,6 +24,11 @@ export interface RuleStateRow {
  */
 export interface RuleEngine {
   process(reading: Envelope, emit: (out: RuleOutput) => void): void;
+  /**
+   * Every reading of a batch, with the outcome `process` would give for each in turn; readings a
+   * rule passes unchanged may be emitted as a selection of the batch.
+   */
+  processBatch(batch: ReadingBatch, emit: (out: RuleOutput) => void): void;
   /** Close whatever is due at `now` (processing time). */
   tick(now: number, emit: (out: RuleOutput) => void): void;
   /** Next time `tick` has work, or undefined when nothing is open. */

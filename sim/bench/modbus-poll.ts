@@ -17,6 +17,7 @@ import { Mosquitto } from '../mosquitto.js';
 import { ConfiguredGateway } from './configured-gateway.js';
 import { CpuMeter, fmtInt, Scope, sleep, type Benchmark, type BenchOptions, type BenchResult, type Figure } from './harness.js';
 import { median, round } from './stats.js';
+import { CountingSequence } from '../../runtime/sequence.js';
 
 const ModbusRTU = ModbusSerial as unknown as new () => Client;
 const FARM = fileURLToPath(new URL('../modbus-farm.js', import.meta.url));
@@ -170,7 +171,7 @@ async function busLoop(ports: readonly number[], ms: number, exception: boolean)
         } satisfies ModbusDevice,
       ]),
   );
-  let seq = 0;
+  const sequence = new CountingSequence('b:');
   const t0 = performance.now();
   for (const bus of buses) {
     await bus.start({
@@ -180,7 +181,7 @@ async function busLoop(ports: readonly number[], ms: number, exception: boolean)
           return Promise.resolve();
         },
       },
-      sequence: { next: () => ({ seq: ++seq, id: `b:${seq}` }) },
+      sequence,
       clock: systemClock,
       log: createLogger({ level: 'silent' }),
       metrics: new PromMetrics(),

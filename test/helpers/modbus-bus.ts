@@ -3,6 +3,7 @@ import type { ModbusConnection, ModbusDevice, ModbusPoint } from '../../drivers/
 import { systemClock, type Envelope } from '../../runtime/contracts/index.js';
 import { PromMetrics } from '../../runtime/metrics.js';
 import { silentLogger } from './fakes.js';
+import { CountingSequence } from '../../runtime/sequence.js';
 
 export const reg = (name: string, address: number, extra: Partial<ModbusPoint> = {}): ModbusPoint => ({
   name,
@@ -49,7 +50,7 @@ export class BusUnderTest {
           return Promise.resolve();
         },
       },
-      sequence: { next: () => ({ seq: ++t.n, id: `t:${t.n}` }) },
+      sequence: new CountingSequence('t:'),
       clock: systemClock,
       log: silentLogger,
       metrics: t.metrics,

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ChildIntake, childReadingId, type ChildDeviceSpec } from '../../drivers/mqtt/child-intake.js';
 import type { Clock, DriverContext, Envelope, InboundPublish, LocalBroker, ReadingSink } from '../../runtime/contracts/index.js';
 import { PromMetrics } from '../../runtime/metrics.js';
+import { CountingSequence } from '../../runtime/sequence.js';
 
 /** The local broker as the intake sees it: publishing runs the interceptor, as the broker does before its PUBACK. */
 class FakeBroker implements LocalBroker {
@@ -45,10 +46,9 @@ async function startIntake(opts: { known?: string[]; specs?: Record<string, Chil
   const broker = new FakeBroker();
   const sink = new FakeSink();
   const metrics = new PromMetrics();
-  let n = 0;
   const ctx: DriverContext = {
     sink: opts.sink ?? sink,
-    sequence: { next: () => ({ seq: ++n, id: `gw1:${n}` }) },
+    sequence: new CountingSequence('gw1:'),
     clock: fixedClock(NOW),
     log: silent,
     metrics,
@@ -234,7 +234,7 @@ describe('child telemetry intake', () => {
     const intake = new ChildIntake(broker, { devices: new Map([['pump-1', spec]]), acceptUnknownDevices: false });
     await intake.start({
       sink: new FakeSink(),
-      sequence: { next: () => ({ seq: 1, id: 'x' }) },
+      sequence: new CountingSequence('x:'),
       clock: fixedClock(NOW),
       log: { ...silent, warn: (o: unknown) => warnings.push(JSON.stringify(o)) },
       metrics: new PromMetrics(),

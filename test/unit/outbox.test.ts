@@ -10,6 +10,7 @@ import { PromMetrics } from '../../runtime/metrics.js';
 import { migrate, openDatabase, type Db } from '../../runtime/store/database.js';
 import { runtimeMigrations } from '../../runtime/store/runtime-schema.js';
 import { Rules } from '../../rules/engine.js';
+import { CountingSequence } from '../../runtime/sequence.js';
 
 let dir: string;
 let db: Db;
@@ -313,7 +314,7 @@ describe('ingest pipeline', () => {
   it('resolves a submit only after its readings are committed, in one transaction per turn', async () => {
     const metrics = new PromMetrics();
     const outbox = new SqliteOutbox(db, 10 * MiB, metrics);
-    const seq = { next: () => ({ seq: 0, id: 'x' }) };
+    const seq = new CountingSequence('x:');
     const rules = new Rules([all], systemClock, seq);
     let notified = 0;
     const pipeline = new IngestPipeline(db, rules, outbox, systemClock, createLogger({ level: 'silent' }), metrics, () => notified++);
@@ -330,7 +331,7 @@ describe('ingest pipeline', () => {
   it('rejects every submitter when the commit fails, and acknowledges and counts nothing', async () => {
     const metrics = new PromMetrics();
     const outbox = new SqliteOutbox(db, 10 * MiB, metrics);
-    const seq = { next: () => ({ seq: 0, id: 'x' }) };
+    const seq = new CountingSequence('x:');
     const rules = new Rules([all], systemClock, seq);
     const pipeline = new IngestPipeline(db, rules, outbox, systemClock, createLogger({ level: 'silent' }), metrics, () => {});
     await pipeline.submit([env(0)]);

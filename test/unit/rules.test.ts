@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { makeEnvelope, type Clock, type Envelope, type RuleOutput } from '../../runtime/contracts/index.js';
 import { Rules } from '../../rules/engine.js';
 import type { RuleSpec } from '../../rules/types.js';
+import { CountingSequence } from '../../runtime/sequence.js';
 
 class FakeClock implements Clock {
   constructor(public t = 0) {}
@@ -11,7 +12,7 @@ class FakeClock implements Clock {
 }
 
 let n = 0;
-const sequence = { next: () => ({ seq: ++n, id: `gw:${n}` }) };
+const sequence = new CountingSequence('gw:');
 const reading = (device: string, point: string, value: Envelope['value'], quality: Envelope['quality'] = 'good'): Envelope =>
   makeEnvelope({ id: `r${++n}`, device, point, value, quality, ts: 0, seq: n });
 
@@ -34,9 +35,22 @@ const window = {
   stream: 'telemetry',
 } satisfies RuleSpec;
 
-function run(rules: Rules, readings: Envelope[]): RuleOutput[] {
-  const out: RuleOutput[] = [];
-  for (const r of readings) rules.process(r, (o) => out.push(o));
+/** An output with its readings one by one: a batch output becomes one entry per reading. */
+interface Out {
+  readonly route: RuleOutput['route'];
+  readonly stream: string;
+  readonly envelope: Envelope;
+}
+const collect =
+  (out: Out[]) =>
+  (o: RuleOutput): void => {
+    if (o.batch) for (const envelope of o.batch) out.push({ route: o.route, stream: o.stream, envelope });
+    else out.push({ route: o.route, stream: o.stream, envelope: o.envelope });
+  };
+
+function run(rules: Rules, readings: Envelope[]): Out[] {
+  const out: Out[] = [];
+  for (const r of readings) rules.process(r, collect(out));
   return out;
 }
 
@@ -72,11 +86,11 @@ describe('tumbling window', () => {
     const clock = new FakeClock(10_000);
     const rules = new Rules([window], clock, sequence);
     run(rules, [reading('m1', 'power', 2), reading('m1', 'power', 4), reading('m2', 'power', 10), reading('m1', 'power', null, 'bad')]);
-    const out: RuleOutput[] = [];
-    rules.tick(10_999, (o) => out.push(o));
+    const out: Out[] = [];
+    rules.tick(10_999, collect(out));
     expect(out).toHaveLength(0);
     expect(rules.nextDeadline()).toBe(11_000);
-    rules.tick(11_000, (o) => out.push(o));
+    rules.tick(11_000, collect(out));
     const m1 = Object.fromEntries(out.filter((o) => o.envelope.device === 'm1').map((o) => [o.envelope.point, o.envelope.value]));
     expect(m1).toEqual({ 'power.avg': 3, 'power.min': 2, 'power.max': 4, 'power.count': 2 });
     expect(out.find((o) => o.envelope.device === 'm2' && o.envelope.point === 'power.avg')?.envelope.id).toBe('p1m:m2:power:avg:10000');
@@ -87,8 +101,8 @@ describe('tumbling window', () => {
     const clock = new FakeClock(0);
     const rules = new Rules([{ ...window, aggregates: ['avg', 'count'] }], clock, sequence);
     run(rules, [reading('m1', 'power', null, 'bad')]);
-    const out: RuleOutput[] = [];
-    rules.tick(1000, (o) => out.push(o));
+    const out: Out[] = [];
+    rules.tick(1000, collect(out));
     expect(out.map((o) => [o.envelope.point, o.envelope.value, o.envelope.quality])).toEqual([
       ['power.avg', null, 'bad'],
       ['power.count', 0, 'good'],
@@ -104,8 +118,8 @@ describe('tumbling window', () => {
     const after = new Rules([window], clock, sequence);
     after.restore(saved);
     run(after, [reading('m1', 'power', 5)]);
-    const out: RuleOutput[] = [];
-    after.tick(6_000, (o) => out.push(o));
+    const out: Out[] = [];
+    after.tick(6_000, collect(out));
     expect(out.find((o) => o.envelope.point === 'power.avg')?.envelope.value).toBe(3);
     expect(out.find((o) => o.envelope.point === 'power.count')?.envelope.value).toBe(3);
     expect(after.takeDirtyState()).toEqual([{ key: saved[0]!.key, state: null }]);

@@ -401,7 +401,7 @@ export class ModbusBus implements Driver {
         } else this.push(readings, d, p, i, v, 'good', ts);
         if (p.maxSilenceMs !== undefined) nextForced = Math.min(nextForced, (d.report.lastAt(i) ?? ts) + p.maxSilenceMs);
       }
-      st.words = words;
+      if (st.byException) st.words = words;
       st.allGood = allGood;
       st.nextForced = nextForced;
     }

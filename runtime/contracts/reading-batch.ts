@@ -32,22 +32,24 @@ export class PointTable {
   }
 }
 
+/**
+ * The columns of a batch, interleaved in one array: point index, value, quality, time per reading.
+ * One allocation per poll instead of one per column.
+ */
+type Cols = (number | Value | Quality)[];
+const STRIDE = 4;
+
 /** Collects the readings of one poll, then numbers them as one batch. */
 export class ReadingBatchBuilder {
-  private points!: number[];
-  private values!: Value[];
-  private qualities!: Quality[];
-  private stamps!: number[];
+  private cols: Cols = [];
   private n = 0;
   private capacity = 0;
 
-  /** `expected`: readings expected, allocated at once (more are taken all the same). */
+  /** `expected`: readings expected, allocated at the first (more are taken all the same). */
   constructor(
     readonly table: PointTable,
-    expected = 16,
-  ) {
-    this.reset(expected);
-  }
+    private expected = 16,
+  ) {}
 
   get length(): number {
     return this.n;
@@ -55,43 +57,33 @@ export class ReadingBatchBuilder {
 
   /** Adds a reading of the table's point `index`. */
   add(index: number, value: Value, quality: Quality, ts: number): void {
-    const n = this.n++;
-    if (n < this.capacity) {
-      this.points[n] = index;
-      this.values[n] = value;
-      this.qualities[n] = quality;
-      this.stamps[n] = ts;
-    } else {
-      this.points.push(index);
-      this.values.push(value);
-      this.qualities.push(quality);
-      this.stamps.push(ts);
+    if (this.n === 0 && this.expected > this.capacity) {
+      this.capacity = this.expected;
+      this.cols = new Array<number | Value | Quality>(this.capacity * STRIDE);
     }
+    const n = this.n++;
+    const cols = this.cols;
+    if (n < this.capacity) {
+      const o = n * STRIDE;
+      cols[o] = index;
+      cols[o + 1] = value;
+      cols[o + 2] = quality;
+      cols[o + 3] = ts;
+    } else cols.push(index, value, quality, ts);
   }
 
   /** The batch so far, numbered from `sequence`; the builder starts empty again. */
   build(sequence: { reserve(n: number): { seq0: number; idPrefix: string } }): ReadingBatch {
     const n = this.n;
-    if (n < this.capacity) {
-      this.points.length = n;
-      this.values.length = n;
-      this.qualities.length = n;
-      this.stamps.length = n;
-    }
+    if (n < this.capacity) this.cols.length = n * STRIDE;
     const { seq0, idPrefix } = sequence.reserve(n);
-    const batch = new ReadingBatch(this.table, idPrefix, seq0, this.points, this.values, this.qualities, this.stamps, undefined);
+    const batch = new ReadingBatch(this.table, idPrefix, seq0, this.cols, undefined);
     // Usually the last use of this builder: start over with no room allocated.
-    this.reset(0);
-    return batch;
-  }
-
-  private reset(capacity: number): void {
+    this.cols = [];
     this.n = 0;
-    this.capacity = capacity;
-    this.points = new Array<number>(this.capacity);
-    this.values = new Array<Value>(this.capacity);
-    this.qualities = new Array<Quality>(this.capacity);
-    this.stamps = new Array<number>(this.capacity);
+    this.capacity = 0;
+    this.expected = 0;
+    return batch;
   }
 }
 
@@ -108,10 +100,7 @@ export class ReadingBatch implements Iterable<Envelope> {
     readonly table: PointTable,
     private readonly idPrefix: string,
     private readonly seq0: number,
-    private readonly points: readonly number[],
-    private readonly values: readonly Value[],
-    private readonly qualities: readonly Quality[],
-    private readonly stamps: readonly number[],
+    private readonly cols: Readonly<Cols>,
     private readonly rows: readonly number[] | undefined,
   ) {
     this.idJson = idJsonOf(idPrefix);
@@ -122,50 +111,51 @@ export class ReadingBatch implements Iterable<Envelope> {
   }
 
   get length(): number {
-    return this.rows ? this.rows.length : this.points.length;
+    return this.rows ? this.rows.length : this.cols.length / STRIDE;
   }
 
+  /** Offset in `cols` of the k-th reading. */
   private base(k: number): number {
-    return this.rows ? this.rows[k]! : k;
+    return (this.rows ? this.rows[k]! : k) * STRIDE;
   }
 
   /** Index in `table` of the k-th reading's point. */
   pointIndex(k: number): number {
-    return this.points[this.base(k)]!;
+    return this.cols[this.base(k)] as number;
   }
 
   point(k: number): string {
-    return this.table.names[this.points[this.base(k)]!]!;
+    return this.table.names[this.pointIndex(k)]!;
   }
 
   value(k: number): Value {
-    return this.values[this.base(k)]!;
+    return this.cols[this.base(k) + 1] as Value;
   }
 
   quality(k: number): Quality {
-    return this.qualities[this.base(k)]!;
+    return this.cols[this.base(k) + 2] as Quality;
   }
 
   ts(k: number): number {
-    return this.stamps[this.base(k)]!;
+    return this.cols[this.base(k) + 3] as number;
   }
 
   seq(k: number): number {
-    return this.seq0 + this.base(k);
+    return this.seq0 + this.base(k) / STRIDE;
   }
 
   /** The k-th reading as an Envelope (a new frozen object). */
   at(k: number): Envelope {
-    const b = this.base(k);
-    const seq = this.seq0 + b;
-    const p = this.points[b]!;
+    const o = this.base(k);
+    const seq = this.seq0 + o / STRIDE;
+    const p = this.cols[o] as number;
     return makeEnvelope({
       id: this.idPrefix + decimal(seq),
       device: this.table.device,
       point: this.table.names[p]!,
-      value: this.values[b]!,
-      quality: this.qualities[b]!,
-      ts: this.stamps[b]!,
+      value: this.cols[o + 1] as Value,
+      quality: this.cols[o + 2] as Quality,
+      ts: this.cols[o + 3] as number,
       seq,
       unit: this.table.units[p],
     });
@@ -173,22 +163,32 @@ export class ReadingBatch implements Iterable<Envelope> {
 
   /** JSON text of the k-th reading: the same as JSON.stringify(this.at(k)). */
   json(k: number): string {
-    const b = this.base(k);
-    const p = this.points[b]!;
-    const seq = decimal(this.seq0 + b);
-    const ts = this.stamps[b]!;
+    const o = this.base(k);
+    const p = this.cols[o] as number;
+    const seq = decimal(this.seq0 + o / STRIDE);
+    const ts = this.cols[o + 3] as number;
     if (ts !== this.tsKey) {
       this.tsKey = ts;
       this.tsText = JSON.stringify(ts);
     }
-    return this.idJson + seq + this.table.heads[p]! + valueJson(this.values[b]!) + QUALITY_JSON[this.qualities[b]!] + this.tsText + ',"seq":' + seq + this.table.tails[p]!;
+    return (
+      this.idJson +
+      seq +
+      this.table.heads[p]! +
+      valueJson(this.cols[o + 1] as Value) +
+      QUALITY_JSON[this.cols[o + 2] as Quality] +
+      this.tsText +
+      ',"seq":' +
+      seq +
+      this.table.tails[p]!
+    );
   }
 
   /** The readings at positions `ks` (ascending) of this batch, sharing its storage. */
   select(ks: readonly number[]): ReadingBatch {
     if (ks.length === this.length) return this;
     const rows = this.rows ? ks.map((k) => this.rows![k]!) : ks;
-    return new ReadingBatch(this.table, this.idPrefix, this.seq0, this.points, this.values, this.qualities, this.stamps, rows);
+    return new ReadingBatch(this.table, this.idPrefix, this.seq0, this.cols, rows);
   }
 
   *[Symbol.iterator](): Iterator<Envelope> {

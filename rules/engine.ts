@@ -17,7 +17,7 @@ export class Rules implements RuleEngine {
     sequence: SequenceSource,
   ) {
     for (const spec of specs) {
-      if (spec.type === 'filter') this.filters.push(new FilterRule(spec));
+      if (spec.type === 'filter') this.filters.push(new FilterRule(spec, sequence));
       else this.windows.push(new TumblingWindowRule(spec, sequence));
     }
   }
@@ -26,25 +26,30 @@ export class Rules implements RuleEngine {
     let emitted: Set<string> | undefined;
     const once = (out: RuleOutput): void => {
       emitted ??= new Set();
-      const key = `${out.route}\u0000${out.stream}`;
+      const key = `${out.route}\u0000${out.stream}\u0000${out.envelope?.id ?? ''}`;
       if (emitted.has(key)) return;
       emitted.add(key);
       emit(out);
     };
-    for (const f of this.filters) f.process(reading, once);
-    if (this.windows.length === 0) return;
     const now = this.clock.now();
+    for (const f of this.filters) f.process(reading, now, once);
     for (const w of this.windows) w.process(reading, now, emit);
   }
 
   processBatch(batch: ReadingBatch, emit: (out: RuleOutput) => void): void {
     // Per route and stream, the positions some filter passes: each emitted once, in batch order.
+    const now = this.clock.now();
     const outputs = new Map<string, { route: Route; stream: string; marks: Uint8Array }>();
+    let transforming = false;
     for (const f of this.filters) {
+      if (!f.selects) {
+        transforming = true;
+        continue;
+      }
       const key = `${f.spec.route}\u0000${f.spec.stream}`;
       let o = outputs.get(key);
       if (!o) outputs.set(key, (o = { route: f.spec.route, stream: f.spec.stream, marks: new Uint8Array(batch.length) }));
-      f.mark(batch, o.marks);
+      f.mark(batch, o.marks, now);
     }
     for (const { route, stream, marks } of outputs.values()) {
       let n = 0;
@@ -58,10 +63,11 @@ export class Rules implements RuleEngine {
       for (let k = 0; k < marks.length; k++) if (marks[k] === 1) ks.push(k);
       emit({ route, stream, batch: batch.select(ks) });
     }
-    if (this.windows.length === 0) return;
-    const now = this.clock.now();
+    if (this.windows.length === 0 && !transforming) return;
+    // Rules that make new readings, and windows, take the batch's readings one by one.
     for (let k = 0; k < batch.length; k++) {
       const r = batch.at(k);
+      for (const f of this.filters) if (!f.selects) f.process(r, now, emit);
       for (const w of this.windows) w.process(r, now, emit);
     }
   }
@@ -80,10 +86,15 @@ export class Rules implements RuleEngine {
   }
 
   takeDirtyState(): RuleStateRow[] {
-    return this.windows.flatMap((w) => w.takeDirty());
+    return [...this.filters.flatMap((f) => f.takeDirty()), ...this.windows.flatMap((w) => w.takeDirty())];
   }
 
   restore(rows: readonly RuleStateRow[]): void {
-    for (const row of rows) this.windows.find((w) => w.owns(row.key))?.restore(row);
+    for (const row of rows) [...this.filters, ...this.windows].find((r) => r.owns(row.key))?.restore(row);
+  }
+
+  /** Per rule: readings its expressions failed on, and the last failure. */
+  errors(): { rule: string; errors: number; lastError: string | undefined }[] {
+    return this.filters.map((f) => ({ rule: f.spec.id, errors: f.errors, lastError: f.lastError }));
   }
 }

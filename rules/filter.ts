@@ -1,55 +1,227 @@
-import type { Envelope, PointTable, ReadingBatch, RuleOutput } from '../runtime/contracts/index.js';
-import { compileGlob } from './glob.js';
-import type { FilterRuleSpec } from './types.js';
+import { makeEnvelope, type Envelope, type PointTable, type ReadingBatch, type RuleOutput, type RuleStateRow, type SequenceSource, type Value } from '../runtime/contracts/index.js';
+import { boolize, compileExpression, type Compiled, type Scope } from './expression.js';
+import { compileGlob, compileTopicFilter } from './glob.js';
+import type { FilterRuleSpec, GroupKey } from './types.js';
+
+/** The fields a rule expression may read. */
+export const READING_FIELDS = ['value', 'device', 'point', 'quality', 'ts', 'unit'] as const;
+
+/** Memory of the stateful operators for one group. */
+interface GroupState {
+  /** Value of the last reading passed (deadband, change of value). */
+  last?: Value;
+  /** Rate limit: start of the current window and readings passed in it. */
+  windowStart?: number;
+  passed?: number;
+}
 
 /**
- * Passes a reading whose numeric value lies in [min, max]. Readings of bad or stale quality pass
- * unchanged: the cloud must see that a sensor failed rather than a silent gap. Non-numeric values
- * pass only when the rule sets no bounds.
+ * A filter rule: match by device, point or topic pattern; `where` (a JSONata expression) or the
+ * legacy min/max bounds; `set` transforms; then deadband, change of value and rate limit per
+ * group, in that order. Readings whose quality is not good pass untouched by default, so the cloud
+ * sees that a sensor failed rather than a silent gap (`bad: drop` or `bad: filter` change that).
+ * An expression that fails on a reading (e.g. `value > 5` with a text value) drops that reading
+ * and is counted; it never stops the rule.
  */
 export class FilterRule {
   private readonly matchDevice: (name: string) => boolean;
   private readonly matchPoint: (name: string) => boolean;
-  /** Per device point table: which of its points the pattern matches (tables are static). */
+  private readonly matchTopic: ((topic: string) => boolean) | undefined;
+  private readonly where: Compiled | undefined;
+  private readonly setValue: Compiled | undefined;
+  private readonly setPoint: Compiled | undefined;
+  private readonly setUnit: Compiled | undefined;
+  private readonly stateful: boolean;
+  private readonly groupBy: readonly GroupKey[];
+  private readonly groups = new Map<string, GroupState>();
+  private readonly dirty = new Set<string>();
+  /** Per device point table: which of its points the patterns match (tables are static). */
   private readonly tableMatch = new WeakMap<PointTable, Uint8Array | null>();
+  /** Reused for batch readings, so a `where` over a batch allocates nothing per reading. */
+  private readonly scope: Record<string, unknown> = {};
+  errors = 0;
+  lastError: string | undefined;
 
-  constructor(readonly spec: FilterRuleSpec) {
+  constructor(
+    readonly spec: FilterRuleSpec,
+    private readonly sequence?: SequenceSource,
+  ) {
     this.matchDevice = compileGlob(spec.match.device);
     this.matchPoint = compileGlob(spec.match.point);
+    this.matchTopic = spec.match.topic === undefined ? undefined : compileTopicFilter(spec.match.topic);
+    this.where = spec.where === undefined ? undefined : compileExpression(spec.where, READING_FIELDS);
+    this.setValue = spec.set?.value === undefined ? undefined : compileExpression(spec.set.value, READING_FIELDS);
+    this.setPoint = spec.set?.point === undefined ? undefined : compileExpression(spec.set.point, READING_FIELDS);
+    this.setUnit = spec.set?.unit === undefined ? undefined : compileExpression(spec.set.unit, READING_FIELDS);
+    this.stateful = spec.deadband !== undefined || spec.changeOfValue === true || spec.rateLimit !== undefined;
+    this.groupBy = spec.groupBy ?? ['device', 'point'];
   }
 
-  process(r: Envelope, emit: (out: RuleOutput) => void): void {
-    if (!this.matchDevice(r.device) || !this.matchPoint(r.point)) return;
-    if (r.quality === 'good' && !this.inRange(r.value)) return;
-    emit({ route: this.spec.route, stream: this.spec.stream, envelope: r });
+  /** True when the rule passes readings unchanged: it can emit a selection of a batch. */
+  get selects(): boolean {
+    return this.spec.set === undefined;
   }
 
-  /** Marks (sets to 1) the positions of `batch` that `process` would pass. */
-  mark(batch: ReadingBatch, marks: Uint8Array): void {
+  private matches(device: string, point: string): boolean {
+    return this.matchDevice(device) && this.matchPoint(point) && (this.matchTopic === undefined || this.matchTopic(`${device}/${point}`));
+  }
+
+  process(r: Envelope, now: number, emit: (out: RuleOutput) => void): void {
+    if (!this.matches(r.device, r.point)) return;
+    if (!this.passes(r as unknown as Scope, r.quality, r.value, now)) return;
+    const out = this.spec.set && (r.quality === 'good' || this.spec.bad === 'filter') ? this.transform(r) : r;
+    if (out) emit({ route: this.spec.route, stream: this.spec.stream, envelope: out });
+  }
+
+  /** Marks (sets to 1) the positions of `batch` this rule passes. Only for rules that `select`. */
+  mark(batch: ReadingBatch, marks: Uint8Array, now: number): void {
     const points = this.pointsOf(batch.table);
     if (!points) return;
-    const bounded = this.spec.min !== undefined || this.spec.max !== undefined;
+    const scope = this.scope;
     for (let k = 0; k < batch.length; k++) {
-      if (marks[k] === 1 || points[batch.pointIndex(k)] !== 1) continue;
-      if (bounded && batch.quality(k) === 'good' && !this.inRange(batch.value(k))) continue;
-      marks[k] = 1;
+      if (points[batch.pointIndex(k)] !== 1) continue;
+      const quality = batch.quality(k);
+      const value = batch.value(k);
+      if (this.where || this.stateful) {
+        scope.value = value;
+        scope.device = batch.device;
+        scope.point = batch.point(k);
+        scope.quality = quality;
+        scope.ts = batch.ts(k);
+        scope.unit = batch.table.units[batch.pointIndex(k)];
+      }
+      // Evaluated even when another rule marked it already: stateful operators see every reading.
+      if (this.passes(scope, quality, value, now)) marks[k] = 1;
     }
+  }
+
+  /** Whether the reading passes `bad`, bounds, `where` and the stateful operators (whose state it updates). */
+  private passes(scope: Scope, quality: string, value: Value, now: number): boolean {
+    if (quality !== 'good') {
+      if (this.spec.bad === 'drop') return false;
+      if (this.spec.bad !== 'filter') return true;
+    }
+    if (quality === 'good' && !this.inRange(value)) return false;
+    if (this.where) {
+      try {
+        if (!boolize(this.where(scope))) return false;
+      } catch (err) {
+        this.failed('where', err);
+        return false;
+      }
+    }
+    return quality !== 'good' || !this.stateful || this.operatorsPass(scope, value, now);
+  }
+
+  private operatorsPass(scope: Scope, value: Value, now: number): boolean {
+    const key = this.groupKey(scope);
+    let g = this.groups.get(key);
+    const fresh = g === undefined;
+    g ??= {};
+    const { deadband, changeOfValue, rateLimit } = this.spec;
+    if (!fresh && g.last !== undefined) {
+      if (deadband && !movedBeyond(deadband, g.last, value)) return false;
+      if (changeOfValue && g.last === value) return false;
+    }
+    if (rateLimit) {
+      if (g.windowStart === undefined || now - g.windowStart >= rateLimit.perMs) {
+        g.windowStart = now;
+        g.passed = 0;
+      }
+      if ((g.passed ?? 0) >= rateLimit.count) {
+        this.save(key, g);
+        return false;
+      }
+      g.passed = (g.passed ?? 0) + 1;
+    }
+    if (deadband || changeOfValue) g.last = value;
+    this.save(key, g);
+    return true;
+  }
+
+  private save(key: string, g: GroupState): void {
+    this.groups.set(key, g);
+    this.dirty.add(key);
+  }
+
+  private groupKey(scope: Scope): string {
+    let key = this.spec.id;
+    for (const k of this.groupBy) {
+      const v = scope[k];
+      key += `\u0000${typeof v === 'string' ? v : ''}`;
+    }
+    return key;
+  }
+
+  /** The transformed reading, or undefined when a `set` expression failed (counted). */
+  private transform(r: Envelope): Envelope | undefined {
+    const scope = r as unknown as Scope;
+    try {
+      const value = this.setValue ? asValue('value', this.setValue(scope)) : r.value;
+      const point = this.setPoint ? asText('point', this.setPoint(scope)) : r.point;
+      const unit = this.setUnit ? asText('unit', this.setUnit(scope)) : r.unit;
+      const seq = this.sequence ? this.sequence.next().seq : r.seq;
+      return makeEnvelope({ id: `${r.id}/${this.spec.id}`, device: r.device, point, value, quality: r.quality, ts: r.ts, seq, rule: this.spec.id, unit });
+    } catch (err) {
+      this.failed('set', err);
+      return undefined;
+    }
+  }
+
+  private failed(what: string, err: unknown): void {
+    this.errors++;
+    this.lastError = `${what}: ${err instanceof Error ? err.message : String(err)}`;
   }
 
   /** The table's points this rule matches; null when the device does not match. */
   private pointsOf(table: PointTable): Uint8Array | null {
     let m = this.tableMatch.get(table);
     if (m === undefined) {
-      m = this.matchDevice(table.device) ? Uint8Array.from(table.names, (n) => (this.matchPoint(n) ? 1 : 0)) : null;
+      m = this.matchDevice(table.device) ? Uint8Array.from(table.names, (n) => (this.matches(table.device, n) ? 1 : 0)) : null;
       this.tableMatch.set(table, m);
     }
     return m;
   }
 
-  private inRange(value: Envelope['value']): boolean {
+  private inRange(value: Value): boolean {
     const { min, max } = this.spec;
     if (min === undefined && max === undefined) return true;
     if (typeof value !== 'number') return false;
     return (min === undefined || value >= min) && (max === undefined || value <= max);
   }
+
+  takeDirty(): RuleStateRow[] {
+    const rows = [...this.dirty].map((key) => ({ key, state: JSON.stringify(this.groups.get(key) ?? null) }));
+    this.dirty.clear();
+    return rows;
+  }
+
+  owns(key: string): boolean {
+    return key.startsWith(`${this.spec.id}\u0000`);
+  }
+
+  restore(row: RuleStateRow): void {
+    if (row.state === null) return;
+    const g = JSON.parse(row.state) as GroupState | null;
+    if (g) this.groups.set(row.key, g);
+  }
+}
+
+function movedBeyond(d: NonNullable<FilterRuleSpec['deadband']>, last: Value, value: Value): boolean {
+  if (typeof value !== 'number' || typeof last !== 'number') return value !== last;
+  const delta = Math.abs(value - last);
+  if (d.absolute !== undefined && delta > d.absolute) return true;
+  if (d.percent !== undefined && delta > (Math.abs(last) * d.percent) / 100) return true;
+  return false;
+}
+
+function asValue(what: string, v: unknown): Value {
+  if (v === null || typeof v === 'string' || typeof v === 'boolean') return v;
+  if (typeof v === 'number' && Number.isFinite(v)) return v;
+  throw new Error(`${what} must give a finite number, text, true/false or null, not ${v === undefined ? 'nothing' : JSON.stringify(v)}`);
+}
+
+function asText(what: string, v: unknown): string {
+  if (typeof v === 'string' && v.length > 0) return v;
+  throw new Error(`${what} must give non-empty text, not ${v === undefined ? 'nothing' : JSON.stringify(v)}`);
 }

@@ -12,3 +12,28 @@ export function compileGlob(pattern: string): (name: string) => boolean {
   const re = new RegExp(`^${source}$`, 'su');
   return (name) => re.test(name);
 }
+
+/**
+ * An MQTT topic filter: `+` matches one level, a trailing `#` the rest (also none); everything
+ * else is literal. Readings are matched as `{device}/{point}`.
+ */
+export function compileTopicFilter(filter: string): (topic: string) => boolean {
+  const want = filter.split('/');
+  const multi = want[want.length - 1] === '#';
+  const fixed = multi ? want.slice(0, -1) : want;
+  return (topic) => {
+    const got = topic.split('/');
+    if (multi ? got.length < fixed.length : got.length !== fixed.length) return false;
+    return fixed.every((w, i) => w === '+' || w === got[i]);
+  };
+}
+
+/** Why `filter` is not a valid topic filter, or undefined when it is. */
+export function topicFilterProblem(filter: string): string | undefined {
+  const levels = filter.split('/');
+  for (const [i, l] of levels.entries()) {
+    if (l === '#' && i !== levels.length - 1) return '"#" may only be the last level';
+    if (l !== '#' && l !== '+' && /[#+]/.test(l)) return `"${l}": a wildcard must be a whole level`;
+  }
+  return undefined;
+}

@@ -1,5 +1,8 @@
 import { z } from 'zod';
 import { cronProblem } from '../../cloud-bridge/sync-windows.js';
+import { compileExpression } from '../../rules/expression.js';
+import { READING_FIELDS } from '../../rules/filter.js';
+import { topicFilterProblem } from '../../rules/glob.js';
 
 /**
  * The site config, validated once at the edge into typed objects with defaults filled.
@@ -148,7 +151,32 @@ export const deviceSchema = z.discriminatedUnion('protocol', [modbusDeviceSchema
 const match = z.strictObject({
   device: z.string().min(1).default('*'),
   point: z.string().min(1).default('*'),
+  /** An MQTT topic filter over `{device}/{point}`, e.g. `+/temp` or `boiler-1/#`. */
+  topic: z
+    .string()
+    .min(1)
+    .superRefine((t, ctx) => {
+      const problem = topicFilterProblem(t);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    })
+    .optional(),
 });
+
+/** A JSONata expression over a reading's fields, compiled here so that a bad one is refused with its position. */
+const expression = z
+  .string()
+  .min(1)
+  .superRefine((text, ctx) => {
+    try {
+      compileExpression(text, READING_FIELDS);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    }
+  });
+
+const deadband = z
+  .strictObject({ absolute: z.number().finite().positive().optional(), percent: z.number().finite().positive().max(100).optional() })
+  .refine((d) => d.absolute !== undefined || d.percent !== undefined, 'give absolute, percent or both');
 
 export const filterRuleSchema = z
   .strictObject({
@@ -158,6 +186,17 @@ export const filterRuleSchema = z
     /** Pass readings with min <= value <= max; readings with bad quality always pass. */
     min: z.number().finite().optional(),
     max: z.number().finite().optional(),
+    /** JSONata expression: the reading passes when it is true. */
+    where: expression.optional(),
+    /** JSONata expressions for the passed reading's new value, point name and unit. */
+    set: z.strictObject({ value: expression.optional(), point: expression.optional(), unit: expression.optional() }).optional(),
+    /** Readings whose quality is not good: pass untouched, drop, or filter them like good ones. */
+    bad: z.enum(['pass', 'drop', 'filter']).default('pass'),
+    /** What deadband, changeOfValue and rateLimit keep their memory per. */
+    groupBy: z.array(z.enum(['device', 'point', 'unit'])).default(['device', 'point']),
+    deadband: deadband.optional(),
+    changeOfValue: z.boolean().default(false),
+    rateLimit: z.strictObject({ count: z.number().int().positive().default(1), perMs: durationMs }).optional(),
     route: z.literal('cloud').default('cloud'),
     /** Outbox stream the passing readings go to. */
     stream: id.default('telemetry'),

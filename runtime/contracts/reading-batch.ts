@@ -36,7 +36,7 @@ export class PointTable {
  * The columns of a batch, interleaved in one array: point index, value, quality, time per reading.
  * One allocation per poll instead of one per column.
  */
-type Cols = (number | Value | Quality)[];
+type Cols = (number | Value)[];
 const STRIDE = 4;
 
 /** Collects the readings of one poll, then numbers them as one batch. */
@@ -59,7 +59,7 @@ export class ReadingBatchBuilder {
   add(index: number, value: Value, quality: Quality, ts: number): void {
     if (this.n === 0 && this.expected > this.capacity) {
       this.capacity = this.expected;
-      this.cols = new Array<number | Value | Quality>(this.capacity * STRIDE);
+      this.cols = new Array<number | Value>(this.capacity * STRIDE);
     }
     const n = this.n++;
     const cols = this.cols;

@@ -81,4 +81,20 @@ storage: { path: /tmp/x.db }
     const found = problems('gateway: { id: gw1\ncloud: [');
     expect(found[0]).toMatch(/^line \d+: /);
   });
+  it('refuses a rule expression that does not compile, naming the rule field and the position', () => {
+    const found = problems(`${minimal}
+rules:
+  - { id: a, type: filter, where: "value > > 3" }
+  - { id: b, type: filter, set: { value: "$eval(value)" } }
+  - { id: c, type: filter, where: "temperature > 3" }
+  - { id: d, type: filter, match: { topic: "a/#/b" } }
+  - { id: e, type: filter, where: "value > 3", deadband: { absolute: 1 }, rateLimit: { perMs: 1000 } }
+`);
+    expect(found).toEqual([
+      'rules[0].where: The symbol ">" cannot be used as a unary operator (at character 9)',
+      expect.stringMatching(/^rules\[1\]\.set\.value: unknown function \$eval; rule expressions may call \$abs/) as unknown,
+      expect.stringMatching(/^rules\[2\]\.where: unknown field "temperature"; a reading has value, device, point, quality, ts, unit \(at character \d+\)$/) as unknown,
+      'rules[3].match.topic: "#" may only be the last level',
+    ]);
+  });
 });

@@ -125,3 +125,85 @@ describe('tumbling window', () => {
     expect(after.takeDirtyState()).toEqual([{ key: saved[0]!.key, state: null }]);
   });
 });
+
+describe('filter rules with expressions and operators', () => {
+  const base = { id: 'r', type: 'filter', match: { device: '*', point: '*' }, route: 'cloud', stream: 'telemetry' } as const;
+  const at = (device: string, point: string, value: Envelope['value'], ts = 0, quality: Envelope['quality'] = 'good'): Envelope =>
+    makeEnvelope({ id: `gw:${++n}`, device, point, value, quality, ts, seq: n, unit: 'degC' });
+  const values = (out: Out[]): Envelope['value'][] => out.map((o) => o.envelope.value);
+
+  it('passes what `where` is true for; bad readings pass untouched unless told otherwise', () => {
+    const rules = new Rules([{ ...base, where: 'value > 50 and device = "m1"' }], new FakeClock(), sequence);
+    const out = run(rules, [at('m1', 't', 60), at('m1', 't', 40), at('m2', 't', 60), at('m1', 't', null, 0, 'bad')]);
+    expect(out.map((o) => [o.envelope.device, o.envelope.value, o.envelope.quality])).toEqual([
+      ['m1', 60, 'good'],
+      ['m1', null, 'bad'],
+    ]);
+    const drop = new Rules([{ ...base, where: 'value > 50', bad: 'drop' }], new FakeClock(), sequence);
+    expect(run(drop, [at('m1', 't', null, 0, 'bad'), at('m1', 't', 51)])).toHaveLength(1);
+    // An alert on failures: `where` sees bad readings too.
+    const alert = new Rules([{ ...base, where: 'quality != "good"', bad: 'filter' }], new FakeClock(), sequence);
+    expect(run(alert, [at('m1', 't', 5), at('m1', 't', null, 0, 'stale')]).map((o) => o.envelope.quality)).toEqual(['stale']);
+  });
+
+  it('matches by MQTT topic filter over device/point', () => {
+    const rules = new Rules([{ ...base, match: { device: '*', point: '*', topic: '+/temp' } }], new FakeClock(), sequence);
+    expect(run(rules, [at('m1', 'temp', 1), at('m1', 'flow', 2), at('m2', 'temp', 3)]).map((o) => o.envelope.device)).toEqual(['m1', 'm2']);
+  });
+
+  it('transforms value, point and unit into a new reading with a derived id', () => {
+    const rules = new Rules([{ ...base, set: { value: '$round(value * 1.8 + 32, 1)', point: 'point & "_f"', unit: '"degF"' } }], new FakeClock(), sequence);
+    const r = at('m1', 'temp', 21.5);
+    const [o] = run(rules, [r]);
+    expect(o!.envelope).toMatchObject({ id: `${r.id}/r`, device: 'm1', point: 'temp_f', value: 70.7, unit: 'degF', rule: 'r', ts: r.ts });
+    expect(o!.envelope.seq).not.toBe(r.seq);
+    // A reading that several rules transform to the same stream is emitted once per rule.
+    const two = new Rules([base, { ...base, id: 'f', set: { value: 'value * 2' } }], new FakeClock(), sequence);
+    expect(values(run(two, [at('m1', 't', 2)]))).toEqual([2, 4]);
+  });
+
+  it('drops and counts a reading its expression fails on, and goes on', () => {
+    const rules = new Rules([{ ...base, where: 'value > 5' }, { ...base, id: 's', stream: 'other', set: { value: 'value * 2' } }], new FakeClock(), sequence);
+    const out = run(rules, [at('m1', 't', 'text'), at('m1', 't', 6)]);
+    expect(out.map((o) => [o.stream, o.envelope.value])).toEqual([
+      ['telemetry', 6],
+      ['other', 12],
+    ]);
+    expect(rules.errors()).toEqual([
+      { rule: 'r', errors: 1, lastError: expect.stringMatching(/^where: both sides of ">" must be of the same type, not "text" and 5/) as unknown },
+      { rule: 's', errors: 1, lastError: expect.stringMatching(/^set: the left side of "\*" must be a number, not "text"/) as unknown },
+    ]);
+  });
+
+  it('deadband (absolute and percent) and change of value per device and point', () => {
+    const abs = new Rules([{ ...base, deadband: { absolute: 1 } }], new FakeClock(), sequence);
+    expect(values(run(abs, [at('m1', 't', 10), at('m1', 't', 10.5), at('m1', 't', 11.2), at('m2', 't', 10.5), at('m1', 't', 10.1)]))).toEqual([10, 11.2, 10.5, 10.1]);
+    const pct = new Rules([{ ...base, deadband: { percent: 10 } }], new FakeClock(), sequence);
+    expect(values(run(pct, [at('m1', 't', 100), at('m1', 't', 109), at('m1', 't', 111), at('m1', 't', 121)]))).toEqual([100, 111]);
+    const cov = new Rules([{ ...base, changeOfValue: true }], new FakeClock(), sequence);
+    expect(values(run(cov, [at('m1', 't', 'on'), at('m1', 't', 'on'), at('m1', 't', 'off'), at('m1', 't', null, 0, 'bad'), at('m1', 't', 'off')]))).toEqual(['on', 'off', null]);
+  });
+
+  it('rate limit: at most `count` per group and window of processing time', () => {
+    const clock = new FakeClock(0);
+    const rules = new Rules([{ ...base, rateLimit: { count: 2, perMs: 1000 }, groupBy: ['device'] }], clock, sequence);
+    const got: Envelope['value'][] = [];
+    for (let t = 0; t < 3000; t += 100) {
+      clock.t = t;
+      got.push(...values(run(rules, [at('m1', 'a', t), at('m1', 'b', t)])));
+    }
+    // Two readings per device in each of the three seconds, whatever their point.
+    expect(got).toEqual([0, 0, 1000, 1000, 2000, 2000]);
+  });
+
+  it('operator memory survives a restart: no reading passed twice, none lost', () => {
+    const spec = { ...base, deadband: { absolute: 1 } };
+    const before = new Rules([spec], new FakeClock(), sequence);
+    expect(values(run(before, [at('m1', 't', 10), at('m1', 't', 10.5)]))).toEqual([10]);
+    const saved = before.takeDirtyState();
+    expect(saved).toHaveLength(1);
+    const after = new Rules([spec], new FakeClock(), sequence);
+    after.restore(saved);
+    expect(values(run(after, [at('m1', 't', 10.9), at('m1', 't', 11.5)]))).toEqual([11.5]);
+  });
+});

@@ -1,4 +1,4 @@
-import type { Clock, Envelope, ReadingBatch, RuleEngine, RuleOutput, RuleStateRow, SequenceSource, Route } from '../runtime/contracts/index.js';
+import type { Clock, Envelope, Metrics, ReadingBatch, RuleEngine, RuleOutput, RuleStateRow, SequenceSource, Route } from '../runtime/contracts/index.js';
 import { FilterRule } from './filter.js';
 import { TumblingWindowRule } from './tumbling-window.js';
 import type { RuleSpec } from './types.js';
@@ -15,9 +15,11 @@ export class Rules implements RuleEngine {
     specs: readonly RuleSpec[],
     private readonly clock: Clock,
     sequence: SequenceSource,
+    metrics?: Metrics,
   ) {
+    const failures = metrics?.counter('outpost_rule_errors_total', 'Readings a rule expression failed on (dropped by that rule)', ['rule', 'stage']);
     for (const spec of specs) {
-      if (spec.type === 'filter') this.filters.push(new FilterRule(spec, sequence));
+      if (spec.type === 'filter') this.filters.push(new FilterRule(spec, sequence, failures));
       else this.windows.push(new TumblingWindowRule(spec, sequence));
     }
   }

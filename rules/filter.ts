@@ -1,4 +1,4 @@
-import { makeEnvelope, type Envelope, type PointTable, type ReadingBatch, type RuleOutput, type RuleStateRow, type SequenceSource, type Value } from '../runtime/contracts/index.js';
+import { makeEnvelope, type Counter, type Envelope, type PointTable, type ReadingBatch, type RuleOutput, type RuleStateRow, type SequenceSource, type Value } from '../runtime/contracts/index.js';
 import { boolize, compileExpression, type Compiled, type Scope } from './expression.js';
 import { compileGlob, compileTopicFilter } from './glob.js';
 import type { FilterRuleSpec, GroupKey } from './types.js';
@@ -45,6 +45,7 @@ export class FilterRule {
   constructor(
     readonly spec: FilterRuleSpec,
     private readonly sequence?: SequenceSource,
+    private readonly failures?: Counter,
   ) {
     this.matchDevice = compileGlob(spec.match.device);
     this.matchPoint = compileGlob(spec.match.point);
@@ -170,6 +171,7 @@ export class FilterRule {
 
   private failed(what: string, err: unknown): void {
     this.errors++;
+    this.failures?.inc({ rule: this.spec.id, stage: what });
     this.lastError = `${what}: ${err instanceof Error ? err.message : String(err)}`;
   }
 

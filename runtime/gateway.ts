@@ -150,7 +150,7 @@ export class Gateway {
         metrics,
         counterUsageStore(db),
       );
-      const rules = new Rules(config.rules, clock, sequence);
+      const rules = new Rules(config.rules, clock, sequence, metrics);
       const pipeline = new IngestPipeline(db, rules, outbox, clock, log.child({ component: 'ingest' }), metrics, () =>
         uplink.notify(),
       );

@@ -3,6 +3,7 @@ import { makeEnvelope, type Clock, type Envelope, type RuleOutput } from '../../
 import { Rules } from '../../rules/engine.js';
 import type { RuleSpec } from '../../rules/types.js';
 import { CountingSequence } from '../../runtime/sequence.js';
+import { PromMetrics } from '../../runtime/metrics.js';
 
 class FakeClock implements Clock {
   constructor(public t = 0) {}
@@ -162,8 +163,9 @@ describe('filter rules with expressions and operators', () => {
     expect(values(run(two, [at('m1', 't', 2)]))).toEqual([2, 4]);
   });
 
-  it('drops and counts a reading its expression fails on, and goes on', () => {
-    const rules = new Rules([{ ...base, where: 'value > 5' }, { ...base, id: 's', stream: 'other', set: { value: 'value * 2' } }], new FakeClock(), sequence);
+  it('drops and counts a reading its expression fails on, and goes on', async () => {
+    const metrics = new PromMetrics();
+    const rules = new Rules([{ ...base, where: 'value > 5' }, { ...base, id: 's', stream: 'other', set: { value: 'value * 2' } }], new FakeClock(), sequence, metrics);
     const out = run(rules, [at('m1', 't', 'text'), at('m1', 't', 6)]);
     expect(out.map((o) => [o.stream, o.envelope.value])).toEqual([
       ['telemetry', 6],
@@ -173,6 +175,7 @@ describe('filter rules with expressions and operators', () => {
       { rule: 'r', errors: 1, lastError: expect.stringMatching(/^where: both sides of ">" must be of the same type, not "text" and 5/) as unknown },
       { rule: 's', errors: 1, lastError: expect.stringMatching(/^set: the left side of "\*" must be a number, not "text"/) as unknown },
     ]);
+    expect(await metrics.total('outpost_rule_errors_total')).toBe(2);
   });
 
   it('deadband (absolute and percent) and change of value per device and point', () => {

@@ -1,6 +1,6 @@
 import type { Clock, Envelope, Metrics, ReadingBatch, RuleEngine, RuleOutput, RuleStateRow, SequenceSource, Route } from '../runtime/contracts/index.js';
 import { FilterRule } from './filter.js';
-import { TumblingWindowRule } from './tumbling-window.js';
+import { WindowRule } from './window.js';
 import type { RuleSpec } from './types.js';
 
 /**
@@ -9,7 +9,7 @@ import type { RuleSpec } from './types.js';
  */
 export class Rules implements RuleEngine {
   private readonly filters: FilterRule[] = [];
-  private readonly windows: TumblingWindowRule[] = [];
+  private readonly windows: WindowRule[] = [];
 
   constructor(
     specs: readonly RuleSpec[],
@@ -20,7 +20,7 @@ export class Rules implements RuleEngine {
     const failures = metrics?.counter('outpost_rule_errors_total', 'Readings a rule expression failed on (dropped by that rule)', ['rule', 'stage']);
     for (const spec of specs) {
       if (spec.type === 'filter') this.filters.push(new FilterRule(spec, sequence, failures));
-      else this.windows.push(new TumblingWindowRule(spec, sequence));
+      else this.windows.push(new WindowRule(spec, sequence, failures));
     }
   }
 
@@ -97,6 +97,6 @@ export class Rules implements RuleEngine {
 
   /** Per rule: readings its expressions failed on, and the last failure. */
   errors(): { rule: string; errors: number; lastError: string | undefined }[] {
-    return this.filters.map((f) => ({ rule: f.spec.id, errors: f.errors, lastError: f.lastError }));
+    return [...this.filters, ...this.windows].map((f) => ({ rule: f.spec.id, errors: f.errors, lastError: f.lastError }));
   }
 }

@@ -32,13 +32,31 @@ export interface FilterRuleSpec {
   readonly stream: string;
 }
 
-export type AggregateFn = 'avg' | 'min' | 'max' | 'count';
+export const AGGREGATES = ['avg', 'min', 'max', 'sum', 'count', 'first', 'last', 'stddev', 'p50', 'p95', 'p99'] as const;
+export type AggregateFn = (typeof AGGREGATES)[number];
+
+export type WindowKind = 'tumbling' | 'hopping' | 'sliding' | 'session' | 'count';
 
 export interface WindowRuleSpec {
   readonly id: string;
   readonly type: 'window';
   readonly match: RuleMatch;
-  readonly windowMs: number;
+  /** Only readings this JSONata expression is true for enter the window. */
+  readonly where?: string | undefined;
+  readonly kind?: WindowKind | undefined;
+  /** Length of tumbling, hopping and sliding windows. */
+  readonly windowMs?: number | undefined;
+  /** Hopping: a new window starts every hopMs. */
+  readonly hopMs?: number | undefined;
+  /** Session: the window closes after this long without a reading. */
+  readonly gapMs?: number | undefined;
+  /** Count: readings per window. */
+  readonly count?: number | undefined;
+  /** Which clock places a reading in a window: its own `ts` (event) or the gateway's (processing). */
+  readonly time?: 'processing' | 'event' | undefined;
+  /** Event time: how long after its end a window still takes readings. */
+  readonly allowedLatenessMs?: number | undefined;
+  readonly groupBy?: readonly GroupKey[] | undefined;
   readonly aggregates: readonly AggregateFn[];
   readonly route: 'cloud';
   readonly stream: string;

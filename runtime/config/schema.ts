@@ -3,6 +3,8 @@ import { cronProblem } from '../../cloud-bridge/sync-windows.js';
 import { compileExpression } from '../../rules/expression.js';
 import { READING_FIELDS } from '../../rules/filter.js';
 import { topicFilterProblem } from '../../rules/glob.js';
+import { AGGREGATES } from '../../rules/types.js';
+import { MAX_WINDOW_VALUES } from '../../rules/window.js';
 
 /**
  * The site config, validated once at the edge into typed objects with defaults filled.
@@ -206,16 +208,44 @@ export const filterRuleSchema = z
     path: ['min'],
   });
 
-export const windowRuleSchema = z.strictObject({
-  id,
-  type: z.literal('window'),
-  match,
-  /** Tumbling window length, aligned to multiples of the length since the epoch. */
-  windowMs: durationMs.min(100),
-  aggregates: z.array(z.enum(['avg', 'min', 'max', 'count'])).min(1),
-  route: z.literal('cloud').default('cloud'),
-  stream: id.default('telemetry'),
-});
+export const windowRuleSchema = z
+  .strictObject({
+    id,
+    type: z.literal('window'),
+    match,
+    /** JSONata expression: only readings it is true for enter the window. */
+    where: expression.optional(),
+    kind: z.enum(['tumbling', 'hopping', 'sliding', 'session', 'count']).default('tumbling'),
+    /** Length of tumbling (aligned to multiples of it since the epoch), hopping and sliding windows. */
+    windowMs: durationMs.min(100).optional(),
+    /** Hopping windows: one starts every hopMs (aligned likewise). */
+    hopMs: durationMs.min(100).optional(),
+    /** Session windows: closed after this long without a reading of the group. */
+    gapMs: durationMs.min(100).optional(),
+    /** Count windows: readings per window. */
+    count: z.number().int().min(1).max(MAX_WINDOW_VALUES).optional(),
+    /** Whose clock places a reading in a window: the gateway's on arrival, or the reading's `ts`. */
+    time: z.enum(['processing', 'event']).default('processing'),
+    /** Event time: how long after its end a window still takes late readings. */
+    allowedLatenessMs: z.number().int().min(0).default(0),
+    groupBy: z.array(z.enum(['device', 'point', 'unit'])).default(['device', 'point']),
+    aggregates: z.array(z.enum(AGGREGATES)).min(1),
+    route: z.literal('cloud').default('cloud'),
+    stream: id.default('telemetry'),
+  })
+  .superRefine((r, ctx) => {
+    const need = (field: 'windowMs' | 'hopMs' | 'gapMs' | 'count'): void => {
+      if (r[field] === undefined) ctx.addIssue({ code: 'custom', path: [field], message: `a ${r.kind} window needs ${field}` });
+    };
+    if (r.kind === 'tumbling' || r.kind === 'hopping' || r.kind === 'sliding') need('windowMs');
+    if (r.kind === 'hopping') {
+      need('hopMs');
+      if (r.hopMs !== undefined && r.windowMs !== undefined && r.hopMs > r.windowMs) ctx.addIssue({ code: 'custom', path: ['hopMs'], message: 'hopMs must not be greater than windowMs' });
+    }
+    if (r.kind === 'session') need('gapMs');
+    if (r.kind === 'count') need('count');
+    if (r.kind === 'count' && r.time === 'event') ctx.addIssue({ code: 'custom', path: ['time'], message: 'count windows do not use time' });
+  });
 
 export const streamSchema = z.strictObject({
   name: id,

@@ -1,4 +1,4 @@
-import type { Clock, Envelope, Metrics, ReadingBatch, RuleEngine, RuleOutput, RuleStateRow, SequenceSource, Route } from '../runtime/contracts/index.js';
+import type { Clock, Envelope, Metrics, ReadingBatch, RuleEngine, RuleOutput, RuleStateRow, SequenceSource } from '../runtime/contracts/index.js';
 import { FilterRule } from './filter.js';
 import { WindowRule } from './window.js';
 import type { RuleSpec } from './types.js';
@@ -28,7 +28,8 @@ export class Rules implements RuleEngine {
     let emitted: Set<string> | undefined;
     const once = (out: RuleOutput): void => {
       emitted ??= new Set();
-      const key = `${out.route}\u0000${out.stream}\u0000${out.envelope?.id ?? ''}`;
+      const target = out.route === 'cloud' ? out.stream : out.route === 'mqtt' ? out.topic : `${out.device}\u0000${out.point}`;
+      const key = `${out.route}\u0000${target}\u0000${out.envelope?.id ?? ''}`;
       if (emitted.has(key)) return;
       emitted.add(key);
       emit(out);
@@ -41,16 +42,16 @@ export class Rules implements RuleEngine {
   processBatch(batch: ReadingBatch, emit: (out: RuleOutput) => void): void {
     // Per route and stream, the positions some filter passes: each emitted once, in batch order.
     const now = this.clock.now();
-    const outputs = new Map<string, { route: Route; stream: string; marks: Uint8Array }>();
+    const outputs = new Map<string, { route: 'cloud'; stream: string; marks: Uint8Array }>();
     let transforming = false;
     for (const f of this.filters) {
       if (!f.selects) {
         transforming = true;
         continue;
       }
-      const key = `${f.spec.route}\u0000${f.spec.stream}`;
+      const key = f.spec.stream;
       let o = outputs.get(key);
-      if (!o) outputs.set(key, (o = { route: f.spec.route, stream: f.spec.stream, marks: new Uint8Array(batch.length) }));
+      if (!o) outputs.set(key, (o = { route: 'cloud', stream: f.spec.stream, marks: new Uint8Array(batch.length) }));
       f.mark(batch, o.marks, now);
     }
     for (const { route, stream, marks } of outputs.values()) {

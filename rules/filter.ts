@@ -31,6 +31,7 @@ export class FilterRule {
   private readonly setValue: Compiled | undefined;
   private readonly setPoint: Compiled | undefined;
   private readonly setUnit: Compiled | undefined;
+  private readonly alertMessage: Compiled | undefined;
   private readonly stateful: boolean;
   private readonly groupBy: readonly GroupKey[];
   private readonly groups = new Map<string, GroupState>();
@@ -54,13 +55,14 @@ export class FilterRule {
     this.setValue = spec.set?.value === undefined ? undefined : compileExpression(spec.set.value, READING_FIELDS);
     this.setPoint = spec.set?.point === undefined ? undefined : compileExpression(spec.set.point, READING_FIELDS);
     this.setUnit = spec.set?.unit === undefined ? undefined : compileExpression(spec.set.unit, READING_FIELDS);
+    this.alertMessage = spec.alert?.message === undefined ? undefined : compileExpression(spec.alert.message, READING_FIELDS);
     this.stateful = spec.deadband !== undefined || spec.changeOfValue === true || spec.rateLimit !== undefined;
     this.groupBy = spec.groupBy ?? ['device', 'point'];
   }
 
   /** True when the rule passes readings unchanged: it can emit a selection of a batch. */
   get selects(): boolean {
-    return this.spec.set === undefined;
+    return this.spec.set === undefined && this.spec.route === 'cloud';
   }
 
   private matches(device: string, point: string): boolean {
@@ -71,7 +73,34 @@ export class FilterRule {
     if (!this.matches(r.device, r.point)) return;
     if (!this.passes(r as unknown as Scope, r.quality, r.value, now)) return;
     const out = this.spec.set && (r.quality === 'good' || this.spec.bad === 'filter') ? this.transform(r) : r;
-    if (out) emit({ route: this.spec.route, stream: this.spec.stream, envelope: out });
+    if (out) this.route(out, emit);
+  }
+
+  private route(e: Envelope, emit: (out: RuleOutput) => void): void {
+    const { route, stream, mqtt, write } = this.spec;
+    if (route === 'cloud') emit({ route, stream, envelope: e });
+    else if (route === 'mqtt' && mqtt) emit({ route, topic: fillTopic(mqtt.topic, e), qos: mqtt.qos, retain: mqtt.retain, envelope: e });
+    else if (route === 'modbus' && write) {
+      // A bad or stale reading is no value to write.
+      if (e.quality === 'good') emit({ route, device: write.device, point: write.point, minIntervalMs: write.minIntervalMs, envelope: e });
+    } else if (route === 'alert') {
+      const a = this.alertOf(e);
+      if (a) emit({ route: 'cloud', stream, envelope: a });
+    }
+  }
+
+  /** The alert reading for `e`: value "severity: message", point "{point}.alert". */
+  private alertOf(e: Envelope): Envelope | undefined {
+    const severity = this.spec.alert?.severity ?? 'warning';
+    let message: string;
+    try {
+      message = this.alertMessage ? asText('message', this.alertMessage(e as unknown as Scope)) : `${e.point} = ${JSON.stringify(e.value)}${e.unit ? ` ${e.unit}` : ''} (${e.quality})`;
+    } catch (err) {
+      this.failed('alert', err);
+      return undefined;
+    }
+    const seq = this.sequence ? this.sequence.next().seq : e.seq;
+    return makeEnvelope({ id: `${e.id}/${this.spec.id}`, device: e.device, point: `${e.point}.alert`, value: `${severity}: ${message}`, quality: 'good', ts: e.ts, seq, rule: this.spec.id });
   }
 
   /** Marks (sets to 1) the positions of `batch` this rule passes. Only for rules that `select`. */
@@ -207,6 +236,12 @@ export class FilterRule {
     const g = JSON.parse(row.state) as GroupState | null;
     if (g) this.groups.set(row.key, g);
   }
+}
+
+/** `{device}` and `{point}` in a topic template, filled in with names that cannot break the topic. */
+function fillTopic(template: string, e: Envelope): string {
+  const safe = (s: string): string => s.replace(/[/#+]/g, '_');
+  return template.replaceAll('{device}', safe(e.device)).replaceAll('{point}', safe(e.point));
 }
 
 function movedBeyond(d: NonNullable<FilterRuleSpec['deadband']>, last: Value, value: Value): boolean {

@@ -28,8 +28,16 @@ export interface FilterRuleSpec {
   readonly changeOfValue?: boolean | undefined;
   /** At most `count` good readings per group in any `perMs` window (fixed windows from the first). */
   readonly rateLimit?: { readonly count: number; readonly perMs: number } | undefined;
-  readonly route: 'cloud';
+  /**
+   * cloud: the outbox stream `stream`; alert: an alert reading (value "severity: message") to
+   * `stream`; mqtt: published on the local broker at `topic` ({device} and {point} filled in);
+   * modbus: the reading's value written to `write.device`/`write.point`.
+   */
+  readonly route: 'cloud' | 'alert' | 'mqtt' | 'modbus';
   readonly stream: string;
+  readonly alert?: { readonly severity: 'info' | 'warning' | 'critical'; readonly message?: string | undefined } | undefined;
+  readonly mqtt?: { readonly topic: string; readonly qos: 0 | 1; readonly retain: boolean } | undefined;
+  readonly write?: { readonly device: string; readonly point: string; readonly minIntervalMs: number } | undefined;
 }
 
 export const AGGREGATES = ['avg', 'min', 'max', 'sum', 'count', 'first', 'last', 'stddev', 'p50', 'p95', 'p99'] as const;

@@ -6,9 +6,10 @@ import { ConfigError } from './config/load.js';
 import { ChildIntake } from '../drivers/mqtt/child-intake.js';
 import { modbusBuses, WriteRefused } from '../drivers/modbus/bus.js';
 import { toModbusDevice } from './config/modbus.js';
+import { ActuationGuard } from '../rules/actuation.js';
 import { Rules } from '../rules/engine.js';
 import type { SiteConfig } from './config/schema.js';
-import { systemClock, type Clock, type Driver, type Logger, type OutboxStats } from './contracts/index.js';
+import { systemClock, type Clock, type Driver, type LocalOutput, type Logger, type OutboxStats } from './contracts/index.js';
 import { EmbeddedBroker } from './broker/embedded-broker.js';
 import { HttpApi } from './http/api.js';
 import { IngestPipeline } from './ingest.js';
@@ -99,6 +100,7 @@ export class Gateway {
     private readonly drivers: readonly Driver[],
     private readonly http: HttpApi,
     private readonly expiry: NodeJS.Timeout,
+    private readonly actuation: ActuationGuard,
     readonly ports: { broker: number; http: number },
   ) {
     this.startedAt = clock.now();
@@ -151,8 +153,17 @@ export class Gateway {
         counterUsageStore(db),
       );
       const rules = new Rules(config.rules, clock, sequence, metrics);
-      const pipeline = new IngestPipeline(db, rules, outbox, clock, log.child({ component: 'ingest' }), metrics, () =>
-        uplink.notify(),
+      // Rule outputs for the local broker and for Modbus writes; bound once those exist.
+      const local: { handle?: (outputs: LocalOutput[]) => void } = {};
+      const pipeline = new IngestPipeline(
+        db,
+        rules,
+        outbox,
+        clock,
+        log.child({ component: 'ingest' }),
+        metrics,
+        () => uplink.notify(),
+        (outputs) => local.handle?.(outputs),
       );
       const broker = await EmbeddedBroker.create(log.child({ component: 'broker' }));
       const drivers: Driver[] = [
@@ -163,6 +174,25 @@ export class Gateway {
       ];
       const buses = modbusBuses(config.devices.flatMap((d) => (d.protocol === 'mqtt' ? [] : [toModbusDevice(d)])));
       drivers.push(...buses);
+      const actuation = new ActuationGuard(
+        (device, point, value) => {
+          const bus = buses.find((b) => b.hasDevice(device));
+          return bus ? bus.write(device, point, value) : Promise.reject(new Error(`no Modbus device "${device}"`));
+        },
+        clock,
+        log.child({ component: 'actuation' }),
+        metrics,
+      );
+      const ruleLog = log.child({ component: 'rules' });
+      local.handle = (outputs) => {
+        for (const o of outputs) {
+          if (o.route === 'modbus') actuation.submit(o);
+          else
+            broker.publish(o.topic, JSON.stringify(o.envelope), o.qos, o.retain).catch((err: unknown) =>
+              ruleLog.warn({ topic: o.topic, err: (err as Error).message }, 'rule output not published'),
+            );
+        }
+      };
       const ctx = { sink: pipeline, sequence, clock, metrics };
       for (const d of drivers) await d.start({ ...ctx, log: log.child({ driver: d.name }) });
       const self: { gateway?: Gateway } = {};
@@ -213,7 +243,7 @@ export class Gateway {
         }
       }, 5_000);
       expiry.unref();
-      const gateway = new Gateway(config, db, log, clock, metrics, sequence, outbox, uplink, pipeline, broker, drivers, http, expiry, {
+      const gateway = new Gateway(config, db, log, clock, metrics, sequence, outbox, uplink, pipeline, broker, drivers, http, expiry, actuation, {
         broker: brokerPort,
         http: httpPort,
       });
@@ -257,6 +287,7 @@ export class Gateway {
   private async doStop(drainMs: number): Promise<void> {
     clearInterval(this.expiry);
     await this.broker.stopIntake();
+    this.actuation.stop();
     for (const d of this.drivers) await d.stop();
     await this.pipeline.stop();
     if (drainMs > 0) await this.uplink.drained(drainMs);

@@ -2,6 +2,7 @@ import {
   isBatch,
   type Clock,
   type Counter,
+  type LocalOutput,
   type Logger,
   type Metrics,
   type Outbox,
@@ -31,6 +32,8 @@ const MAX_GROUP = 5000;
  */
 export class IngestPipeline implements ReadingSink {
   private pending: Pending[] = [];
+  /** Local outputs of the transaction in progress. */
+  private local: LocalOutput[] = [];
   private pendingCount = 0;
   private scheduled = false;
   private closed = false;
@@ -54,6 +57,8 @@ export class IngestPipeline implements ReadingSink {
     private readonly log: Logger,
     metrics: Metrics,
     private readonly onCommitted: () => void,
+    /** Rule outputs for the local broker and Modbus writes, handed over once their cause is committed. */
+    private readonly onLocal: (outputs: LocalOutput[]) => void = () => {},
   ) {
     const upsert = db.prepare('INSERT INTO rule_state (key, state) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET state = excluded.state');
     const del = db.prepare('DELETE FROM rule_state WHERE key = ?');
@@ -96,6 +101,7 @@ export class IngestPipeline implements ReadingSink {
       return;
     }
     let outputs: number;
+    this.local = [];
     try {
       outputs = this.commit(batch, now);
     } catch (err) {
@@ -111,6 +117,12 @@ export class IngestPipeline implements ReadingSink {
     this.mCommits.inc();
     for (const p of batch) p.resolve();
     if (outputs > 0) this.onCommitted();
+    if (this.local.length > 0) {
+      const local = this.local;
+      this.local = [];
+      this.mOutputs.inc({ route: 'local' }, local.length);
+      this.onLocal(local);
+    }
     this.armWindowTimer();
   }
 
@@ -126,7 +138,10 @@ export class IngestPipeline implements ReadingSink {
     const cloud: OutboxItem[] = [];
     let clouded = 0;
     const emit = (out: RuleOutput): void => {
-      if (out.route !== 'cloud') return;
+      if (out.route !== 'cloud') {
+        this.local.push(out);
+        return;
+      }
       cloud.push(out.batch ? { batch: out.batch, stream: out.stream } : { envelope: out.envelope, stream: out.stream });
       clouded += out.batch ? out.batch.length : 1;
     };

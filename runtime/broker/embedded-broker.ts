@@ -61,6 +61,13 @@ export class EmbeddedBroker implements LocalBroker {
     });
   }
 
+  /** Publishes from the gateway itself (rule outputs): delivered to subscribers like any message. */
+  publish(topic: string, payload: string, qos: 0 | 1, retain: boolean): Promise<void> {
+    return new Promise((resolve, reject) =>
+      this.aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos, retain, dup: false }, (err) => (err ? reject(err) : resolve())),
+    );
+  }
+
   get connectedClients(): number {
     return this.aedes.connectedClients;
   }

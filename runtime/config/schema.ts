@@ -199,14 +199,34 @@ export const filterRuleSchema = z
     deadband: deadband.optional(),
     changeOfValue: z.boolean().default(false),
     rateLimit: z.strictObject({ count: z.number().int().positive().default(1), perMs: durationMs }).optional(),
-    route: z.literal('cloud').default('cloud'),
-    /** Outbox stream the passing readings go to. */
+    /** cloud (outbox), alert (an alert reading to the outbox), mqtt (local broker), modbus (a write). */
+    route: z.enum(['cloud', 'alert', 'mqtt', 'modbus']).default('cloud'),
+    /** Outbox stream of routes cloud and alert. */
     stream: id.default('telemetry'),
+    alert: z.strictObject({ severity: z.enum(['info', 'warning', 'critical']).default('warning'), message: expression.optional() }).optional(),
+    mqtt: z
+      .strictObject({
+        /** Topic with {device} and {point} filled in. */
+        topic: z.string().min(1).regex(/^[^#+\s]+$/, 'a topic to publish on must not contain wildcards or whitespace'),
+        qos: z.union([z.literal(0), z.literal(1)]).default(0),
+        retain: z.boolean().default(false),
+      })
+      .optional(),
+    write: z
+      .strictObject({
+        device: id,
+        point: z.string().min(1),
+        /** At most one write to the point per this long; newer values wait and replace older ones. */
+        minIntervalMs: z.number().int().min(0).default(1000),
+      })
+      .optional(),
   })
   .refine((r) => r.min === undefined || r.max === undefined || r.min <= r.max, {
     message: 'min must not be greater than max',
     path: ['min'],
-  });
+  })
+  .refine((r) => r.route !== 'mqtt' || r.mqtt !== undefined, { message: 'route mqtt needs mqtt: { topic }', path: ['mqtt'] })
+  .refine((r) => r.route !== 'modbus' || r.write !== undefined, { message: 'route modbus needs write: { device, point }', path: ['write'] });
 
 export const windowRuleSchema = z
   .strictObject({
@@ -408,6 +428,14 @@ export const configSchema = z
       rules.add(r.id);
       if (!streams.has(r.stream)) {
         ctx.addIssue({ code: 'custom', path: ['rules', i, 'stream'], message: `no stream named "${r.stream}" under streams` });
+      }
+      if (r.type === 'filter' && r.route === 'modbus' && r.write) {
+        const { device, point } = r.write;
+        const d = cfg.devices.find((x) => x.id === device);
+        const p = d && d.protocol !== 'mqtt' ? d.points.find((x) => x.name === point) : undefined;
+        if (!d || d.protocol === 'mqtt') ctx.addIssue({ code: 'custom', path: ['rules', i, 'write', 'device'], message: `no Modbus device "${device}" under devices` });
+        else if (!p) ctx.addIssue({ code: 'custom', path: ['rules', i, 'write', 'point'], message: `device "${device}" has no point "${point}"` });
+        else if (!p.writable) ctx.addIssue({ code: 'custom', path: ['rules', i, 'write', 'point'], message: `point "${point}" of "${device}" is not writable (set writable: true)` });
       }
     });
   });

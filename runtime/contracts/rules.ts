@@ -1,14 +1,37 @@
 import type { Envelope } from './envelope.js';
 import type { ReadingBatch } from './reading-batch.js';
 
-/** Where a rule's output goes. Only `cloud` exists so far. */
-export type Route = 'cloud';
+/** Where a rule's output goes: the outbox, a topic of the local broker, or a Modbus point. */
+export type Route = 'cloud' | 'mqtt' | 'modbus';
 
-export type RuleOutput = {
-  readonly route: Route;
-  /** Outbox stream for route `cloud`. */
+/** To the cloud through the outbox stream `stream` (alerts too). */
+export type CloudOutput = {
+  readonly route: 'cloud';
   readonly stream: string;
 } & ({ readonly envelope: Envelope; readonly batch?: undefined } | { readonly batch: ReadingBatch; readonly envelope?: undefined });
+
+/** Published on the local broker once the readings that caused it are committed. */
+export interface MqttOutput {
+  readonly route: 'mqtt';
+  readonly topic: string;
+  readonly qos: 0 | 1;
+  readonly retain: boolean;
+  readonly envelope: Envelope;
+  readonly batch?: undefined;
+}
+
+/** Written to a Modbus point once committed, at most once per `minIntervalMs` per point. */
+export interface ModbusOutput {
+  readonly route: 'modbus';
+  readonly device: string;
+  readonly point: string;
+  readonly minIntervalMs: number;
+  readonly envelope: Envelope;
+  readonly batch?: undefined;
+}
+
+export type RuleOutput = CloudOutput | MqttOutput | ModbusOutput;
+export type LocalOutput = MqttOutput | ModbusOutput;
 
 /** Persisted state of one open window or operator memory, keyed by the engine. */
 export interface RuleStateRow {

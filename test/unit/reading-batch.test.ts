@@ -163,7 +163,7 @@ describe('rules over a batch', () => {
   /** Per stream, the ids emitted, in order. */
   const byStream = (outs: RuleOutput[]): Record<string, string[]> => {
     const m: Record<string, string[]> = {};
-    for (const o of outs) (m[o.stream] ??= []).push(...(o.batch ? [...o.batch].map((e) => e.id) : [o.envelope.id]));
+    for (const o of outs) (m[o.route === 'cloud' ? o.stream : o.route] ??= []).push(...(o.batch ? [...o.batch].map((e) => e.id) : [o.envelope.id]));
     return m;
   };
 

@@ -45,8 +45,10 @@ interface Out {
 const collect =
   (out: Out[]) =>
   (o: RuleOutput): void => {
-    if (o.batch) for (const envelope of o.batch) out.push({ route: o.route, stream: o.stream, envelope });
-    else out.push({ route: o.route, stream: o.stream, envelope: o.envelope });
+    // Local routes are listed under their target: the topic, or device/point.
+    const stream = o.route === 'cloud' ? o.stream : o.route === 'mqtt' ? o.topic : `${o.device}/${o.point}`;
+    if (o.batch) for (const envelope of o.batch) out.push({ route: o.route, stream, envelope });
+    else out.push({ route: o.route, stream, envelope: o.envelope });
   };
 
 function run(rules: Rules, readings: Envelope[]): Out[] {
@@ -197,6 +199,29 @@ describe('filter rules with expressions and operators', () => {
     }
     // Two readings per device in each of the three seconds, whatever their point.
     expect(got).toEqual([0, 0, 1000, 1000, 2000, 2000]);
+  });
+
+  it('routes: an alert reading, a local topic with names made safe, a write only for good readings', () => {
+    const rules = new Rules(
+      [
+        { ...base, id: 'hot', where: 'value > 80', route: 'alert', stream: 'alarms', alert: { severity: 'critical', message: '"too hot: " & $string(value) & " " & unit' } },
+        { ...base, id: 'loc', route: 'mqtt', mqtt: { topic: 'site/{device}/{point}', qos: 1, retain: true } },
+        { ...base, id: 'act', route: 'modbus', write: { device: 'plc', point: 'sp', minIntervalMs: 100 } },
+      ],
+      new FakeClock(),
+      sequence,
+    );
+    const hot = at('m/1', 't#1', 90);
+    const outs: RuleOutput[] = [];
+    rules.process(hot, (o) => outs.push(o));
+    rules.process(at('m1', 't', null, 0, 'bad'), (o) => outs.push(o));
+    const alert = outs.find((o) => o.route === 'cloud')!;
+    expect(alert).toMatchObject({ stream: 'alarms', envelope: { id: `${hot.id}/hot`, device: 'm/1', point: 't#1.alert', value: 'critical: too hot: 90 degC', rule: 'hot' } });
+    expect(outs.filter((o) => o.route === 'mqtt').map((o) => o.route === 'mqtt' && [o.topic, o.qos, o.retain])).toEqual([
+      ['site/m_1/t_1', 1, true],
+      ['site/m1/t', 1, true],
+    ]);
+    expect(outs.filter((o) => o.route === 'modbus').map((o) => o.envelope.value)).toEqual([90]);
   });
 
   it('operator memory survives a restart: no reading passed twice, none lost', () => {

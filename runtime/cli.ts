@@ -1,8 +1,10 @@
 #!/usr/bin/env -S node --max-old-space-size=128 --max-semi-space-size=4
+import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load.js';
 import { Gateway } from './gateway.js';
 import { createLogger } from './logger.js';
+import { loadRules, replay } from './rules-test.js';
 
 const USAGE = `outpost — edge gateway runtime
 
@@ -14,6 +16,11 @@ Usage:
   outpost status [--url URL]      status of a running gateway (default http://127.0.0.1:8080)
   outpost dead-letters [--url URL] [--limit N] [--replay [--ids 1,2,…]]
   outpost write DEVICE POINT VALUE [--url URL]   write a Modbus point (true/false, a number, or --string TEXT), verified by reading it back
+  outpost rules test RULES --input READINGS.jsonl
+                                  replay recorded readings through the rules of RULES (a site
+                                  config, or a file with rules:); prints what they would emit
+  outpost rules reload [--url URL]
+                                  apply the running gateway's config file rules again (also SIGHUP)
                                   readings the cloud refused: list them, or put them back in
                                   their streams (all, or the given ids)
 `;
@@ -33,6 +40,8 @@ async function main(argv: string[]): Promise<number> {
       return status(rest);
     case 'write':
       return writePoint(rest);
+    case 'rules':
+      return rulesCommand(rest);
     case 'dead-letters':
       return deadLetters(rest);
     case undefined:
@@ -86,7 +95,7 @@ async function start(args: string[]): Promise<number> {
   const log = createLogger();
   let gateway: Gateway;
   try {
-    gateway = await Gateway.start(cfg, { log });
+    gateway = await Gateway.start(cfg, { log, configFile: values.config });
   } catch (err) {
     return reportConfigError(err);
   }
@@ -102,9 +111,65 @@ async function start(args: string[]): Promise<number> {
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    // SIGHUP: read the config file's rules again, as `outpost rules reload` does.
+    process.on('SIGHUP', () => {
+      loadConfig(values.config!).then(
+        (next) => gateway.reloadRules(next),
+        (err: unknown) => log.error({ err: (err as Error).message }, 'rules not reloaded: invalid config; running rules kept'),
+      ).catch((err: unknown) => log.error({ err: (err as Error).message }, 'rules not reloaded'));
+    });
   });
   await gateway.stop();
   return 0;
+}
+
+async function rulesCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === 'test') {
+    const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { input: { type: 'string', short: 'i' } } });
+    const file = positionals[0];
+    if (!file || !values.input || positionals.length > 1) {
+      process.stderr.write('usage: outpost rules test RULES --input READINGS.jsonl\n');
+      return 2;
+    }
+    let config;
+    let text: string;
+    try {
+      config = await loadRules(file);
+      text = await readFile(values.input, 'utf8');
+    } catch (err) {
+      if (err instanceof ConfigError) return reportConfigError(err);
+      process.stderr.write(`${values.input}: ${(err as Error).message}\n`);
+      return 1;
+    }
+    const r = replay(
+      config,
+      text.split('\n'),
+      (line) => process.stdout.write(`${line}\n`),
+      (msg) => process.stderr.write(`${values.input}: ${msg}\n`),
+    );
+    process.stderr.write(`${r.readings} readings in, ${r.outputs} out${r.badLines > 0 ? `, ${r.badLines} lines refused` : ''}\n`);
+    for (const e of r.errors) process.stderr.write(`rule ${e.rule}: ${e.errors} readings dropped by expression errors; last: ${e.lastError ?? ''}\n`);
+    return r.badLines > 0 ? 1 : 0;
+  }
+  if (sub === 'reload') {
+    const { values } = parseArgs({ args: rest, options: { url: { type: 'string', default: 'http://127.0.0.1:8080' } } });
+    try {
+      const res = await fetch(`${values.url.replace(/\/$/, '')}/api/v1/rules/reload`, { method: 'POST' });
+      const body = (await res.json()) as { error?: string; problems?: string[] };
+      if (!res.ok) {
+        process.stderr.write(`${body.error ?? res.statusText}\n${(body.problems ?? []).map((p) => `  ${p}\n`).join('')}`);
+        return 1;
+      }
+      process.stdout.write(`${JSON.stringify(body)}\n`);
+      return 0;
+    } catch (err) {
+      process.stderr.write(`cannot reach the gateway at ${values.url}: ${(err as Error).message}\n`);
+      return 1;
+    }
+  }
+  process.stderr.write('usage: outpost rules test RULES --input READINGS.jsonl | outpost rules reload [--url URL]\n');
+  return 2;
 }
 
 async function status(args: string[]): Promise<number> {

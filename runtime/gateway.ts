@@ -2,7 +2,7 @@ import { outboxMigrations, SqliteOutbox } from '../cloud-bridge/outbox.js';
 import type { UsageStore } from '../cloud-bridge/link-budget.js';
 import { Uplink, type UplinkOptions } from '../cloud-bridge/uplink.js';
 import { readFileSync } from 'node:fs';
-import { ConfigError } from './config/load.js';
+import { ConfigError, loadConfig } from './config/load.js';
 import { ChildIntake } from '../drivers/mqtt/child-intake.js';
 import { modbusBuses, WriteRefused } from '../drivers/modbus/bus.js';
 import { toModbusDevice } from './config/modbus.js';
@@ -57,7 +57,22 @@ function readTls(tls: NonNullable<SiteConfig['cloud']['tls']>): NonNullable<Upli
 export interface GatewayOptions {
   readonly log?: Logger;
   readonly clock?: Clock;
+  /** The file the config came from: `POST /api/v1/rules/reload` and SIGHUP read its rules again. */
+  readonly configFile?: string;
 }
+
+/** What a rule reload changed, by rule id. */
+export interface RulesReloaded {
+  readonly rules: number;
+  /** New or changed: start with no state. */
+  readonly applied: readonly string[];
+  /** Unchanged: keep their open windows and operator memory. */
+  readonly kept: readonly string[];
+  readonly removed: readonly string[];
+}
+
+/** A reload that cannot be applied while running; the running rules stay. */
+export class ReloadRefused extends Error {}
 
 export interface GatewayStatus {
   readonly gateway: string;
@@ -87,7 +102,7 @@ export class Gateway {
   private final: GatewayStatus | undefined;
 
   private constructor(
-    readonly config: SiteConfig,
+    private running: SiteConfig,
     private readonly db: Db,
     private readonly log: Logger,
     private readonly clock: Clock,
@@ -215,6 +230,17 @@ export class Gateway {
             uplink.notify();
             return n;
           },
+          reloadRules: async () => {
+            const file = opts.configFile;
+            if (!file) return { status: 409, body: { error: 'the gateway was started without a config file: nothing to reload' } };
+            try {
+              return { status: 200, body: { ...self.gateway!.reloadRules(await loadConfig(file)) } };
+            } catch (err) {
+              if (err instanceof ConfigError) return { status: 400, body: { error: `${file}: invalid config; running rules kept`, problems: err.problems } };
+              if (err instanceof ReloadRefused) return { status: 409, body: { error: err.message } };
+              throw err;
+            }
+          },
           writePoint: async (device, point, value) => {
             const bus = buses.find((b) => b.hasDevice(device));
             if (!bus) return { status: 404, body: { error: `no Modbus device "${device}"` } };
@@ -254,6 +280,36 @@ export class Gateway {
       db.close();
       throw err;
     }
+  }
+
+  /** The config the gateway runs with (its rules as last reloaded). */
+  get config(): SiteConfig {
+    return this.running;
+  }
+
+  /**
+   * Applies the rules of `next` without a restart and without dropping a reading. Rules whose
+   * definition is unchanged keep their state. Streams and devices are not changed while running:
+   * a config whose streams or devices differ is refused (restart to apply those).
+   */
+  reloadRules(next: SiteConfig): RulesReloaded {
+    const differs = (['streams', 'devices'] as const).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(this.running[k]));
+    if (differs.length > 0) throw new ReloadRefused(`${differs.join(' and ')} changed: restart the gateway to apply that; rules not reloaded`);
+    const before = new Map(this.running.rules.map((r) => [r.id, JSON.stringify(r)]));
+    const kept = next.rules.filter((r) => before.get(r.id) === JSON.stringify(r)).map((r) => r.id);
+    const keptSet = new Set(kept);
+    const engine = new Rules(next.rules, this.clock, this.sequence, this.metrics);
+    this.pipeline.replaceRules(engine, (key) => keptSet.has(key.slice(0, key.indexOf('\u0000'))));
+    const nextIds = new Set(next.rules.map((r) => r.id));
+    this.running = { ...this.running, rules: next.rules };
+    const result = {
+      rules: next.rules.length,
+      applied: next.rules.filter((r) => !keptSet.has(r.id)).map((r) => r.id),
+      kept,
+      removed: [...before.keys()].filter((id) => !nextIds.has(id)),
+    };
+    this.log.info(result, 'rules reloaded');
+    return result;
   }
 
   status(): GatewayStatus {

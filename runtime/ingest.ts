@@ -51,7 +51,7 @@ export class IngestPipeline implements ReadingSink {
 
   constructor(
     db: Db,
-    private readonly rules: RuleEngine,
+    private rules: RuleEngine,
     private readonly outbox: Outbox,
     private readonly clock: Clock,
     private readonly log: Logger,
@@ -69,8 +69,33 @@ export class IngestPipeline implements ReadingSink {
     this.mOutputs = metrics.counter('outpost_rule_outputs_total', 'Readings emitted by rules', ['route']);
     this.mCommits = metrics.counter('outpost_store_commits_total', 'Ingest transactions committed');
     this.mFailures = metrics.counter('outpost_store_commit_failures_total', 'Ingest transactions that failed (nothing acknowledged)');
-    const rows = db.prepare('SELECT key, state FROM rule_state').all() as { key: string; state: string }[];
-    rules.restore(rows);
+    const select = db.prepare('SELECT key, state FROM rule_state');
+    this.loadState = () => select.all() as { key: string; state: string }[];
+    this.dropState = db.transaction((keys: string[]) => {
+      for (const k of keys) del.run(k);
+    });
+    rules.restore(this.loadState());
+    this.armWindowTimer();
+  }
+
+  private readonly loadState: () => { key: string; state: string }[];
+  private readonly dropState: (keys: string[]) => void;
+
+  /**
+   * Hot reload: readings submitted so far are committed with the running rules, then `next` takes
+   * over in the same turn of the event loop, so no reading is processed by neither or by both.
+   * `keep(key)` tells which saved state (open windows, operator memory) `next` takes over; the
+   * rest is deleted.
+   */
+  replaceRules(next: RuleEngine, keep: (key: string) => boolean): void {
+    this.flush();
+    const rows = this.loadState();
+    this.dropState(rows.filter((r) => !keep(r.key)).map((r) => r.key));
+    next.restore(rows.filter((r) => keep(r.key)));
+    this.rules = next;
+    this.windowDeadline = undefined;
+    if (this.windowTimer) this.clock.clearTimeout(this.windowTimer);
+    this.windowTimer = undefined;
     this.armWindowTimer();
   }
 

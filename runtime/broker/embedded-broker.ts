@@ -94,8 +94,11 @@ export class EmbeddedBroker implements LocalBroker {
   async stopIntake(): Promise<void> {
     const server = this.server;
     this.server = undefined;
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    // close() only stops new connections and waits for the open ones to end: end them first, or a
+    // connected child would hold the stop until its keepalive ran out.
+    const closed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
     for (const s of this.sockets) s.destroy();
+    await closed;
   }
 
   async close(): Promise<void> {

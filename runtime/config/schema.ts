@@ -232,7 +232,7 @@ export const windowRuleSchema = z
   .strictObject({
     id,
     type: z.literal('window'),
-    match,
+    match: match.default({ device: '*', point: '*' }),
     /** JSONata expression: only readings it is true for enter the window. */
     where: expression.optional(),
     kind: z.enum(['tumbling', 'hopping', 'sliding', 'session', 'count']).default('tumbling'),

@@ -19,6 +19,8 @@ export interface ApiHandlers {
   replayDeadLetters?(ids: readonly number[] | undefined): number;
   /** Writes a device point; resolves with what was read back, rejects with an HTTP status. */
   writePoint?(device: string, point: string, value: number | boolean | string): Promise<{ status: number; body: Record<string, unknown> }>;
+  /** Reads the config file's rules again and applies them (the running rules stay on any problem). */
+  reloadRules?(): Promise<{ status: number; body: Record<string, unknown> }>;
 }
 
 const writeBody = z.strictObject({ value: z.union([z.number().finite(), z.boolean(), z.string().max(250)]) });
@@ -73,6 +75,11 @@ export class HttpApi {
     if (req.method === 'POST' && path === '/api/v1/dead-letters/replay' && this.handlers.replayDeadLetters) {
       const body = await validBody(req, res, replayBody);
       if (body) send(res, 200, { replayed: this.handlers.replayDeadLetters(body.ids) });
+      return;
+    }
+    if (req.method === 'POST' && path === '/api/v1/rules/reload' && this.handlers.reloadRules) {
+      const r = await this.handlers.reloadRules();
+      send(res, r.status, r.body);
       return;
     }
     const write = WRITE_PATH.exec(path);

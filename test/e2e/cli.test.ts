@@ -99,4 +99,46 @@ describe('outpost demo', () => {
     expect(summary.delivered).toBe(summary.produced);
     expect(r.code).toBe(0);
   });
+  it('rules test replays recorded readings through the rules and prints what they emit', async () => {
+    const rules = join(dir, 'rules.yaml');
+    writeFileSync(
+      rules,
+      `rules:
+  - { id: hot, type: filter, where: "value > 30", stream: alarms }
+  - { id: avg, type: window, windowMs: 1000, aggregates: [avg, count] }
+`,
+    );
+    const input = join(dir, 'readings.jsonl');
+    writeFileSync(
+      input,
+      [
+        { device: 'm1', point: 't', value: 20, ts: 1000 },
+        { device: 'm1', point: 't', value: 40, ts: 1500 },
+        'not json',
+        { device: 'm1', point: 't', value: 'x', ts: 1600 },
+        { device: 'm1', point: 't', value: 50, ts: 2100 },
+      ]
+        .map((l) => (typeof l === 'string' ? l : JSON.stringify(l)))
+        .join('\n'),
+    );
+    const r = await outpost('rules', 'test', rules, '--input', input);
+    expect(r.code).toBe(1);
+    const out = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { route: string; stream: string; reading: { point: string; value: unknown; ts: number } });
+    expect(out.map((o) => [o.stream, o.reading.point, o.reading.value, o.reading.ts])).toEqual([
+      ['alarms', 't', 40, 1500],
+      ['telemetry', 't.avg', 30, 2000],
+      ['telemetry', 't.count', 2, 2000],
+      ['alarms', 't', 50, 2100],
+      ['telemetry', 't.avg', 50, 3000],
+      ['telemetry', 't.count', 1, 3000],
+    ]);
+    expect(r.stderr).toMatch(/line 3: Unexpected token/);
+    expect(r.stderr).toMatch(/4 readings in, 6 out, 1 lines refused/);
+    expect(r.stderr).toMatch(/rule hot: 1 readings dropped by expression errors; last: where: both sides of ">" must be of the same type, not "x" and 30/);
+    const bad = join(dir, 'bad-rules.yaml');
+    writeFileSync(bad, 'rules:\n  - { id: x, type: filter, where: "value >" }\n');
+    const refused = await outpost('rules', 'test', bad, '--input', input);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/rules\[0\]\.where: .*character/);
+  });
 });

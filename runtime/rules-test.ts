@@ -98,7 +98,8 @@ export function replay(config: SiteConfig, lines: readonly string[], write: (lin
     }
     readings++;
     const ts = parsed.ts ?? clock.t;
-    const seq = parsed.seq ?? readings;
+    // One sequence for recorded and derived readings, as in the gateway.
+    const seq = parsed.seq ?? sequence.next().seq;
     if (ts > clock.t) {
       clock.t = ts;
       rules.tick(ts, emit);

@@ -30,6 +30,8 @@ interface Acc {
 }
 
 interface Group {
+  /** Its state key (rule id and group values): kept so a reading needs no string building. */
+  key?: string;
   device: string;
   point: string;
   open: Acc[];
@@ -123,6 +125,8 @@ export class WindowRule {
   private readonly matchTopic: ((topic: string) => boolean) | undefined;
   private readonly where: Compiled | undefined;
   private readonly groups = new Map<string, Group>();
+  /** Groups by device, then point, for the default groupBy: found without building a key. */
+  private readonly byDevicePoint = new Map<string, Map<string, Group>>();
   private readonly dirty = new Set<string>();
   private readonly kind: NonNullable<WindowRuleSpec['kind']>;
   private readonly event: boolean;
@@ -165,17 +169,8 @@ export class WindowRule {
       }
     }
     const t = this.event ? r.ts : now;
-    const key = this.groupKey(r);
-    let g = this.groups.get(key);
-    if (!g) {
-      g = {
-        device: this.groupBy.includes('device') ? r.device : this.spec.id,
-        point: this.groupBy.includes('point') ? r.point : this.spec.id,
-        open: [],
-        closedUntil: -Infinity,
-      };
-      this.groups.set(key, g);
-    }
+    const g = this.groupOf(r);
+    const key = g.key!;
     this.dirty.add(key);
     const value = r.quality === 'good' && typeof r.value === 'number' ? r.value : undefined;
     switch (this.kind) {
@@ -199,7 +194,7 @@ export class WindowRule {
     for (let start = Math.floor(t / hop) * hop; start > t - this.size; start -= hop) {
       const end = start + this.size;
       if (end <= g.closedUntil) continue;
-      let acc = g.open.find((a) => a.start === start);
+      let acc = g.open[0]?.start === start ? g.open[0] : g.open.find((a) => a.start === start);
       if (!acc) {
         acc = emptyAcc(start, end, String(start), now, this.keepValues);
         g.open.push(acc);
@@ -335,7 +330,10 @@ export class WindowRule {
       const g = this.groups.get(key);
       // A group with nothing open and nothing to remember is deleted.
       const keep = g && (g.open.length > 0 || (g.buffer?.length ?? 0) > 0 || (this.event && g.closedUntil > -Infinity));
-      if (!keep) this.groups.delete(key);
+      if (!keep) {
+        this.groups.delete(key);
+        if (g) this.byDevicePoint.get(g.device)?.delete(g.point);
+      }
       rows.push({ key, state: keep ? JSON.stringify(g) : null });
     }
     this.dirty.clear();
@@ -352,7 +350,35 @@ export class WindowRule {
     const g = 'open' in saved ? saved : fromLegacy(saved, this.size);
     // JSON has no -Infinity.
     g.closedUntil = typeof g.closedUntil === 'number' ? g.closedUntil : -Infinity;
+    g.key = row.key;
     this.groups.set(row.key, g);
+  }
+
+  /** The reading's group, created when new. */
+  private groupOf(r: Envelope): Group {
+    const fast = this.groupBy.length === 2 && this.groupBy[0] === 'device' && this.groupBy[1] === 'point';
+    if (fast) {
+      const g = this.byDevicePoint.get(r.device)?.get(r.point);
+      if (g && this.groups.get(g.key!) === g) return g;
+    }
+    const key = this.groupKey(r);
+    let g = this.groups.get(key);
+    if (!g) {
+      g = {
+        device: this.groupBy.includes('device') ? r.device : this.spec.id,
+        point: this.groupBy.includes('point') ? r.point : this.spec.id,
+        open: [],
+        closedUntil: -Infinity,
+      };
+      this.groups.set(key, g);
+    }
+    g.key = key;
+    if (fast) {
+      let points = this.byDevicePoint.get(r.device);
+      if (!points) this.byDevicePoint.set(r.device, (points = new Map()));
+      points.set(r.point, g);
+    }
+    return g;
   }
 
   private groupKey(r: Envelope): string {

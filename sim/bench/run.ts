@@ -8,6 +8,7 @@ import { ingestBenchmark } from './ingest.js';
 import { outboxAppendBenchmark } from './outbox-append.js';
 import { uplinkBytesBenchmark } from './uplink-bytes.js';
 import { modbusPollBenchmark } from './modbus-poll.js';
+import { rulesBenchmark } from './rules.js';
 
 /** Sizes of the benchmarks that are not counted in messages; each has its own option. */
 interface Sizes {
@@ -23,7 +24,7 @@ const DEFAULT_SIZES: Sizes = { rows: 200_000, readings: 300_000, seconds: 20 };
  * function of its size that returns one), listed here.
  */
 function benchmarks(sizes: Sizes): readonly Benchmark[] {
-  return [ingestBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark];
+  return [ingestBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark];
 }
 
 const NAMES = benchmarks(DEFAULT_SIZES).map((b) => b.name);

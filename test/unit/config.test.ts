@@ -28,7 +28,7 @@ describe('site config', () => {
       ['plc-1', 'modbus-rtu'],
       ['pump-3', 'mqtt'],
     ]);
-    expect(cfg.rules.map((r) => r.id)).toEqual(['breaker-alarm', 'pump-raw', 'temperature-plausible', 'power-1min']);
+    expect(cfg.rules.map((r) => r.id)).toEqual(['breaker-alarm', 'pump-raw', 'temperature-plausible', 'power-1min', 'current-p95', 'meter-hot', 'follow-speed', 'pump-panel']);
     expect(cfg.streams.map((s) => [s.name, s.priority])).toEqual([
       ['alarms', 0],
       ['telemetry', 5],

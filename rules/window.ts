@@ -375,7 +375,7 @@ export class WindowRule {
     g.key = key;
     if (fast) {
       let points = this.byDevicePoint.get(r.device);
-      if (!points) this.byDevicePoint.set(r.device, (points = new Map()));
+      if (!points) this.byDevicePoint.set(r.device, (points = new Map<string, Group>()));
       points.set(r.point, g);
     }
     return g;

@@ -6,7 +6,9 @@ import { ConfigError, loadConfig } from './config/load.js';
 import { ChildIntake } from '../drivers/mqtt/child-intake.js';
 import { modbusBuses, WriteRefused } from '../drivers/modbus/bus.js';
 import { toModbusDevice } from './config/modbus.js';
+import { dirname, join } from 'node:path';
 import { ActuationGuard } from '../rules/actuation.js';
+import { HostedNodeRed, makeNodeHost } from './node-red.js';
 import { Rules } from '../rules/engine.js';
 import type { SiteConfig } from './config/schema.js';
 import { systemClock, type Clock, type Driver, type LocalOutput, type Logger, type OutboxStats } from './contracts/index.js';
@@ -116,6 +118,7 @@ export class Gateway {
     private readonly http: HttpApi,
     private readonly expiry: NodeJS.Timeout,
     private readonly actuation: ActuationGuard,
+    private readonly nodeRed: HostedNodeRed | undefined,
     readonly ports: { broker: number; http: number },
   ) {
     this.startedAt = clock.now();
@@ -257,6 +260,25 @@ export class Gateway {
       );
       const brokerPort = await broker.listen(config.broker.host, config.broker.port);
       const httpPort = await http.listen(config.http.host, config.http.port);
+      let nodeRed: HostedNodeRed | undefined;
+      if (config.nodeRed?.enabled && config.http.admin) {
+        nodeRed = new HostedNodeRed({
+          userDir: config.nodeRed.userDir ?? join(dirname(config.storage.path), 'node-red'),
+          admin: config.http.admin,
+          log: log.child({ component: 'node-red' }),
+          host: makeNodeHost({
+            gateway: config.gateway.id,
+            streams: config.streams.map((s) => s.name),
+            pipeline,
+            sequence,
+            write: (device, point, value) => {
+              const bus = buses.find((b) => b.hasDevice(device));
+              return bus ? bus.write(device, point, value) : Promise.reject(new Error(`no Modbus device "${device}"`));
+            },
+          }),
+        });
+        await nodeRed.start(http.httpServer!, (prefix, handler) => http.mount(prefix, handler));
+      }
       uplink.start();
       // Every 5 s: readings past their stream's TTL leave the outbox as `expired` (counted), and
       // the WAL is checkpointed and truncated so it stays small.
@@ -269,7 +291,7 @@ export class Gateway {
         }
       }, 5_000);
       expiry.unref();
-      const gateway = new Gateway(config, db, log, clock, metrics, sequence, outbox, uplink, pipeline, broker, drivers, http, expiry, actuation, {
+      const gateway = new Gateway(config, db, log, clock, metrics, sequence, outbox, uplink, pipeline, broker, drivers, http, expiry, actuation, nodeRed, {
         broker: brokerPort,
         http: httpPort,
       });
@@ -344,6 +366,8 @@ export class Gateway {
     clearInterval(this.expiry);
     await this.broker.stopIntake();
     this.actuation.stop();
+    // Flows stop before the drivers and the store, so what they send is committed or refused.
+    await this.nodeRed?.stop(this.http.httpServer);
     for (const d of this.drivers) await d.stop();
     await this.pipeline.stop();
     if (drainMs > 0) await this.uplink.drained(drainMs);

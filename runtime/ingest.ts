@@ -17,6 +17,8 @@ import type { Db } from './store/database.js';
 
 interface Pending {
   readonly readings: Readings;
+  /** Readings for the outbox as they are, past the rules (from Node-RED's `outpost out`). */
+  readonly direct?: readonly OutboxItem[];
   readonly resolve: () => void;
   readonly reject: (err: Error) => void;
 }
@@ -99,11 +101,26 @@ export class IngestPipeline implements ReadingSink {
     this.armWindowTimer();
   }
 
+  /**
+   * Called after each commit with the readings it took (for Node-RED's `outpost in`); null: none.
+   * Runs outside the transaction; what it does cannot undo the commit.
+   */
+  tap: ((readings: readonly Readings[]) => void) | null = null;
+
   submit(readings: Readings): Promise<void> {
+    return this.enqueue(readings, undefined);
+  }
+
+  /** Appends `items` to the outbox in the next commit, past the rules; resolves once committed. */
+  append(items: readonly OutboxItem[]): Promise<void> {
+    return this.enqueue([], items);
+  }
+
+  private enqueue(readings: Readings, direct: readonly OutboxItem[] | undefined): Promise<void> {
     if (this.closed) return Promise.reject(new Error('gateway is stopping; readings not taken'));
     return new Promise((resolve, reject) => {
-      this.pending.push({ readings, resolve, reject });
-      this.pendingCount += readings.length;
+      this.pending.push(direct ? { readings, direct, resolve, reject } : { readings, resolve, reject });
+      this.pendingCount += readings.length + (direct?.length ?? 0);
       if (this.pendingCount >= MAX_GROUP) this.flush();
       else if (!this.scheduled) {
         this.scheduled = true;
@@ -142,6 +159,13 @@ export class IngestPipeline implements ReadingSink {
     this.mCommits.inc();
     for (const p of batch) p.resolve();
     if (outputs > 0) this.onCommitted();
+    if (this.tap && batch.length > 0) {
+      try {
+        this.tap(batch.map((p) => p.readings));
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, 'reading tap failed');
+      }
+    }
     if (this.local.length > 0) {
       const local = this.local;
       this.local = [];
@@ -175,6 +199,10 @@ export class IngestPipeline implements ReadingSink {
       const rs = p.readings;
       if (isBatch(rs)) this.rules.processBatch(rs, emit);
       else for (const r of rs) this.rules.process(r, emit);
+      if (p.direct) {
+        for (const item of p.direct) cloud.push(item);
+        clouded += p.direct.length;
+      }
       readings += p.readings.length;
     }
     this.rules.tick(now, emit);

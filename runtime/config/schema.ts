@@ -296,8 +296,24 @@ export const configSchema = z
       .strictObject({
         host: z.string().min(1).default('127.0.0.1'),
         port: z.number().int().min(0).max(65535).default(8080),
+        /** Admin credentials: the Node-RED editor at /red asks for them. */
+        admin: z
+          .strictObject({
+            username: z.string().min(1).max(64),
+            /** bcrypt hash of the password (`$2a$`/`$2b$`/`$2y$`), never the password itself. */
+            passwordHash: z.string().regex(/^\$2[aby]\$\d{2}\$[./A-Za-z0-9]{53}$/, 'expected a bcrypt hash ($2b$10$…)'),
+          })
+          .optional(),
       })
       .default({ host: '127.0.0.1', port: 8080 }),
+    /** Node-RED hosted by the gateway: editor at /red, flows kept in userDir. */
+    nodeRed: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        /** Where flows and the editor's sessions live; default: node-red/ beside the store. */
+        userDir: z.string().min(1).optional(),
+      })
+      .optional(),
     devices: z.array(deviceSchema).default([]),
     rules: z.array(ruleSchema).default([]),
     streams: z.array(streamSchema).min(1).default([{ name: 'telemetry', priority: 5, overflow: 'drop-oldest' }]),
@@ -423,6 +439,9 @@ export const configSchema = z
       if (streams.has(st.name)) ctx.addIssue({ code: 'custom', path: ['streams', i, 'name'], message: `duplicate stream "${st.name}"` });
       streams.add(st.name);
     });
+    if (cfg.nodeRed?.enabled && !cfg.http.admin) {
+      ctx.addIssue({ code: 'custom', path: ['http', 'admin'], message: 'the Node-RED editor (nodeRed.enabled) needs admin credentials: http.admin { username, passwordHash }' });
+    }
     cfg.rules.forEach((r, i) => {
       if (rules.has(r.id)) ctx.addIssue({ code: 'custom', path: ['rules', i, 'id'], message: `duplicate rule id "${r.id}"` });
       rules.add(r.id);

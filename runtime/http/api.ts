@@ -36,6 +36,20 @@ const MAX_BODY = 1024 * 1024;
  */
 export class HttpApi {
   private server: Server | undefined;
+  private readonly mounts: Array<{ prefix: string; handler: (req: IncomingMessage, res: ServerResponse) => void }> = [];
+
+  /** The listening server (for handlers that also take WebSocket upgrades). */
+  get httpServer(): Server | undefined {
+    return this.server;
+  }
+
+  /**
+   * Hands requests under `prefix` to `handler` (an express app, for instance) with the prefix cut
+   * from `req.url` and the full URL in `req.originalUrl`.
+   */
+  mount(prefix: string, handler: (req: IncomingMessage, res: ServerResponse) => void): void {
+    this.mounts.push({ prefix, handler });
+  }
 
   constructor(
     private readonly handlers: ApiHandlers,
@@ -72,6 +86,16 @@ export class HttpApi {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const path = url.pathname;
+    for (const m of this.mounts) {
+      if (path === m.prefix || path.startsWith(`${m.prefix}/`)) {
+        const original = req.url ?? '/';
+        (req as IncomingMessage & { originalUrl?: string }).originalUrl = original;
+        const rest = original.slice(m.prefix.length);
+        req.url = rest.startsWith('/') ? rest : `/${rest}`;
+        m.handler(req, res);
+        return;
+      }
+    }
     if (req.method === 'POST' && path === '/api/v1/dead-letters/replay' && this.handlers.replayDeadLetters) {
       const body = await validBody(req, res, replayBody);
       if (body) send(res, 200, { replayed: this.handlers.replayDeadLetters(body.ids) });

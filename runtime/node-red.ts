@@ -1,0 +1,184 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { fileURLToPath } from 'node:url';
+import { compileGlob } from '../rules/glob.js';
+import { WindowRule } from '../rules/window.js';
+import { windowRuleSchema } from './config/schema.js';
+import { formatIssues } from './config/load.js';
+import { isBatch, makeEnvelope, type Envelope, type Logger, type Quality, type Readings, type SequenceSource, type Value } from './contracts/index.js';
+import type { IngestPipeline } from './ingest.js';
+
+const require = createRequire(import.meta.url);
+
+/** The part of the node-red package the gateway uses (it ships no typings). */
+interface NodeRed {
+  init(server: Server, settings: Record<string, unknown>): void;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  readonly httpAdmin: (req: IncomingMessage, res: ServerResponse) => void;
+}
+
+/**
+ * Where the Outpost palette lives: rules/node-red, a package with a `node-red` field (CommonJS and
+ * HTML as Node-RED loads them, not compiled), loaded through nodesDir. Found from the sources and
+ * from dist/.
+ */
+export const PALETTE_DIR = ['../rules/node-red', '../../rules/node-red']
+  .map((p) => fileURLToPath(new URL(p, import.meta.url)))
+  .find((dir) => existsSync(join(dir, 'package.json')))!;
+
+/** What a reading sent by a flow may say; the rest (id, seq, ts by default) the gateway gives it. */
+export interface FlowReading {
+  readonly device: string;
+  readonly point: string;
+  readonly value: Value;
+  readonly quality?: Quality | undefined;
+  readonly ts?: number | undefined;
+  readonly unit?: string | undefined;
+}
+
+/** A window of the rule engine inside a flow. */
+export interface FlowWindow {
+  process(reading: Envelope): void;
+  close(): void;
+}
+
+/**
+ * What the Outpost nodes reach through `RED.settings.outpost`: readings after they are committed,
+ * the durable outbox, Modbus writes and the engine's windows.
+ */
+export interface OutpostNodeHost {
+  readonly gateway: string;
+  readonly streams: readonly string[];
+  /** Calls `fn` with every committed reading whose device and point match the globs; returns the unsubscribe. */
+  subscribe(match: { device: string; point: string }, fn: (reading: Envelope) => void): () => void;
+  /** Appends a reading to the outbox stream; resolves with it once committed (durable). */
+  send(reading: FlowReading, stream: string): Promise<Envelope>;
+  /** Writes a Modbus point, verified by reading it back. */
+  write(device: string, point: string, value: number | boolean | string): Promise<unknown>;
+  /** A window rule (the fields of a `type: window` rule, without id/route/stream) emitting to `emit`. */
+  window(spec: Record<string, unknown>, emit: (reading: Envelope) => void): FlowWindow;
+}
+
+export interface NodeRedOptions {
+  readonly userDir: string;
+  readonly admin: { readonly username: string; readonly passwordHash: string };
+  readonly host: OutpostNodeHost;
+  readonly log: Logger;
+}
+
+const FLOW_FIELDS = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+export function makeNodeHost(opts: {
+  gateway: string;
+  streams: readonly string[];
+  pipeline: IngestPipeline;
+  sequence: SequenceSource;
+  write: (device: string, point: string, value: number | boolean | string) => Promise<unknown>;
+}): OutpostNodeHost {
+  const subscribers = new Set<{ device: (s: string) => boolean; point: (s: string) => boolean; fn: (r: Envelope) => void }>();
+  const deliver = (all: readonly Readings[]): void => {
+    for (const readings of all) {
+      if (isBatch(readings)) {
+        for (const s of subscribers) {
+          if (!s.device(readings.device)) continue;
+          for (let k = 0; k < readings.length; k++) if (s.point(readings.point(k))) s.fn(readings.at(k));
+        }
+      } else {
+        for (const r of readings) for (const s of subscribers) if (s.device(r.device) && s.point(r.point)) s.fn(r);
+      }
+    }
+  };
+  let windows = 0;
+  return {
+    gateway: opts.gateway,
+    streams: opts.streams,
+    subscribe(match, fn) {
+      const s = { device: compileGlob(match.device || '*'), point: compileGlob(match.point || '*'), fn };
+      subscribers.add(s);
+      opts.pipeline.tap = deliver;
+      return () => {
+        subscribers.delete(s);
+        if (subscribers.size === 0) opts.pipeline.tap = null;
+      };
+    },
+    async send(reading, stream) {
+      if (!opts.streams.includes(stream)) throw new Error(`no stream named "${stream}"; the gateway has ${opts.streams.join(', ')}`);
+      if (typeof reading.device !== 'string' || !FLOW_FIELDS.test(reading.device)) throw new Error(`device: expected a name of letters, digits, "_.:-", not ${JSON.stringify(reading.device)}`);
+      if (typeof reading.point !== 'string' || reading.point.length === 0 || reading.point.length > 128) throw new Error(`point: expected a name, not ${JSON.stringify(reading.point)}`);
+      const v = reading.value;
+      if (!(v === null || typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v)))) {
+        throw new Error(`value: expected a finite number, text, true/false or null, not ${JSON.stringify(v)}`);
+      }
+      const quality = reading.quality ?? (v === null ? 'bad' : 'good');
+      const { seq, id } = opts.sequence.next();
+      const envelope = makeEnvelope({ id, device: reading.device, point: reading.point, value: v, quality, ts: reading.ts ?? Date.now(), seq, unit: reading.unit });
+      await opts.pipeline.append([{ envelope, stream }]);
+      return envelope;
+    },
+    write: opts.write,
+    window(spec, emit) {
+      const parsed = windowRuleSchema.safeParse({ ...spec, id: `node-red-${++windows}`, type: 'window' });
+      if (!parsed.success) throw new Error(formatIssues(spec, parsed.error.issues).join('; '));
+      const rule = new WindowRule(parsed.data, opts.sequence);
+      const out = (o: { envelope?: Envelope | undefined }): void => {
+        if (o.envelope) emit(o.envelope);
+      };
+      // Processing-time windows close on the clock; four times a second is soon enough for a flow.
+      const timer = setInterval(() => rule.tick(Date.now(), out), 250);
+      timer.unref();
+      return {
+        process: (r) => rule.process(r, Date.now(), out),
+        close: () => clearInterval(timer),
+      };
+    },
+  };
+}
+
+/**
+ * Node-RED inside the gateway: the editor and its admin API at /red on the gateway's HTTP server,
+ * behind the gateway's admin credentials, flows in `userDir`, the Outpost palette loaded, npm
+ * installs from the editor off. One per process (Node-RED keeps module-level state).
+ */
+export class HostedNodeRed {
+  private red: NodeRed | undefined;
+  private upgradeBefore: Set<(...args: unknown[]) => void> = new Set();
+
+  constructor(private readonly opts: NodeRedOptions) {}
+
+  async start(server: Server, mount: (prefix: string, handler: (req: IncomingMessage, res: ServerResponse) => void) => void): Promise<void> {
+    const red = require('node-red') as NodeRed;
+    mkdirSync(this.opts.userDir, { recursive: true });
+    this.upgradeBefore = new Set(server.listeners('upgrade') as Array<(...args: unknown[]) => void>);
+    red.init(server, {
+      userDir: this.opts.userDir,
+      flowFile: 'flows.json',
+      credentialSecret: false,
+      httpAdminRoot: '/red',
+      httpNodeRoot: false,
+      nodesDir: [PALETTE_DIR],
+      adminAuth: { type: 'credentials', users: [{ username: this.opts.admin.username, password: this.opts.admin.passwordHash, permissions: '*' }] },
+      logging: { console: { level: 'off', metrics: false, audit: false } },
+      externalModules: { autoInstall: false, palette: { allowInstall: false, allowUpload: false }, modules: { allowInstall: false } },
+      editorTheme: { tours: false, projects: { enabled: false }, header: { title: 'Outpost · Node-RED' } },
+      telemetry: { enabled: false, updateNotification: false },
+      outpost: this.opts.host,
+    });
+    this.red = red;
+    const admin = red.httpAdmin;
+    mount('/red', (req, res) => admin(req, res));
+    await red.start();
+    this.opts.log.info({ userDir: this.opts.userDir }, 'node-red started at /red');
+  }
+
+  async stop(server: Server | undefined): Promise<void> {
+    const red = this.red;
+    if (!red) return;
+    this.red = undefined;
+    await red.stop();
+    // Node-RED leaves its upgrade listeners behind; one called after stop would throw.
+    if (server) for (const l of server.listeners('upgrade') as Array<(...args: unknown[]) => void>) if (!this.upgradeBefore.has(l)) server.off('upgrade', l);
+  }
+}

@@ -1,0 +1,153 @@
+import { createRequire } from 'node:module';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { makeEnvelope, type Envelope } from '../../runtime/contracts/index.js';
+import type { FlowReading, OutpostNodeHost } from '../../runtime/node-red.js';
+import { PALETTE_DIR } from '../../runtime/node-red.js';
+
+/**
+ * Each Outpost node in node-red-node-test-helper's runtime, against a fake gateway host: what
+ * the node gets from the host and what it sends on. (The real host is tested end to end in
+ * test/e2e/node-red.test.ts.)
+ */
+const require = createRequire(import.meta.url);
+
+interface Helper {
+  init(nodeRed: string): void;
+  settings(s: Record<string, unknown>): void;
+  startServer(): Promise<void>;
+  stopServer(): Promise<void>;
+  load(nodes: unknown, flow: unknown[]): Promise<void>;
+  unload(): Promise<void>;
+  getNode(id: string): NodeUnderTest;
+}
+interface NodeUnderTest {
+  on(event: string, fn: (msg: Record<string, unknown>) => void): void;
+  receive(msg: Record<string, unknown>): void;
+  error?: unknown;
+}
+
+const helper = require('node-red-node-test-helper') as Helper;
+helper.init(require.resolve('node-red'));
+const node = (name: string): unknown => require(`${PALETTE_DIR}/${name}.cjs`);
+
+/** A host that records what the nodes ask of the gateway. */
+class FakeHost implements OutpostNodeHost {
+  readonly gateway = 'gw';
+  readonly streams = ['telemetry', 'alarms'];
+  readonly sent: Array<{ reading: FlowReading; stream: string }> = [];
+  readonly writes: Array<[string, string, unknown]> = [];
+  readonly subscribers: Array<{ match: { device: string; point: string }; fn: (r: Envelope) => void; live: boolean }> = [];
+  failWrite = false;
+  subscribe(match: { device: string; point: string }, fn: (r: Envelope) => void): () => void {
+    const s = { match, fn, live: true };
+    this.subscribers.push(s);
+    return () => (s.live = false);
+  }
+  send(reading: FlowReading, stream: string): Promise<Envelope> {
+    if (!this.streams.includes(stream)) return Promise.reject(new Error(`no stream named "${stream}"`));
+    this.sent.push({ reading, stream });
+    return Promise.resolve(makeEnvelope({ id: `gw:${this.sent.length}`, seq: this.sent.length, device: reading.device, point: reading.point, value: reading.value, quality: reading.quality ?? 'good', ts: reading.ts ?? 1 }));
+  }
+  write(device: string, point: string, value: number | boolean | string): Promise<unknown> {
+    this.writes.push([device, point, value]);
+    return this.failWrite ? Promise.reject(new Error('exception 2 (illegal data address)')) : Promise.resolve({ device, point, value, readBack: value });
+  }
+  readonly windows: Array<{ spec: Record<string, unknown>; emit: (r: Envelope) => void; got: Envelope[]; closed: boolean }> = [];
+  window(spec: Record<string, unknown>, emit: (r: Envelope) => void): { process(r: Envelope): void; close(): void } {
+    const w = { spec, emit, got: [] as Envelope[], closed: false };
+    this.windows.push(w);
+    return { process: (r) => w.got.push(r), close: () => (w.closed = true) };
+  }
+}
+
+const reading = (device: string, point: string, value: number): Envelope => makeEnvelope({ id: `r:${value}`, device, point, value, quality: 'good', ts: 1000, seq: value, unit: 'kW' });
+const nextMessage = (n: NodeUnderTest): Promise<Record<string, unknown>> => new Promise((resolve) => n.on('input', resolve));
+
+let host: FakeHost;
+beforeAll(async () => helper.startServer());
+afterAll(async () => helper.stopServer());
+afterEach(async () => helper.unload());
+
+async function load(name: string, config: Record<string, unknown>): Promise<{ n: NodeUnderTest; out: NodeUnderTest }> {
+  host = new FakeHost();
+  helper.settings({ outpost: host });
+  await helper.load(node(name), [
+    { id: 'n1', ...config, wires: [['h1']] },
+    { id: 'h1', type: 'helper' },
+  ]);
+  return { n: helper.getNode('n1'), out: helper.getNode('h1') };
+}
+
+describe('Outpost palette nodes', () => {
+  it('outpost in: subscribes with its globs and sends each reading on; unsubscribes on close', async () => {
+    const { out } = await load('outpost-in', { type: 'outpost in', device: 'meter-*', point: 'power' });
+    expect(host.subscribers.map((s) => s.match)).toEqual([{ device: 'meter-*', point: 'power' }]);
+    const got = nextMessage(out);
+    host.subscribers[0]!.fn(reading('meter-1', 'power', 1400));
+    const msg = await got;
+    expect(msg).toMatchObject({ topic: 'meter-1/power', payload: 1400, reading: { id: 'r:1400', unit: 'kW' } });
+    await helper.unload();
+    expect(host.subscribers[0]!.live).toBe(false);
+  });
+
+  it('outpost out: sends msg.reading, or payload with topic device/point, to its stream; completes after the host commits', async () => {
+    const { n, out } = await load('outpost-out', { type: 'outpost out', stream: 'alarms', device: 'flows' });
+    let got = nextMessage(out);
+    n.receive({ reading: reading('meter-1', 'power', 7) });
+    expect(((await got).reading as Envelope).id).toBe('gw:1');
+    got = nextMessage(out);
+    n.receive({ topic: 'pump-3/flow', payload: 12.5, unit: 'm3/h' });
+    await got;
+    got = nextMessage(out);
+    n.receive({ topic: 'level', payload: 3 });
+    await got;
+    expect(host.sent).toEqual([
+      { stream: 'alarms', reading: expect.objectContaining({ device: 'meter-1', point: 'power', value: 7 }) as unknown },
+      { stream: 'alarms', reading: expect.objectContaining({ device: 'pump-3', point: 'flow', value: 12.5, unit: 'm3/h' }) as unknown },
+      { stream: 'alarms', reading: expect.objectContaining({ device: 'flows', point: 'level', value: 3 }) as unknown },
+    ]);
+  });
+
+  it('outpost out: an unknown stream is an error for Catch nodes, nothing sent on', async () => {
+    const { n, out } = await load('outpost-out', { type: 'outpost out', stream: 'nope' });
+    let passed = false;
+    out.on('input', () => (passed = true));
+    const errored = new Promise<unknown>((resolve) => (n as unknown as { on(e: string, f: (x: unknown) => void): void }).on('call:error', resolve));
+    n.receive({ topic: 'a/b', payload: 1 });
+    const call = (await errored) as { args: unknown[] };
+    expect(String(call.args[0])).toMatch(/no stream named "nope"/);
+    expect(passed).toBe(false);
+  });
+
+  it('outpost window: builds the engine window from its properties, feeds it readings, passes its outputs on', async () => {
+    const { n, out } = await load('outpost-window', { type: 'outpost window', kind: 'hopping', windowMs: '60000', hopMs: '10000', aggregates: 'avg, p95' });
+    expect(host.windows[0]!.spec).toEqual({ kind: 'hopping', windowMs: 60000, hopMs: 10000, aggregates: ['avg', 'p95'], time: 'processing' });
+    n.receive({ reading: reading('meter-1', 'power', 5) });
+    n.receive({ topic: 'pump-3/flow', payload: 2 });
+    await new Promise((r) => setImmediate(r));
+    expect(host.windows[0]!.got.map((r) => [r.device, r.point, r.value])).toEqual([
+      ['meter-1', 'power', 5],
+      ['pump-3', 'flow', 2],
+    ]);
+    const got = nextMessage(out);
+    host.windows[0]!.emit(makeEnvelope({ id: 'w', device: 'meter-1', point: 'power.avg', value: 5, quality: 'good', ts: 2, seq: 9 }));
+    expect(await got).toMatchObject({ topic: 'meter-1/power.avg', payload: 5 });
+    await helper.unload();
+    expect(host.windows[0]!.closed).toBe(true);
+  });
+
+  it('outpost write: writes payload to its point and passes the read-back on; a refusal is an error', async () => {
+    const { n, out } = await load('outpost-write', { type: 'outpost write', device: 'plc-1', point: 'speed-setpoint' });
+    const got = nextMessage(out);
+    n.receive({ payload: 48.5 });
+    expect((await got).payload).toEqual({ device: 'plc-1', point: 'speed-setpoint', value: 48.5, readBack: 48.5 });
+    host.failWrite = true;
+    const errored = new Promise<unknown>((resolve) => (n as unknown as { on(e: string, f: (x: unknown) => void): void }).on('call:error', resolve));
+    n.receive({ payload: 1 });
+    expect(String(((await errored) as { args: unknown[] }).args[0])).toMatch(/illegal data address/);
+    expect(host.writes).toEqual([
+      ['plc-1', 'speed-setpoint', 48.5],
+      ['plc-1', 'speed-setpoint', 1],
+    ]);
+  });
+});

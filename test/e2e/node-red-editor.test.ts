@@ -54,7 +54,9 @@ describe('the Node-RED editor at /red', () => {
     for (const type of ['outpost in', 'outpost out', 'outpost window', 'outpost write']) {
       await page.waitForSelector(`.red-ui-palette-node[data-palette-type="${type}"]`, { timeout: 30_000 });
     }
-    const palette = await page.$$eval('#red-ui-palette-container-outpost .red-ui-palette-node', (els) => els.map((e) => e.getAttribute('data-palette-type')));
+    const palette = await page.$$eval('#red-ui-palette-container-outpost .red-ui-palette-node', (els: Array<{ getAttribute(name: string): string | null }>) =>
+      els.map((e) => e.getAttribute('data-palette-type')),
+    );
     expect(palette.sort()).toEqual(['outpost in', 'outpost out', 'outpost window', 'outpost write']);
     expect(errors).toEqual([]);
   }, 90_000);

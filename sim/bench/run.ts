@@ -9,6 +9,7 @@ import { outboxAppendBenchmark } from './outbox-append.js';
 import { uplinkBytesBenchmark } from './uplink-bytes.js';
 import { modbusPollBenchmark } from './modbus-poll.js';
 import { rulesBenchmark } from './rules.js';
+import { actuationBenchmark } from './actuation.js';
 
 /** Sizes of the benchmarks that are not counted in messages; each has its own option. */
 interface Sizes {
@@ -24,7 +25,7 @@ const DEFAULT_SIZES: Sizes = { rows: 200_000, readings: 300_000, seconds: 20 };
  * function of its size that returns one), listed here.
  */
 function benchmarks(sizes: Sizes): readonly Benchmark[] {
-  return [ingestBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark];
+  return [ingestBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark, actuationBenchmark];
 }
 
 const NAMES = benchmarks(DEFAULT_SIZES).map((b) => b.name);

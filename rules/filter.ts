@@ -1,6 +1,6 @@
 import { makeEnvelope, type Counter, type Envelope, type PointTable, type ReadingBatch, type RuleOutput, type RuleStateRow, type SequenceSource, type Value } from '../runtime/contracts/index.js';
 import { boolize, compileExpression, type Compiled, type Scope } from './expression.js';
-import { compileGlob, compileTopicFilter } from './glob.js';
+import { compileMatch } from './glob.js';
 import type { FilterRuleSpec, GroupKey } from './types.js';
 
 /** The fields a rule expression may read. */
@@ -24,9 +24,7 @@ interface GroupState {
  * and is counted; it never stops the rule.
  */
 export class FilterRule {
-  private readonly matchDevice: (name: string) => boolean;
-  private readonly matchPoint: (name: string) => boolean;
-  private readonly matchTopic: ((topic: string) => boolean) | undefined;
+  private readonly match: ReturnType<typeof compileMatch>;
   private readonly where: Compiled | undefined;
   private readonly setValue: Compiled | undefined;
   private readonly setPoint: Compiled | undefined;
@@ -48,9 +46,7 @@ export class FilterRule {
     private readonly sequence?: SequenceSource,
     private readonly failures?: Counter,
   ) {
-    this.matchDevice = compileGlob(spec.match.device);
-    this.matchPoint = compileGlob(spec.match.point);
-    this.matchTopic = spec.match.topic === undefined ? undefined : compileTopicFilter(spec.match.topic);
+    this.match = compileMatch(spec.match);
     this.where = spec.where === undefined ? undefined : compileExpression(spec.where, READING_FIELDS);
     this.setValue = spec.set?.value === undefined ? undefined : compileExpression(spec.set.value, READING_FIELDS);
     this.setPoint = spec.set?.point === undefined ? undefined : compileExpression(spec.set.point, READING_FIELDS);
@@ -66,7 +62,7 @@ export class FilterRule {
   }
 
   private matches(device: string, point: string): boolean {
-    return this.matchDevice(device) && this.matchPoint(point) && (this.matchTopic === undefined || this.matchTopic(`${device}/${point}`));
+    return this.match.reading(device, point);
   }
 
   process(r: Envelope, now: number, emit: (out: RuleOutput) => void): void {
@@ -208,7 +204,7 @@ export class FilterRule {
   private pointsOf(table: PointTable): Uint8Array | null {
     let m = this.tableMatch.get(table);
     if (m === undefined) {
-      m = this.matchDevice(table.device) ? Uint8Array.from(table.names, (n) => (this.matches(table.device, n) ? 1 : 0)) : null;
+      m = this.match.device(table.device) ? Uint8Array.from(table.names, (n) => (this.matches(table.device, n) ? 1 : 0)) : null;
       this.tableMatch.set(table, m);
     }
     return m;

@@ -1,7 +1,7 @@
 import { makeEnvelope, type Counter, type Envelope, type RuleOutput, type RuleStateRow, type SequenceSource, type Value } from '../runtime/contracts/index.js';
 import { boolize, compileExpression, type Compiled, type Scope } from './expression.js';
 import { READING_FIELDS } from './filter.js';
-import { compileGlob, compileTopicFilter } from './glob.js';
+import { compileMatch } from './glob.js';
 import type { AggregateFn, GroupKey, WindowRuleSpec } from './types.js';
 
 /** Values kept per window for percentiles, and readings per sliding window, at most. */
@@ -120,9 +120,7 @@ function aggregate(fn: AggregateFn, acc: Acc, sorted: () => number[]): number | 
  * aggregate and window, so a window re-emitted after a crash deduplicates in the cloud.
  */
 export class WindowRule {
-  private readonly matchDevice: (name: string) => boolean;
-  private readonly matchPoint: (name: string) => boolean;
-  private readonly matchTopic: ((topic: string) => boolean) | undefined;
+  private readonly match: ReturnType<typeof compileMatch>;
   private readonly where: Compiled | undefined;
   private readonly groups = new Map<string, Group>();
   /** Groups by device, then point, for the default groupBy: found without building a key. */
@@ -143,9 +141,7 @@ export class WindowRule {
     private readonly sequence: SequenceSource,
     private readonly failures?: Counter,
   ) {
-    this.matchDevice = compileGlob(spec.match.device);
-    this.matchPoint = compileGlob(spec.match.point);
-    this.matchTopic = spec.match.topic === undefined ? undefined : compileTopicFilter(spec.match.topic);
+    this.match = compileMatch(spec.match);
     this.where = spec.where === undefined ? undefined : compileExpression(spec.where, READING_FIELDS);
     this.kind = spec.kind ?? 'tumbling';
     this.event = spec.time === 'event';
@@ -156,8 +152,7 @@ export class WindowRule {
   }
 
   process(r: Envelope, now: number, emit: (out: RuleOutput) => void): void {
-    if (!this.matchDevice(r.device) || !this.matchPoint(r.point)) return;
-    if (this.matchTopic && !this.matchTopic(`${r.device}/${r.point}`)) return;
+    if (!this.match.reading(r.device, r.point)) return;
     if (this.where) {
       try {
         if (!boolize(this.where(r as unknown as Scope))) return;

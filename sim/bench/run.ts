@@ -10,6 +10,7 @@ import { uplinkBytesBenchmark } from './uplink-bytes.js';
 import { modbusPollBenchmark } from './modbus-poll.js';
 import { rulesBenchmark } from './rules.js';
 import { actuationBenchmark } from './actuation.js';
+import { nodeRedFlowBenchmark } from './node-red-flow.js';
 
 /** Sizes of the benchmarks that are not counted in messages; each has its own option. */
 interface Sizes {
@@ -25,7 +26,7 @@ const DEFAULT_SIZES: Sizes = { rows: 200_000, readings: 300_000, seconds: 20 };
  * function of its size that returns one), listed here.
  */
 function benchmarks(sizes: Sizes): readonly Benchmark[] {
-  return [ingestBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark, actuationBenchmark];
+  return [ingestBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark, nodeRedFlowBenchmark, actuationBenchmark];
 }
 
 const NAMES = benchmarks(DEFAULT_SIZES).map((b) => b.name);

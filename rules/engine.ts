@@ -1,4 +1,4 @@
-import type { Clock, Envelope, Metrics, ReadingBatch, RuleEngine, RuleOutput, RuleStateRow, SequenceSource } from '../runtime/contracts/index.js';
+import type { Clock, Counter, Envelope, Metrics, ReadingBatch, RuleEngine, RuleOutput, RuleStateRow, SequenceSource } from '../runtime/contracts/index.js';
 import { FilterRule } from './filter.js';
 import { WindowRule } from './window.js';
 import type { RuleSpec } from './types.js';
@@ -6,10 +6,14 @@ import type { RuleSpec } from './types.js';
 /**
  * Runs every rule over every reading. A reading that several filters pass is emitted once per
  * route and stream, so the cloud never receives the same reading twice from one gateway run.
+ * A rule that throws (a bug, or saved state it cannot read) is counted and skipped for that
+ * reading or row: it runs inside the store's transaction, where an exception would refuse the
+ * readings of every device in the commit.
  */
 export class Rules implements RuleEngine {
   private readonly filters: FilterRule[] = [];
   private readonly windows: WindowRule[] = [];
+  private readonly failures: Counter | undefined;
 
   constructor(
     specs: readonly RuleSpec[],
@@ -17,7 +21,8 @@ export class Rules implements RuleEngine {
     sequence: SequenceSource,
     metrics?: Metrics,
   ) {
-    const failures = metrics?.counter('outpost_rule_errors_total', 'Readings a rule expression failed on (dropped by that rule)', ['rule', 'stage']);
+    const failures = metrics?.counter('outpost_rule_errors_total', 'Readings a rule dropped: expression failures, late readings, internal errors', ['rule', 'stage']);
+    this.failures = failures;
     for (const spec of specs) {
       if (spec.type === 'filter') this.filters.push(new FilterRule(spec, sequence, failures));
       else this.windows.push(new WindowRule(spec, sequence, failures));
@@ -35,8 +40,26 @@ export class Rules implements RuleEngine {
       emit(out);
     };
     const now = this.clock.now();
-    for (const f of this.filters) f.process(reading, now, once);
-    for (const w of this.windows) w.process(reading, now, emit);
+    for (const f of this.filters) {
+      try {
+        f.process(reading, now, once);
+      } catch (err) {
+        this.failed(f, err);
+      }
+    }
+    for (const w of this.windows) {
+      try {
+        w.process(reading, now, emit);
+      } catch (err) {
+        this.failed(w, err);
+      }
+    }
+  }
+
+  private failed(rule: FilterRule | WindowRule, err: unknown): void {
+    rule.errors++;
+    rule.lastError = `internal: ${err instanceof Error ? err.message : String(err)}`;
+    this.failures?.inc({ rule: rule.spec.id, stage: 'internal' });
   }
 
   processBatch(batch: ReadingBatch, emit: (out: RuleOutput) => void): void {
@@ -52,7 +75,11 @@ export class Rules implements RuleEngine {
       const key = f.spec.stream;
       let o = outputs.get(key);
       if (!o) outputs.set(key, (o = { route: 'cloud', stream: f.spec.stream, marks: new Uint8Array(batch.length) }));
-      f.mark(batch, o.marks, now);
+      try {
+        f.mark(batch, o.marks, now);
+      } catch (err) {
+        this.failed(f, err);
+      }
     }
     for (const { route, stream, marks } of outputs.values()) {
       let n = 0;
@@ -70,13 +97,32 @@ export class Rules implements RuleEngine {
     // Rules that make new readings, and windows, take the batch's readings one by one.
     for (let k = 0; k < batch.length; k++) {
       const r = batch.at(k);
-      for (const f of this.filters) if (!f.selects) f.process(r, now, emit);
-      for (const w of this.windows) w.process(r, now, emit);
+      for (const f of this.filters) {
+        if (f.selects) continue;
+        try {
+          f.process(r, now, emit);
+        } catch (err) {
+          this.failed(f, err);
+        }
+      }
+      for (const w of this.windows) {
+        try {
+          w.process(r, now, emit);
+        } catch (err) {
+          this.failed(w, err);
+        }
+      }
     }
   }
 
   tick(now: number, emit: (out: RuleOutput) => void): void {
-    for (const w of this.windows) w.tick(now, emit);
+    for (const w of this.windows) {
+      try {
+        w.tick(now, emit);
+      } catch (err) {
+        this.failed(w, err);
+      }
+    }
   }
 
   nextDeadline(): number | undefined {
@@ -93,7 +139,15 @@ export class Rules implements RuleEngine {
   }
 
   restore(rows: readonly RuleStateRow[]): void {
-    for (const row of rows) [...this.filters, ...this.windows].find((r) => r.owns(row.key))?.restore(row);
+    for (const row of rows) {
+      const rule = [...this.filters, ...this.windows].find((r) => r.owns(row.key));
+      try {
+        rule?.restore(row);
+      } catch (err) {
+        // Unreadable saved state: the rule starts that group afresh rather than the gateway not starting.
+        if (rule) this.failed(rule, err);
+      }
+    }
   }
 
   /** Per rule: readings its expressions failed on, and the last failure. */

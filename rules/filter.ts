@@ -230,6 +230,7 @@ export class FilterRule {
   restore(row: RuleStateRow): void {
     if (row.state === null) return;
     const g = JSON.parse(row.state) as GroupState | null;
+    if (g !== null && typeof g !== 'object') throw new Error(`unreadable saved state for ${row.key}`);
     if (g) this.groups.set(row.key, g);
   }
 }

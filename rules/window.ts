@@ -342,7 +342,11 @@ export class WindowRule {
   restore(row: RuleStateRow): void {
     if (row.state === null) return;
     const saved = JSON.parse(row.state) as (Group & { closedUntil: number | null }) | LegacyTumbling;
+    if (saved === null || typeof saved !== 'object') throw new Error(`unreadable saved state for ${row.key}`);
     const g = 'open' in saved ? saved : fromLegacy(saved, this.size);
+    if (!Array.isArray(g.open) || g.open.some((a) => typeof a !== 'object' || a === null || typeof a.start !== 'number' || typeof a.end !== 'number')) {
+      throw new Error(`unreadable saved state for ${row.key}`);
+    }
     // JSON has no -Infinity.
     g.closedUntil = typeof g.closedUntil === 'number' ? g.closedUntil : -Infinity;
     g.key = row.key;

@@ -352,6 +352,20 @@ describe('windows', () => {
     }
   });
 
+  it('skips saved state it cannot read (counted) instead of failing to start', async () => {
+    const metrics = new PromMetrics();
+    const clock = new FakeClock(0);
+    const rules = new Rules([{ ...w, windowMs: 1000, aggregates: ['count'] }, { ...w, id: 'f', type: 'filter', deadband: { absolute: 1 } } as RuleSpec], clock, sequence, metrics);
+    rules.restore([
+      { key: 'w\u0000m1\u0000p', state: '{not json' },
+      { key: 'w\u0000m2\u0000p', state: '{"device":"m2","point":"p","open":[{"start":"x"}],"closedUntil":null}' },
+      { key: 'f\u0000m1\u0000p', state: '42' },
+    ]);
+    expect(await metrics.total('outpost_rule_errors_total')).toBe(3);
+    const out = feed(rules, clock, [[100, at(5)], [200, at(5, 0, 'm2')]], 1000);
+    expect(out.filter((o) => o.envelope.point === 'p.count').map((o) => o.envelope.value)).toEqual([1, 1]);
+  });
+
   it('restores the state the first tumbling windows saved', () => {
     const clock = new FakeClock(1500);
     const rules = new Rules([{ ...w, windowMs: 1000, aggregates: ['avg', 'count'] }], clock, sequence);

@@ -355,7 +355,7 @@ describe('windows', () => {
   it('skips saved state it cannot read (counted) instead of failing to start', async () => {
     const metrics = new PromMetrics();
     const clock = new FakeClock(0);
-    const rules = new Rules([{ ...w, windowMs: 1000, aggregates: ['count'] }, { ...w, id: 'f', type: 'filter', deadband: { absolute: 1 } } as RuleSpec], clock, sequence, metrics);
+    const rules = new Rules([{ ...w, windowMs: 1000, aggregates: ['count'] }, { ...w, id: 'f', type: 'filter', deadband: { absolute: 1 } }], clock, sequence, metrics);
     rules.restore([
       { key: 'w\u0000m1\u0000p', state: '{not json' },
       { key: 'w\u0000m2\u0000p', state: '{"device":"m2","point":"p","open":[{"start":"x"}],"closedUntil":null}' },

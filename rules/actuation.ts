@@ -80,6 +80,12 @@ export class ActuationGuard {
     });
   }
 
+  /** Another path (the API, a flow) wrote the point: what the guard last wrote is no longer what it holds. */
+  forget(device: string, point: string): void {
+    const t = this.targets.get(`${device}\u0000${point}`);
+    if (t) t.written = undefined;
+  }
+
   private count(out: { device: string; point: string }, outcome: string): void {
     this.counter.inc({ device: out.device, point: out.point, outcome });
   }

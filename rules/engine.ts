@@ -30,6 +30,11 @@ export class Rules implements RuleEngine {
   }
 
   process(reading: Envelope, emit: (out: RuleOutput) => void): void {
+    this.processAt(reading, this.clock.now(), emit, true);
+  }
+
+  /** One reading through the filters (outputs deduplicated per target) and, if `windows`, the windows. */
+  private processAt(reading: Envelope, now: number, emit: (out: RuleOutput) => void, windows: boolean, only?: (f: FilterRule) => boolean): void {
     let emitted: Set<string> | undefined;
     const once = (out: RuleOutput): void => {
       emitted ??= new Set();
@@ -39,14 +44,15 @@ export class Rules implements RuleEngine {
       emitted.add(key);
       emit(out);
     };
-    const now = this.clock.now();
     for (const f of this.filters) {
+      if (only && !only(f)) continue;
       try {
         f.process(reading, now, once);
       } catch (err) {
         this.failed(f, err);
       }
     }
+    if (!windows) return;
     for (const w of this.windows) {
       try {
         w.process(reading, now, emit);
@@ -95,24 +101,8 @@ export class Rules implements RuleEngine {
     }
     if (this.windows.length === 0 && !transforming) return;
     // Rules that make new readings, and windows, take the batch's readings one by one.
-    for (let k = 0; k < batch.length; k++) {
-      const r = batch.at(k);
-      for (const f of this.filters) {
-        if (f.selects) continue;
-        try {
-          f.process(r, now, emit);
-        } catch (err) {
-          this.failed(f, err);
-        }
-      }
-      for (const w of this.windows) {
-        try {
-          w.process(r, now, emit);
-        } catch (err) {
-          this.failed(w, err);
-        }
-      }
-    }
+    const others = (f: FilterRule): boolean => !f.selects;
+    for (let k = 0; k < batch.length; k++) this.processAt(batch.at(k), now, emit, true, transforming ? others : () => false);
   }
 
   tick(now: number, emit: (out: RuleOutput) => void): void {
@@ -148,6 +138,11 @@ export class Rules implements RuleEngine {
         if (rule) this.failed(rule, err);
       }
     }
+  }
+
+  reset(rows: readonly RuleStateRow[]): void {
+    for (const r of [...this.filters, ...this.windows]) r.clear();
+    this.restore(rows);
   }
 
   /** Per rule: readings its expressions failed on, and the last failure. */

@@ -223,6 +223,11 @@ export class FilterRule {
     return rows;
   }
 
+  clear(): void {
+    this.groups.clear();
+    this.dirty.clear();
+  }
+
   owns(key: string): boolean {
     return key.startsWith(`${this.spec.id}\u0000`);
   }

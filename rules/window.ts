@@ -6,6 +6,11 @@ import type { AggregateFn, GroupKey, WindowRuleSpec } from './types.js';
 
 /** Values kept per window for percentiles, and readings per sliding window, at most. */
 export const MAX_WINDOW_VALUES = 50_000;
+/** Event time: a reading stamped further ahead of the gateway's clock is refused (a broken device clock). */
+export const MAX_FUTURE_MS = 5 * 60_000;
+
+/** `%` and `:` escaped, so the parts of an output id cannot run into each other. */
+const idPart = (s: string): string => (/[%:]/.test(s) ? s.replace(/%/g, '%25').replace(/:/g, '%3A') : s);
 
 interface Acc {
   /** Window bounds on the rule's clock; for session and count windows, first and last reading. */
@@ -33,6 +38,8 @@ interface Group {
   /** Its state key (rule id and group values): kept so a reading needs no string building. */
   key?: string;
   device: string;
+  /** The unit, when the group is by unit: part of the output ids. */
+  unit?: string | undefined;
   point: string;
   open: Acc[];
   /** Event time: windows ending at or before this are closed; later readings for them are late. */
@@ -163,6 +170,12 @@ export class WindowRule {
         return;
       }
     }
+    if (this.event && r.ts > now + MAX_FUTURE_MS) {
+      // One reading from a clock years ahead would otherwise close every window of its group up to then.
+      this.late++;
+      this.failures?.inc({ rule: this.spec.id, stage: 'future' });
+      return;
+    }
     const t = this.event ? r.ts : now;
     const g = this.groupOf(r);
     const key = g.key!;
@@ -182,6 +195,12 @@ export class WindowRule {
 
   /** Tumbling and hopping windows. */
   private timed(g: Group, key: string, r: Envelope, t: number, value: number | undefined, now: number, emit: (out: RuleOutput) => void): void {
+    if (!this.event && t < g.closedUntil - this.size) {
+      // The gateway's clock stepped back (NTP on a device without a real-time clock): what is
+      // open closes now, and windows start again from the new time instead of waiting for it.
+      while (g.open.length > 0) this.close(g, g.open[0]!, emit);
+      g.closedUntil = -Infinity;
+    }
     // Windows this reading's time is already past (plus lateness) close first.
     this.closeDue(g, key, this.event ? t - this.lateness : t, now, emit);
     const hop = this.kind === 'hopping' ? (this.spec.hopMs ?? this.size) : this.size;
@@ -276,7 +295,7 @@ export class WindowRule {
         route: this.spec.route,
         stream: this.spec.stream,
         envelope: makeEnvelope({
-          id: `${this.spec.id}:${g.device}:${g.point}:${fn}:${acc.key}`,
+          id: `${this.spec.id}:${idPart(g.device)}:${idPart(g.point)}:${g.unit === undefined ? '' : `${idPart(g.unit)}:`}${fn}:${acc.key}`,
           device: g.device,
           point: `${g.point}.${fn}`,
           value,
@@ -324,15 +343,25 @@ export class WindowRule {
     for (const key of this.dirty) {
       const g = this.groups.get(key);
       // A group with nothing open and nothing to remember is deleted.
-      const keep = g && (g.open.length > 0 || (g.buffer?.length ?? 0) > 0 || (this.event && g.closedUntil > -Infinity));
+      // Nothing open, nothing buffered: the group is forgotten (a reading for a window it closed
+      // would make an aggregate whose id the cloud already has).
+      const keep = g && (g.open.length > 0 || (g.buffer?.length ?? 0) > 0);
       if (!keep) {
         this.groups.delete(key);
-        if (g) this.byDevicePoint.get(g.device)?.delete(g.point);
+        const points = g ? this.byDevicePoint.get(g.device) : undefined;
+        points?.delete(g!.point);
+        if (points?.size === 0) this.byDevicePoint.delete(g!.device);
       }
       rows.push({ key, state: keep ? JSON.stringify(g) : null });
     }
     this.dirty.clear();
     return rows;
+  }
+
+  clear(): void {
+    this.groups.clear();
+    this.byDevicePoint.clear();
+    this.dirty.clear();
   }
 
   owns(key: string): boolean {
@@ -344,7 +373,14 @@ export class WindowRule {
     const saved = JSON.parse(row.state) as (Group & { closedUntil: number | null }) | LegacyTumbling;
     if (saved === null || typeof saved !== 'object') throw new Error(`unreadable saved state for ${row.key}`);
     const g = 'open' in saved ? saved : fromLegacy(saved, this.size);
-    if (!Array.isArray(g.open) || g.open.some((a) => typeof a !== 'object' || a === null || typeof a.start !== 'number' || typeof a.end !== 'number')) {
+    const numbers = (a: Acc): boolean => ['start', 'end', 'n', 'sum', 'mean', 'm2', 'skipped', 'touched'].every((k) => typeof a[k as keyof Acc] === 'number');
+    if (
+      typeof g.device !== 'string' ||
+      typeof g.point !== 'string' ||
+      !Array.isArray(g.open) ||
+      g.open.some((a) => typeof a !== 'object' || a === null || !numbers(a) || (a.values !== undefined && !Array.isArray(a.values))) ||
+      (g.buffer !== undefined && !Array.isArray(g.buffer))
+    ) {
       throw new Error(`unreadable saved state for ${row.key}`);
     }
     // JSON has no -Infinity.
@@ -366,6 +402,7 @@ export class WindowRule {
       g = {
         device: this.groupBy.includes('device') ? r.device : this.spec.id,
         point: this.groupBy.includes('point') ? r.point : this.spec.id,
+        ...(this.groupBy.includes('unit') ? { unit: r.unit ?? '' } : {}),
         open: [],
         closedUntil: -Infinity,
       };

@@ -253,6 +253,9 @@ export class Gateway {
               if (err instanceof WriteRefused) return { status: err.status, body: { error: err.message } };
               // The device refused or did not answer: a gateway-to-device failure.
               return { status: 502, body: { error: (err as Error).message } };
+            } finally {
+              // The rule write guard must not take its last value for what the point holds now.
+              actuation.forget(device, point);
             }
           },
         },
@@ -273,7 +276,8 @@ export class Gateway {
             sequence,
             write: (device, point, value) => {
               const bus = buses.find((b) => b.hasDevice(device));
-              return bus ? bus.write(device, point, value) : Promise.reject(new Error(`no Modbus device "${device}"`));
+              if (!bus) return Promise.reject(new Error(`no Modbus device "${device}"`));
+              return bus.write(device, point, value).finally(() => actuation.forget(device, point));
             },
           }),
         });

@@ -148,6 +148,13 @@ export class IngestPipeline implements ReadingSink {
       outputs = this.commit(batch, now);
     } catch (err) {
       this.outbox.rolledBack();
+      // The rules already moved their memory (deadbands, windows) for readings that are not
+      // stored: go back to what the store holds, so the retried readings count once.
+      try {
+        this.rules.reset(this.loadState());
+      } catch (resetErr) {
+        this.log.error({ err: (resetErr as Error).message }, 'rule state not reloaded after a failed commit');
+      }
       this.mFailures.inc();
       const error = new Error(`store commit failed: ${(err as Error).message}`, { cause: err });
       this.log.error({ err: error.message, readings: batch.reduce((n, p) => n + p.readings.length, 0) }, 'ingest commit failed');
@@ -158,7 +165,11 @@ export class IngestPipeline implements ReadingSink {
     this.outbox.committed();
     this.mCommits.inc();
     for (const p of batch) p.resolve();
-    if (outputs > 0) this.onCommitted();
+    try {
+      if (outputs > 0) this.onCommitted();
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'uplink notify failed');
+    }
     if (this.tap && batch.length > 0) {
       try {
         this.tap(batch.map((p) => p.readings));
@@ -170,7 +181,11 @@ export class IngestPipeline implements ReadingSink {
       const local = this.local;
       this.local = [];
       this.mOutputs.inc({ route: 'local' }, local.length);
-      this.onLocal(local);
+      try {
+        this.onLocal(local);
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, 'local rule outputs failed');
+      }
     }
     this.armWindowTimer();
   }

@@ -70,6 +70,7 @@ export interface NodeRedOptions {
 }
 
 const FLOW_FIELDS = /^[A-Za-z0-9_.:-]{1,64}$/;
+const FLOW_POINT = /^[A-Za-z0-9_.:-]{1,128}$/;
 
 export function makeNodeHost(opts: {
   gateway: string;
@@ -79,15 +80,22 @@ export function makeNodeHost(opts: {
   write: (device: string, point: string, value: number | boolean | string) => Promise<unknown>;
 }): OutpostNodeHost {
   const subscribers = new Set<{ device: (s: string) => boolean; point: (s: string) => boolean; fn: (r: Envelope) => void }>();
+  const give = (s: { fn: (r: Envelope) => void }, r: Envelope): void => {
+    try {
+      s.fn(r);
+    } catch {
+      // A flow's failure is the flow's: the other subscribers and readings still get theirs.
+    }
+  };
   const deliver = (all: readonly Readings[]): void => {
     for (const readings of all) {
       if (isBatch(readings)) {
         for (const s of subscribers) {
           if (!s.device(readings.device)) continue;
-          for (let k = 0; k < readings.length; k++) if (s.point(readings.point(k))) s.fn(readings.at(k));
+          for (let k = 0; k < readings.length; k++) if (s.point(readings.point(k))) give(s, readings.at(k));
         }
       } else {
-        for (const r of readings) for (const s of subscribers) if (s.device(r.device) && s.point(r.point)) s.fn(r);
+        for (const r of readings) for (const s of subscribers) if (s.device(r.device) && s.point(r.point)) give(s, r);
       }
     }
   };
@@ -107,14 +115,19 @@ export function makeNodeHost(opts: {
     async send(reading, stream) {
       if (!opts.streams.includes(stream)) throw new Error(`no stream named "${stream}"; the gateway has ${opts.streams.join(', ')}`);
       if (typeof reading.device !== 'string' || !FLOW_FIELDS.test(reading.device)) throw new Error(`device: expected a name of letters, digits, "_.:-", not ${JSON.stringify(reading.device)}`);
-      if (typeof reading.point !== 'string' || reading.point.length === 0 || reading.point.length > 128) throw new Error(`point: expected a name, not ${JSON.stringify(reading.point)}`);
+      if (typeof reading.point !== 'string' || !FLOW_POINT.test(reading.point)) throw new Error(`point: expected a name of letters, digits, "_.:-", not ${JSON.stringify(reading.point)}`);
       const v = reading.value;
-      if (!(v === null || typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v)))) {
-        throw new Error(`value: expected a finite number, text, true/false or null, not ${JSON.stringify(v)}`);
+      if (!(v === null || (typeof v === 'string' && v.length <= 1024) || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v)))) {
+        throw new Error(`value: expected a finite number, text (up to 1024 characters), true/false or null, not ${JSON.stringify(v)}`);
       }
       const quality = reading.quality ?? (v === null ? 'bad' : 'good');
+      if (quality !== 'good' && quality !== 'bad' && quality !== 'stale') throw new Error(`quality: expected good, bad or stale, not ${JSON.stringify(quality)}`);
+      const now = Date.now();
+      const ts = reading.ts ?? now;
+      if (typeof ts !== 'number' || !Number.isSafeInteger(ts) || ts <= 0 || ts > now + 5 * 60_000) throw new Error(`ts: expected ms since the epoch, not in the future, not ${JSON.stringify(ts)}`);
+      if (reading.unit !== undefined && (typeof reading.unit !== 'string' || reading.unit.length === 0 || reading.unit.length > 32)) throw new Error(`unit: expected short text, not ${JSON.stringify(reading.unit)}`);
       const { seq, id } = opts.sequence.next();
-      const envelope = makeEnvelope({ id, device: reading.device, point: reading.point, value: v, quality, ts: reading.ts ?? Date.now(), seq, unit: reading.unit });
+      const envelope = makeEnvelope({ id, device: reading.device, point: reading.point, value: v, quality, ts, seq, unit: reading.unit });
       await opts.pipeline.append([{ envelope, stream }]);
       return envelope;
     },
@@ -127,7 +140,11 @@ export function makeNodeHost(opts: {
         if (o.envelope) emit(o.envelope);
       };
       // Processing-time windows close on the clock; four times a second is soon enough for a flow.
-      const timer = setInterval(() => rule.tick(Date.now(), out), 250);
+      // takeDirty() forgets groups with nothing open: the node's memory stays bounded by what is open.
+      const timer = setInterval(() => {
+        rule.tick(Date.now(), out);
+        rule.takeDirty();
+      }, 250);
       timer.unref();
       return {
         process: (r) => rule.process(r, Date.now(), out),

@@ -260,6 +260,9 @@ export const windowRuleSchema = z
     if (r.kind === 'tumbling' || r.kind === 'hopping' || r.kind === 'sliding') need('windowMs');
     if (r.kind === 'hopping') {
       need('hopMs');
+      if (r.hopMs !== undefined && r.windowMs !== undefined && r.windowMs / r.hopMs > 100) {
+        ctx.addIssue({ code: 'custom', path: ['hopMs'], message: 'at most 100 windows may overlap: hopMs must be at least windowMs / 100' });
+      }
       if (r.hopMs !== undefined && r.windowMs !== undefined && r.hopMs > r.windowMs) ctx.addIssue({ code: 'custom', path: ['hopMs'], message: 'hopMs must not be greater than windowMs' });
     }
     if (r.kind === 'session') need('gapMs');

@@ -58,4 +58,6 @@ export interface RuleEngine {
   nextDeadline(): number | undefined;
   takeDirtyState(): RuleStateRow[];
   restore(rows: readonly RuleStateRow[]): void;
+  /** Forgets all in-memory state and takes `rows` instead (after a failed commit: the saved state is the truth). */
+  reset(rows: readonly RuleStateRow[]): void;
 }

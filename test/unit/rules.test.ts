@@ -366,6 +366,53 @@ describe('windows', () => {
     expect(out.filter((o) => o.envelope.point === 'p.count').map((o) => o.envelope.value)).toEqual([1, 1]);
   });
 
+  it('refuses an event time far ahead of the clock, so one broken device clock cannot close its windows for years', async () => {
+    const metrics = new PromMetrics();
+    const clock = new FakeClock(1_000_000);
+    const rules = new Rules([{ ...w, windowMs: 1000, time: 'event', aggregates: ['count'] }], clock, sequence, metrics);
+    const out = feed(rules, clock, [[1_000_000, at(1, 1_000_100)], [1_000_000, at(1, Number.MAX_SAFE_INTEGER)], [1_001_500, at(1, 1_001_500)]], 1_010_000);
+    expect(out.map((o) => [o.envelope.ts, o.envelope.value])).toEqual([
+      [1_001_000, 1],
+      [1_002_000, 1],
+    ]);
+    expect(await metrics.total('outpost_rule_errors_total')).toBe(1);
+  });
+
+  it('output ids keep device, point and unit apart, also with ":" in names', () => {
+    const clock = new FakeClock();
+    const byUnit = new Rules([{ ...w, windowMs: 1000, groupBy: ['unit'], aggregates: ['count'] }], clock, sequence);
+    const c = makeEnvelope({ id: 'c', device: 'm1', point: 'p', value: 1, quality: 'good', ts: 0, seq: 1, unit: 'degC' });
+    const f = makeEnvelope({ id: 'f', device: 'm1', point: 'p', value: 1, quality: 'good', ts: 0, seq: 2, unit: 'degF' });
+    const ids = feed(byUnit, clock, [[10, c], [20, f]], 1000).map((o) => o.envelope.id);
+    expect(new Set(ids).size).toBe(2);
+    const colons = new Rules([{ ...w, windowMs: 1000, aggregates: ['count'] }], clock, sequence);
+    const a = makeEnvelope({ id: 'a', device: 'a:b', point: 'c', value: 1, quality: 'good', ts: 0, seq: 3 });
+    const b = makeEnvelope({ id: 'b', device: 'a', point: 'b:c', value: 1, quality: 'good', ts: 0, seq: 4 });
+    clock.t = 0;
+    const ids2 = feed(colons, clock, [[1010, a], [1020, b]], 2000).map((o) => o.envelope.id);
+    expect(ids2).toEqual(['w:a%3Ab:c:count:1000', 'w:a:b%3Ac:count:1000']);
+  });
+
+  it('processing time: a clock stepped back closes what is open and starts again from the new time', () => {
+    const clock = new FakeClock();
+    const rules = new Rules([{ ...w, windowMs: 1000, aggregates: ['count'] }], clock, sequence);
+    const out = feed(rules, clock, [[3_600_500, at(1)], [3_601_500, at(1)], [500, at(1)], [700, at(1)]], 1000);
+    expect(out.map((o) => [o.envelope.ts, o.envelope.value])).toEqual([
+      [3_601_000, 1],
+      [3_602_000, 1],
+      [1000, 2],
+    ]);
+  });
+
+  it('reset: after a failed commit the rules go back to the saved state, so a retried reading counts once', () => {
+    const clock = new FakeClock();
+    const spec = { ...w, id: 'd', type: 'filter', deadband: { absolute: 1 } } as const;
+    const rules = new Rules([spec as RuleSpec], clock, sequence);
+    expect(run(rules, [at(10)])).toHaveLength(1);
+    rules.reset([]);
+    expect(run(rules, [at(10)])).toHaveLength(1);
+  });
+
   it('restores the state the first tumbling windows saved', () => {
     const clock = new FakeClock(1500);
     const rules = new Rules([{ ...w, windowMs: 1000, aggregates: ['avg', 'count'] }], clock, sequence);

@@ -407,7 +407,7 @@ describe('windows', () => {
   it('reset: after a failed commit the rules go back to the saved state, so a retried reading counts once', () => {
     const clock = new FakeClock();
     const spec = { ...w, id: 'd', type: 'filter', deadband: { absolute: 1 } } as const;
-    const rules = new Rules([spec as RuleSpec], clock, sequence);
+    const rules = new Rules([spec], clock, sequence);
     expect(run(rules, [at(10)])).toHaveLength(1);
     rules.reset([]);
     expect(run(rules, [at(10)])).toHaveLength(1);

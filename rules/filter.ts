@@ -24,6 +24,8 @@ interface GroupState {
  * and is counted; it never stops the rule.
  */
 export class FilterRule {
+  /** Operator groups (deadband, change of value, rate limit memory) one rule keeps at most; the least recently used goes first. */
+  static maxGroups = 100_000;
   private readonly match: ReturnType<typeof compileMatch>;
   private readonly where: Compiled | undefined;
   private readonly setValue: Compiled | undefined;
@@ -166,8 +168,16 @@ export class FilterRule {
   }
 
   private save(key: string, g: GroupState): void {
+    // Re-inserted, so the map's order is least recently used first.
+    this.groups.delete(key);
     this.groups.set(key, g);
     this.dirty.add(key);
+    if (this.groups.size > FilterRule.maxGroups) {
+      const oldest = this.groups.keys().next().value!;
+      this.groups.delete(oldest);
+      this.dirty.add(oldest);
+      this.failures?.inc({ rule: this.spec.id, stage: 'evicted' });
+    }
   }
 
   private groupKey(scope: Scope): string {
@@ -218,7 +228,10 @@ export class FilterRule {
   }
 
   takeDirty(): RuleStateRow[] {
-    const rows = [...this.dirty].map((key) => ({ key, state: JSON.stringify(this.groups.get(key) ?? null) }));
+    const rows = [...this.dirty].map((key) => {
+      const g = this.groups.get(key);
+      return { key, state: g ? JSON.stringify(g) : null };
+    });
     this.dirty.clear();
     return rows;
   }

@@ -127,6 +127,12 @@ function aggregate(fn: AggregateFn, acc: Acc, sorted: () => number[]): number | 
  * aggregate and window, so a window re-emitted after a crash deduplicates in the cloud.
  */
 export class WindowRule {
+  /**
+   * Groups one rule keeps at most. Device and point names can come from any MQTT client; past
+   * this, the oldest group's windows are closed early (emitted) and it is forgotten (counted
+   * with stage `evicted`).
+   */
+  static maxGroups = 100_000;
   private readonly match: ReturnType<typeof compileMatch>;
   private readonly where: Compiled | undefined;
   private readonly groups = new Map<string, Group>();
@@ -177,7 +183,7 @@ export class WindowRule {
       return;
     }
     const t = this.event ? r.ts : now;
-    const g = this.groupOf(r);
+    const g = this.groupOf(r, emit);
     const key = g.key!;
     this.dirty.add(key);
     const value = r.quality === 'good' && typeof r.value === 'number' ? r.value : undefined;
@@ -390,7 +396,7 @@ export class WindowRule {
   }
 
   /** The reading's group, created when new. */
-  private groupOf(r: Envelope): Group {
+  private groupOf(r: Envelope, emit: (out: RuleOutput) => void): Group {
     const fast = this.groupBy.length === 2 && this.groupBy[0] === 'device' && this.groupBy[1] === 'point';
     if (fast) {
       const g = this.byDevicePoint.get(r.device)?.get(r.point);
@@ -399,6 +405,7 @@ export class WindowRule {
     const key = this.groupKey(r);
     let g = this.groups.get(key);
     if (!g) {
+      if (this.groups.size >= WindowRule.maxGroups) this.evictOldest(emit);
       g = {
         device: this.groupBy.includes('device') ? r.device : this.spec.id,
         point: this.groupBy.includes('point') ? r.point : this.spec.id,
@@ -415,6 +422,19 @@ export class WindowRule {
       points.set(r.point, g);
     }
     return g;
+  }
+
+  private evictOldest(emit: (out: RuleOutput) => void): void {
+    const first = this.groups.entries().next();
+    if (first.done) return;
+    const [key, g] = first.value;
+    while (g.open.length > 0) this.close(g, g.open[0]!, emit);
+    this.groups.delete(key);
+    const points = this.byDevicePoint.get(g.device);
+    points?.delete(g.point);
+    if (points?.size === 0) this.byDevicePoint.delete(g.device);
+    this.dirty.add(key);
+    this.failures?.inc({ rule: this.spec.id, stage: 'evicted' });
   }
 
   private groupKey(r: Envelope): string {

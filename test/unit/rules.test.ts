@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { makeEnvelope, type Clock, type Envelope, type RuleOutput } from '../../runtime/contracts/index.js';
 import { Rules } from '../../rules/engine.js';
+import { FilterRule } from '../../rules/filter.js';
+import { WindowRule } from '../../rules/window.js';
 import type { RuleSpec } from '../../rules/types.js';
 import { CountingSequence } from '../../runtime/sequence.js';
 import { PromMetrics } from '../../runtime/metrics.js';
@@ -411,6 +413,30 @@ describe('windows', () => {
     expect(run(rules, [at(10)])).toHaveLength(1);
     rules.reset([]);
     expect(run(rules, [at(10)])).toHaveLength(1);
+  });
+
+  it('keeps at most maxGroups groups per rule: windows of the oldest close early, operator memory of the least recently used goes', async () => {
+    const saved = [WindowRule.maxGroups, FilterRule.maxGroups];
+    WindowRule.maxGroups = 3;
+    FilterRule.maxGroups = 3;
+    try {
+      const metrics = new PromMetrics();
+      const clock = new FakeClock();
+      const rules = new Rules([{ ...w, windowMs: 1000, aggregates: ['count'] }, { ...w, id: 'f', type: 'filter', stream: 'other', changeOfValue: true }], clock, sequence, metrics);
+      const out = feed(rules, clock, ['a', 'b', 'c', 'd', 'a'].map((d, i): [number, Envelope] => [10 + i, at(1, 0, d)]));
+      // Window group "a" was closed early to make room for "d"; a's second reading made room by closing "b".
+      expect(out.filter((o) => o.stream === 'telemetry').map((o) => [o.envelope.device, o.envelope.value])).toEqual([
+        ['a', 1],
+        ['b', 1],
+      ]);
+      // change of value: "a" was forgotten, so its unchanged value passes again.
+      expect(out.filter((o) => o.stream === 'other').map((o) => o.envelope.device)).toEqual(['a', 'b', 'c', 'd', 'a']);
+      expect(await metrics.total('outpost_rule_errors_total')).toBe(4);
+      // Forgotten groups' saved rows are deleted.
+      expect(rules.takeDirtyState().filter((r) => r.state === null).map((r) => r.key.split('\u0000')[1])).toEqual(expect.arrayContaining(['b']));
+    } finally {
+      [WindowRule.maxGroups, FilterRule.maxGroups] = saved as [number, number];
+    }
   });
 
   it('restores the state the first tumbling windows saved', () => {

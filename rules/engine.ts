@@ -140,6 +140,11 @@ export class Rules implements RuleEngine {
     }
   }
 
+  /** Closes every open window now (for `outpost rules test` at the end of its input). */
+  closeAll(emit: (out: RuleOutput) => void): void {
+    for (const w of this.windows) w.closeAll(emit);
+  }
+
   reset(rows: readonly RuleStateRow[]): void {
     for (const r of [...this.filters, ...this.windows]) r.clear();
     this.restore(rows);

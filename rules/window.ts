@@ -364,6 +364,15 @@ export class WindowRule {
     return rows;
   }
 
+  /** Closes every open window now (count windows too), oldest end first: the end of a replay. */
+  closeAll(emit: (out: RuleOutput) => void): void {
+    const open = [...this.groups.values()].flatMap((g) => g.open.map((acc) => ({ g, acc }))).sort((a, b) => a.acc.end - b.acc.end);
+    for (const { g, acc } of open) {
+      this.close(g, acc, emit);
+      if (g.key) this.dirty.add(g.key);
+    }
+  }
+
   clear(): void {
     this.groups.clear();
     this.byDevicePoint.clear();

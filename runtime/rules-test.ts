@@ -106,12 +106,13 @@ export function replay(config: SiteConfig, lines: readonly string[], write: (lin
     }
     rules.process(makeEnvelope({ id: parsed.id ?? `test:${seq}`, device: parsed.device, point: parsed.point, value: parsed.value, quality: parsed.quality, ts, seq, unit: parsed.unit }), emit);
   });
-  // Let time run on until nothing is open (bounded: a rule without a deadline stops it).
+  // Let time run on until nothing is open (bounded), then close what has no deadline (count windows).
   for (let i = 0; i < 10_000; i++) {
     const next = rules.nextDeadline();
     if (next === undefined) break;
     clock.t = Math.max(clock.t, next);
     rules.tick(clock.t, emit);
   }
+  rules.closeAll(emit);
   return { readings, outputs, badLines, errors: rules.errors().filter((e) => e.errors > 0) };
 }

@@ -107,7 +107,9 @@ describe('Modbus driver against faults', () => {
       const from = Date.now();
       u.holding[0] = 900;
       u.fault = { mode };
-      await waitFor(`a non-good reading under ${mode}`, () => b.of('d').some((r) => r.at >= from && r.quality !== 'good'), 3000);
+      // A refused answer may cost a retry and a fresh connection first: on a loaded machine (the
+      // whole suite on two cores) that has taken more than 3 s.
+      await waitFor(`a non-good reading under ${mode}`, () => b.of('d').some((r) => r.at >= from && r.quality !== 'good'), 8000);
       await sleep(400);
       // What came back under the fault (900) was never reported as a value. (A poll already
       // answered before the fault was set may still arrive with the old value.)

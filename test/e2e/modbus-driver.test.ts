@@ -116,7 +116,10 @@ describe('Modbus driver against faults', () => {
       expect(b.of('d').filter((r) => r.value === 900)).toEqual([]);
       u.fault = { mode: 'answer' };
       u.holding[0] = 5;
-      await waitFor(`recovery after ${mode}`, () => b.of('d').some((r) => r.at >= from && r.quality === 'good' && r.value === 5), 6000);
+      // Recovery counts from here: a poll answered with 5 just before the fault was set must not
+      // count, or the next fault would start while the breaker is still open.
+      const cleared = Date.now();
+      await waitFor(`recovery after ${mode}`, () => b.of('d').some((r) => r.at >= cleared && r.quality === 'good' && r.value === 5), 6000);
     }
     expect(String(b.deviceStatus('d').lastError)).toMatch(/invalid answer/);
   });

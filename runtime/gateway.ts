@@ -274,6 +274,8 @@ export class Gateway {
             streams: config.streams.map((s) => s.name),
             pipeline,
             sequence,
+            metrics,
+            log: log.child({ component: 'node-red' }),
             write: (device, point, value) => {
               const bus = buses.find((b) => b.hasDevice(device));
               if (!bus) return Promise.reject(new Error(`no Modbus device "${device}"`));

@@ -7,7 +7,7 @@ import { compileGlob } from '../rules/glob.js';
 import { WindowRule } from '../rules/window.js';
 import { windowRuleSchema } from './config/schema.js';
 import { formatIssues } from './config/load.js';
-import { isBatch, makeEnvelope, type Envelope, type Logger, type Quality, type Readings, type SequenceSource, type Value } from './contracts/index.js';
+import { isBatch, makeEnvelope, type Envelope, type Logger, type Metrics, type Quality, type Readings, type SequenceSource, type Value } from './contracts/index.js';
 import type { IngestPipeline } from './ingest.js';
 
 const require = createRequire(import.meta.url);
@@ -78,13 +78,21 @@ export function makeNodeHost(opts: {
   pipeline: IngestPipeline;
   sequence: SequenceSource;
   write: (device: string, point: string, value: number | boolean | string) => Promise<unknown>;
+  metrics: Metrics;
+  log: Logger;
 }): OutpostNodeHost {
+  const failures = opts.metrics.counter('outpost_flow_delivery_failures_total', "Readings an 'outpost in' node failed to take (the flow threw)");
+  let lastFailure = '';
   const subscribers = new Set<{ device: (s: string) => boolean; point: (s: string) => boolean; fn: (r: Envelope) => void }>();
   const give = (s: { fn: (r: Envelope) => void }, r: Envelope): void => {
     try {
       s.fn(r);
-    } catch {
+    } catch (err) {
       // A flow's failure is the flow's: the other subscribers and readings still get theirs.
+      failures.inc();
+      const message = err instanceof Error ? err.message : String(err);
+      if (message !== lastFailure) opts.log.warn({ err: message }, "an 'outpost in' flow failed to take a reading");
+      lastFailure = message;
     }
   };
   const deliver = (all: readonly Readings[]): void => {

@@ -15,14 +15,14 @@ Usage:
                                   gateway + simulated site + simulated cloud on this machine
   outpost status [--url URL]      status of a running gateway (default http://127.0.0.1:8080)
   outpost dead-letters [--url URL] [--limit N] [--replay [--ids 1,2,…]]
+                                  readings the cloud refused: list them, or put them back in
+                                  their streams (all, or the given ids)
   outpost write DEVICE POINT VALUE [--url URL]   write a Modbus point (true/false, a number, or --string TEXT), verified by reading it back
   outpost rules test RULES --input READINGS.jsonl
                                   replay recorded readings through the rules of RULES (a site
                                   config, or a file with rules:); prints what they would emit
   outpost rules reload [--url URL]
                                   apply the running gateway's config file rules again (also SIGHUP)
-                                  readings the cloud refused: list them, or put them back in
-                                  their streams (all, or the given ids)
 `;
 
 async function main(argv: string[]): Promise<number> {

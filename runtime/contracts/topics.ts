@@ -59,7 +59,7 @@ const pointName = z
  * (default: arrival time). `points`: name -> value, or `{value, quality}`.
  */
 export const childTelemetrySchema = z.strictObject({
-  id: z.union([z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:-]+$/), z.number().int().nonnegative()]).optional(),
+  id: z.union([z.number().int().nonnegative(), z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:-]+$/)]).optional(),
   ts: z.number().int().positive().optional(),
   points: z.preprocess(
     (raw, ctx) => {
@@ -71,7 +71,10 @@ export const childTelemetrySchema = z.strictObject({
       return raw;
     },
     z
-      .record(pointName, z.union([scalar, z.strictObject({ value: scalar, quality: z.enum(['good', 'bad', 'stale']).default('good') })]))
+      // The object form first: zod tries a union's options in order, and an option that fails
+      // costs little unless every option fails (then each issue gets its message). A scalar
+      // first would fail four ways for every {value, quality} point.
+      .record(pointName, z.union([z.strictObject({ value: scalar, quality: z.enum(['good', 'bad', 'stale']).default('good') }), scalar]))
       .refine((p) => Object.keys(p).length > 0, 'at least one point is required')
       .refine((p) => Object.keys(p).length <= 1000, 'at most 1000 points per message'),
   ),

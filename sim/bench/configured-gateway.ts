@@ -5,6 +5,14 @@ import { fileURLToPath } from 'node:url';
 import type { SiteConfigInput } from '../../runtime/config/schema.js';
 import { GATEWAY_NODE_FLAGS } from '../../runtime/launch-flags.js';
 
+/**
+ * Extra V8/Node flags for the gateway under benchmark (OUTPOST_BENCH_NODE_FLAGS, space-separated),
+ * after the launch flags so they win: how the GC settings in docs/benchmarks.md were compared.
+ */
+function extraFlags(): string[] {
+  return (process.env.OUTPOST_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+}
+
 /** The built CLI, next to this file in dist/ (dist/sim/bench → dist/runtime). */
 const CLI = fileURLToPath(new URL('../../runtime/cli.js', import.meta.url));
 const READY = /^outpost (\S+): broker on (\S+):(\d+), api on (http:\/\/\S+)$/m;
@@ -45,7 +53,7 @@ export class ConfiguredGateway {
   static async start(dir: string, config: SiteConfigInput, timeoutMs = 15_000): Promise<ConfiguredGateway> {
     const file = join(dir, 'gateway.json');
     writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);
-    const proc = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, CLI, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, ...extraFlags(), CLI, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     // Both pipes are drained for the whole life of the process: a full pipe would stall it.

@@ -1,0 +1,126 @@
+import { closeSync, ftruncateSync, openSync, statSync, writeSync } from 'node:fs';
+
+export interface FetchTarget {
+  readonly url: string;
+  readonly size: number;
+  /** The file the bytes go to; what it holds already is kept and the rest requested (HTTP Range). */
+  readonly path: string;
+}
+
+export interface FetchOptions {
+  readonly signal?: AbortSignal | undefined;
+  /** Abort when the origin sends nothing for this long. */
+  readonly idleTimeoutMs?: number | undefined;
+  readonly headers?: Readonly<Record<string, string>> | undefined;
+  /** Called as bytes arrive: bytes in the file so far, and of them fetched by this call. */
+  readonly onProgress?: ((have: number, fetched: number) => void) | undefined;
+}
+
+export class FetchError extends Error {
+  constructor(
+    message: string,
+    /** False when trying again cannot help (the origin refuses or serves something else). */
+    readonly retryable: boolean,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = 'FetchError';
+  }
+}
+
+function fileSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Brings `target.path` up to `target.size` bytes from `target.url`, resuming from what the file
+ * holds with `Range: bytes=N-` (RFC 9110 §14). An origin that answers 200 instead of 206 sends
+ * the whole file: the file starts again. Never writes past `size`: an origin sending more is
+ * refused. Resolves with the bytes fetched by this call; throws FetchError otherwise. The caller
+ * verifies the digest (ArtifactCache.commit).
+ */
+export async function fetchArtifact(target: FetchTarget, opts: FetchOptions = {}): Promise<number> {
+  let have = fileSize(target.path);
+  if (have > target.size) have = 0;
+  if (have === target.size) return 0;
+  const idleMs = opts.idleTimeoutMs ?? 30_000;
+  const ctl = new AbortController();
+  const onAbort = (): void => ctl.abort(opts.signal?.reason);
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  let idle: NodeJS.Timeout | undefined;
+  const arm = (): void => {
+    clearTimeout(idle);
+    idle = setTimeout(() => ctl.abort(new FetchError(`no data from the origin for ${idleMs} ms`, true)), idleMs);
+  };
+  let fd: number | undefined;
+  let fetched = 0;
+  try {
+    arm();
+    let res: Response;
+    try {
+      res = await fetch(target.url, {
+        headers: { ...opts.headers, ...(have > 0 ? { range: `bytes=${have}-` } : {}) },
+        signal: ctl.signal,
+        redirect: 'follow',
+      });
+    } catch (err) {
+      throw asFetchError(err, ctl.signal, `GET ${target.url}`);
+    }
+    if (res.status === 206) {
+      const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get('content-range') ?? '');
+      if (!m || Number(m[1]) !== have) {
+        await res.body?.cancel();
+        throw new FetchError(`origin answered range ${have}- with Content-Range ${JSON.stringify(res.headers.get('content-range'))}`, true);
+      }
+      if (m[3] !== '*' && Number(m[3]) !== target.size) {
+        await res.body?.cancel();
+        throw new FetchError(`origin's file is ${m[3]} bytes, the manifest says ${target.size}`, false);
+      }
+    } else if (res.status === 200) {
+      have = 0;
+    } else if (res.status === 416 && have === target.size) {
+      return 0;
+    } else {
+      await res.body?.cancel();
+      // 5xx, 408 and 429 are the origin's trouble for now; other answers will not change.
+      const retry = res.status >= 500 || res.status === 408 || res.status === 429 || res.status === 416;
+      throw new FetchError(`origin answered ${res.status} ${res.statusText} for ${target.url}`, retry);
+    }
+    fd = openSync(target.path, have === 0 ? 'w' : 'r+');
+    if (have === 0) ftruncateSync(fd, 0);
+    if (!res.body) throw new FetchError('origin sent no body', true);
+    try {
+      for await (const chunk of res.body) {
+        arm();
+        const b = chunk as Uint8Array;
+        if (have + b.length > target.size) {
+          ctl.abort();
+          throw new FetchError(`origin sent more than the manifest's ${target.size} bytes`, false);
+        }
+        writeSync(fd, b, 0, b.length, have);
+        have += b.length;
+        fetched += b.length;
+        opts.onProgress?.(have, fetched);
+      }
+    } catch (err) {
+      throw asFetchError(err, ctl.signal, `download of ${target.url} broke at byte ${have}`);
+    }
+    if (have < target.size) throw new FetchError(`origin closed the transfer at byte ${have} of ${target.size}`, true);
+    return fetched;
+  } finally {
+    clearTimeout(idle);
+    opts.signal?.removeEventListener('abort', onAbort);
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+function asFetchError(err: unknown, signal: AbortSignal, what: string): FetchError {
+  if (err instanceof FetchError) return err;
+  if (signal.aborted && signal.reason instanceof FetchError) return signal.reason;
+  const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : '';
+  return new FetchError(`${what}: ${(err as Error).message}${cause}`, true, { cause: err });
+}

@@ -147,6 +147,13 @@ export class ArtifactCache {
     return evicted;
   }
 
+  /** Checks a cached artifact again and returns its digests (removed when it does not match). */
+  async reverify(sha256: string, size: number): Promise<ArtifactDigests> {
+    const p = this.blobPath(sha256);
+    if (!p) throw new ArtifactMismatch(`artifact ${sha256.slice(0, 12)}… is not in the cache`);
+    return reverifyBlob(p, sha256, size);
+  }
+
   /**
    * The download of `sha256` is complete: checks its size and digest, syncs it and moves it in
    * with the verified artifacts. A file that does not match is deleted and ArtifactMismatch thrown.
@@ -172,6 +179,16 @@ export class ArtifactCache {
     syncDir(this.blobs);
     return digests;
   }
+}
+
+/** Digests of a verified artifact again (its record was lost); a file that no longer matches is removed. */
+async function reverifyBlob(path: string, sha256: string, size: number): Promise<ArtifactDigests> {
+  const d = await digestFile(path);
+  if (d.sha256 !== sha256 || d.size !== size) {
+    rmSync(path, { force: true });
+    throw new ArtifactMismatch(`cached artifact ${sha256.slice(0, 12)}… no longer matches its digest; removed`);
+  }
+  return d;
 }
 
 function syncDir(dir: string): void {

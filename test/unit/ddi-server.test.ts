@@ -1,0 +1,203 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { PromMetrics } from '../../runtime/metrics.js';
+import { DdiServer, type DdiFeedback, type DdiOffer, type DeploymentSource } from '../../runtime/ota/ddi-server.js';
+import { silentLogger } from '../helpers/fakes.js';
+
+const body = randomBytes(1_000_000);
+const digest = (alg: string, of: Buffer = body): string => createHash(alg).update(of).digest('hex');
+
+/** One device, pump-1, with action 7 open; feedback and attributes are recorded. */
+class FakeSource implements DeploymentSource {
+  readonly feedbacks: Array<[string, number, DdiFeedback]> = [];
+  readonly attributes: Array<[string, Record<string, string>]> = [];
+  cancel: number | undefined;
+  constructor(
+    private readonly path: string,
+    private readonly content: Buffer = body,
+  ) {}
+  offer(device: string): DdiOffer | undefined {
+    if (device !== 'pump-1') return undefined;
+    const c = this.content;
+    return { actionId: 7, name: 'pump-fw', version: '2.1.0', artifact: { moduleId: 3, filename: 'fw-2.1.0.swu', size: c.length, sha256: digest('sha256', c), sha1: digest('sha1', c), md5: digest('md5', c) } };
+  }
+  cancellation(): number | undefined {
+    return this.cancel;
+  }
+  feedback(device: string, actionId: number, fb: DdiFeedback): boolean {
+    if (device !== 'pump-1' || actionId !== 7) return false;
+    this.feedbacks.push([device, actionId, fb]);
+    return true;
+  }
+  cancelFeedback(device: string, actionId: number, fb: DdiFeedback): boolean {
+    this.feedbacks.push([device, actionId, fb]);
+    return actionId === this.cancel;
+  }
+  configData(device: string, data: Readonly<Record<string, string>>): void {
+    this.attributes.push([device, { ...data }]);
+  }
+  artifact(device: string, moduleId: number, filename: string): { path: string; sha256: string; md5: string; size: number } | undefined {
+    const c = this.content;
+    return device === 'pump-1' && moduleId === 3 && filename === 'fw-2.1.0.swu' ? { path: this.path, sha256: digest('sha256', c), md5: digest('md5', c), size: c.length } : undefined;
+  }
+}
+
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
+
+function call(port: number, method: string, path: string, headers: Record<string, string> = {}, payload?: unknown): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const data = payload === undefined ? undefined : typeof payload === 'string' ? payload : JSON.stringify(payload);
+    const req = request({ host: '127.0.0.1', port, method, path, headers: { ...headers, ...(data ? { 'content-type': 'application/json' } : {}) } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+describe('DDI update server', () => {
+  let server: DdiServer;
+  let source: FakeSource;
+  let port: number;
+  const base = '/site/controller/v1/pump-1';
+  const auth = { authorization: 'TargetToken t-pump-1' };
+
+  beforeEach(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'outpost-ddi-'));
+    writeFileSync(join(dir, 'blob'), body);
+    source = new FakeSource(join(dir, 'blob'));
+    server = new DdiServer(source, { tenant: 'site', pollSeconds: 90, targetTokens: { 'pump-1': 't-pump-1' }, gatewayToken: 'gw-secret', maxTransfers: 2, maxQueued: 1 }, silentLogger, new PromMetrics());
+    port = await server.listen('127.0.0.1', 0);
+  });
+  afterEach(async () => {
+    await server.close();
+  });
+
+  it('answers a poll with the polling interval and a link to the open deployment, and that deployment with hashes and links', async () => {
+    const poll = await call(port, 'GET', base, auth);
+    expect(poll.status).toBe(200);
+    const p = JSON.parse(poll.body.toString()) as { config: { polling: { sleep: string } }; _links: { deploymentBase: { href: string } } };
+    expect(p.config.polling.sleep).toBe('00:01:30');
+    const href = new URL(p._links.deploymentBase.href);
+    expect(href.pathname).toBe(`${base}/deploymentBase/7`);
+    const dep = await call(port, 'GET', href.pathname + href.search, auth);
+    const d = JSON.parse(dep.body.toString()) as { id: string; deployment: { update: string; chunks: Array<{ version: string; artifacts: Array<{ filename: string; size: number; hashes: Record<string, string>; _links: Record<string, { href: string }> }> }> } };
+    expect(d.id).toBe('7');
+    expect(d.deployment.update).toBe('forced');
+    const a = d.deployment.chunks[0]!.artifacts[0]!;
+    expect([a.filename, a.size, a.hashes.sha1, a.hashes.md5, a.hashes.sha256]).toEqual(['fw-2.1.0.swu', body.length, digest('sha1'), digest('md5'), digest('sha256')]);
+    const dl = new URL(a._links['download-http']!.href);
+    const got = await call(port, 'GET', dl.pathname, auth);
+    expect(got.status).toBe(200);
+    expect(got.body.equals(body)).toBe(true);
+    expect(got.headers.etag).toBe(`"${digest('sha256')}"`);
+    const md5 = await call(port, 'GET', new URL(a._links['md5sum-http']!.href).pathname, auth);
+    expect(md5.body.toString()).toBe(`${digest('md5')}  fw-2.1.0.swu\n`);
+  });
+
+  it('a device without work gets only the configData link; the other device cannot fetch pump-1 artifacts', async () => {
+    const poll = await call(port, 'GET', '/site/controller/v1/pump-2', { authorization: 'GatewayToken gw-secret' });
+    expect(Object.keys((JSON.parse(poll.body.toString()) as { _links: object })._links)).toEqual(['configData']);
+    const steal = await call(port, 'GET', '/site/controller/v1/pump-2/softwaremodules/3/artifacts/fw-2.1.0.swu', { authorization: 'GatewayToken gw-secret' });
+    expect(steal.status).toBe(404);
+  });
+
+  it('serves ranges, suffix ranges, HEAD and If-None-Match; refuses unsatisfiable ranges', async () => {
+    const path = `${base}/softwaremodules/3/artifacts/fw-2.1.0.swu`;
+    const r = await call(port, 'GET', path, { ...auth, range: 'bytes=1000-1999' });
+    expect(r.status).toBe(206);
+    expect(r.headers['content-range']).toBe(`bytes 1000-1999/${body.length}`);
+    expect(r.body.equals(body.subarray(1000, 2000))).toBe(true);
+    const open = await call(port, 'GET', path, { ...auth, range: 'bytes=999000-' });
+    expect(open.body.equals(body.subarray(999_000))).toBe(true);
+    const suffix = await call(port, 'GET', path, { ...auth, range: 'bytes=-10' });
+    expect(suffix.body.equals(body.subarray(body.length - 10))).toBe(true);
+    const head = await call(port, 'HEAD', path, auth);
+    expect([head.status, head.headers['content-length'], head.body.length]).toEqual([200, String(body.length), 0]);
+    expect((await call(port, 'GET', path, { ...auth, 'if-none-match': `"${digest('sha256')}"` })).status).toBe(304);
+    expect((await call(port, 'GET', path, { ...auth, range: `bytes=${body.length}-` })).status).toBe(416);
+    expect((await call(port, 'GET', path, { ...auth, range: 'bytes=abc' })).status).toBe(416);
+    // If-Range with another validator: the whole file.
+    const stale = await call(port, 'GET', path, { ...auth, range: 'bytes=0-9', 'if-range': '"old"' });
+    expect([stale.status, stale.body.length]).toEqual([200, body.length]);
+  });
+
+  it('takes feedback and attributes, validated; refuses bad tokens and bad bodies with a reason', async () => {
+    const fb = { id: '7', status: { execution: 'proceeding', result: { finished: 'none', progress: { cnt: 1, of: 3 } }, details: ['downloading'] } };
+    expect((await call(port, 'POST', `${base}/deploymentBase/7/feedback`, auth, fb)).status).toBe(200);
+    expect(source.feedbacks[0]![2].status.result.progress).toEqual({ cnt: 1, of: 3 });
+    expect((await call(port, 'POST', `${base}/deploymentBase/8/feedback`, auth, fb)).status).toBe(410);
+    const bad = await call(port, 'POST', `${base}/deploymentBase/7/feedback`, auth, { status: { execution: 'exploded', result: {} } });
+    expect(bad.status).toBe(400);
+    expect(bad.body.toString()).toContain('status.execution');
+    expect((await call(port, 'POST', `${base}/deploymentBase/7/feedback`, auth, '{not json')).status).toBe(400);
+    expect((await call(port, 'PUT', `${base}/configData`, auth, { mode: 'merge', data: { version: '2.0.0', hw: 'board:1.0' } })).status).toBe(200);
+    expect(source.attributes).toEqual([['pump-1', { version: '2.0.0', hw: 'board:1.0' }]]);
+    for (const a of [{} as Record<string, string>, { authorization: 'TargetToken wrong' }, { authorization: 'GatewayToken nope' }, { authorization: 'Bearer t-pump-1' }]) {
+      expect((await call(port, 'GET', base, a)).status).toBe(401);
+    }
+    // Another device's target token is not this device's.
+    expect((await call(port, 'GET', '/site/controller/v1/pump-2', auth)).status).toBe(401);
+    expect((await call(port, 'GET', '/other/controller/v1/pump-1', auth)).status).toBe(404);
+    expect((await call(port, 'GET', '/site/controller/v1/..%2F..%2Fetc', auth)).status).toBe(400);
+  });
+
+  it('offers a cancellation instead of the deployment when the action is being cancelled', async () => {
+    source.cancel = 7;
+    const poll = JSON.parse((await call(port, 'GET', base, auth)).body.toString()) as { _links: Record<string, { href: string }> };
+    expect(Object.keys(poll._links)).toEqual(['cancelAction']);
+    const c = JSON.parse((await call(port, 'GET', new URL(poll._links.cancelAction!.href).pathname, auth)).body.toString()) as { cancelAction: { stopId: string } };
+    expect(c.cancelAction.stopId).toBe('7');
+    const fb = { status: { execution: 'canceled', result: { finished: 'success' } } };
+    expect((await call(port, 'POST', `${base}/cancelAction/7/feedback`, auth, fb)).status).toBe(200);
+  });
+
+  it('bounds concurrent transfers: the next waits in line, beyond the line the device is told to retry', async () => {
+    // An artifact larger than what socket buffers on loopback absorb, so a reader that does not
+    // read keeps its transfer open.
+    const big = randomBytes(48 * 1024 * 1024);
+    const dir = mkdtempSync(join(tmpdir(), 'outpost-ddi-big-'));
+    writeFileSync(join(dir, 'blob'), big);
+    await server.close();
+    server = new DdiServer(new FakeSource(join(dir, 'blob'), big), { tenant: 'site', pollSeconds: 90, maxTransfers: 2, maxQueued: 1 }, silentLogger, new PromMetrics());
+    port = await server.listen('127.0.0.1', 0);
+    const path = `${base}/softwaremodules/3/artifacts/fw-2.1.0.swu`;
+    // Two slow readers hold both slots (they do not read), one waits, the fourth is refused.
+    const held: Array<() => void> = [];
+    const slow = (): Promise<number> =>
+      new Promise((resolve) => {
+        const req = request({ host: '127.0.0.1', port, path, headers: auth }, (res) => {
+          res.pause();
+          held.push(() => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          });
+        });
+        req.end();
+      });
+    const a = slow();
+    const b = slow();
+    while (held.length < 2) await new Promise((r) => setTimeout(r, 10));
+    const queued = call(port, 'GET', path, auth);
+    await new Promise((r) => setTimeout(r, 50));
+    const refused = await call(port, 'GET', path, auth);
+    expect(refused.status).toBe(503);
+    expect(refused.headers['retry-after']).toBe('10');
+    for (const h of held) h();
+    expect(await a).toBe(200);
+    expect(await b).toBe(200);
+    const q = await queued;
+    expect([q.status, q.body.length]).toEqual([200, big.length]);
+  });
+});

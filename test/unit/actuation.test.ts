@@ -1,38 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { makeEnvelope, type Clock, type ModbusOutput, type TimerHandle } from '../../runtime/contracts/index.js';
+import { makeEnvelope, type ModbusOutput } from '../../runtime/contracts/index.js';
 import { createLogger } from '../../runtime/logger.js';
 import { PromMetrics } from '../../runtime/metrics.js';
 import { ActuationGuard } from '../../rules/actuation.js';
+import { ManualClock } from '../helpers/fakes.js';
 
 /** A clock whose timers run when the test moves time forward. */
-class ManualClock implements Clock {
-  t = 0;
-  private timers: Array<{ at: number; fn: () => void; id: number }> = [];
-  private ids = 0;
-  now = (): number => this.t;
-  setTimeout = (fn: () => void, ms: number): TimerHandle => {
-    const id = ++this.ids;
-    this.timers.push({ at: this.t + ms, fn, id });
-    return { unref() {}, id } as TimerHandle;
-  };
-  clearTimeout = (h: TimerHandle): void => {
-    this.timers = this.timers.filter((x) => x.id !== (h as unknown as { id: number }).id);
-  };
-  async advance(ms: number): Promise<void> {
-    const end = this.t + ms;
-    for (;;) {
-      const next = this.timers.filter((x) => x.at <= end).sort((a, b) => a.at - b.at)[0];
-      if (!next) break;
-      this.timers = this.timers.filter((x) => x !== next);
-      this.t = next.at;
-      next.fn();
-      await new Promise((r) => setImmediate(r));
-    }
-    this.t = end;
-    await new Promise((r) => setImmediate(r));
-  }
-}
-
 const out = (value: number | null, device = 'plc', point = 'sp', minIntervalMs = 1000): ModbusOutput => ({
   route: 'modbus',
   device,

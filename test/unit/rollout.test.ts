@@ -1,0 +1,204 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { PromMetrics } from '../../runtime/metrics.js';
+import { ArtifactCache } from '../../runtime/ota/artifact-cache.js';
+import type { DdiFeedback } from '../../runtime/ota/ddi-server.js';
+import { TrustedKeys, type Manifest } from '../../runtime/ota/manifest.js';
+import { otaMigrations, ReleaseStore } from '../../runtime/ota/release-store.js';
+import { rolloutMigrations, Rollouts, type OtaEvent } from '../../runtime/ota/rollout.js';
+import { migrate, openDatabase, type Db } from '../../runtime/store/database.js';
+import { ReleaseSigner } from '../../sim/ota/release-signer.js';
+import { ManualClock, silentLogger } from '../helpers/fakes.js';
+
+const signer = ReleaseSigner.generate('k1');
+const closed = (finished: 'success' | 'failure'): DdiFeedback => ({ status: { execution: 'closed', result: { finished } } });
+const proceeding: DdiFeedback = { status: { execution: 'proceeding', result: { finished: 'none' } } };
+
+describe('rollouts', () => {
+  let dir: string;
+  let db: Db;
+  let clock: ManualClock;
+  let store: ReleaseStore;
+  let cache: ArtifactCache;
+  let events: OtaEvent[];
+  let rollouts: Rollouts;
+  const full = randomBytes(2000);
+  const delta = randomBytes(200);
+  const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+  const open = (): Rollouts => new Rollouts(db, store, cache, clock, silentLogger, new PromMetrics(), (e) => events.push(e));
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'outpost-rollout-'));
+    db = openDatabase({ path: join(dir, 'db.sqlite'), synchronous: 'normal' });
+    migrate(db, 'ota', [...otaMigrations, ...rolloutMigrations]);
+    clock = new ManualClock();
+    clock.t = Date.UTC(2026, 10, 25, 12, 0);
+    store = new ReleaseStore(db, new TrustedKeys({ k1: signer.publicKeyPem }));
+    cache = new ArtifactCache(join(dir, 'cache'), 1e7);
+    for (const b of [full, delta]) {
+      writeFileSync(cache.partialPath(sha(b)), b);
+      store.recordArtifact(await cache.commit(sha(b), b.length), clock.t);
+    }
+    events = [];
+    rollouts = open();
+  });
+
+  function release(version: string, plan: Record<string, unknown> = {}, target = ['pump-*']): Manifest {
+    const art = (name: string, b: Buffer): Record<string, unknown> => ({ name, url: `http://127.0.0.1:1/${name}`, size: b.length, sha256: sha(b) });
+    const m = {
+      release: `pump-fw-${version}`,
+      product: 'pump-fw',
+      version,
+      issuedAt: clock.t,
+      target: { devices: target },
+      artifact: art(`fw-${version}.swu`, full),
+      deltas: [{ from: '1.0.0', artifact: art(`fw-1.0.0-${version}.swu`, delta) }],
+      rollout: { phases: [{ share: 10, waitMs: 60_000 }, { share: 50, waitMs: 60_000 }, { share: 100 }], failureThreshold: 0.2, maxRetries: 1, ...plan },
+    };
+    const { manifest } = store.accept(signer.sign(m), clock.t);
+    store.setState(manifest.release, 'ready');
+    return manifest;
+  }
+
+  const devices = (n: number): string[] => Array.from({ length: n }, (_, i) => `pump-${String(i).padStart(2, '0')}`);
+  /** Every device polls; those with work get their action id. */
+  const poll = (ds: readonly string[]): Map<string, number> => {
+    const got = new Map<string, number>();
+    for (const d of ds) {
+      const o = rollouts.offer(d);
+      if (o) got.set(d, o.actionId);
+    }
+    return got;
+  };
+
+  it('goes phase by phase (10 %, 50 %, 100 %) with waits, never offers a succeeded device again, and records installed versions', async () => {
+    const ds = devices(20);
+    poll(ds); // the devices register by polling
+    const m = release('2.0.0');
+    rollouts.start(m);
+    const offeredPerPhase: number[] = [];
+    const everSucceeded = new Set<string>();
+    for (let phase = 0; phase < 3; phase++) {
+      const offers = poll(ds);
+      for (const d of offers.keys()) expect(everSucceeded.has(d)).toBe(false);
+      offeredPerPhase.push(offers.size);
+      for (const [d, id] of offers) {
+        expect(rollouts.feedback(d, id, proceeding)).toBe(true);
+        expect(rollouts.feedback(d, id, closed('success'))).toBe(true);
+        everSucceeded.add(d);
+      }
+      // Within the wait nothing new is offered.
+      expect(poll(ds).size).toBe(0);
+      await clock.advance(60_000);
+    }
+    expect(offeredPerPhase).toEqual([2, 8, 10]);
+    expect(rollouts.status(m.release)!.state).toBe('done');
+    expect(rollouts.status(m.release)!.phases.map((p) => [p.devices, p.succeeded, p.failed])).toEqual([[2, 2, 0], [8, 8, 0], [10, 10, 0]]);
+    expect(store.installed('pump-00', 'pump-fw')).toBe('2.0.0');
+    expect(events.filter((e) => e.event === 'phase')).toHaveLength(2);
+    expect(events.at(-1)!.event).toBe('done');
+  });
+
+  it('halts a bad release in its first phase; later phases are never offered', async () => {
+    const ds = devices(20);
+    poll(ds);
+    const m = release('2.0.0', { phases: [{ share: 25 }, { share: 100 }], failureThreshold: 0.2, maxRetries: 1 });
+    rollouts.start(m);
+    let offered = new Set<string>();
+    for (let round = 0; round < 3; round++) {
+      const offers = poll(ds);
+      for (const [d, id] of offers) {
+        offered.add(d);
+        rollouts.feedback(d, id, closed('failure'));
+      }
+      await clock.advance(1000);
+    }
+    const s = rollouts.status(m.release)!;
+    expect(s.state).toBe('halted');
+    expect(s.detail).toMatch(/^phase 1: \d+ of 5 devices failed \(threshold 20 %\)$/);
+    expect(offered.size).toBeLessThanOrEqual(5);
+    expect(s.phases[1]!.succeeded + s.phases[1]!.failed + s.phases[1]!.active).toBe(0);
+    // Halted: nobody starts, even after a long time.
+    await clock.advance(3600_000);
+    offered = new Set(poll(ds).keys());
+    expect(offered.size).toBe(0);
+  });
+
+  it('retries a failed device up to maxRetries with a new action id; the retry can succeed', () => {
+    poll(['pump-1']);
+    const m = release('2.0.0', { phases: [{ share: 100 }], maxRetries: 2 });
+    rollouts.start(m);
+    const first = rollouts.offer('pump-1')!;
+    rollouts.feedback('pump-1', first.actionId, closed('failure'));
+    const second = rollouts.offer('pump-1')!;
+    expect(second.actionId).not.toBe(first.actionId);
+    // Feedback for the old action is refused.
+    expect(rollouts.feedback('pump-1', first.actionId, closed('success'))).toBe(false);
+    rollouts.feedback('pump-1', second.actionId, closed('success'));
+    expect(rollouts.offer('pump-1')).toBeUndefined();
+    expect(rollouts.status(m.release)!.state).toBe('done');
+  });
+
+  it('offers the delta to a device on its from-version, the full image to the others', () => {
+    poll(['pump-a', 'pump-b']);
+    store.setInstalled('pump-a', 'pump-fw', '1.0.0', clock.t);
+    rollouts.start(release('2.0.0', { phases: [{ share: 100 }] }));
+    expect(rollouts.offer('pump-a')!.artifact.sha256).toBe(sha(delta));
+    expect(rollouts.offer('pump-b')!.artifact.sha256).toBe(sha(full));
+    const a = rollouts.offer('pump-a')!.artifact;
+    expect(rollouts.artifact('pump-a', a.moduleId, a.filename)!.size).toBe(delta.length);
+    // Another device's artifact, or a name it was not offered under: not served.
+    expect(rollouts.artifact('pump-b', a.moduleId, a.filename)).toBeUndefined();
+    expect(rollouts.artifact('pump-a', a.moduleId, '../../etc/passwd')).toBeUndefined();
+  });
+
+  it('pause stops new offers, resume continues, abort cancels devices at work', () => {
+    poll(['pump-1', 'pump-2']);
+    const m = release('2.0.0', { phases: [{ share: 100 }] });
+    rollouts.start(m);
+    const o1 = rollouts.offer('pump-1')!;
+    rollouts.feedback('pump-1', o1.actionId, proceeding);
+    expect(rollouts.pause(m.release)).toBe(true);
+    expect(rollouts.offer('pump-2')).toBeUndefined();
+    // pump-1 keeps its action while paused.
+    expect(rollouts.offer('pump-1')!.actionId).toBe(o1.actionId);
+    expect(rollouts.resume(m.release)).toBe(true);
+    expect(rollouts.offer('pump-2')).toBeDefined();
+    expect(rollouts.abort(m.release)).toBe(true);
+    expect(rollouts.offer('pump-1')).toBeUndefined();
+    expect(rollouts.cancellation('pump-1')).toBe(o1.actionId);
+    expect(rollouts.cancelFeedback('pump-1', o1.actionId, { status: { execution: 'canceled', result: { finished: 'success' } } })).toBe(true);
+    expect(rollouts.cancellation('pump-1')).toBeUndefined();
+    expect(rollouts.status(m.release)!.state).toBe('aborted');
+    expect(events.map((e) => e.event)).toEqual(expect.arrayContaining(['paused', 'resumed', 'aborted', 'cancel-canceled']));
+  });
+
+  it('offers work only inside the maintenance window (node-cron)', async () => {
+    poll(['pump-1']);
+    // 12:00 UTC now; the window is the 02:00–02:59 hour of the gateway's local time.
+    const hour = new Date(clock.t).getHours();
+    rollouts.start(release('2.0.0', { phases: [{ share: 100 }], maintenanceWindow: `* ${(hour + 14) % 24} * * *` }));
+    expect(rollouts.offer('pump-1')).toBeUndefined();
+    await clock.advance(14 * 3600_000);
+    expect(rollouts.offer('pump-1')).toBeDefined();
+  });
+
+  it('continues after a restart from its tables, and a late device joins the running phase', async () => {
+    const ds = devices(10);
+    poll(ds);
+    const m = release('2.0.0', { phases: [{ share: 50, waitMs: 1000 }, { share: 100 }] });
+    rollouts.start(m);
+    for (const [d, id] of poll(ds)) rollouts.feedback(d, id, closed('success'));
+    // A new process: new Rollouts over the same database.
+    rollouts = open();
+    rollouts.resumeAll();
+    await clock.advance(1000);
+    const second = poll([...ds, 'pump-late']);
+    expect(second.size).toBe(6);
+    expect(second.has('pump-late')).toBe(true);
+  });
+});

@@ -72,6 +72,9 @@ export type LinkState = 'connecting' | 'up' | 'down' | 'idle' | 'stopped';
  */
 export class Uplink {
   private client: MqttClient | undefined;
+  /** Downlink: cloud topics the gateway listens to, subscribed again on every connection. */
+  private readonly downlinks: Array<{ filter: string; handler: (topic: string, payload: Buffer) => void }> = [];
+  private readonly upListeners: Array<() => void> = [];
   private state: LinkState = 'down';
   /** Per stream: what was sent in this session, backlog and live. */
   private readonly cursors: DrainCursors;
@@ -200,6 +203,34 @@ export class Uplink {
     });
   }
 
+  /**
+   * Messages the cloud sends on `filter` (QoS 1), for releases and commands. Handlers run on the
+   * MQTT client's event; one that throws is logged and does not affect the others.
+   */
+  subscribe(filter: string, handler: (topic: string, payload: Buffer) => void): void {
+    this.downlinks.push({ filter, handler });
+    if (this.state === 'up') this.client?.subscribe(filter, { qos: 1 });
+  }
+
+  /** Called each time the link comes up (e.g. to resume downloads at once). */
+  onLinkUp(fn: () => void): void {
+    this.upListeners.push(fn);
+  }
+
+  /**
+   * For other traffic on the cloud link (artifact downloads): ms until it may use the link
+   * (outside the sync windows, or with the daily budget spent: later), 0 for now.
+   */
+  linkDelay(): number {
+    if (this.windows && !this.windows.isOpen()) return this.windows.msToNext() ?? 60_000;
+    return this.budget.delayFor(1);
+  }
+
+  /** Bytes other traffic took from the link's budget. */
+  spend(bytes: number): void {
+    this.budget.spend(bytes);
+  }
+
   /** Resolves when the outbox is empty and nothing is in flight, or after `timeoutMs`. */
   async drained(timeoutMs: number): Promise<boolean> {
     if (this.isDrained()) return true;
@@ -280,7 +311,25 @@ export class Uplink {
       this.mLinkUp.set(1);
       this.log.info({ url: this.opts.url, sessionPresent: connack.sessionPresent }, 'cloud link up');
       client.publish(this.statusTopic, JSON.stringify({ state: 'online' }), { qos: 1, retain: true });
+      if (this.downlinks.length > 0) client.subscribe([...new Set(this.downlinks.map((d) => d.filter))], { qos: 1 });
+      for (const fn of this.upListeners) {
+        try {
+          fn();
+        } catch (err) {
+          this.log.error({ err: (err as Error).message }, 'link-up listener failed');
+        }
+      }
       this.pump();
+    });
+    client.on('message', (topic, payload) => {
+      for (const d of this.downlinks) {
+        if (!topicMatches(d.filter, topic)) continue;
+        try {
+          d.handler(topic, payload);
+        } catch (err) {
+          this.log.error({ topic, err: (err as Error).message }, 'downlink handler failed');
+        }
+      }
     });
     client.on('packetreceive', (packet) => {
       if (packet.cmd === 'connack') this.connackSeen = true;
@@ -491,4 +540,17 @@ export class Uplink {
       this.pump();
     }, ms);
   }
+}
+
+/** MQTT topic filter match ('+' one level, '#' the rest; '$' topics only by explicit filters). */
+export function topicMatches(filter: string, topic: string): boolean {
+  const f = filter.split('/');
+  const t = topic.split('/');
+  if (t[0]?.startsWith('$') && (f[0] === '+' || f[0] === '#')) return false;
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return true;
+    if (i >= t.length) return false;
+    if (f[i] !== '+' && f[i] !== t[i]) return false;
+  }
+  return f.length === t.length;
 }

@@ -100,7 +100,8 @@ async function start(args: string[]): Promise<number> {
     return reportConfigError(err);
   }
   process.stdout.write(
-    `outpost ${cfg.gateway.id}: broker on ${cfg.broker.host}:${gateway.ports.broker}, api on http://${cfg.http.host}:${gateway.ports.http}\n`,
+    `outpost ${cfg.gateway.id}: broker on ${cfg.broker.host}:${gateway.ports.broker}, api on http://${cfg.http.host}:${gateway.ports.http}\n` +
+      (cfg.ota && gateway.ports.ota !== undefined ? `outpost ${cfg.gateway.id}: update server (hawkBit DDI) on http://${cfg.ota.server.host}:${gateway.ports.ota}/${cfg.ota.server.tenant}\n` : ''),
   );
   await new Promise<void>((resolve) => {
     const onSignal = (sig: NodeJS.Signals): void => {

@@ -9,6 +9,7 @@ import { toModbusDevice } from './config/modbus.js';
 import { dirname, join } from 'node:path';
 import { ActuationGuard } from '../rules/actuation.js';
 import { HostedNodeRed, makeNodeHost } from './node-red.js';
+import { OtaService } from './ota/ota-service.js';
 import { Rules } from '../rules/engine.js';
 import type { SiteConfig } from './config/schema.js';
 import { systemClock, type Clock, type Driver, type LocalOutput, type Logger, type OutboxStats } from './contracts/index.js';
@@ -87,7 +88,9 @@ export interface GatewayStatus {
   readonly outbox: OutboxStats;
   readonly children: { connected: number };
   readonly drivers: Record<string, unknown>[];
-  readonly ports: { broker: number; http: number };
+  readonly ports: { broker: number; http: number; ota?: number };
+  /** Releases, rollouts and the artifact cache, when OTA is configured. */
+  readonly ota?: ReturnType<OtaService['status']>;
   /** Memory of the gateway process, MiB. */
   readonly memory: { rss: number; heapUsed: number; external: number };
 }
@@ -119,7 +122,8 @@ export class Gateway {
     private readonly expiry: NodeJS.Timeout,
     private readonly actuation: ActuationGuard,
     private readonly nodeRed: HostedNodeRed | undefined,
-    readonly ports: { broker: number; http: number },
+    readonly ota: OtaService | undefined,
+    readonly ports: { broker: number; http: number; ota?: number },
   ) {
     this.startedAt = clock.now();
   }
@@ -285,6 +289,23 @@ export class Gateway {
         });
         await nodeRed.start(http.httpServer!, (prefix, handler) => http.mount(prefix, handler));
       }
+      const ota = config.ota
+        ? await OtaService.start({
+            config,
+            db,
+            link: {
+              subscribe: (filter, handler) => uplink.subscribe(filter, handler),
+              onLinkUp: (fn) => uplink.onLinkUp(fn),
+              delayMs: () => uplink.linkDelay(),
+              spend: (bytes) => uplink.spend(bytes),
+            },
+            pipeline,
+            sequence,
+            clock,
+            log: log.child({ component: 'ota' }),
+            metrics,
+          })
+        : undefined;
       uplink.start();
       // Every 5 s: readings past their stream's TTL leave the outbox as `expired` (counted), and
       // the WAL is checkpointed and truncated so it stays small.
@@ -297,12 +318,13 @@ export class Gateway {
         }
       }, 5_000);
       expiry.unref();
-      const gateway = new Gateway(config, db, log, clock, metrics, sequence, outbox, uplink, pipeline, broker, drivers, http, expiry, actuation, nodeRed, {
+      const gateway = new Gateway(config, db, log, clock, metrics, sequence, outbox, uplink, pipeline, broker, drivers, http, expiry, actuation, nodeRed, ota, {
         broker: brokerPort,
         http: httpPort,
+        ...(ota ? { ota: ota.port } : {}),
       });
       self.gateway = gateway;
-      log.info({ gateway: config.gateway.id, broker: brokerPort, http: httpPort, boot: sequence.boot }, 'gateway started');
+      log.info({ gateway: config.gateway.id, broker: brokerPort, http: httpPort, ota: ota?.port, boot: sequence.boot }, 'gateway started');
       return gateway;
     } catch (err) {
       db.close();
@@ -353,6 +375,7 @@ export class Gateway {
       outbox: this.outbox.stats(),
       children: { connected: this.broker.connectedClients },
       drivers: this.drivers.map((d) => ({ name: d.name, ...d.status() })),
+      ...(this.ota ? { ota: this.ota.status() } : {}),
       ports: this.ports,
       memory: memoryMiB(),
     };
@@ -374,6 +397,7 @@ export class Gateway {
     this.actuation.stop();
     // Flows stop before the drivers and the store, so what they send is committed or refused.
     await this.nodeRed?.stop(this.http.httpServer);
+    await this.ota?.stop();
     for (const d of this.drivers) await d.stop();
     await this.pipeline.stop();
     if (drainMs > 0) await this.uplink.drained(drainMs);

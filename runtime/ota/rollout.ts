@@ -27,7 +27,9 @@ export const rolloutMigrations: readonly Migration[] = [
       phase_done_at INTEGER,
       started_at INTEGER NOT NULL,
       updated_at INTEGER NOT NULL,
-      detail TEXT
+      detail TEXT,
+      -- issue time of the last cloud command applied (a retained command applies once)
+      command_at INTEGER
     );
     -- One row per device and release: its phase, where it stands, attempts so far.
     -- state: waiting (phase not reached) | pending | offered | proceeding | success | failed
@@ -195,6 +197,20 @@ export class Rollouts implements DeploymentSource {
     this.db.prepare("UPDATE ota_targets SET state = 'canceled', updated_at = ? WHERE release = ? AND state IN ('waiting', 'pending')").run(now, release);
     this.releases.setState(release, 'aborted');
     return true;
+  }
+
+  /**
+   * A command from the cloud (or the CLI). Cloud commands carry their issue time `at`: one that
+   * is not newer than the last applied (a retained message seen again on reconnect) is ignored.
+   */
+  command(release: string, action: 'pause' | 'resume' | 'abort', at?: number): { applied: boolean; state: RolloutState | undefined } {
+    if (at !== undefined) {
+      const r = this.db.prepare('SELECT command_at FROM ota_rollouts WHERE release = ?').get(release) as { command_at: number | null } | undefined;
+      if (!r || (r.command_at !== null && r.command_at >= at)) return { applied: false, state: this.status(release)?.state };
+      this.db.prepare('UPDATE ota_rollouts SET command_at = ? WHERE release = ?').run(at, release);
+    }
+    const applied = action === 'pause' ? this.pause(release) : action === 'resume' ? this.resume(release) : this.abort(release);
+    return { applied, state: this.status(release)?.state };
   }
 
   private setState(release: string, from: readonly RolloutState[], to: RolloutState, event: string, detail?: string): boolean {

@@ -27,6 +27,8 @@ export class DeliveryLedger {
    * and point: a break of per-source order.
    */
   orderViolations = 0;
+  /** OTA events (readings of point `ota`, their value parsed), once each, in arrival order. */
+  readonly otaEvents: Array<{ device: string; event: Record<string, unknown> }> = [];
   private readonly lastSeq = new Map<string, number>();
 
   recordBatch(gateway: string, readings: readonly LedgerReading[]): void {
@@ -43,6 +45,13 @@ export class DeliveryLedger {
       this.byDevice.set(r.device, (this.byDevice.get(r.device) ?? 0) + 1);
       if (r.quality === 'bad') this.bad.set(r.device, (this.bad.get(r.device) ?? 0) + 1);
       if (r.quality === 'stale') this.stale.set(r.device, (this.stale.get(r.device) ?? 0) + 1);
+      if (r.point === 'ota' && typeof r.value === 'string') {
+        try {
+          this.otaEvents.push({ device: r.device, event: JSON.parse(r.value) as Record<string, unknown> });
+        } catch {
+          this.rejected++;
+        }
+      }
     }
   }
 

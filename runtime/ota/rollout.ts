@@ -252,6 +252,10 @@ export class Rollouts implements DeploymentSource {
     const wait = m.rollout.phases[ro.phase]!.waitMs;
     const last = ro.phase >= m.rollout.phases.length - 1;
     if (last) {
+      // No device targeted yet (the gateway just started, devices have not polled): stay open,
+      // devices that show up join the last phase.
+      const any = this.db.prepare('SELECT 1 FROM ota_targets WHERE release = ? LIMIT 1').get(release);
+      if (!any) return;
       this.setState(release, ['running'], 'done', 'done');
       this.releases.setState(release, 'done');
       return;

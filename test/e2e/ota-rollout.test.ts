@@ -1,0 +1,166 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { afterEach, describe, expect, it } from 'vitest';
+import { configSchema, type SiteConfigInput } from '../../runtime/config/schema.js';
+import { Gateway } from '../../runtime/gateway.js';
+import { createLogger } from '../../runtime/logger.js';
+import { SimCloud } from '../../sim/cloud.js';
+import { ArtifactOrigin } from '../../sim/ota/artifact-origin.js';
+import { DdiDevice } from '../../sim/ota/ddi-device.js';
+import { ReleaseSigner } from '../../sim/ota/release-signer.js';
+import { waitFor } from '../helpers/wait.js';
+
+const cleanup: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+const GW = 'ota-gw';
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+interface Site {
+  gateway: Gateway;
+  cloud: SimCloud;
+  origin: ArtifactOrigin;
+  signer: ReleaseSigner;
+  dir: string;
+  server: string;
+  publish(manifest: Record<string, unknown>): Promise<void>;
+}
+
+async function site(): Promise<Site> {
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-ota-'));
+  cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
+  const cloud = await SimCloud.start();
+  cleanup.push(() => cloud.stop());
+  const origin = await new ArtifactOrigin().start();
+  cleanup.push(() => origin.stop());
+  const signer = ReleaseSigner.generate('cloud-2026');
+  const input: SiteConfigInput = {
+    gateway: { id: GW },
+    broker: { host: '127.0.0.1', port: 0 },
+    http: { host: '127.0.0.1', port: 0 },
+    cloud: { url: cloud.url, lingerMs: 0, backoff: { initialMs: 100, maxMs: 500 } },
+    storage: { path: join(dir, 'outpost.db') },
+    ota: {
+      trustedKeys: { 'cloud-2026': signer.publicKeyPem },
+      cacheBytes: 64 * 1024 * 1024,
+      server: { host: '127.0.0.1', port: 0, tenant: 'site-a', pollSeconds: 1, gatewayToken: 'gateway-secret-1' },
+    },
+  };
+  const gateway = await Gateway.start(configSchema.parse(input), { log: createLogger({ level: 'silent' }) });
+  cleanup.push(() => gateway.stop());
+  const publisher = await mqtt.connectAsync(cloud.url, { reconnectPeriod: 0 });
+  cleanup.push(() => publisher.endAsync(true));
+  return {
+    gateway,
+    cloud,
+    origin,
+    signer,
+    dir,
+    server: `http://127.0.0.1:${gateway.ports.ota}/site-a`,
+    publish: async (m) => {
+      await publisher.publishAsync(`outpost/v1/gw/${GW}/releases/${String(m.release)}`, JSON.stringify(signer.sign(m)), { qos: 1, retain: true });
+    },
+  };
+}
+
+function manifest(s: Site, version: string, image: Buffer, rollout: Record<string, unknown>): Record<string, unknown> {
+  return {
+    release: `sensor-fw-${version}`,
+    product: 'sensor-fw',
+    version,
+    issuedAt: Date.now(),
+    target: { devices: ['sensor-*'] },
+    artifact: { name: `sensor-fw-${version}.swu`, url: s.origin.put(`/releases/sensor-fw-${version}.swu`, image), size: image.length, sha256: sha(image) },
+    rollout,
+  };
+}
+
+function devices(s: Site, n: number, extra: Partial<ConstructorParameters<typeof DdiDevice>[0]> = {}): DdiDevice[] {
+  const ds = Array.from({ length: n }, (_, i) => new DdiDevice({ server: s.server, id: `sensor-${String(i).padStart(3, '0')}`, version: '1.0.0', authorization: 'GatewayToken gateway-secret-1', maxPollMs: 100, ...extra }));
+  for (const d of ds) {
+    d.start();
+    cleanup.push(() => d.stop());
+  }
+  return ds;
+}
+
+const rollout = (g: Gateway, release: string): { state: string; phases: ReadonlyArray<{ devices: number; succeeded: number; failed: number }> } | undefined =>
+  g.status().ota?.rollouts.find((r) => r.release === release);
+
+describe('OTA: fetch once, roll out to the site', () => {
+  it('fetches a release once across broken transfers, rolls it out in phases to every device, and reports to the cloud', async () => {
+    const s = await site();
+    const ds = devices(s, 20, { interruptAfter: 100_000 });
+    await waitFor('devices known to the update server', async () => (await s.gateway.metrics.total('outpost_ddi_requests_total')) >= 40);
+    const image = randomBytes(1_500_000);
+    s.origin.breakNext(2, 400_000);
+    const m = manifest(s, '2.0.0', image, { phases: [{ share: 10 }, { share: 50 }, { share: 100 }], failureThreshold: 0.2, maxRetries: 1 });
+    await s.publish(m);
+    await waitFor('rollout done', () => rollout(s.gateway, 'sensor-fw-2.0.0')?.state === 'done', 30_000, 50, () => JSON.stringify(rollout(s.gateway, 'sensor-fw-2.0.0')));
+    expect(ds.map((d) => d.version)).toEqual(ds.map(() => '2.0.0'));
+    expect(rollout(s.gateway, 'sensor-fw-2.0.0')!.phases.map((p) => [p.devices, p.succeeded])).toEqual([[2, 2], [8, 8], [10, 10]]);
+    // The cloud link carried the image once although two transfers broke; 20 devices got it locally.
+    expect(s.origin.bytesSent).toBe(image.length);
+    expect(s.origin.requests.filter((r) => r.range !== undefined).map((r) => r.range)).toEqual(['bytes=400000-', 'bytes=800000-']);
+    expect(ds.reduce((n, d) => n + d.bytesDownloaded, 0)).toBeGreaterThanOrEqual(20 * image.length);
+    // Every device's success reached the cloud, through the outbox.
+    await waitFor('success feedback at the cloud', () => s.cloud.ledger.otaEvents.filter((e) => e.event.event === 'closed' && e.event.result === 'success').length === 20);
+    const gwEvents = s.cloud.ledger.otaEvents.filter((e) => e.device === GW).map((e) => e.event.event);
+    expect(gwEvents).toEqual(expect.arrayContaining(['accepted', 'cached', 'started', 'phase', 'done']));
+  });
+
+  it('halts a bad release at its first phase: the other devices keep their version', async () => {
+    const s = await site();
+    const ds = devices(s, 20, { failRate: 1 });
+    await waitFor('devices known', async () => (await s.gateway.metrics.total('outpost_ddi_requests_total')) >= 40);
+    await s.publish(manifest(s, '2.0.0', randomBytes(200_000), { phases: [{ share: 10 }, { share: 100 }], failureThreshold: 0.2, maxRetries: 1 }));
+    await waitFor('rollout halted', () => rollout(s.gateway, 'sensor-fw-2.0.0')?.state === 'halted', 30_000);
+    const r = rollout(s.gateway, 'sensor-fw-2.0.0')!;
+    expect(r.phases[0]!.failed).toBeGreaterThan(0);
+    expect(r.phases[1]!.succeeded + r.phases[1]!.failed).toBe(0);
+    // Two devices of phase 1 tried (each twice: maxRetries 1); the other 18 were never offered.
+    expect(ds.filter((d) => d.outcomes.includes('failed')).length).toBeLessThanOrEqual(2);
+    expect(ds.filter((d) => d.outcomes.length === 0)).toHaveLength(18);
+    await waitFor('halt reported', () => s.cloud.ledger.otaEvents.some((e) => e.event.event === 'halted'));
+  });
+
+  it('refuses unsigned, badly signed and rolled-back releases, reporting why; nothing is fetched or written', async () => {
+    const s = await site();
+    const client = await mqtt.connectAsync(s.cloud.url, { reconnectPeriod: 0 });
+    cleanup.push(() => client.endAsync(true));
+    const good = manifest(s, '3.0.0', randomBytes(1000), { phases: [{ share: 100 }] });
+    await s.publish(good);
+    await waitFor('3.0.0 accepted', () => s.gateway.status().ota!.releases.some((r) => r.release === 'sensor-fw-3.0.0'));
+    const topic = (r: string): string => `outpost/v1/gw/${GW}/releases/${r}`;
+    const old = manifest(s, '2.9.0', randomBytes(1000), { phases: [{ share: 100 }] });
+    await s.publish(old);
+    await client.publishAsync(topic('unsigned'), JSON.stringify({ payload: JSON.stringify({ ...good, release: 'unsigned', version: '4.0.0' }) }), { qos: 1 });
+    await client.publishAsync(topic('forged'), JSON.stringify(ReleaseSigner.generate('cloud-2026').sign({ ...good, release: 'forged', version: '5.0.0' })), { qos: 1 });
+    await client.publishAsync(topic('garbage'), '{"payload": 42', { qos: 1 });
+    await waitFor('four refusals reported', () => s.cloud.ledger.otaEvents.filter((e) => e.event.event === 'refused').length === 4, 10_000);
+    const reasons = s.cloud.ledger.otaEvents.filter((e) => e.event.event === 'refused').map((e) => e.event.result).sort();
+    expect(reasons).toEqual(['bad-signature', 'malformed', 'rollback', 'unsigned']);
+    expect(s.gateway.status().ota!.releases.map((r) => r.release)).toEqual(['sensor-fw-3.0.0']);
+    const cache = join(s.dir, 'ota-cache');
+    expect(existsSync(cache)).toBe(true);
+    expect(readdirSync(join(cache, 'blobs')).length + readdirSync(join(cache, 'partial')).length).toBeLessThanOrEqual(1);
+    expect(s.origin.requests.map((r) => r.path)).toEqual(['/releases/sensor-fw-3.0.0.swu']);
+  });
+
+  it('serves the children while the cloud is down', async () => {
+    const s = await site();
+    const image = randomBytes(300_000);
+    await s.publish(manifest(s, '2.0.0', image, { phases: [{ share: 50 }, { share: 100 }] }));
+    await waitFor('release cached', () => s.gateway.status().ota!.releases.some((r) => r.state === 'ready'), 15_000, 25, () => JSON.stringify(s.gateway.status().ota));
+    await s.cloud.stop();
+    await s.origin.stop();
+    const ds = devices(s, 6);
+    await waitFor('rollout done with the cloud down', () => rollout(s.gateway, 'sensor-fw-2.0.0')?.state === 'done', 30_000);
+    expect(ds.every((d) => d.version === '2.0.0')).toBe(true);
+  });
+});

@@ -1,96 +1,19 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
-import { configSchema, type SiteConfigInput } from '../../runtime/config/schema.js';
-import { Gateway } from '../../runtime/gateway.js';
-import { createLogger } from '../../runtime/logger.js';
-import { SimCloud } from '../../sim/cloud.js';
-import { ArtifactOrigin } from '../../sim/ota/artifact-origin.js';
-import { DdiDevice } from '../../sim/ota/ddi-device.js';
+import type { DdiDevice, DdiDeviceOptions } from '../../sim/ota/ddi-device.js';
 import { ReleaseSigner } from '../../sim/ota/release-signer.js';
+import { ddiDevices, GW, manifest, otaSite, rollout, type Site } from '../helpers/ota-site.js';
 import { waitFor } from '../helpers/wait.js';
 
 const cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
 });
-
-const GW = 'ota-gw';
-const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-
-interface Site {
-  gateway: Gateway;
-  cloud: SimCloud;
-  origin: ArtifactOrigin;
-  signer: ReleaseSigner;
-  dir: string;
-  server: string;
-  publish(manifest: Record<string, unknown>): Promise<void>;
-}
-
-async function site(): Promise<Site> {
-  const dir = mkdtempSync(join(tmpdir(), 'outpost-ota-'));
-  cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
-  const cloud = await SimCloud.start();
-  cleanup.push(() => cloud.stop());
-  const origin = await new ArtifactOrigin().start();
-  cleanup.push(() => origin.stop());
-  const signer = ReleaseSigner.generate('cloud-2026');
-  const input: SiteConfigInput = {
-    gateway: { id: GW },
-    broker: { host: '127.0.0.1', port: 0 },
-    http: { host: '127.0.0.1', port: 0 },
-    cloud: { url: cloud.url, lingerMs: 0, backoff: { initialMs: 100, maxMs: 500 } },
-    storage: { path: join(dir, 'outpost.db') },
-    ota: {
-      trustedKeys: { 'cloud-2026': signer.publicKeyPem },
-      cacheBytes: 64 * 1024 * 1024,
-      server: { host: '127.0.0.1', port: 0, tenant: 'site-a', pollSeconds: 1, gatewayToken: 'gateway-secret-1' },
-    },
-  };
-  const gateway = await Gateway.start(configSchema.parse(input), { log: createLogger({ level: 'silent' }) });
-  cleanup.push(() => gateway.stop());
-  const publisher = await mqtt.connectAsync(cloud.url, { reconnectPeriod: 0 });
-  cleanup.push(() => publisher.endAsync(true));
-  return {
-    gateway,
-    cloud,
-    origin,
-    signer,
-    dir,
-    server: `http://127.0.0.1:${gateway.ports.ota}/site-a`,
-    publish: async (m) => {
-      await publisher.publishAsync(`outpost/v1/gw/${GW}/releases/${String(m.release)}`, JSON.stringify(signer.sign(m)), { qos: 1, retain: true });
-    },
-  };
-}
-
-function manifest(s: Site, version: string, image: Buffer, rollout: Record<string, unknown>): Record<string, unknown> {
-  return {
-    release: `sensor-fw-${version}`,
-    product: 'sensor-fw',
-    version,
-    issuedAt: Date.now(),
-    target: { devices: ['sensor-*'] },
-    artifact: { name: `sensor-fw-${version}.swu`, url: s.origin.put(`/releases/sensor-fw-${version}.swu`, image), size: image.length, sha256: sha(image) },
-    rollout,
-  };
-}
-
-function devices(s: Site, n: number, extra: Partial<ConstructorParameters<typeof DdiDevice>[0]> = {}): DdiDevice[] {
-  const ds = Array.from({ length: n }, (_, i) => new DdiDevice({ server: s.server, id: `sensor-${String(i).padStart(3, '0')}`, version: '1.0.0', authorization: 'GatewayToken gateway-secret-1', maxPollMs: 100, ...extra }));
-  for (const d of ds) {
-    d.start();
-    cleanup.push(() => d.stop());
-  }
-  return ds;
-}
-
-const rollout = (g: Gateway, release: string): { state: string; phases: ReadonlyArray<{ devices: number; succeeded: number; failed: number }> } | undefined =>
-  g.status().ota?.rollouts.find((r) => r.release === release);
+const site = (): Promise<Site> => otaSite(cleanup);
+const devices = (s: Site, n: number, extra: Partial<DdiDeviceOptions> = {}): DdiDevice[] => ddiDevices(s, n, cleanup, extra);
 
 describe('OTA: fetch once, roll out to the site', () => {
   it('fetches a release once across broken transfers, rolls it out in phases to every device, and reports to the cloud', async () => {

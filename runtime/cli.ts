@@ -23,6 +23,12 @@ Usage:
                                   config, or a file with rules:); prints what they would emit
   outpost rules reload [--url URL]
                                   apply the running gateway's config file rules again (also SIGHUP)
+  outpost ota status [--url URL] [--json]
+                                  releases, download progress and rollouts (a bar per phase)
+  outpost ota pause|resume|abort RELEASE [--url URL]
+                                  control a rollout (also from the cloud)
+  outpost ota submit SIGNED.json [--url URL]
+                                  give the gateway a signed release locally (as the cloud would)
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -44,6 +50,10 @@ async function main(argv: string[]): Promise<number> {
       return rulesCommand(rest);
     case 'dead-letters':
       return deadLetters(rest);
+    case 'ota': {
+      const { otaCommand } = await import('./ota-cli.js');
+      return otaCommand(rest);
+    }
     case undefined:
     case 'help':
     case '--help':

@@ -248,6 +248,21 @@ export class Gateway {
               throw err;
             }
           },
+          ...(config.ota ? { ota: () => ({ ...self.gateway?.ota?.status() }) } : {}),
+          rolloutCommand: (release, action) => {
+            const ota = self.gateway?.ota;
+            if (!ota) return { status: 404, body: { error: 'OTA is not configured' } };
+            const r = ota.rollouts.command(release, action);
+            if (r.state === undefined) return { status: 404, body: { error: `no rollout of release "${release}"` } };
+            if (!r.applied) return { status: 409, body: { error: `rollout of ${release} is ${r.state}: cannot ${action}`, state: r.state } };
+            return { status: 200, body: { release, state: r.state } };
+          },
+          submitRelease: (body) => {
+            const ota = self.gateway?.ota;
+            if (!ota) return { status: 404, body: { error: 'OTA is not configured' } };
+            const r = ota.receive(JSON.stringify(body));
+            return r.accepted ? { status: 200, body: { release: r.release } } : { status: 400, body: { error: r.message, reason: r.reason } };
+          },
           writePoint: async (device, point, value) => {
             const bus = buses.find((b) => b.hasDevice(device));
             if (!bus) return { status: 404, body: { error: `no Modbus device "${device}"` } };

@@ -21,7 +21,15 @@ export interface ApiHandlers {
   writePoint?(device: string, point: string, value: number | boolean | string): Promise<{ status: number; body: Record<string, unknown> }>;
   /** Reads the config file's rules again and applies them (the running rules stay on any problem). */
   reloadRules?(): Promise<{ status: number; body: Record<string, unknown> }>;
+  /** Releases, rollouts and the artifact cache (OTA configured). */
+  ota?(): Record<string, unknown>;
+  /** Pause, resume or abort a rollout. */
+  rolloutCommand?(release: string, action: 'pause' | 'resume' | 'abort'): { status: number; body: Record<string, unknown> };
+  /** A signed release envelope given locally (as the cloud would send it). */
+  submitRelease?(body: unknown): { status: number; body: Record<string, unknown> };
 }
+
+const ROLLOUT_PATH = /^\/api\/v1\/ota\/rollouts\/([^/]+)\/(pause|resume|abort)$/;
 
 const writeBody = z.strictObject({ value: z.union([z.number().finite(), z.boolean(), z.string().max(250)]) });
 const WRITE_PATH = /^\/api\/v1\/devices\/([^/]+)\/points\/([^/]+)\/write$/;
@@ -106,6 +114,22 @@ export class HttpApi {
       send(res, r.status, r.body);
       return;
     }
+    const rollout = ROLLOUT_PATH.exec(path);
+    if (req.method === 'POST' && rollout && this.handlers.rolloutCommand) {
+      const r = this.handlers.rolloutCommand(decodeURIComponent(rollout[1]!), rollout[2] as 'pause' | 'resume' | 'abort');
+      send(res, r.status, r.body);
+      return;
+    }
+    if (req.method === 'POST' && path === '/api/v1/ota/releases' && this.handlers.submitRelease) {
+      const body = await readBody(req);
+      if (typeof body === 'string') {
+        send(res, body === 'too large' ? 413 : 400, { error: `request body: ${body}` });
+        return;
+      }
+      const r = this.handlers.submitRelease(body);
+      send(res, r.status, r.body);
+      return;
+    }
     const write = WRITE_PATH.exec(path);
     if (req.method === 'POST' && write && this.handlers.writePoint) {
       const body = await validBody(req, res, writeBody);
@@ -138,6 +162,13 @@ export class HttpApi {
         send(res, 200, this.handlers.deadLetters(limit));
         return;
       }
+      case '/api/v1/ota':
+        if (!this.handlers.ota) {
+          send(res, 404, { error: 'OTA is not configured (no ota section in the site config)' });
+          return;
+        }
+        send(res, 200, this.handlers.ota());
+        return;
       case '/healthz':
         send(res, 200, { ok: true });
         return;

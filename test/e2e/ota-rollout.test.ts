@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DdiDevice, DdiDeviceOptions } from '../../sim/ota/ddi-device.js';
@@ -85,5 +87,39 @@ describe('OTA: fetch once, roll out to the site', () => {
     const ds = devices(s, 6);
     await waitFor('rollout done with the cloud down', () => rollout(s.gateway, 'sensor-fw-2.0.0')?.state === 'done', 30_000);
     expect(ds.every((d) => d.version === '2.0.0')).toBe(true);
+  });
+});
+
+describe('OTA control: local API, CLI and cloud commands', () => {
+  it('pauses, resumes and aborts a rollout over the local API and from the cloud; the CLI shows a bar per phase', async () => {
+    const s = await site();
+    const api = `http://127.0.0.1:${s.gateway.ports.http}/api/v1/ota`;
+    const post = async (path: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> => {
+      const res = await fetch(`${api}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: body === undefined ? '' : JSON.stringify(body) });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    // A release given locally, signed as the cloud would.
+    const m = manifest(s, '2.0.0', randomBytes(50_000), { phases: [{ share: 50, waitMs: 0 }, { share: 100 }] });
+    expect((await post('/releases', s.signer.sign(m))).status).toBe(200);
+    const bad = await post('/releases', { payload: '{}', signatures: [{ keyId: 'cloud-2026', sig: 'AAAA' }] });
+    expect([bad.status, bad.body.reason]).toEqual([400, 'bad-signature']);
+    await waitFor('rollout running', () => rollout(s.gateway, 'sensor-fw-2.0.0')?.state === 'running', 10_000);
+    expect((await post('/rollouts/sensor-fw-2.0.0/pause')).body.state).toBe('paused');
+    expect((await post('/rollouts/sensor-fw-2.0.0/pause')).status).toBe(409);
+    const ds = devices(s, 4);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(ds.every((d) => d.version === '1.0.0')).toBe(true);
+    // The CLI as a user runs it (asynchronously: the gateway lives in this process).
+    const cli = join(import.meta.dirname, '../../dist/runtime/cli.js');
+    const { stdout: shown } = await promisify(execFile)(process.execPath, [cli, 'ota', 'status', '--url', `http://127.0.0.1:${s.gateway.ports.http}`], { encoding: 'utf8' });
+    expect(shown).toContain('sensor-fw-2.0.0 (2.0.0): paused');
+    expect(shown).toMatch(/phase 1 \( 50 %\) \[[.#]+\]/);
+    // Resumed from the cloud: a retained command, applied once.
+    const cloud = await mqtt.connectAsync(s.cloud.url, { reconnectPeriod: 0 });
+    cleanup.push(() => cloud.endAsync(true));
+    await cloud.publishAsync(`outpost/v1/gw/${GW}/rollouts/sensor-fw-2.0.0/command`, JSON.stringify({ action: 'resume', at: Date.now() }), { qos: 1, retain: true });
+    await waitFor('rollout done after resume', () => rollout(s.gateway, 'sensor-fw-2.0.0')?.state === 'done', 15_000);
+    expect((await post('/rollouts/sensor-fw-2.0.0/abort')).status).toBe(409);
+    expect((await post('/rollouts/nope/abort')).status).toBe(404);
   });
 });

@@ -421,7 +421,7 @@ export class DdiServer {
       }
       this.count('artifact', status);
       res.writeHead(status, headers);
-      const stream = createReadStream(art.path, { start, end, highWaterMark: 256 * 1024 });
+      const stream = createReadStream(art.path, { start, end, highWaterMark: 1024 * 1024 });
       let done = false;
       const finish = (): void => {
         if (done) return;

@@ -57,6 +57,9 @@ export function artifactsOf(m: Manifest): ArtifactRef[] {
  * state, verified artifacts' digests, and the versions installed on child devices.
  */
 export class ReleaseStore {
+  /** Opened manifests by release: a stored manifest never changes, so it is verified once. */
+  private readonly opened = new Map<string, Manifest>();
+
   constructor(
     private readonly db: Db,
     private readonly keys: TrustedKeys,
@@ -110,7 +113,11 @@ export class ReleaseStore {
     // Stored envelopes were verified on intake; opening them again keeps one code path, and a
     // trusted key removed from the config since then is respected. Time 0: an accepted release
     // does not expire under a rollout in progress.
-    const manifest = openManifest(JSON.parse(r.signed), this.keys, 0);
+    let manifest = this.opened.get(release);
+    if (!manifest) {
+      manifest = openManifest(JSON.parse(r.signed) as unknown, this.keys, 0);
+      this.opened.set(release, manifest);
+    }
     return { manifest, state: r.state, detail: r.detail ?? undefined, receivedAt: r.receivedAt };
   }
 

@@ -5,7 +5,7 @@ import type { Db, Migration } from '../store/database.js';
 import type { ArtifactCache } from './artifact-cache.js';
 import type { DdiFeedback, DdiOffer, DeploymentSource } from './ddi-server.js';
 import type { ArtifactRef, Manifest } from './manifest.js';
-import type { ReleaseStore } from './release-store.js';
+import { artifactsOf, type ReleaseStore } from './release-store.js';
 
 export const rolloutMigrations: readonly Migration[] = [
   {
@@ -414,17 +414,16 @@ export class Rollouts implements DeploymentSource {
 
   artifact(device: string, moduleId: number, filename: string): { path: string; sha256: string; md5: string; size: number } | undefined {
     const rows = this.db
-      .prepare("SELECT t.artifact FROM ota_targets t WHERE t.device = ? AND t.state IN ('offered', 'proceeding') AND t.artifact IS NOT NULL")
-      .all(device) as { artifact: string }[];
-    for (const { artifact } of rows) {
+      .prepare("SELECT release, artifact FROM ota_targets WHERE device = ? AND state IN ('offered', 'proceeding') AND artifact IS NOT NULL")
+      .all(device) as { release: string; artifact: string }[];
+    for (const { release, artifact } of rows) {
       if (this.moduleId(artifact) !== moduleId) continue;
+      // The file name must be the one the device's release offers for this artifact.
+      const m = this.releases.get(release)?.manifest;
+      if (!m || !artifactsOf(m).some((a) => a.sha256 === artifact && a.name === filename)) continue;
       const d = this.releases.artifact(artifact);
       const path = this.cache.blobPath(artifact);
       if (!d || !path) continue;
-      // The file name must be the one offered for this artifact in one of the device's releases.
-      const named = this.releases.list(['ready', 'done', 'fetching']).some((r) => [r.manifest.artifact, ...r.manifest.deltas.map((x) => x.artifact)].some((a) => a.sha256 === artifact && a.name === filename));
-      if (!named) continue;
-      this.cache.touch(artifact);
       return { path, sha256: d.sha256, md5: d.md5, size: d.size };
     }
     return undefined;

@@ -11,6 +11,7 @@ import { modbusPollBenchmark } from './modbus-poll.js';
 import { rulesBenchmark } from './rules.js';
 import { actuationBenchmark } from './actuation.js';
 import { nodeRedFlowBenchmark } from './node-red-flow.js';
+import { otaBenchmark } from './ota.js';
 
 /** Sizes of the benchmarks that are not counted in messages; each has its own option. */
 interface Sizes {
@@ -26,7 +27,7 @@ const DEFAULT_SIZES: Sizes = { rows: 200_000, readings: 300_000, seconds: 20 };
  * function of its size that returns one), listed here.
  */
 function benchmarks(sizes: Sizes): readonly Benchmark[] {
-  return [ingestBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark, nodeRedFlowBenchmark, actuationBenchmark];
+  return [ingestBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark, nodeRedFlowBenchmark, actuationBenchmark, otaBenchmark];
 }
 
 const NAMES = benchmarks(DEFAULT_SIZES).map((b) => b.name);
@@ -156,7 +157,8 @@ async function runSelected(): Promise<number> {
       result = await bench.run(opts);
     } catch (err) {
       ok = false;
-      const message = err instanceof Error ? err.message : String(err);
+      const message = err instanceof Error ? `${err.message}${err.cause instanceof Error ? ` (${err.cause.message})` : ""}` : String(err);
+      if (process.env.OUTPOST_BENCH_DEBUG) process.stderr.write(`${(err as Error).stack ?? ""}\n`);
       output[bench.name] = { error: message };
       if (!values.json) process.stdout.write(`\n${bench.name}: FAILED: ${message}\n`);
       continue;

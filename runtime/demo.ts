@@ -1,14 +1,19 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SimCloud } from '../sim/cloud.js';
 import { LinkProxy } from '../sim/link-proxy.js';
+import { ArtifactOrigin } from '../sim/ota/artifact-origin.js';
+import { DdiDevice } from '../sim/ota/ddi-device.js';
+import { ReleaseSigner } from '../sim/ota/release-signer.js';
 import { SimSite } from '../sim/site.js';
 import { parseConfig } from './config/load.js';
 import type { SiteConfigInput } from './config/schema.js';
 import { Gateway, type GatewayStatus } from './gateway.js';
 import { createLogger } from './logger.js';
+import { bar, renderRollout } from './ota/render.js';
 
 const HELP = `outpost demo — a gateway, a simulated site and a simulated cloud on this machine
 
@@ -18,6 +23,7 @@ const HELP = `outpost demo — a gateway, a simulated site and a simulated cloud
   --outage-for S      for S seconds (default 5)
   --children N        MQTT child devices (default 4)
   --meters N          Modbus energy meters (default 2)
+  --valves N          valve controllers updated over the air from the gateway (default 24)
 `;
 
 export interface DemoSummary {
@@ -54,6 +60,7 @@ export async function runDemo(args: string[]): Promise<number> {
       'outage-for': { type: 'string', default: '5' },
       children: { type: 'string', default: '4' },
       meters: { type: 'string', default: '2' },
+      valves: { type: 'string', default: '24' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -75,6 +82,11 @@ export async function runDemo(args: string[]): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'outpost-demo-'));
   const cloud = await SimCloud.start();
   const link = await LinkProxy.start({ port: cloud.port });
+  // The cloud's artifact origin sits behind its own proxy that goes down with the link.
+  const origin = await new ArtifactOrigin().start();
+  const originLink = await LinkProxy.start({ port: Number(new URL(origin.url).port) });
+  const signer = ReleaseSigner.generate('demo-cloud');
+  const valveCount = num('valves', values.valves, 0) ?? 24;
   const site = await SimSite.start({
     meters: num('meters', values.meters, 0) ?? 2,
     boilers: 1,
@@ -91,6 +103,10 @@ export async function runDemo(args: string[]): Promise<number> {
       rules: demoRules(),
       cloud: { url: link.url, batchSize: 200, backoff: { initialMs: 200, maxMs: 2000 } },
       storage: { path: join(dir, 'outpost.db') },
+      ota: {
+        trustedKeys: { 'demo-cloud': signer.publicKeyPem },
+        server: { host: '127.0.0.1', port: 0, tenant: 'demo', pollSeconds: 2 },
+      },
     },
     'demo config',
   );
@@ -98,6 +114,17 @@ export async function runDemo(args: string[]): Promise<number> {
   const gateway = await Gateway.start(config, { log: createLogger({ destination: logFile, level: process.env.OUTPOST_LOG_LEVEL === undefined ? 'info' : undefined }) });
   site.startChildren(`mqtt://127.0.0.1:${gateway.ports.broker}`);
   const started = Date.now();
+  // OTA: valve controllers poll the gateway's update server; a release arrives after 5 s and
+  // rolls out in three phases (a few installs fail on purpose and are retried).
+  const valves = Array.from(
+    { length: valveCount },
+    (_, i) =>
+      new DdiDevice({ server: `http://127.0.0.1:${gateway.ports.ota}/demo`, id: `valve-${String(i + 1).padStart(2, '0')}`, version: '1.0.0', failRate: 0.08, installMs: 1500, rebootMs: 1000, maxPollMs: 2000 }),
+  );
+  for (const v of valves) v.start();
+  const image = randomBytes(4 * 1024 * 1024);
+  const originUrl = `http://127.0.0.1:${originLink.port}`;
+  origin.put('/valve-fw-2.0.0.swu', image);
 
   // The cloud link goes away on a schedule so the outbox visibly fills, then drains.
   let outageEnds = 0;
@@ -106,17 +133,37 @@ export async function runDemo(args: string[]): Promise<number> {
     timers.push(
       setTimeout(() => {
         link.down();
+        originLink.down();
         outageEnds = Date.now() + outageForS * 1000;
-        timers.push(setTimeout(() => link.restore(), outageForS * 1000));
+        timers.push(
+          setTimeout(() => {
+            link.restore();
+            originLink.restore();
+          }, outageForS * 1000),
+        );
         scheduleOutage(outageEveryS * 1000);
       }, inMs),
     );
   };
   if (outageForS > 0) scheduleOutage(Math.min(8000, outageEveryS * 1000));
+  timers.push(
+    setTimeout(() => {
+      const manifest = {
+        release: 'valve-fw-2.0.0',
+        product: 'valve-fw',
+        version: '2.0.0',
+        issuedAt: Date.now(),
+        target: { devices: ['valve-*'] },
+        artifact: { name: 'valve-fw-2.0.0.swu', url: `${originUrl}/valve-fw-2.0.0.swu`, size: image.length, sha256: createHash('sha256').update(image).digest('hex') },
+        rollout: { phases: [{ share: 10, waitMs: 3000 }, { share: 50, waitMs: 3000 }, { share: 100 }], failureThreshold: 0.3, maxRetries: 2 },
+      };
+      cloud.publishRetained(`outpost/v1/gw/demo-gw1/releases/${manifest.release}`, JSON.stringify(signer.sign(manifest))).catch(() => undefined);
+    }, 5000),
+  );
 
   const screen = new StatusLine(json ? 'off' : process.stdout.isTTY ? 'tty' : 'lines');
   const render = (phase: string): void =>
-    screen.show(statusText(gateway.status(), cloud, link, site, (Date.now() - started) / 1000, outageEnds, phase));
+    screen.show(statusText(gateway.status(), cloud, link, site, (Date.now() - started) / 1000, outageEnds, phase, origin));
   const ticker = setInterval(() => render('running'), screen.mode === 'tty' ? 250 : 2000);
   if (!json) {
     process.stdout.write(
@@ -141,7 +188,9 @@ export async function runDemo(args: string[]): Promise<number> {
   // Finish: children stop, the link comes back, the gateway drains its outbox and stops.
   for (const t of timers) clearTimeout(t);
   link.restore();
+  originLink.restore();
   clearInterval(ticker);
+  await Promise.all(valves.map((v) => v.stop()));
   const finishing = setInterval(() => render('draining'), screen.mode === 'tty' ? 250 : 2000);
   await site.stopChildren();
   await gateway.stop({ drainMs: 60_000 });
@@ -150,9 +199,12 @@ export async function runDemo(args: string[]): Promise<number> {
   screen.end();
   await site.stop();
   await link.close();
+  await originLink.close();
+  await origin.stop();
   await cloud.stop();
 
   const final = gateway.status();
+  const ota = final.ota?.rollouts[0];
   const acked = site.childAcked();
   const childMissing = cloud.ledger.missing(acked).length;
   const delivered = cloud.ledger.uniqueFrom(config.gateway.id);
@@ -179,7 +231,8 @@ export async function runDemo(args: string[]): Promise<number> {
     process.stdout.write(
       `\n${summary.produced} readings produced for the cloud, ${summary.delivered} delivered (${summary.duplicates} duplicates removed by id), ` +
         `${summary.dropped} dropped by policy, ${summary.inOutbox} still queued, ${summary.lost} lost; ` +
-        `${summary.outages} link outages; ${summary.childAcked} child readings acknowledged, ${summary.childMissing} missing.\n`,
+        `${summary.outages} link outages; ${summary.childAcked} child readings acknowledged, ${summary.childMissing} missing.\n` +
+        (ota ? `OTA ${ota.release}: ${ota.state}, ${ota.phases.reduce((n, p) => n + p.succeeded, 0)} of ${valveCount} valves updated; ${origin.bytesSent} bytes from the cloud origin for a ${image.length}-byte image.\n` : ''),
     );
   }
   if (summary.lost === 0) rmSync(dir, { recursive: true, force: true });
@@ -197,13 +250,13 @@ function bytes(n: number): string {
   return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
 
-function statusText(s: GatewayStatus, cloud: SimCloud, link: LinkProxy, site: SimSite, elapsedS: number, outageEnds: number, phase: string): string {
+function statusText(s: GatewayStatus, cloud: SimCloud, link: LinkProxy, site: SimSite, elapsedS: number, outageEnds: number, phase: string, origin: ArtifactOrigin): string {
   const modbus = s.drivers.filter((d) => String(d.name).startsWith('modbus:'));
   const modbusUp = modbus.filter((d) => d.connected === true).length;
   const linkText = link.up
     ? `link ${s.link === 'up' ? 'up  ' : s.link}`
     : `link DOWN ${Math.max(0, Math.ceil((outageEnds - Date.now()) / 1000))}s`;
-  return [
+  const line = [
     `${phase === 'running' ? '' : `${phase} `}${Math.floor(elapsedS)}s`,
     linkText,
     `in ${fmt(s.readingsIn)}`,
@@ -213,15 +266,25 @@ function statusText(s: GatewayStatus, cloud: SimCloud, link: LinkProxy, site: Si
     `children ${site.childrenConnected}/${site.children.length}`,
     `modbus ${modbusUp}/${modbus.length}`,
   ].join(' │ ');
+  const ota: string[] = [];
+  const f = s.ota?.fetching as { artifact: string; have: number; size: number } | undefined;
+  if (f) ota.push(`OTA fetching ${f.artifact} ${bar(f.have, f.size)} ${bytes(f.have)} / ${bytes(f.size)} (cloud origin sent ${bytes(origin.bytesSent)})`);
+  for (const r of s.ota?.rollouts ?? []) ota.push(...renderRollout(r).map((l, i) => (i === 0 ? `OTA ${l}` : `   ${l}`)));
+  return [line, ...ota].join('\n');
 }
 
 /** One live line on a terminal; a line every few seconds when stdout is a pipe or a file. */
 class StatusLine {
+  private lines = 0;
   constructor(readonly mode: 'tty' | 'lines' | 'off') {}
 
+  /** Redraws the block of lines in place (cursor up over the previous block, clear to the end). */
   show(text: string): void {
-    if (this.mode === 'tty') process.stdout.write(`\r\x1b[2K${text}`);
-    else if (this.mode === 'lines') process.stdout.write(`${text}\n`);
+    if (this.mode === 'tty') {
+      const up = this.lines > 0 ? `\x1b[${this.lines}F` : '\r';
+      process.stdout.write(`${up}\x1b[J${text}`);
+      this.lines = text.split('\n').length - 1;
+    } else if (this.mode === 'lines') process.stdout.write(`${text}\n`);
   }
 
   end(): void {

@@ -60,6 +60,15 @@ export class SimCloud {
     if (!this.server) await this.listen(this.boundPort);
   }
 
+  /** Publishes a retained QoS 1 message from the cloud side (releases, commands). */
+  publishRetained(topic: string, payload: string): Promise<void> {
+    const aedes = this.aedes;
+    if (!aedes) return Promise.reject(new Error('cloud broker not running'));
+    return new Promise((resolve, reject) => {
+      aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, retain: true, dup: false }, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+
   /** The broker goes away: the port closes and every connection is dropped. */
   async stop(): Promise<void> {
     const server = this.server;

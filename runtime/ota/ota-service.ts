@@ -188,5 +188,6 @@ export class OtaService {
   async stop(): Promise<void> {
     await this.fetcher.stop();
     await this.server.close();
+    this.rollouts.stop();
   }
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createTask, type ScheduledTask } from 'node-cron';
-import type { Clock, Counter, Logger, Metrics } from '../contracts/index.js';
+import type { Clock, Counter, Logger, Metrics, TimerHandle } from '../contracts/index.js';
 import type { Db, Migration } from '../store/database.js';
 import type { ArtifactCache } from './artifact-cache.js';
 import type { DdiFeedback, DdiOffer, DeploymentSource } from './ddi-server.js';
@@ -107,6 +107,9 @@ const FINISHED: readonly TargetState[] = ['success', 'failed', 'canceled'];
  */
 export class Rollouts implements DeploymentSource {
   private readonly windows = new Map<string, ScheduledTask>();
+  /** Phase-wait timers, one per release; cleared by stop(). */
+  private readonly timers = new Map<string, TimerHandle>();
+  private stopped = false;
   private readonly mFeedback: Counter;
   private readonly mOutcomes: Counter;
 
@@ -229,6 +232,7 @@ export class Rollouts implements DeploymentSource {
    * Called on feedback, on polls and by a timer (phase waits).
    */
   advance(release: string): void {
+    if (this.stopped) return;
     const ro = this.db.prepare('SELECT state, phase, phase_done_at FROM ota_rollouts WHERE release = ?').get(release) as
       | { state: RolloutState; phase: number; phase_done_at: number | null }
       | undefined;
@@ -261,7 +265,15 @@ export class Rollouts implements DeploymentSource {
       return;
     }
     if (now < ro.phase_done_at + wait) {
-      this.clock.setTimeout(() => this.advance(release), ro.phase_done_at + wait - now);
+      const old = this.timers.get(release);
+      if (old) this.clock.clearTimeout(old);
+      this.timers.set(
+        release,
+        this.clock.setTimeout(() => {
+          this.timers.delete(release);
+          this.advance(release);
+        }, ro.phase_done_at + wait - now),
+      );
       return;
     }
     this.db.prepare('UPDATE ota_rollouts SET phase = phase + 1, phase_done_at = NULL, updated_at = ? WHERE release = ?').run(now, release);
@@ -279,6 +291,13 @@ export class Rollouts implements DeploymentSource {
       )
       .get(release, phase) as { devices: number; finished: number; failed: number };
     return r;
+  }
+
+  /** No more timers: the store is about to close. */
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers.values()) this.clock.clearTimeout(t);
+    this.timers.clear();
   }
 
   /** Re-arms phase waits after a restart. */

@@ -201,4 +201,15 @@ describe('rollouts', () => {
     expect(second.size).toBe(6);
     expect(second.has('pump-late')).toBe(true);
   });
+
+  it('stop() clears phase waits, so nothing touches the store after it closed', async () => {
+    const ds = devices(4);
+    poll(ds);
+    const m = release('2.0.0', { phases: [{ share: 50, waitMs: 60_000 }, { share: 100 }] });
+    rollouts.start(m);
+    for (const [d, id] of poll(ds)) rollouts.feedback(d, id, closed('success'));
+    rollouts.stop();
+    db.close();
+    await expect(clock.advance(120_000)).resolves.toBeUndefined();
+  });
 });

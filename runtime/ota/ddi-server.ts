@@ -1,4 +1,5 @@
-import { createReadStream, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, read } from 'node:fs';
+import { promisify } from 'node:util';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { timingSafeEqual } from 'node:crypto';
@@ -91,6 +92,8 @@ export interface DdiServerOptions {
   readonly publicUrl?: string | undefined;
 }
 
+const readAt = promisify(read);
+
 const ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 
 function hhmmss(seconds: number): string {
@@ -118,6 +121,8 @@ export class DdiServer {
   private server: Server | undefined;
   private active = 0;
   private readonly waiting: Array<() => void> = [];
+  /** Open artifact files, shared by concurrent transfers (positional reads), closed when unused. */
+  private readonly files = new Map<string, { fd: number; users: number; modified: string }>();
   private readonly mRequests: Counter;
   private readonly mBytes: Counter;
   private readonly mActive: Gauge;
@@ -168,6 +173,61 @@ export class DdiServer {
     this.server = undefined;
     s.closeAllConnections();
     await new Promise<void>((resolve) => s.close(() => resolve()));
+    for (const f of this.files.values()) closeSync(f.fd);
+    this.files.clear();
+  }
+
+  private openFile(path: string): { fd: number; users: number; modified: string } {
+    let f = this.files.get(path);
+    if (!f) {
+      const fd = openSync(path, 'r');
+      f = { fd, users: 0, modified: new Date(fstatSync(fd).mtimeMs).toUTCString() };
+      this.files.set(path, f);
+    }
+    f.users++;
+    return f;
+  }
+
+  private closeFile(path: string): void {
+    const f = this.files.get(path);
+    if (f) f.users--;
+    // Keep a few idle files open for the next ranges; close the rest.
+    if (this.files.size <= 8) return;
+    for (const [p, x] of this.files) {
+      if (this.files.size <= 8) break;
+      if (x.users > 0) continue;
+      closeSync(x.fd);
+      this.files.delete(p);
+    }
+  }
+
+  /**
+   * Bytes start..end of the open file to the response, 1 MiB at a time with positional reads (so
+   * concurrent transfers share the descriptor), waiting for the socket to drain between chunks.
+   */
+  private async send(res: ServerResponse, fd: number, start: number, end: number): Promise<void> {
+    let pos = start;
+    while (pos <= end && !res.destroyed) {
+      const buf = Buffer.allocUnsafe(Math.min(1024 * 1024, end - pos + 1));
+      const { bytesRead } = await readAt(fd, buf, 0, buf.length, pos);
+      if (bytesRead === 0) throw new Error(`artifact ended at byte ${pos}, expected ${end + 1}`);
+      pos += bytesRead;
+      this.mBytes.inc({}, bytesRead);
+      const more = res.write(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
+      if (pos > end) break;
+      if (!more) {
+        await new Promise<void>((resolve) => {
+          const go = (): void => {
+            res.off('drain', go);
+            res.off('close', go);
+            resolve();
+          };
+          res.on('drain', go);
+          res.on('close', go);
+        });
+      }
+    }
+    if (!res.destroyed) res.end();
   }
 
   private count(resource: string, status: number): void {
@@ -377,7 +437,7 @@ export class DdiServer {
       return;
     }
     const etag = `"${art.sha256}"`;
-    const common = { etag, 'accept-ranges': 'bytes', 'content-type': 'application/octet-stream', 'content-disposition': `attachment;filename=${name}`, 'last-modified': new Date(statSync(art.path).mtimeMs).toUTCString() };
+    const common = { etag, 'accept-ranges': 'bytes', 'content-type': 'application/octet-stream', 'content-disposition': `attachment;filename=${name}` };
     const inm = req.headers['if-none-match'];
     if (inm !== undefined && inm.split(',').some((t) => t.trim() === etag || t.trim() === '*')) {
       this.count('artifact', 304);
@@ -420,23 +480,25 @@ export class DdiServer {
         return;
       }
       this.count('artifact', status);
-      res.writeHead(status, headers);
-      const stream = createReadStream(art.path, { start, end, highWaterMark: 1024 * 1024 });
-      let done = false;
-      const finish = (): void => {
-        if (done) return;
-        done = true;
-        stream.destroy();
+      let file: { fd: number; modified: string };
+      try {
+        file = this.openFile(art.path);
+      } catch (err) {
         this.release();
-      };
-      stream.on('data', (c) => this.mBytes.inc({}, (c as Buffer).length));
-      stream.on('error', (err) => {
-        this.log.error({ err: err.message, device }, 'artifact read failed');
-        res.destroy();
-        finish();
-      });
-      res.on('close', finish);
-      stream.pipe(res);
+        this.log.error({ err: (err as Error).message, device }, 'artifact not readable');
+        problem(res, 500, 'artifact not readable');
+        return;
+      }
+      res.writeHead(status, { ...headers, 'last-modified': file.modified });
+      void this.send(res, file.fd, start, end)
+        .catch((err: unknown) => {
+          this.log.error({ err: (err as Error).message, device }, 'artifact read failed');
+          res.destroy();
+        })
+        .finally(() => {
+          this.closeFile(art.path);
+          this.release();
+        });
     };
     const slot = this.acquire();
     if (slot === true) go();

@@ -1,6 +1,6 @@
 import { compileGlob } from '../../rules/glob.js';
-import type { Migration } from '../store/database.js';
-import type { Db } from '../store/database.js';
+import type { Db, Migration } from '../store/database.js';
+import { withStatementCache } from '../store/statement-cache.js';
 import type { ArtifactDigests } from './artifact-cache.js';
 import { ManifestRefused, olderThan, openManifest, type ArtifactRef, type Manifest, type TrustedKeys } from './manifest.js';
 
@@ -60,10 +60,14 @@ export class ReleaseStore {
   /** Opened manifests by release: a stored manifest never changes, so it is verified once. */
   private readonly opened = new Map<string, Manifest>();
 
+  private readonly db: Db;
+
   constructor(
-    private readonly db: Db,
+    db: Db,
     private readonly keys: TrustedKeys,
-  ) {}
+  ) {
+    this.db = withStatementCache(db);
+  }
 
   /**
    * Accepts a signed release envelope, or throws ManifestRefused naming why. Anti-rollback: a

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { createTask, type ScheduledTask } from 'node-cron';
 import type { Clock, Counter, Logger, Metrics, TimerHandle } from '../contracts/index.js';
 import type { Db, Migration } from '../store/database.js';
+import { withStatementCache } from '../store/statement-cache.js';
 import type { ArtifactCache } from './artifact-cache.js';
 import type { DdiFeedback, DdiOffer, DeploymentSource } from './ddi-server.js';
 import type { ArtifactRef, Manifest } from './manifest.js';
@@ -113,8 +114,10 @@ export class Rollouts implements DeploymentSource {
   private readonly mFeedback: Counter;
   private readonly mOutcomes: Counter;
 
+  private readonly db: Db;
+
   constructor(
-    private readonly db: Db,
+    db: Db,
     private readonly releases: ReleaseStore,
     private readonly cache: ArtifactCache,
     private readonly clock: Clock,
@@ -122,6 +125,7 @@ export class Rollouts implements DeploymentSource {
     metrics: Metrics,
     private readonly report: (e: OtaEvent) => void,
   ) {
+    this.db = withStatementCache(db);
     this.mFeedback = metrics.counter('outpost_ota_feedback_total', 'DDI feedback messages from child devices, by execution', ['execution']);
     this.mOutcomes = metrics.counter('outpost_ota_device_outcomes_total', 'Device install outcomes, by result', ['result']);
   }

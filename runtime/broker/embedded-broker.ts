@@ -1,6 +1,7 @@
 import { Aedes } from 'aedes';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import type { InboundPublish, LocalBroker, Logger } from '../contracts/index.js';
+import { listenOn } from '../listen.js';
 
 /**
  * The gateway's own MQTT broker for child devices (aedes on plain TCP). Interceptors registered by
@@ -80,14 +81,7 @@ export class EmbeddedBroker implements LocalBroker {
       this.aedes.handle(socket);
     });
     this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    return (server.address() as AddressInfo).port;
+    return listenOn(server, host, port);
   }
 
   /** Stop accepting connections and PUBLISHes; in-flight interceptors are awaited by their owners. */

@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import type { Logger } from '../contracts/index.js';
+import { listenOn } from '../listen.js';
 
 export interface DeadLetterView {
   readonly id: number;
@@ -74,14 +74,7 @@ export class HttpApi {
     });
     server.keepAliveTimeout = 5000;
     this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    return (server.address() as AddressInfo).port;
+    return listenOn(server, host, port);
   }
 
   async close(): Promise<void> {

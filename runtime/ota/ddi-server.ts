@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import type { Counter, Gauge, Logger, Metrics } from '../contracts/index.js';
+import { listenOn } from '../listen.js';
 
 /**
  * The gateway's update server for child devices, speaking the Eclipse hawkBit Direct Device
@@ -157,14 +158,7 @@ export class DdiServer {
     });
     server.keepAliveTimeout = 10_000;
     this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    return this.port;
+    return listenOn(server, host, port);
   }
 
   async close(): Promise<void> {

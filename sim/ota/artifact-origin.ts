@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 export class ArtifactOrigin {
   private readonly files = new Map<string, Buffer>();
   private server: Server | undefined;
-  private cuts: { n: number; afterBytes: number } | undefined;
+  private cuts: { n: number; afterBytes: number; stall: boolean } | undefined;
   /** Bytes of artifact bodies sent, over every request (what the cloud link carried). */
   bytesSent = 0;
   readonly requests: Array<{ path: string; range: string | undefined; status: number }> = [];
@@ -21,7 +21,12 @@ export class ArtifactOrigin {
 
   /** The next `n` responses are cut after `afterBytes` bytes of body. */
   breakNext(n: number, afterBytes: number): void {
-    this.cuts = { n, afterBytes };
+    this.cuts = { n, afterBytes, stall: false };
+  }
+
+  /** The next `n` responses send `afterBytes` bytes of body, then nothing more (the link hangs). */
+  stallNext(n: number, afterBytes: number): void {
+    this.cuts = { n, afterBytes, stall: true };
   }
 
   get url(): string {
@@ -84,7 +89,9 @@ export class ArtifactOrigin {
       cut.n--;
       const part = slice.subarray(0, Math.min(cut.afterBytes, slice.length));
       this.bytesSent += part.length;
-      res.write(part, () => setTimeout(() => res.destroy(), 20));
+      res.write(part, () => {
+        if (!cut.stall) setTimeout(() => res.destroy(), 20);
+      });
       return;
     }
     this.bytesSent += slice.length;

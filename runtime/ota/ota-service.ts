@@ -62,6 +62,10 @@ export class OtaService {
     this.stream = config.streams.some((s) => s.name === 'ota') ? 'ota' : config.streams[0]!.name;
     this.mReleases = metrics.counter('outpost_ota_releases_total', 'Release manifests received, by outcome', ['outcome']);
     this.store = new ReleaseStore(db, new TrustedKeys(ota.trustedKeys));
+    this.store.onUntrusted = (release, why) => {
+      log.warn({ release, why }, 'stored release no longer verifies with the configured keys; skipped');
+      this.report({ release, event: 'untrusted', details: [why] });
+    };
     this.rollouts = new Rollouts(db, this.store, cache, clock, log.child({ component: 'rollout' }), metrics, (e) => this.report(e));
     this.fetcher = new ReleaseFetcher(this.store, cache, deps.link, clock, log.child({ component: 'ota-fetch' }), metrics, {
       idleTimeoutMs: ota.fetchIdleTimeoutMs,

@@ -59,6 +59,10 @@ export function artifactsOf(m: Manifest): ArtifactRef[] {
 export class ReleaseStore {
   /** Opened manifests by release: a stored manifest never changes, so it is verified once. */
   private readonly opened = new Map<string, Manifest>();
+  /** Stored releases that no longer verify (their key left the config): skipped, reported once. */
+  private readonly untrusted = new Set<string>();
+  /** Told once per stored release that no longer verifies. */
+  onUntrusted: ((release: string, why: string) => void) | undefined;
 
   private readonly db: Db;
 
@@ -129,7 +133,18 @@ export class ReleaseStore {
     const rows = this.db.prepare('SELECT release FROM ota_releases ORDER BY received_at').all() as { release: string }[];
     const out: StoredRelease[] = [];
     for (const { release } of rows) {
-      const r = this.get(release);
+      let r: StoredRelease | undefined;
+      try {
+        r = this.get(release);
+      } catch (err) {
+        // Its signing key was removed from the config since: the release is no longer trusted.
+        if (!(err instanceof ManifestRefused)) throw err;
+        if (!this.untrusted.has(release)) {
+          this.untrusted.add(release);
+          this.onUntrusted?.(release, err.message);
+        }
+        continue;
+      }
       if (r && (!states || states.includes(r.state))) out.push(r);
     }
     return out;

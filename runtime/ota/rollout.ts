@@ -111,6 +111,8 @@ export class Rollouts implements DeploymentSource {
   /** Phase-wait timers, one per release; cleared by stop(). */
   private readonly timers = new Map<string, TimerHandle>();
   private stopped = false;
+  private registryFullLogged = false;
+  private readonly mRegistryFull: Counter;
   private readonly mFeedback: Counter;
   private readonly mOutcomes: Counter;
 
@@ -124,9 +126,12 @@ export class Rollouts implements DeploymentSource {
     private readonly log: Logger,
     metrics: Metrics,
     private readonly report: (e: OtaEvent) => void,
+    /** Child devices the update server keeps track of at most. */
+    private readonly maxDevices = 100_000,
   ) {
     this.db = withStatementCache(db);
     this.mFeedback = metrics.counter('outpost_ota_feedback_total', 'DDI feedback messages from child devices, by execution', ['execution']);
+    this.mRegistryFull = metrics.counter('outpost_ota_devices_refused_total', 'Devices not registered by the update server: its registry is full');
     this.mOutcomes = metrics.counter('outpost_ota_device_outcomes_total', 'Device install outcomes, by result', ['result']);
   }
 
@@ -175,6 +180,17 @@ export class Rollouts implements DeploymentSource {
     const now = this.clock.now();
     const r = this.db.prepare('UPDATE ota_devices SET last_seen = ? WHERE device = ?').run(now, device);
     if (r.changes > 0) return;
+    // Bounded: any id that passes authentication could register (with no tokens configured, any
+    // HTTP client). A device beyond the bound gets no work; counted.
+    const { n } = this.db.prepare('SELECT count(*) AS n FROM ota_devices').get() as { n: number };
+    if (n >= this.maxDevices) {
+      this.mRegistryFull.inc();
+      if (!this.registryFullLogged) {
+        this.registryFullLogged = true;
+        this.log.warn({ device, max: this.maxDevices }, 'update server device registry full; new devices get no work');
+      }
+      return;
+    }
     this.db.prepare('INSERT INTO ota_devices (device, first_seen, last_seen) VALUES (?, ?, ?)').run(device, now, now);
     for (const ro of this.db.prepare("SELECT release, phase FROM ota_rollouts WHERE state IN ('running', 'paused')").all() as { release: string; phase: number }[]) {
       const m = this.releases.get(ro.release)?.manifest;

@@ -92,6 +92,16 @@ describe('release intake', () => {
     expect(reason(() => store.accept(signer.sign(manifest('3.1.0', dummy)), NOW))).toBe('accepted');
   });
 
+  it('skips, and reports once, a stored release whose key was removed from the config', () => {
+    store.accept(signer.sign(manifest('2.0.0', dummy)), NOW);
+    const other = new ReleaseStore(db, new TrustedKeys({ k2: ReleaseSigner.generate('k2').publicKeyPem }));
+    const told: string[] = [];
+    other.onUntrusted = (release) => told.push(release);
+    expect(other.list()).toEqual([]);
+    expect(other.list()).toEqual([]);
+    expect(told).toEqual(['pump-fw-2.0.0']);
+  });
+
   it('refuses unsigned and badly signed releases without storing anything', () => {
     const env = signer.sign(manifest('2.0.0', dummy));
     expect(reason(() => store.accept({ payload: env.payload }, NOW))).toBe('unsigned');

@@ -212,4 +212,14 @@ describe('rollouts', () => {
     db.close();
     await expect(clock.advance(120_000)).resolves.toBeUndefined();
   });
+
+  it('keeps at most maxDevices devices: one beyond gets no work, and it is counted', async () => {
+    const metrics = new PromMetrics();
+    rollouts = new Rollouts(db, store, cache, clock, silentLogger, metrics, (e) => events.push(e), 3);
+    rollouts.start(release('2.0.0', { phases: [{ share: 100 }] }));
+    expect(poll(['pump-1', 'pump-2', 'pump-3', 'pump-4']).size).toBe(3);
+    expect(rollouts.offer('pump-4')).toBeUndefined();
+    expect(await metrics.total('outpost_ota_devices_refused_total')).toBe(2);
+  });
 });
+

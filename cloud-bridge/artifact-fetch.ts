@@ -12,6 +12,12 @@ export interface FetchOptions {
   /** Abort when the origin sends nothing for this long. */
   readonly idleTimeoutMs?: number | undefined;
   readonly headers?: Readonly<Record<string, string>> | undefined;
+  /**
+   * Called with each chunk's size as it arrives, before it is written: may wait (throttling the
+   * transfer: the origin is held back by TCP flow control) or throw to stop the transfer (the chunk
+   * is not written; what the file holds stays for the next call).
+   */
+  readonly admit?: ((bytes: number) => Promise<void> | void) | undefined;
   /** Called as bytes arrive: bytes in the file so far, and of them fetched by this call. */
   readonly onProgress?: ((have: number, fetched: number) => void) | undefined;
 }
@@ -25,6 +31,18 @@ export class FetchError extends Error {
   ) {
     super(message, options);
     this.name = 'FetchError';
+  }
+}
+
+/** A transfer stopped on purpose (the link closed for downloads); it resumes from the file later. */
+export class DownloadPaused extends FetchError {
+  constructor(
+    message: string,
+    /** Milliseconds until the link is expected to allow downloads again. */
+    readonly resumeInMs: number,
+  ) {
+    super(message, true);
+    this.name = 'DownloadPaused';
   }
 }
 
@@ -95,12 +113,17 @@ export async function fetchArtifact(target: FetchTarget, opts: FetchOptions = {}
     if (!res.body) throw new FetchError('origin sent no body', true);
     try {
       for await (const chunk of res.body) {
-        arm();
         const b = chunk as Uint8Array;
         if (have + b.length > target.size) {
           ctl.abort();
           throw new FetchError(`origin sent more than the manifest's ${target.size} bytes`, false);
         }
+        if (opts.admit) {
+          // Waiting here is ours, not the origin's silence.
+          clearTimeout(idle);
+          await opts.admit(b.length);
+        }
+        arm();
         writeSync(fd, b, 0, b.length, have);
         have += b.length;
         fetched += b.length;

@@ -56,6 +56,12 @@ export class LinkBudget {
     return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens * 1000) / rate);
   }
 
+  /** The daily budget is spent (streams above priority 0 wait for the next UTC day). */
+  exhausted(): boolean {
+    this.rollDay(this.clock.now());
+    return this.opts.dailyBytes !== undefined && this.sentToday >= this.opts.dailyBytes;
+  }
+
   spend(bytes: number): void {
     const now = this.clock.now();
     this.rollDay(now);

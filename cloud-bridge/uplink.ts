@@ -226,6 +226,11 @@ export class Uplink {
     return this.budget.delayFor(1);
   }
 
+  /** Other traffic may not use the link before the next sync window or UTC day (not just the rate cap). */
+  linkClosed(): boolean {
+    return (this.windows !== undefined && !this.windows.isOpen()) || this.budget.exhausted();
+  }
+
   /** Bytes other traffic took from the link's budget. */
   spend(bytes: number): void {
     this.budget.spend(bytes);

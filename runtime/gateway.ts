@@ -312,6 +312,7 @@ export class Gateway {
               subscribe: (filter, handler) => uplink.subscribe(filter, handler),
               onLinkUp: (fn) => uplink.onLinkUp(fn),
               delayMs: () => uplink.linkDelay(),
+              closed: () => uplink.linkClosed(),
               spend: (bytes) => uplink.spend(bytes),
             },
             pipeline,

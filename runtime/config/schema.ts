@@ -341,10 +341,12 @@ export const configSchema = z
             /** Per device `Authorization: TargetToken …`. Without any token, devices are not authenticated. */
             targetTokens: z.record(z.string().min(1), z.string().min(8)).optional(),
             maxTransfers: z.number().int().min(1).max(10_000).default(64),
+            /** Artifact bytes kept in memory for concurrent downloads (1 MiB chunks, least recently used dropped); 0: none. */
+            chunkCacheBytes: z.number().int().min(0).max(1024 ** 3).default(32 * 1024 * 1024),
             /** The base URL devices reach this server at (for links), if not the Host they used. */
             publicUrl: z.url({ protocol: /^https?$/ }).optional(),
           })
-          .default({ host: '0.0.0.0', port: 8081, tenant: 'default', pollSeconds: 60, maxTransfers: 64 }),
+          .default({ host: '0.0.0.0', port: 8081, tenant: 'default', pollSeconds: 60, maxTransfers: 64, chunkCacheBytes: 32 * 1024 * 1024 }),
         /** Abort an artifact download when the origin sends nothing for this long (it resumes later). */
         fetchIdleTimeoutMs: durationMs.min(1000).default(30_000),
       })

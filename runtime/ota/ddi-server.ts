@@ -1,11 +1,11 @@
-import { closeSync, fstatSync, openSync, read } from 'node:fs';
-import { promisify } from 'node:util';
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import type { Counter, Gauge, Logger, Metrics } from '../contracts/index.js';
 import { listenOn } from '../listen.js';
+import { ChunkCache } from './chunk-cache.js';
 
 /**
  * The gateway's update server for child devices, speaking the Eclipse hawkBit Direct Device
@@ -91,9 +91,9 @@ export interface DdiServerOptions {
   readonly maxQueued?: number | undefined;
   /** Base URL devices use to reach this server (links in responses); default: the request's Host. */
   readonly publicUrl?: string | undefined;
+  /** Artifact bytes kept in memory (1 MiB chunks, least recently used dropped); default 32 MiB, 0: none. */
+  readonly chunkCacheBytes?: number | undefined;
 }
-
-const readAt = promisify(read);
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 
@@ -128,6 +128,7 @@ export class DdiServer {
   private readonly mBytes: Counter;
   private readonly mActive: Gauge;
   private readonly mRefused: Counter;
+  private readonly chunks: ChunkCache;
 
   constructor(
     private readonly source: DeploymentSource,
@@ -140,6 +141,8 @@ export class DdiServer {
     this.mBytes = metrics.counter('outpost_ddi_served_bytes_total', 'Artifact bytes served to child devices');
     this.mActive = metrics.gauge('outpost_ddi_transfers', 'Artifact transfers in progress');
     this.mRefused = metrics.counter('outpost_ddi_refused_total', 'Update server requests refused, by reason', ['reason']);
+    const mChunks = metrics.counter('outpost_ddi_chunk_reads_total', 'Artifact chunks served, from memory (hit) or read from the cache directory (miss)', ['result']);
+    this.chunks = new ChunkCache(opts.chunkCacheBytes ?? 32 * 1024 * 1024, 1024 * 1024, undefined, (hit) => mChunks.inc({ result: hit ? 'hit' : 'miss' }));
   }
 
   get port(): number {
@@ -196,18 +199,17 @@ export class DdiServer {
   }
 
   /**
-   * Bytes start..end of the open file to the response, 1 MiB at a time with positional reads (so
-   * concurrent transfers share the descriptor), waiting for the socket to drain between chunks.
+   * Bytes start..end of the open file to the response, a chunk at a time from the chunk cache
+   * (concurrent transfers of one artifact share its chunks), waiting for the socket to drain
+   * between chunks.
    */
-  private async send(res: ServerResponse, fd: number, start: number, end: number): Promise<void> {
+  private async send(res: ServerResponse, path: string, fd: number, size: number, start: number, end: number): Promise<void> {
     let pos = start;
     while (pos <= end && !res.destroyed) {
-      const buf = Buffer.allocUnsafe(Math.min(1024 * 1024, end - pos + 1));
-      const { bytesRead } = await readAt(fd, buf, 0, buf.length, pos);
-      if (bytesRead === 0) throw new Error(`artifact ended at byte ${pos}, expected ${end + 1}`);
-      pos += bytesRead;
-      this.mBytes.inc({}, bytesRead);
-      const more = res.write(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
+      const buf = await this.chunks.slice(path, fd, size, pos, end);
+      pos += buf.length;
+      this.mBytes.inc({}, buf.length);
+      const more = res.write(buf);
       if (pos > end) break;
       if (!more) {
         await new Promise<void>((resolve) => {
@@ -484,7 +486,7 @@ export class DdiServer {
         return;
       }
       res.writeHead(status, { ...headers, 'last-modified': file.modified });
-      void this.send(res, file.fd, start, end)
+      void this.send(res, art.path, file.fd, art.size, start, end)
         .catch((err: unknown) => {
           this.log.error({ err: (err as Error).message, device }, 'artifact read failed');
           res.destroy();

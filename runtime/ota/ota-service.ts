@@ -83,6 +83,7 @@ export class OtaService {
         gatewayToken: ota.server.gatewayToken,
         targetTokens: ota.server.targetTokens,
         maxTransfers: ota.server.maxTransfers,
+        chunkCacheBytes: ota.server.chunkCacheBytes,
         publicUrl: ota.server.publicUrl,
       },
       log.child({ component: 'ddi' }),

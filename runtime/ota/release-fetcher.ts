@@ -1,4 +1,4 @@
-import { fetchArtifact, FetchError } from '../../cloud-bridge/artifact-fetch.js';
+import { DownloadPaused, fetchArtifact, FetchError } from '../../cloud-bridge/artifact-fetch.js';
 import { Backoff, type Clock, type Counter, type Logger, type Metrics, type TimerHandle } from '../contracts/index.js';
 import { ArtifactMismatch, CacheFull, type ArtifactCache } from './artifact-cache.js';
 import type { ArtifactRef, Manifest } from './manifest.js';
@@ -8,9 +8,18 @@ import { artifactsOf, type ReleaseStore } from './release-store.js';
 export interface LinkGate {
   /** Milliseconds until downloads may use the link; 0: now. */
   delayMs(): number;
+  /** Closed until a sync window opens or the daily budget renews (not just held by the rate cap). */
+  closed(): boolean;
   /** Bytes the downloads took from the link. */
   spend(bytes: number): void;
 }
+
+/**
+ * A running transfer waits this long at most for the link's rate cap (holding the origin back);
+ * a longer wait, or a closed link (a sync window ended, the daily budget spent), stops it, to resume
+ * later with a Range request from the bytes on disk.
+ */
+const MAX_THROTTLE_MS = 5000;
 
 export interface ReleaseFetcherOptions {
   readonly backoff?: { initialMs: number; maxMs: number } | undefined;
@@ -121,6 +130,11 @@ export class ReleaseFetcher {
         this.backoff.reset();
       } catch (err) {
         if (this.stopped) return;
+        if (err instanceof DownloadPaused) {
+          this.mResults.inc({ outcome: 'paused' });
+          this.log.info({ release: m.release, artifact: missing.name, resumeInMs: err.resumeInMs }, 'artifact download paused: the link is closed for downloads');
+          continue;
+        }
         const failure = this.classify(m, missing, err);
         if (failure) {
           this.store.setState(m.release, 'failed', failure.detail);
@@ -157,6 +171,21 @@ export class ReleaseFetcher {
     return undefined;
   }
 
+  /**
+   * A chunk arrived: it counts against the link (it crossed it), and the transfer goes on when the
+   * link allows: at once, after a short wait for the rate cap, or later (DownloadPaused).
+   */
+  private async admit(bytes: number): Promise<void> {
+    this.gate.spend(bytes);
+    for (;;) {
+      if (this.stopped) throw new DownloadPaused('the gateway is stopping', 0);
+      const wait = this.gate.delayMs();
+      if (wait === 0) return;
+      if (wait > MAX_THROTTLE_MS || this.gate.closed()) throw new DownloadPaused(`the link is closed for downloads for ${Math.round(wait / 1000)} s`, wait);
+      await this.sleep(wait);
+    }
+  }
+
   private async fetchOne(m: Manifest, a: ArtifactRef): Promise<void> {
     if (this.cache.blobPath(a.sha256)) {
       // In the cache from an earlier run, but its digests row is missing: verify it again.
@@ -175,9 +204,9 @@ export class ReleaseFetcher {
         {
           signal: this.abort.signal,
           idleTimeoutMs: this.opts.idleTimeoutMs,
+          admit: (bytes) => this.admit(bytes),
           onProgress: (now, fetched) => {
             this.current = { release: m.release, artifact: a.name, have: now, size: a.size };
-            this.gate.spend(fetched - last);
             this.mBytes.inc({}, fetched - last);
             last = fetched;
           },

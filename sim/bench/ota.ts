@@ -18,7 +18,6 @@ import { fmtInt, Scope, sleep, type Benchmark, type BenchOptions, type BenchResu
 import { round } from './stats.js';
 
 const CHILDREN = 200;
-const IMAGE_MB = 8;
 const RANGE_BYTES = 1024 * 1024;
 const GW = 'bench-ota';
 
@@ -117,9 +116,10 @@ http {
   throw new Error(`nginx did not start (see ${dir}/error.log)`);
 }
 
-export const otaBenchmark: Benchmark = {
+/** `imageMb`: size of the release images; `chunkCacheMb`: the update server's `chunkCacheBytes` in MiB. */
+export const otaBenchmark = (IMAGE_MB = 8, chunkCacheMb = 32): Benchmark => ({
   name: 'ota',
-  description: `OTA: cloud bytes per release with ${CHILDREN} children, serving one ${IMAGE_MB} MB artifact to ${CHILDREN} range clients vs nginx, delta size`,
+  description: `OTA: cloud bytes per release with ${CHILDREN} children, serving one ${IMAGE_MB} MiB artifact to ${CHILDREN} range clients vs nginx (chunk cache ${chunkCacheMb} MiB), delta size`,
   maxDurationMs: () => 300_000,
   async run(opts: BenchOptions): Promise<BenchResult> {
     const scope = new Scope();
@@ -138,8 +138,8 @@ export const otaBenchmark: Benchmark = {
         storage: { path: join(dir, 'outpost.db') },
         ota: {
           trustedKeys: { bench: signer.publicKeyPem },
-          cacheBytes: 256 * 1024 * 1024,
-          server: { host: '127.0.0.1', port: 0, tenant: 'bench', pollSeconds: 1, maxTransfers: 256 },
+          cacheBytes: Math.max(256, IMAGE_MB * 4) * 1024 * 1024,
+          server: { host: '127.0.0.1', port: 0, tenant: 'bench', pollSeconds: 1, maxTransfers: 256, chunkCacheBytes: chunkCacheMb * 1024 * 1024 },
         },
       };
       const gw = await ConfiguredGateway.start(dir, config);
@@ -248,7 +248,7 @@ export const otaBenchmark: Benchmark = {
       };
       const notes = [
         `cloud bytes ÷ image: ${fmtInt(cloudBytes)} ÷ ${fmtInt(v2.length)} = ${round(fetchRatio, 4)} (aim = 1.0) with 3 cloud transfers broken on purpose; ${updated} of ${CHILDREN} children updated in ${round(rolloutS, 1)} s: ${fetchRatio === 1 && updated === CHILDREN ? 'met' : 'MISSED'}`,
-        `serving ${CHILDREN} concurrent range clients (1 MiB ranges, keep-alive, one load generator process): Outpost ${round(mbps(ours), 0)} MB/s ÷ nginx ${round(mbps(theirs), 0)} MB/s (worker_processes auto, sendfile) = ${round(serveRatio, 2)} (aim >= 0.7): ${serveRatio >= 0.7 ? 'met' : 'MISSED'}`,
+        `serving ${CHILDREN} concurrent range clients (${IMAGE_MB} MiB file, 1 MiB ranges, keep-alive, one load generator process; chunk cache ${chunkCacheMb} MiB): Outpost ${round(mbps(ours), 0)} MB/s ÷ nginx ${round(mbps(theirs), 0)} MB/s (worker_processes auto, sendfile) = ${round(serveRatio, 2)} (aim >= 0.7): ${serveRatio >= 0.7 ? 'met' : 'MISSED'}`,
         `delta ÷ full image: ${fmtInt(delta.length)} ÷ ${fmtInt(v3.length)} = ${round(deltaRatio, 4)} (32 blocks of 4 KiB changed; xor + deflate); a device on 2.0.0 is offered ${deltaOffered === delta.length ? 'the delta' : `${deltaOffered} bytes (not the delta!)`}`,
       ];
       return {
@@ -270,4 +270,4 @@ export const otaBenchmark: Benchmark = {
       await scope.close();
     }
   },
-};
+});

@@ -18,16 +18,18 @@ interface Sizes {
   readonly rows: number;
   readonly readings: number;
   readonly seconds: number;
+  readonly imageMb: number;
+  readonly chunkCacheMb: number;
 }
 
-const DEFAULT_SIZES: Sizes = { rows: 200_000, readings: 300_000, seconds: 20 };
+const DEFAULT_SIZES: Sizes = { rows: 200_000, readings: 300_000, seconds: 20, imageMb: 8, chunkCacheMb: 32 };
 
 /**
  * Every benchmark, in run order. A new benchmark is a module exporting a `Benchmark` (or a
  * function of its size that returns one), listed here.
  */
 function benchmarks(sizes: Sizes): readonly Benchmark[] {
-  return [ingestBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark, nodeRedFlowBenchmark, actuationBenchmark, otaBenchmark];
+  return [ingestBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark, nodeRedFlowBenchmark, actuationBenchmark, otaBenchmark(sizes.imageMb, sizes.chunkCacheMb)];
 }
 
 const NAMES = benchmarks(DEFAULT_SIZES).map((b) => b.name);
@@ -41,6 +43,8 @@ Each benchmark runs Outpost and a baseline on the same load in the same run and 
   --rows N          outbox-append: rows per variant and round (default ${DEFAULT_SIZES.rows})
   --readings N      drain: readings ingested during the outage (default ${DEFAULT_SIZES.readings})
   --seconds S       uplink-bytes: seconds the demo site runs per setting (default ${DEFAULT_SIZES.seconds})
+  --image-mb N      ota: release image size in MiB (default ${DEFAULT_SIZES.imageMb})
+  --chunk-cache-mb N  ota: the update server's in-memory chunk cache in MiB, 0 for none (default ${DEFAULT_SIZES.chunkCacheMb})
   --timeout S       hard limit per scenario in seconds (default 120)
   --json            print one JSON object keyed by benchmark name, plus "machine"
   --list            list the benchmarks
@@ -82,6 +86,12 @@ function positiveInt(name: string, v: string): number {
   return n;
 }
 
+function nonNegativeInt(name: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name}: expected an integer >= 0, got "${v}"`);
+  return n;
+}
+
 async function main(): Promise<number> {
   try {
     return await runSelected();
@@ -104,6 +114,8 @@ async function runSelected(): Promise<number> {
       rows: { type: 'string', default: String(DEFAULT_SIZES.rows) },
       readings: { type: 'string', default: String(DEFAULT_SIZES.readings) },
       seconds: { type: 'string', default: String(DEFAULT_SIZES.seconds) },
+      'image-mb': { type: 'string', default: String(DEFAULT_SIZES.imageMb) },
+      'chunk-cache-mb': { type: 'string', default: String(DEFAULT_SIZES.chunkCacheMb) },
       timeout: { type: 'string', default: '120' },
       json: { type: 'boolean', default: false },
       list: { type: 'boolean', default: false },
@@ -118,6 +130,8 @@ async function runSelected(): Promise<number> {
     rows: positiveInt('rows', values.rows),
     readings: positiveInt('readings', values.readings),
     seconds: positiveInt('seconds', values.seconds),
+    imageMb: positiveInt('image-mb', values['image-mb']),
+    chunkCacheMb: nonNegativeInt('chunk-cache-mb', values['chunk-cache-mb']),
   });
   if (values.list) {
     for (const b of all) process.stdout.write(`${b.name.padEnd(14)} ${b.description}\n`);

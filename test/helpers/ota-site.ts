@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { configSchema, type SiteConfigInput } from '../../runtime/config/schema.js';
+import type { Clock } from '../../runtime/contracts/index.js';
 import { Gateway } from '../../runtime/gateway.js';
 import { createLogger } from '../../runtime/logger.js';
 import { SimCloud } from '../../sim/cloud.js';
@@ -24,8 +25,15 @@ export interface Site {
   publish(manifest: Record<string, unknown>): Promise<void>;
 }
 
-/** A gateway with OTA on a sim cloud, an artifact origin and a release signer; torn down by `cleanup`. */
-export async function otaSite(cleanup: Array<() => Promise<unknown>>, ota: Record<string, unknown> = {}): Promise<Site> {
+/**
+ * A gateway with OTA on a sim cloud, an artifact origin and a release signer; torn down by
+ * `cleanup`. `ota` and `site.cloud` are merged into the config's sections.
+ */
+export async function otaSite(
+  cleanup: Array<() => Promise<unknown>>,
+  ota: Record<string, unknown> = {},
+  site: { cloud?: Record<string, unknown>; clock?: Clock } = {},
+): Promise<Site> {
   const dir = mkdtempSync(join(tmpdir(), 'outpost-ota-'));
   cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
   const cloud = await SimCloud.start();
@@ -37,7 +45,7 @@ export async function otaSite(cleanup: Array<() => Promise<unknown>>, ota: Recor
     gateway: { id: GW },
     broker: { host: '127.0.0.1', port: 0 },
     http: { host: '127.0.0.1', port: 0 },
-    cloud: { url: cloud.url, lingerMs: 0, backoff: { initialMs: 100, maxMs: 500 } },
+    cloud: { url: cloud.url, lingerMs: 0, backoff: { initialMs: 100, maxMs: 500 }, ...site.cloud },
     storage: { path: join(dir, 'outpost.db') },
     ota: {
       trustedKeys: { 'cloud-2026': signer.publicKeyPem },
@@ -46,7 +54,7 @@ export async function otaSite(cleanup: Array<() => Promise<unknown>>, ota: Recor
       ...ota,
     },
   };
-  const gateway = await Gateway.start(configSchema.parse(input), { log: createLogger({ level: 'silent' }) });
+  const gateway = await Gateway.start(configSchema.parse(input), { log: createLogger({ level: 'silent' }), ...(site.clock ? { clock: site.clock } : {}) });
   cleanup.push(() => gateway.stop());
   const publisher = await mqtt.connectAsync(cloud.url, { reconnectPeriod: 0 });
   cleanup.push(() => publisher.endAsync(true));

@@ -7,6 +7,7 @@ import { systemClock } from '../../runtime/contracts/index.js';
 import { PromMetrics } from '../../runtime/metrics.js';
 import { ArtifactCache } from '../../runtime/ota/artifact-cache.js';
 import { ManifestRefused, TrustedKeys } from '../../runtime/ota/manifest.js';
+import { LinkBudget } from '../../cloud-bridge/link-budget.js';
 import { ReleaseFetcher, type LinkGate } from '../../runtime/ota/release-fetcher.js';
 import { otaMigrations, ReleaseStore } from '../../runtime/ota/release-store.js';
 import { migrate, openDatabase, type Db } from '../../runtime/store/database.js';
@@ -121,7 +122,7 @@ describe('release fetcher', () => {
   let closedFor = 0;
   let closeAfter = Infinity;
   // Closed while closedFor > 0, or once closeAfter bytes went over the link.
-  const gate: LinkGate = { delayMs: () => (spent >= closeAfter ? 60_000 : closedFor), spend: (n) => void (spent += n) };
+  const gate: LinkGate = { delayMs: () => (spent >= closeAfter ? 60_000 : closedFor), closed: () => spent >= closeAfter || closedFor > 0, spend: (n) => void (spent += n) };
   const fetchers: ReleaseFetcher[] = [];
   const fetcher = (opts: ConstructorParameters<typeof ReleaseFetcher>[6] = {}): ReleaseFetcher => {
     const f = new ReleaseFetcher(store, cache, gate, systemClock, silentLogger, new PromMetrics(), { backoff: { initialMs: 5, maxMs: 20 }, ...opts });
@@ -170,8 +171,7 @@ describe('release fetcher', () => {
   it('continues after a restart from the bytes already on disk', async () => {
     const full = randomBytes(600_000);
     store.accept(signer.sign(release('2.0.0', full)), NOW);
-    origin.breakNext(1, 250_000);
-    closeAfter = 250_000;
+    origin.stallNext(1, 250_000);
     const first = fetcher();
     first.start();
     await waitFor('250,000 bytes on disk', () => cache.partialBytes(sha(full)) === 250_000, 5000);
@@ -179,12 +179,64 @@ describe('release fetcher', () => {
     // A new gateway process: new store, cache and fetcher over the same files.
     expect(origin.requests).toHaveLength(1);
     const ready: string[] = [];
-    closeAfter = Infinity;
     cache = new ArtifactCache(join(dir, 'cache'), 10_000_000);
     fetcher({ onReady: (m) => ready.push(m.release) }).start();
     await waitFor('the release to be ready', () => ready.length === 1, 10_000);
     expect(origin.bytesSent).toBe(full.length);
     expect(origin.requests.at(-1)!.range).toBe('bytes=250000-');
+  });
+
+  it('stops a running transfer when the link closes for downloads, and resumes it with a Range request when it opens', async () => {
+    const full = randomBytes(2_000_000);
+    store.accept(signer.sign(release('2.0.0', full)), NOW);
+    closeAfter = 700_000;
+    const ready: string[] = [];
+    const metrics = new PromMetrics();
+    const f = new ReleaseFetcher(store, cache, gate, systemClock, silentLogger, metrics, { backoff: { initialMs: 5, maxMs: 20 }, onReady: (m) => ready.push(m.release) });
+    fetchers.push(f);
+    f.start();
+    await waitFor('the transfer paused', async () => (await metrics.total('outpost_ota_fetches_total')) === 1, 5000);
+    const have = cache.partialBytes(sha(full));
+    // What crossed the link counts, also the chunk that crossed the limit (not written).
+    expect(spent).toBeGreaterThanOrEqual(700_000);
+    expect(have).toBeLessThan(700_000);
+    expect(have).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, 200));
+    // Paused, not retrying.
+    expect(origin.requests).toHaveLength(1);
+    expect(cache.partialBytes(sha(full))).toBe(have);
+    closeAfter = Infinity;
+    f.wake();
+    await waitFor('the release to be ready', () => ready.length === 1, 5000);
+    expect(origin.requests.map((r) => r.range)).toEqual([undefined, `bytes=${have}-`]);
+    expect(store.get('pump-fw-2.0.0')!.state).toBe('ready');
+  });
+
+  it('holds a transfer to the link rate cap', async () => {
+    const full = randomBytes(400_000);
+    store.accept(signer.sign(release('2.0.0', full)), NOW);
+    const budget = new LinkBudget({ maxBytesPerS: 200_000 }, systemClock);
+    let waits = 0;
+    const capped: LinkGate = {
+      delayMs: () => {
+        const d = budget.delayFor(1);
+        if (d > 0) waits++;
+        return d;
+      },
+      closed: () => false,
+      spend: (n) => budget.spend(n),
+    };
+    const ready: string[] = [];
+    const f = new ReleaseFetcher(store, cache, capped, systemClock, silentLogger, new PromMetrics(), { onReady: (m) => ready.push(m.release) });
+    fetchers.push(f);
+    const t0 = Date.now();
+    f.start();
+    await waitFor('the release to be ready', () => ready.length === 1, 10_000);
+    // 200,000 bytes of burst, then 200,000 more at 200,000 B/s: it cannot take less than a second.
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
+    expect(waits).toBeGreaterThan(0);
+    // Throttled in the transfer: one request, no restarts.
+    expect(origin.requests).toHaveLength(1);
   });
 
   it('fails a release whose artifact never matches its digest, and keeps nothing of it', async () => {

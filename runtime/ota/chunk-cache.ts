@@ -57,6 +57,12 @@ export class ChunkCache {
     return from === 0 && to === chunk.length ? chunk : chunk.subarray(from, to);
   }
 
+  /** Drops every chunk (reads in flight finish for their callers and are then kept). */
+  clear(): void {
+    this.chunks.clear();
+    this.held = 0;
+  }
+
   /** Drops the chunks of a file (it was evicted or replaced). */
   forget(file: string): void {
     for (const [k, b] of this.chunks) {

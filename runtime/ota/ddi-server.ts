@@ -95,6 +95,9 @@ export interface DdiServerOptions {
   readonly chunkCacheBytes?: number | undefined;
 }
 
+/** The chunk cache is emptied after this long without an artifact transfer. */
+const CHUNK_IDLE_MS = 60_000;
+
 const ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 
 function hhmmss(seconds: number): string {
@@ -129,6 +132,8 @@ export class DdiServer {
   private readonly mActive: Gauge;
   private readonly mRefused: Counter;
   private readonly chunks: ChunkCache;
+  /** Clears the chunk cache when no transfer ran for a while (the memory goes back). */
+  private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly source: DeploymentSource,
@@ -168,6 +173,8 @@ export class DdiServer {
     const s = this.server;
     if (!s) return;
     this.server = undefined;
+    clearTimeout(this.idleTimer);
+    this.chunks.clear();
     s.closeAllConnections();
     await new Promise<void>((resolve) => s.close(() => resolve()));
     for (const f of this.files.values()) closeSync(f.fd);
@@ -415,6 +422,13 @@ export class DdiServer {
     else {
       this.active--;
       this.mActive.set(this.active);
+      if (this.active === 0 && this.chunks.bytes > 0) {
+        clearTimeout(this.idleTimer);
+        this.idleTimer = setTimeout(() => {
+          if (this.active === 0) this.chunks.clear();
+        }, CHUNK_IDLE_MS);
+        this.idleTimer.unref();
+      }
     }
   }
 

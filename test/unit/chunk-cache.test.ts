@@ -118,9 +118,13 @@ describe('chunk cache (update server)', () => {
     expect((await cache.slice('b', 2, b.length, 0, b.length - 1)).equals(b.subarray(0, CHUNK))).toBe(true);
     cache.forget('a');
     expect(cache.bytes).toBe(CHUNK);
+    cache.clear();
+    expect(cache.bytes).toBe(0);
+    await cache.slice('b', 2, b.length, 0, 0);
+    cache.forget('nothing');
     await cache.slice('a', 1, a.length, 0, 0);
     await cache.slice('b', 2, b.length, 0, 0);
-    expect(reads).toEqual(['1@0', '2@0', '1@0']);
+    expect(reads).toEqual(['1@0', '2@0', '2@0', '1@0']);
   });
 
   it('refuses a file shorter than its size, and caches nothing of it', async () => {

@@ -133,6 +133,33 @@ describe('DDI update server', () => {
     expect([stale.status, stale.body.length]).toEqual([200, body.length]);
   });
 
+  it('serves repeated downloads of an artifact from memory (one read per chunk), and byte-exact with the chunk cache off', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'outpost-ddi-chunks-'));
+    const big = Buffer.concat([body, body, body.subarray(0, 12_345)]);
+    writeFileSync(join(dir, 'blob'), big);
+    const src = new FakeSource(join(dir, 'blob'), big);
+    const path = `${base}/softwaremodules/3/artifacts/fw-2.1.0.swu`;
+    const misses: number[] = [];
+    for (const chunkCacheBytes of [8 * 1024 * 1024, 0]) {
+      const metrics = new PromMetrics();
+      const s = new DdiServer(src, { tenant: 'site', pollSeconds: 90, maxTransfers: 4, chunkCacheBytes }, silentLogger, metrics);
+      const p = await s.listen('127.0.0.1', 0);
+      try {
+        const all = await Promise.all([call(p, 'GET', path), call(p, 'GET', path), call(p, 'GET', path, { range: 'bytes=1048000-1049000' })]);
+        expect(all[0]!.body.equals(big) && all[1]!.body.equals(big)).toBe(true);
+        expect(all[2]!.body.equals(big.subarray(1_048_000, 1_049_001))).toBe(true);
+        expect((await call(p, 'GET', path)).body.equals(big)).toBe(true);
+      } finally {
+        await s.close();
+      }
+      misses.push(Number(/outpost_ddi_chunk_reads_total\{result="miss"\} (\d+)/.exec(await metrics.text())?.[1]));
+    }
+    // 2 chunks of 1 MiB: with the cache each is read once for four transfers; without, the last
+    // transfer reads both again.
+    expect(misses[0]).toBe(2);
+    expect(misses[1]).toBeGreaterThanOrEqual(4);
+  });
+
   it('takes feedback and attributes, validated; refuses bad tokens and bad bodies with a reason', async () => {
     const fb = { id: '7', status: { execution: 'proceeding', result: { finished: 'none', progress: { cnt: 1, of: 3 } }, details: ['downloading'] } };
     expect((await call(port, 'POST', `${base}/deploymentBase/7/feedback`, auth, fb)).status).toBe(200);

@@ -13,11 +13,15 @@ export interface FetchOptions {
   readonly idleTimeoutMs?: number | undefined;
   readonly headers?: Readonly<Record<string, string>> | undefined;
   /**
-   * Called with each chunk's size as it arrives, before it is written: may wait (throttling the
-   * transfer: the origin is held back by TCP flow control) or throw to stop the transfer (the chunk
-   * is not written; what the file holds stays for the next call).
+   * Called with each chunk's size as it arrives, before it is written: may throw to stop the
+   * transfer (the chunk is not written; what the file holds stays for the next call).
    */
-  readonly admit?: ((bytes: number) => Promise<void> | void) | undefined;
+  readonly admit?: ((bytes: number) => void) | undefined;
+  /**
+   * Called after each chunk is written: may wait (throttling the transfer: the origin is held back
+   * by TCP flow control) or throw to stop it (the chunk is kept).
+   */
+  readonly pace?: (() => Promise<void> | void) | undefined;
   /** Called as bytes arrive: bytes in the file so far, and of them fetched by this call. */
   readonly onProgress?: ((have: number, fetched: number) => void) | undefined;
 }
@@ -99,13 +103,21 @@ export async function fetchArtifact(target: FetchTarget, opts: FetchOptions = {}
         throw new FetchError(`origin's file is ${m[3]} bytes, the manifest says ${target.size}`, false);
       }
     } else if (res.status === 200) {
+      const length = res.headers.get('content-length');
+      if (length !== null && Number(length) !== target.size) {
+        await res.body?.cancel();
+        throw new FetchError(`origin's file is ${length} bytes, the manifest says ${target.size}`, false);
+      }
       have = 0;
-    } else if (res.status === 416 && have === target.size) {
-      return 0;
+    } else if (res.status === 416) {
+      await res.body?.cancel();
+      // Nothing at or after byte `have`: the origin's file is shorter than the manifest says.
+      const total = /^bytes \*\/(\d+)$/.exec(res.headers.get('content-range') ?? '')?.[1];
+      throw new FetchError(`origin has no bytes from ${have} on${total !== undefined ? ` (its file is ${total} bytes)` : ''}, the manifest says ${target.size}`, false);
     } else {
       await res.body?.cancel();
       // 5xx, 408 and 429 are the origin's trouble for now; other answers will not change.
-      const retry = res.status >= 500 || res.status === 408 || res.status === 429 || res.status === 416;
+      const retry = res.status >= 500 || res.status === 408 || res.status === 429;
       throw new FetchError(`origin answered ${res.status} ${res.statusText} for ${target.url}`, retry);
     }
     fd = openSync(target.path, have === 0 ? 'w' : 'r+');
@@ -118,16 +130,17 @@ export async function fetchArtifact(target: FetchTarget, opts: FetchOptions = {}
           ctl.abort();
           throw new FetchError(`origin sent more than the manifest's ${target.size} bytes`, false);
         }
-        if (opts.admit) {
-          // Waiting here is ours, not the origin's silence.
-          clearTimeout(idle);
-          await opts.admit(b.length);
-        }
-        arm();
+        opts.admit?.(b.length);
         writeSync(fd, b, 0, b.length, have);
         have += b.length;
         fetched += b.length;
         opts.onProgress?.(have, fetched);
+        if (opts.pace) {
+          // Waiting here is ours, not the origin's silence.
+          clearTimeout(idle);
+          await opts.pace();
+        }
+        arm();
       }
     } catch (err) {
       throw asFetchError(err, ctl.signal, `download of ${target.url} broke at byte ${have}`);

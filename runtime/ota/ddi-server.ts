@@ -93,7 +93,15 @@ export interface DdiServerOptions {
   readonly publicUrl?: string | undefined;
   /** Artifact bytes kept in memory (1 MiB chunks, least recently used dropped); default 32 MiB, 0: none. */
   readonly chunkCacheBytes?: number | undefined;
+  /** A transfer whose device takes longer than this to read one chunk is closed; default 5 min. */
+  readonly stallMs?: number | undefined;
 }
+
+/**
+ * A transfer whose device takes longer than this to read one chunk (1 MiB, i.e. below about
+ * 3.5 kB/s) is closed, so that devices that stop reading cannot hold the transfer slots for ever.
+ */
+const STALL_MS = 300_000;
 
 /** The chunk cache is emptied after this long without an artifact transfer. */
 const CHUNK_IDLE_MS = 60_000;
@@ -220,7 +228,14 @@ export class DdiServer {
       if (pos > end) break;
       if (!more) {
         await new Promise<void>((resolve) => {
+          // A device that stops reading must not hold its transfer slot for ever.
+          const stalled = setTimeout(() => {
+            this.mRefused.inc({ reason: 'stalled' });
+            this.log.warn({ url: res.req.url }, 'artifact transfer stalled: the device read less than 1 MiB in 5 minutes; closed');
+            res.destroy();
+          }, this.opts.stallMs ?? STALL_MS);
           const go = (): void => {
+            clearTimeout(stalled);
             res.off('drain', go);
             res.off('close', go);
             resolve();
@@ -401,7 +416,15 @@ export class DdiServer {
         problem(res, 400, r.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; '));
         return;
       }
-      then(r.data);
+      // Outside the request handler's try: a failure here (a full disk under the store) must not
+      // escape into the event loop.
+      try {
+        then(r.data);
+      } catch (err) {
+        this.log.error({ err: (err as Error).message, url: req.url }, 'update server request failed');
+        if (!res.headersSent) problem(res, 500, 'internal error');
+        else res.destroy();
+      }
     });
   }
 
@@ -422,10 +445,17 @@ export class DdiServer {
     else {
       this.active--;
       this.mActive.set(this.active);
-      if (this.active === 0 && this.chunks.bytes > 0) {
+      if (this.active === 0 && (this.chunks.bytes > 0 || this.files.size > 0)) {
         clearTimeout(this.idleTimer);
         this.idleTimer = setTimeout(() => {
-          if (this.active === 0) this.chunks.clear();
+          if (this.active !== 0) return;
+          this.chunks.clear();
+          // Idle descriptors too: a blob evicted from the cache frees its disk space.
+          for (const [p, f] of this.files) {
+            if (f.users > 0) continue;
+            closeSync(f.fd);
+            this.files.delete(p);
+          }
         }, CHUNK_IDLE_MS);
         this.idleTimer.unref();
       }

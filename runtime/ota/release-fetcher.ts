@@ -172,16 +172,25 @@ export class ReleaseFetcher {
   }
 
   /**
-   * A chunk arrived: it counts against the link (it crossed it), and the transfer goes on when the
-   * link allows: at once, after a short wait for the rate cap, or later (DownloadPaused).
+   * A chunk arrived: it counts against the link (it crossed it). A link closed for downloads (sync
+   * window ended, daily budget spent) stops the transfer before the chunk is written.
    */
-  private async admit(bytes: number): Promise<void> {
+  private admit(bytes: number): void {
     this.gate.spend(bytes);
+    if (this.stopped) throw new DownloadPaused('the gateway is stopping', 0);
+    if (this.gate.closed()) throw new DownloadPaused(`the link is closed for downloads for ${Math.round(this.gate.delayMs() / 1000)} s`, this.gate.delayMs());
+  }
+
+  /**
+   * After a chunk was written: the transfer goes on when the link allows, at once or after a short
+   * wait for the rate cap; a longer wait stops it (DownloadPaused; it resumes from the file).
+   */
+  private async pace(): Promise<void> {
     for (;;) {
       if (this.stopped) throw new DownloadPaused('the gateway is stopping', 0);
       const wait = this.gate.delayMs();
       if (wait === 0) return;
-      if (wait > MAX_THROTTLE_MS || this.gate.closed()) throw new DownloadPaused(`the link is closed for downloads for ${Math.round(wait / 1000)} s`, wait);
+      if (wait > MAX_THROTTLE_MS || this.gate.closed()) throw new DownloadPaused(`the link allows downloads again in ${Math.round(wait / 1000)} s`, wait);
       await this.sleep(wait);
     }
   }
@@ -205,6 +214,7 @@ export class ReleaseFetcher {
           signal: this.abort.signal,
           idleTimeoutMs: this.opts.idleTimeoutMs,
           admit: (bytes) => this.admit(bytes),
+          pace: () => this.pace(),
           onProgress: (now, fetched) => {
             this.current = { release: m.release, artifact: a.name, have: now, size: a.size };
             this.mBytes.inc({}, fetched - last);

@@ -113,6 +113,10 @@ export class ReleaseStore {
     return (device) => globs.some((g) => g(device));
   }
 
+  /**
+   * A stored release, or undefined when there is none or it is no longer trusted (its signing key
+   * was removed from the config since: reported once through onUntrusted, then skipped).
+   */
   get(release: string): StoredRelease | undefined {
     const r = this.db.prepare('SELECT signed, state, detail, received_at AS receivedAt FROM ota_releases WHERE release = ?').get(release) as
       | { signed: string; state: ReleaseState; detail: string | null; receivedAt: number }
@@ -123,7 +127,16 @@ export class ReleaseStore {
     // does not expire under a rollout in progress.
     let manifest = this.opened.get(release);
     if (!manifest) {
-      manifest = openManifest(JSON.parse(r.signed) as unknown, this.keys, 0);
+      try {
+        manifest = openManifest(JSON.parse(r.signed) as unknown, this.keys, 0);
+      } catch (err) {
+        if (!(err instanceof ManifestRefused)) throw err;
+        if (!this.untrusted.has(release)) {
+          this.untrusted.add(release);
+          this.onUntrusted?.(release, err.message);
+        }
+        return undefined;
+      }
       this.opened.set(release, manifest);
     }
     return { manifest, state: r.state, detail: r.detail ?? undefined, receivedAt: r.receivedAt };
@@ -133,18 +146,7 @@ export class ReleaseStore {
     const rows = this.db.prepare('SELECT release FROM ota_releases ORDER BY received_at').all() as { release: string }[];
     const out: StoredRelease[] = [];
     for (const { release } of rows) {
-      let r: StoredRelease | undefined;
-      try {
-        r = this.get(release);
-      } catch (err) {
-        // Its signing key was removed from the config since: the release is no longer trusted.
-        if (!(err instanceof ManifestRefused)) throw err;
-        if (!this.untrusted.has(release)) {
-          this.untrusted.add(release);
-          this.onUntrusted?.(release, err.message);
-        }
-        continue;
-      }
+      const r = this.get(release);
       if (r && (!states || states.includes(r.state))) out.push(r);
     }
     return out;

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -17,7 +18,7 @@ class FakeSource implements DeploymentSource {
   readonly attributes: Array<[string, Record<string, string>]> = [];
   cancel: number | undefined;
   constructor(
-    private readonly path: string,
+    readonly path: string,
     private readonly content: Buffer = body,
   ) {}
   offer(device: string): DdiOffer | undefined {
@@ -158,6 +159,51 @@ describe('DDI update server', () => {
     // transfer reads both again.
     expect(misses[0]).toBe(2);
     expect(misses[1]).toBeGreaterThanOrEqual(4);
+  });
+
+  it('closes a transfer whose device stops reading, freeing its slot for the next device', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'outpost-ddi-stall-'));
+    const big = randomBytes(16 * 1024 * 1024);
+    writeFileSync(join(dir, 'blob'), big);
+    const metrics = new PromMetrics();
+    const s = new DdiServer(new FakeSource(join(dir, 'blob'), big), { tenant: 'site', pollSeconds: 90, maxTransfers: 1, stallMs: 300 }, silentLogger, metrics);
+    const p = await s.listen('127.0.0.1', 0);
+    try {
+      const path = `${base}/softwaremodules/3/artifacts/fw-2.1.0.swu`;
+      // A device that sends its request and never reads the body.
+      const sock = connect(p, '127.0.0.1');
+      sock.pause();
+      sock.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      const closed = new Promise<void>((resolve) => sock.on('close', () => resolve()));
+      sock.on('error', () => undefined);
+      await new Promise((r) => setTimeout(r, 100));
+      // The next device waits in line, then gets the whole file once the stalled one is closed.
+      const next = await call(p, 'GET', path, { range: 'bytes=0-99' });
+      expect(next.status).toBe(206);
+      expect(next.body.equals(big.subarray(0, 100))).toBe(true);
+      sock.resume();
+      await closed;
+      expect(await metrics.text()).toMatch(/outpost_ddi_refused_total\{reason="stalled"\} 1/);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('answers 500, and keeps running, when the store fails under a feedback or attributes body', async () => {
+    class Failing extends FakeSource {
+      override configData(): void {
+        throw new Error('SQLITE_FULL: database or disk is full');
+      }
+    }
+    const s = new DdiServer(new Failing(source.path), { tenant: 'site', pollSeconds: 90, maxTransfers: 1 }, silentLogger, new PromMetrics());
+    const p = await s.listen('127.0.0.1', 0);
+    try {
+      const r = await call(p, 'PUT', `${base}/configData`, {}, { data: { version: '1.0.0' } });
+      expect(r.status).toBe(500);
+      expect((await call(p, 'GET', base)).status).toBe(200);
+    } finally {
+      await s.close();
+    }
   });
 
   it('takes feedback and attributes, validated; refuses bad tokens and bad bodies with a reason', async () => {

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -210,6 +210,49 @@ describe('release fetcher', () => {
     await waitFor('the release to be ready', () => ready.length === 1, 5000);
     expect(origin.requests.map((r) => r.range)).toEqual([undefined, `bytes=${have}-`]);
     expect(store.get('pump-fw-2.0.0')!.state).toBe('ready');
+  });
+
+  it('keeps what arrived when a low rate cap stops a transfer, so each attempt makes progress', async () => {
+    const full = randomBytes(1_000_000);
+    store.accept(signer.sign(release('2.0.0', full)), NOW);
+    // A cap so low that each chunk puts the link 20 s in debt (a few kB/s).
+    let debtUntil = 0;
+    const slow: LinkGate = {
+      delayMs: () => Math.max(0, debtUntil - Date.now()),
+      closed: () => false,
+      spend: () => void (debtUntil = Date.now() + 20_000),
+    };
+    const metrics = new PromMetrics();
+    const ready: string[] = [];
+    const f = new ReleaseFetcher(store, cache, slow, systemClock, silentLogger, metrics, { onReady: (m) => ready.push(m.release) });
+    fetchers.push(f);
+    f.start();
+    await waitFor('the transfer paused', async () => (await metrics.total('outpost_ota_fetches_total')) === 1, 5000);
+    const have = cache.partialBytes(sha(full));
+    expect(have).toBeGreaterThan(0);
+    debtUntil = 0;
+    slow.spend = () => undefined;
+    f.wake();
+    await waitFor('the release to be ready', () => ready.length === 1, 5000);
+    expect(origin.requests.map((r) => r.range)).toEqual([undefined, `bytes=${have}-`]);
+  });
+
+  it('fails a release whose origin file is shorter than the manifest says, instead of retrying for ever', async () => {
+    const full = randomBytes(400_000);
+    const m = release('2.0.0', full);
+    origin.put('/a/fw-2.0.0.swu', full.subarray(0, 300_000));
+    store.accept(signer.sign(m), NOW);
+    const failed: string[] = [];
+    fetcher({ onFailed: (_m, why, detail) => failed.push(`${why}: ${detail}`) }).start();
+    await waitFor('the release to fail', () => failed.length === 1, 5000);
+    expect(failed[0]).toMatch(/^origin-refused: fw-2.0.0.swu: origin's file is 300000 bytes, the manifest says 400000/);
+    // Resuming a partial file that the origin cannot complete: 416, refused as well.
+    store.setState('pump-fw-2.0.0', 'fetching');
+    writeFileSync(cache.partialPath(sha(full)), full.subarray(0, 350_000));
+    failed.length = 0;
+    fetcher({ onFailed: (_m, why, detail) => failed.push(`${why}: ${detail}`) }).start();
+    await waitFor('the release to fail again', () => failed.length === 1, 5000);
+    expect(failed[0]).toMatch(/origin has no bytes from 350000 on \(its file is 300000 bytes\), the manifest says 400000/);
   });
 
   it('holds a transfer to the link rate cap', async () => {

@@ -1,6 +1,7 @@
 import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 import semver from 'semver';
 import { z } from 'zod';
+import { cronProblem } from '../../cloud-bridge/sync-windows.js';
 
 /**
  * Release manifests: what the cloud tells a gateway to fetch and roll out (docs/ota.md).
@@ -41,7 +42,15 @@ export const rolloutPlanSchema = z
     /** Attempts after the first for a device that failed; a device that succeeded is never retried. */
     maxRetries: z.number().int().min(0).max(20).default(2),
     /** Devices get new work only while this node-cron expression matches (minute resolution). */
-    maintenanceWindow: z.string().min(1).max(128).optional(),
+    maintenanceWindow: z
+      .string()
+      .min(1)
+      .max(128)
+      .superRefine((expr, ctx) => {
+        const problem = cronProblem(expr);
+        if (problem) ctx.addIssue({ code: 'custom', message: `invalid cron expression: ${problem}` });
+      })
+      .optional(),
   })
   .superRefine((plan, ctx) => {
     let last = 0;

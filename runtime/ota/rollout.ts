@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createTask, type ScheduledTask } from 'node-cron';
+import semver from 'semver';
 import type { Clock, Counter, Logger, Metrics, TimerHandle } from '../contracts/index.js';
 import type { Db, Migration } from '../store/database.js';
 import { withStatementCache } from '../store/statement-cache.js';
@@ -50,6 +51,15 @@ export const rolloutMigrations: readonly Migration[] = [
     CREATE UNIQUE INDEX ota_targets_by_action ON ota_targets (action_id);
     CREATE TABLE ota_action_seq (n INTEGER NOT NULL);
     INSERT INTO ota_action_seq (n) VALUES (0);`,
+  },
+  {
+    version: 3,
+    sql: `
+    -- Failures of the current phase an operator accepted by resuming a halted rollout.
+    ALTER TABLE ota_rollouts ADD COLUMN accepted_failures INTEGER NOT NULL DEFAULT 0;
+    -- A pause or resume for a release whose rollout has not started (its artifacts are still
+    -- downloading): applied when it starts.
+    CREATE TABLE ota_commands (release TEXT PRIMARY KEY, action TEXT NOT NULL, at INTEGER);`,
   },
 ];
 
@@ -142,14 +152,19 @@ export class Rollouts implements DeploymentSource {
     const now = this.clock.now();
     const exists = this.db.prepare('SELECT 1 FROM ota_rollouts WHERE release = ?').get(m.release);
     if (exists) return;
+    const pending = this.db.prepare('SELECT action, at FROM ota_commands WHERE release = ?').get(m.release) as { action: string; at: number | null } | undefined;
+    const state: RolloutState = pending?.action === 'pause' ? 'paused' : 'running';
     this.db.transaction(() => {
-      this.db.prepare("INSERT INTO ota_rollouts (release, state, phase, started_at, updated_at) VALUES (?, 'running', 0, ?, ?)").run(m.release, now, now);
+      this.db
+        .prepare('INSERT INTO ota_rollouts (release, state, phase, started_at, updated_at, command_at) VALUES (?, ?, 0, ?, ?, ?)')
+        .run(m.release, state, now, now, pending?.at ?? null);
+      this.db.prepare('DELETE FROM ota_commands WHERE release = ?').run(m.release);
       const targeted = this.releases.targets(m);
       const devices = (this.db.prepare('SELECT device FROM ota_devices').all() as { device: string }[]).map((d) => d.device).filter(targeted);
       this.assign(m, devices, now);
     })();
-    this.report({ release: m.release, event: 'started' });
-    this.log.info({ release: m.release }, 'rollout started');
+    this.report({ release: m.release, event: 'started', ...(state === 'paused' ? { details: ['paused'] } : {}) });
+    this.log.info({ release: m.release, state }, 'rollout started');
     this.advance(m.release);
   }
 
@@ -205,8 +220,14 @@ export class Rollouts implements DeploymentSource {
     return this.setState(release, ['running'], 'paused', 'paused');
   }
 
+  /** Resumes a paused rollout, or a halted one: the operator accepts the phase's failures so far. */
   resume(release: string): boolean {
+    const before = this.db.prepare('SELECT state, phase FROM ota_rollouts WHERE release = ?').get(release) as { state: RolloutState; phase: number } | undefined;
     const ok = this.setState(release, ['paused', 'halted'], 'running', 'resumed');
+    if (ok && before?.state === 'halted') {
+      const { failed } = this.phaseCounts(release, before.phase);
+      this.db.prepare('UPDATE ota_rollouts SET accepted_failures = ? WHERE release = ?').run(failed, release);
+    }
     if (ok) this.advance(release);
     return ok;
   }
@@ -226,7 +247,8 @@ export class Rollouts implements DeploymentSource {
    * A command from the cloud (or the CLI). Cloud commands carry their issue time `at`: one that
    * is not newer than the last applied (a retained message seen again on reconnect) is ignored.
    */
-  command(release: string, action: 'pause' | 'resume' | 'abort', at?: number): { applied: boolean; state: RolloutState | undefined } {
+  command(release: string, action: 'pause' | 'resume' | 'abort', at?: number): { applied: boolean; state: RolloutState | 'not-started' | undefined } {
+    if (!this.db.prepare('SELECT 1 FROM ota_rollouts WHERE release = ?').get(release)) return this.commandBeforeStart(release, action, at);
     if (at !== undefined) {
       const r = this.db.prepare('SELECT command_at FROM ota_rollouts WHERE release = ?').get(release) as { command_at: number | null } | undefined;
       if (!r || (r.command_at !== null && r.command_at >= at)) return { applied: false, state: this.status(release)?.state };
@@ -234,6 +256,30 @@ export class Rollouts implements DeploymentSource {
     }
     const applied = action === 'pause' ? this.pause(release) : action === 'resume' ? this.resume(release) : this.abort(release);
     return { applied, state: this.status(release)?.state };
+  }
+
+  /**
+   * A command for a release whose rollout has not started (its artifacts are downloading): abort
+   * ends the release now (nothing more is fetched for it); pause and resume are kept and applied
+   * when the rollout starts.
+   */
+  private commandBeforeStart(release: string, action: 'pause' | 'resume' | 'abort', at?: number): { applied: boolean; state: 'aborted' | 'not-started' | undefined } {
+    const r = this.releases.get(release);
+    if (!r || (r.state !== 'fetching' && r.state !== 'ready')) return { applied: false, state: undefined };
+    if (at !== undefined) {
+      const c = this.db.prepare('SELECT at FROM ota_commands WHERE release = ?').get(release) as { at: number | null } | undefined;
+      if (c && c.at !== null && c.at >= at) return { applied: false, state: 'not-started' };
+    }
+    if (action === 'abort') {
+      this.db.prepare('DELETE FROM ota_commands WHERE release = ?').run(release);
+      this.releases.setState(release, 'aborted', 'aborted before its rollout started');
+      this.log.info({ release }, 'release aborted before its rollout started');
+      this.report({ release, event: 'aborted', details: ['before the rollout started'] });
+      return { applied: true, state: 'aborted' };
+    }
+    this.db.prepare('INSERT OR REPLACE INTO ota_commands (release, action, at) VALUES (?, ?, ?)').run(release, action, at ?? null);
+    this.report({ release, event: action === 'pause' ? 'paused' : 'resumed', details: ['before the rollout started'] });
+    return { applied: true, state: 'not-started' };
   }
 
   private setState(release: string, from: readonly RolloutState[], to: RolloutState, event: string, detail?: string): boolean {
@@ -253,15 +299,15 @@ export class Rollouts implements DeploymentSource {
    */
   advance(release: string): void {
     if (this.stopped) return;
-    const ro = this.db.prepare('SELECT state, phase, phase_done_at FROM ota_rollouts WHERE release = ?').get(release) as
-      | { state: RolloutState; phase: number; phase_done_at: number | null }
+    const ro = this.db.prepare('SELECT state, phase, phase_done_at, accepted_failures FROM ota_rollouts WHERE release = ?').get(release) as
+      | { state: RolloutState; phase: number; phase_done_at: number | null; accepted_failures: number }
       | undefined;
     if (!ro || ro.state !== 'running') return;
     const m = this.releases.get(release)?.manifest;
     if (!m) return;
     const now = this.clock.now();
     const counts = this.phaseCounts(release, ro.phase);
-    if (counts.devices > 0 && counts.failed / counts.devices > m.rollout.failureThreshold) {
+    if (counts.devices > 0 && (counts.failed - ro.accepted_failures) / counts.devices > m.rollout.failureThreshold) {
       const detail = `phase ${ro.phase + 1}: ${counts.failed} of ${counts.devices} devices failed (threshold ${Math.round(m.rollout.failureThreshold * 100)} %)`;
       this.setState(release, ['running'], 'halted', 'halted', detail);
       return;
@@ -296,7 +342,7 @@ export class Rollouts implements DeploymentSource {
       );
       return;
     }
-    this.db.prepare('UPDATE ota_rollouts SET phase = phase + 1, phase_done_at = NULL, updated_at = ? WHERE release = ?').run(now, release);
+    this.db.prepare('UPDATE ota_rollouts SET phase = phase + 1, phase_done_at = NULL, accepted_failures = 0, updated_at = ? WHERE release = ?').run(now, release);
     this.report({ release, event: 'phase', details: [`phase ${ro.phase + 2} of ${m.rollout.phases.length}`] });
     this.advance(release);
   }
@@ -353,8 +399,20 @@ export class Rollouts implements DeploymentSource {
       if (t.state === 'pending' && ro.state !== 'running') continue;
       const m = this.releases.get(t.release)?.manifest;
       if (!m) continue;
+      const current = this.current(device, m.product);
+      if (t.state === 'pending' && current !== undefined && !semver.lt(current, m.version)) {
+        // Never a downgrade (a newer release of the product reached the device first), and nothing
+        // to do when it runs this version already.
+        const same = semver.eq(current, m.version);
+        this.db
+          .prepare('UPDATE ota_targets SET state = ?, detail = ?, updated_at = ? WHERE release = ? AND device = ?')
+          .run(same ? 'success' : 'canceled', `runs ${current}`, this.clock.now(), t.release, device);
+        this.report({ release: t.release, device, event: same ? 'already-installed' : 'superseded', details: [`runs ${current}`] });
+        this.advance(t.release);
+        continue;
+      }
       if (t.state === 'pending' && !this.inWindow(m)) continue;
-      const chosen = this.choose(m, device);
+      const chosen = this.choose(m, device, current);
       const digests = this.releases.artifact(chosen.sha256);
       const moduleId = this.moduleId(chosen.sha256);
       if (!digests || moduleId === undefined || !this.cache.blobPath(chosen.sha256)) continue;
@@ -377,9 +435,25 @@ export class Rollouts implements DeploymentSource {
   }
 
   /** The delta for the version the device runs, when the release has one; else the full image. */
-  private choose(m: Manifest, device: string): ArtifactRef {
-    const installed = this.releases.installed(device, m.product);
-    return m.deltas.find((d) => d.from === installed)?.artifact ?? m.artifact;
+  private choose(m: Manifest, device: string, current = this.current(device, m.product)): ArtifactRef {
+    return m.deltas.find((d) => current !== undefined && semver.eq(d.from, current))?.artifact ?? m.artifact;
+  }
+
+  /**
+   * The version of `product` a device runs: what it last reported (configData `version`, a
+   * device runs one firmware), else the last success the gateway recorded for it.
+   */
+  private current(device: string, product: string): string | undefined {
+    const r = this.db.prepare('SELECT attributes FROM ota_devices WHERE device = ?').get(device) as { attributes: string } | undefined;
+    if (r) {
+      try {
+        const v = (JSON.parse(r.attributes) as { version?: unknown }).version;
+        if (typeof v === 'string' && semver.valid(v)) return v;
+      } catch {
+        // attributes are written by configData as JSON; nothing else to fall back on
+      }
+    }
+    return this.releases.installed(device, product);
   }
 
   private moduleId(sha256: string): number | undefined {

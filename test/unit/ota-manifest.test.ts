@@ -81,6 +81,10 @@ describe('release manifests', () => {
     const e = refusal(() => openManifest(signer.sign(manifest({ rollout: { phases: [{ share: 50 }, { share: 20 }] } })), keys, NOW));
     expect(e.message).toContain('rollout.phases.1.share');
     expect(e.message).toContain('the last phase must reach 100');
+    const w = refusal(() => openManifest(signer.sign(manifest({ rollout: { phases: [{ share: 100 }], maintenanceWindow: '* 2-4 *' } })), keys, NOW));
+    expect(w.reason).toBe('invalid');
+    expect(w.message).toContain('rollout.maintenanceWindow: invalid cron expression');
+    expect(openManifest(signer.sign(manifest({ rollout: { phases: [{ share: 100 }], maintenanceWindow: '* 2-4 * * *' } })), keys, NOW).rollout.maintenanceWindow).toBe('* 2-4 * * *');
   });
 
   it('refuses an expired release and a payload that is not JSON', () => {

@@ -221,5 +221,76 @@ describe('rollouts', () => {
     expect(rollouts.offer('pump-4')).toBeUndefined();
     expect(await metrics.total('outpost_ota_devices_refused_total')).toBe(2);
   });
+
+  it('never downgrades: a device that got a newer release of the product is skipped by the older rollout', async () => {
+    const ds = devices(10);
+    poll(ds);
+    const older = release('2.0.0', { phases: [{ share: 10, waitMs: 60_000 }, { share: 100 }], failureThreshold: 0.5, maxRetries: 0 });
+    rollouts.start(older);
+    for (const [d, id] of poll(ds)) rollouts.feedback(d, id, closed('success'));
+    // 2.1.0 arrives during 2.0.0's wait and reaches every device.
+    const newer = release('2.1.0', { phases: [{ share: 100 }], failureThreshold: 0.5, maxRetries: 0 });
+    rollouts.start(newer);
+    for (const [d, id] of poll(ds)) rollouts.feedback(d, id, closed('success'));
+    expect(rollouts.status(newer.release)!.state).toBe('done');
+    await clock.advance(60_000);
+    // 2.0.0's second phase: no device is offered 2.0.0 again.
+    expect(poll(ds).size).toBe(0);
+    expect(rollouts.status(older.release)!.state).toBe('done');
+    for (const d of ds) expect(store.installed(d, 'pump-fw')).toBe('2.1.0');
+    expect(events.filter((e) => e.event === 'superseded')).toHaveLength(9);
+  });
+
+  it('uses the version a device reports (configData): the delta for it, nothing for a device on the same or a newer version', () => {
+    poll(['pump-a', 'pump-b', 'pump-c', 'pump-d']);
+    rollouts.configData('pump-a', { version: '1.0.0' });
+    rollouts.configData('pump-b', { version: '2.0.0' });
+    rollouts.configData('pump-c', { version: '3.1.0' });
+    rollouts.configData('pump-d', { version: 'not a version' });
+    rollouts.start(release('2.0.0', { phases: [{ share: 100 }], failureThreshold: 0.5, maxRetries: 0 }));
+    expect(rollouts.offer('pump-a')!.artifact.sha256).toBe(sha(delta));
+    expect(rollouts.offer('pump-b')).toBeUndefined();
+    expect(rollouts.offer('pump-c')).toBeUndefined();
+    expect(rollouts.offer('pump-d')!.artifact.sha256).toBe(sha(full));
+    expect(events.filter((e) => e.event === 'already-installed').map((e) => e.device)).toEqual(['pump-b']);
+    expect(events.filter((e) => e.event === 'superseded').map((e) => e.device)).toEqual(['pump-c']);
+  });
+
+  it('resumes a halted rollout: the failures so far are accepted and the next phase opens', () => {
+    const ds = devices(10);
+    poll(ds);
+    const m = release('2.0.0', { phases: [{ share: 20 }, { share: 100 }], failureThreshold: 0.2, maxRetries: 0 });
+    rollouts.start(m);
+    for (const [d, id] of poll(ds)) rollouts.feedback(d, id, closed('failure'));
+    expect(rollouts.status(m.release)!.state).toBe('halted');
+    expect(rollouts.resume(m.release)).toBe(true);
+    expect(rollouts.status(m.release)!.state).toBe('running');
+    const next = poll(ds);
+    expect(next.size).toBe(8);
+    // New failures in the next phase count against its threshold again.
+    const ids = [...next];
+    for (const [d, id] of ids.slice(0, 2)) rollouts.feedback(d, id, closed('failure'));
+    expect(rollouts.status(m.release)!.state).toBe('halted');
+  });
+
+  it('keeps a pause for a release still downloading and starts its rollout paused; an abort ends the release at once', () => {
+    const ds = devices(4);
+    poll(ds);
+    const a = release('2.0.0', { phases: [{ share: 100 }], failureThreshold: 0.5, maxRetries: 0 });
+    store.setState(a.release, 'fetching');
+    expect(rollouts.command(a.release, 'pause', 1000)).toEqual({ applied: true, state: 'not-started' });
+    // The same retained command again: applied once.
+    expect(rollouts.command(a.release, 'pause', 1000)).toEqual({ applied: false, state: 'not-started' });
+    rollouts.start(a);
+    expect(rollouts.status(a.release)!.state).toBe('paused');
+    expect(poll(ds).size).toBe(0);
+    expect(rollouts.command(a.release, 'resume', 2000).state).toBe('running');
+    expect(poll(ds).size).toBe(4);
+    const b = release('2.1.0', { phases: [{ share: 100 }], failureThreshold: 0.5, maxRetries: 0 });
+    store.setState(b.release, 'fetching');
+    expect(rollouts.command(b.release, 'abort')).toEqual({ applied: true, state: 'aborted' });
+    expect(store.get(b.release)!.state).toBe('aborted');
+    expect(rollouts.command('no-such-release', 'pause')).toEqual({ applied: false, state: undefined });
+  });
 });
 

@@ -63,6 +63,9 @@ export const rolloutMigrations: readonly Migration[] = [
   },
 ];
 
+/** A cancellation the device has not confirmed for this long is closed by the gateway. */
+const CANCEL_CONFIRM_MS = 3_600_000;
+
 export type RolloutState = 'running' | 'paused' | 'halted' | 'aborted' | 'done';
 type TargetState = 'waiting' | 'pending' | 'offered' | 'proceeding' | 'success' | 'failed' | 'canceling' | 'canceled';
 
@@ -471,11 +474,21 @@ export class Rollouts implements DeploymentSource {
     return this.db.prepare('SELECT * FROM ota_targets WHERE action_id = ? AND device = ?').get(actionId, device) as TargetRow | undefined;
   }
 
+  /**
+   * The action the device is asked to cancel. One it has not confirmed for CANCEL_CONFIRM_MS (an
+   * agent without cancel support) is closed by the gateway, so the device can get other work.
+   */
   cancellation(device: string): number | undefined {
-    const r = this.db.prepare("SELECT action_id FROM ota_targets WHERE device = ? AND state = 'canceling' ORDER BY updated_at LIMIT 1").get(device) as
-      | { action_id: number }
+    const r = this.db.prepare("SELECT release, action_id, updated_at FROM ota_targets WHERE device = ? AND state = 'canceling' ORDER BY updated_at LIMIT 1").get(device) as
+      | { release: string; action_id: number; updated_at: number }
       | undefined;
-    return r?.action_id;
+    if (!r) return undefined;
+    const now = this.clock.now();
+    if (now - r.updated_at < CANCEL_CONFIRM_MS) return r.action_id;
+    const detail = `cancellation not confirmed in ${CANCEL_CONFIRM_MS / 3_600_000} h; closed by the gateway`;
+    this.db.prepare("UPDATE ota_targets SET state = 'canceled', detail = ?, updated_at = ? WHERE release = ? AND device = ?").run(detail, now, r.release, device);
+    this.report({ release: r.release, device, actionId: r.action_id, event: 'cancel-expired', details: [detail] });
+    return this.cancellation(device);
   }
 
   feedback(device: string, actionId: number, fb: DdiFeedback): boolean {

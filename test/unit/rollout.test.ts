@@ -156,7 +156,7 @@ describe('rollouts', () => {
     expect(rollouts.artifact('pump-a', a.moduleId, '../../etc/passwd')).toBeUndefined();
   });
 
-  it('pause stops new offers, resume continues, abort cancels devices at work', () => {
+  it('pause stops new offers, resume continues, abort cancels devices at work', async () => {
     poll(['pump-1', 'pump-2']);
     const m = release('2.0.0', { phases: [{ share: 100 }] });
     rollouts.start(m);
@@ -175,6 +175,18 @@ describe('rollouts', () => {
     expect(rollouts.cancellation('pump-1')).toBeUndefined();
     expect(rollouts.status(m.release)!.state).toBe('aborted');
     expect(events.map((e) => e.event)).toEqual(expect.arrayContaining(['paused', 'resumed', 'aborted', 'cancel-canceled']));
+    // pump-2 never confirms its cancellation (an agent without cancel support): after an hour the
+    // gateway closes it, so the device can get other work.
+    const o2 = rollouts.cancellation('pump-2')!;
+    expect(o2).toBeDefined();
+    await clock.advance(59 * 60_000);
+    expect(rollouts.cancellation('pump-2')).toBe(o2);
+    await clock.advance(60_000);
+    expect(rollouts.cancellation('pump-2')).toBeUndefined();
+    expect(events.at(-1)).toMatchObject({ device: 'pump-2', event: 'cancel-expired' });
+    const next = release('2.1.0', { phases: [{ share: 100 }] });
+    rollouts.start(next);
+    expect(rollouts.offer('pump-2')!.version).toBe('2.1.0');
   });
 
   it('offers work only inside the maintenance window (node-cron)', async () => {

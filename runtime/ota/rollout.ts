@@ -511,7 +511,13 @@ export class Rollouts implements DeploymentSource {
         .prepare('UPDATE ota_targets SET state = ?, detail = coalesce(?, detail), updated_at = ? WHERE release = ? AND device = ?')
         .run(next === 'failed' && t.state === 'canceling' ? 'canceled' : next, details?.join(' | ') ?? null, now, t.release, device);
       if (next === 'success' || next === 'failed') this.mOutcomes.inc({ result: next });
-      if (next === 'success' && m) this.releases.setInstalled(device, m.product, m.version, now);
+      if (next === 'success' && m) {
+        this.releases.setInstalled(device, m.product, m.version, now);
+        // A version the device reported before this install is out of date now.
+        this.db
+          .prepare("UPDATE ota_devices SET attributes = json_set(attributes, '$.version', ?) WHERE device = ? AND json_valid(attributes) AND json_extract(attributes, '$.version') IS NOT NULL")
+          .run(m.version, device);
+      }
     }
     this.report({ release: t.release, device, actionId, event: execution, result: result.finished, ...(details ? { details } : {}) });
     if (FINISHED.includes(next)) this.advance(t.release);

@@ -266,6 +266,14 @@ describe('rollouts', () => {
     expect(rollouts.offer('pump-d')!.artifact.sha256).toBe(sha(full));
     expect(events.filter((e) => e.event === 'already-installed').map((e) => e.device)).toEqual(['pump-b']);
     expect(events.filter((e) => e.event === 'superseded').map((e) => e.device)).toEqual(['pump-c']);
+    // pump-a installs 2.0.0 without reporting again: its reported 1.0.0 is out of date, and a
+    // later release does not offer it the delta from 1.0.0.
+    const a = rollouts.offer('pump-a')!;
+    rollouts.feedback('pump-a', a.actionId, closed('success'));
+    const m2 = release('2.1.0', { phases: [{ share: 100 }], failureThreshold: 0.5, maxRetries: 0 });
+    rollouts.start(m2);
+    expect(rollouts.offer('pump-a')!.artifact.sha256).toBe(sha(full));
+    expect(rollouts.offer('pump-b')!.version).toBe('2.1.0');
   });
 
   it('resumes a halted rollout: the failures so far are accepted and the next phase opens', () => {

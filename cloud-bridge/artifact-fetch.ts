@@ -1,54 +1,5 @@
 import { closeSync, ftruncateSync, openSync, statSync, writeSync } from 'node:fs';
-
-export interface FetchTarget {
-  readonly url: string;
-  readonly size: number;
-  /** The file the bytes go to; what it holds already is kept and the rest requested (HTTP Range). */
-  readonly path: string;
-}
-
-export interface FetchOptions {
-  readonly signal?: AbortSignal | undefined;
-  /** Abort when the origin sends nothing for this long. */
-  readonly idleTimeoutMs?: number | undefined;
-  readonly headers?: Readonly<Record<string, string>> | undefined;
-  /**
-   * Called with each chunk's size as it arrives, before it is written: may throw to stop the
-   * transfer (the chunk is not written; what the file holds stays for the next call).
-   */
-  readonly admit?: ((bytes: number) => void) | undefined;
-  /**
-   * Called after each chunk is written: may wait (throttling the transfer: the origin is held back
-   * by TCP flow control) or throw to stop it (the chunk is kept).
-   */
-  readonly pace?: (() => Promise<void> | void) | undefined;
-  /** Called as bytes arrive: bytes in the file so far, and of them fetched by this call. */
-  readonly onProgress?: ((have: number, fetched: number) => void) | undefined;
-}
-
-export class FetchError extends Error {
-  constructor(
-    message: string,
-    /** False when trying again cannot help (the origin refuses or serves something else). */
-    readonly retryable: boolean,
-    options?: ErrorOptions,
-  ) {
-    super(message, options);
-    this.name = 'FetchError';
-  }
-}
-
-/** A transfer stopped on purpose (the link closed for downloads); it resumes from the file later. */
-export class DownloadPaused extends FetchError {
-  constructor(
-    message: string,
-    /** Milliseconds until the link is expected to allow downloads again. */
-    readonly resumeInMs: number,
-  ) {
-    super(message, true);
-    this.name = 'DownloadPaused';
-  }
-}
+import { FetchError, type FetchOptions, type FetchTarget } from '../runtime/contracts/index.js';
 
 function fileSize(path: string): number {
   try {

@@ -81,9 +81,3 @@ function latestMatch(task: ScheduledTask, now: number, windowMs: number): number
   }
   return undefined;
 }
-
-/** A config check that names what is wrong with a cron expression. */
-export function cronProblem(expression: string): string | undefined {
-  const v = cron.validateDetailed(expression);
-  return v.valid ? undefined : v.errors.map((e) => `${e.field}: ${e.message}`).join('; ');
-}

@@ -1,9 +1,14 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import { deflateSync } from 'node:zlib';
+import { fetchArtifact } from './artifact-fetch.js';
 import {
   Backoff,
   cloudTopics,
+  compileTopicFilter,
   type Clock,
+  type CloudLink,
+  type Component,
+  type StopOptions,
   type Counter,
   type Gauge,
   type Logger,
@@ -70,10 +75,11 @@ export type LinkState = 'connecting' | 'up' | 'down' | 'idle' | 'stopped';
  * broker that lost it, a gateway restart), the outbox is read again from its oldest row: a batch
  * may then arrive twice (the cloud deduplicates by reading id), but none is ever lost.
  */
-export class Uplink {
+export class Uplink implements Component {
+  readonly name = 'uplink';
   private client: MqttClient | undefined;
   /** Downlink: cloud topics the gateway listens to, subscribed again on every connection. */
-  private readonly downlinks: Array<{ filter: string; handler: (topic: string, payload: Buffer) => void }> = [];
+  private readonly downlinks: Array<{ filter: string; matches: (topic: string) => boolean; handler: (topic: string, payload: Buffer) => void }> = [];
   private readonly upListeners: Array<() => void> = [];
   private state: LinkState = 'down';
   /** Per stream: what was sent in this session, backlog and live. */
@@ -164,7 +170,29 @@ export class Uplink {
     return this.budget.status();
   }
 
-  start(): void {
+  /** The link's state and what it spent: a section of the gateway's status. */
+  status(): { link: LinkState; uplink: ReturnType<LinkBudget['status']> } {
+    return { link: this.state, uplink: this.budget.status() };
+  }
+
+  /** The cloud link as other parts use it: downlink subscriptions and artifact downloads through the link's gate. */
+  get cloudLink(): CloudLink {
+    return {
+      subscribe: (filter, handler) => this.subscribe(filter, handler),
+      onLinkUp: (fn) => this.onLinkUp(fn),
+      delayMs: () => this.linkDelay(),
+      closed: () => this.linkClosed(),
+      spend: (bytes) => this.spend(bytes),
+      download: (target, opts) => fetchArtifact(target, opts),
+    };
+  }
+
+  async start(): Promise<void> {
+    this.startLink();
+    await Promise.resolve();
+  }
+
+  private startLink(): void {
     this.windows?.start();
     this.netWatch?.start();
     if (this.linkWanted()) this.connect();
@@ -208,7 +236,7 @@ export class Uplink {
    * MQTT client's event; one that throws is logged and does not affect the others.
    */
   subscribe(filter: string, handler: (topic: string, payload: Buffer) => void): void {
-    this.downlinks.push({ filter, handler });
+    this.downlinks.push({ filter, matches: compileTopicFilter(filter), handler });
     if (this.state === 'up') this.client?.subscribe(filter, { qos: 1 });
   }
 
@@ -252,7 +280,10 @@ export class Uplink {
     });
   }
 
-  async stop(): Promise<void> {
+  /** With `drainMs`: first delivers what the outbox holds, for that long at most (the rest stays stored). */
+  async stop(opts: StopOptions = {}): Promise<void> {
+    if (this.state === 'stopped') return;
+    if ((opts.drainMs ?? 0) > 0) await this.drained(opts.drainMs!);
     this.state = 'stopped';
     this.windows?.stop();
     this.netWatch?.stop();
@@ -328,7 +359,7 @@ export class Uplink {
     });
     client.on('message', (topic, payload) => {
       for (const d of this.downlinks) {
-        if (!topicMatches(d.filter, topic)) continue;
+        if (!d.matches(topic)) continue;
         try {
           d.handler(topic, payload);
         } catch (err) {
@@ -545,17 +576,4 @@ export class Uplink {
       this.pump();
     }, ms);
   }
-}
-
-/** MQTT topic filter match ('+' one level, '#' the rest; '$' topics only by explicit filters). */
-export function topicMatches(filter: string, topic: string): boolean {
-  const f = filter.split('/');
-  const t = topic.split('/');
-  if (t[0]?.startsWith('$') && (f[0] === '+' || f[0] === '#')) return false;
-  for (let i = 0; i < f.length; i++) {
-    if (f[i] === '#') return true;
-    if (i >= t.length) return false;
-    if (f[i] !== '+' && f[i] !== t[i]) return false;
-  }
-  return f.length === t.length;
 }

@@ -1,6 +1,6 @@
-import type { Clock, Counter, Logger, Metrics, ModbusOutput, TimerHandle, Value } from '../runtime/contracts/index.js';
+import type { Clock, Counter, Logger, Metrics, TimerHandle, WriteOutput, Value } from '../runtime/contracts/index.js';
 
-/** Writes one value to a device point (the Modbus driver's write, with read-back). */
+/** Writes one value to a device point (a driver's write capability, verified by reading it back). */
 export type PointWriter = (device: string, point: string, value: number | boolean | string) => Promise<unknown>;
 
 interface Target {
@@ -34,7 +34,7 @@ export class ActuationGuard {
     this.counter = metrics.counter('outpost_actuations_total', 'Rule-driven writes to device points, by outcome', ['device', 'point', 'outcome']);
   }
 
-  submit(out: ModbusOutput): void {
+  submit(out: WriteOutput): void {
     const value = out.envelope.value;
     if (this.stopped || value === null) return;
     const key = `${out.device}\u0000${out.point}`;

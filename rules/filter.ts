@@ -1,6 +1,6 @@
 import { makeEnvelope, type Counter, type Envelope, type PointTable, type ReadingBatch, type RuleOutput, type RuleStateRow, type SequenceSource, type Value } from '../runtime/contracts/index.js';
 import { boolize, compileExpression, type Compiled, type Scope } from './expression.js';
-import { compileMatch } from './glob.js';
+import { compileMatch } from './match.js';
 import type { FilterRuleSpec, GroupKey } from './types.js';
 
 /** The fields a rule expression may read. */
@@ -78,7 +78,7 @@ export class FilterRule {
     const { route, stream, mqtt, write } = this.spec;
     if (route === 'cloud') emit({ route, stream, envelope: e });
     else if (route === 'mqtt' && mqtt) emit({ route, topic: fillTopic(mqtt.topic, e), qos: mqtt.qos, retain: mqtt.retain, envelope: e });
-    else if (route === 'modbus' && write) {
+    else if (route === 'write' && write) {
       // A bad or stale reading is no value to write.
       if (e.quality === 'good') emit({ route, device: write.device, point: write.point, minIntervalMs: write.minIntervalMs, envelope: e });
     } else if (route === 'alert') {

@@ -31,9 +31,10 @@ export interface FilterRuleSpec {
   /**
    * cloud: the outbox stream `stream`; alert: an alert reading (value "severity: message") to
    * `stream`; mqtt: published on the local broker at `topic` ({device} and {point} filled in);
-   * modbus: the reading's value written to `write.device`/`write.point`.
+   * write: the reading's value written to `write.device`/`write.point` (any driver with the write
+   * capability; `modbus`, the earlier name of this route, is still accepted in configs).
    */
-  readonly route: 'cloud' | 'alert' | 'mqtt' | 'modbus';
+  readonly route: 'cloud' | 'alert' | 'mqtt' | 'write';
   readonly stream: string;
   readonly alert?: { readonly severity: 'info' | 'warning' | 'critical'; readonly message?: string | undefined } | undefined;
   readonly mqtt?: { readonly topic: string; readonly qos: 0 | 1; readonly retain: boolean } | undefined;

@@ -1,7 +1,7 @@
 import { makeEnvelope, type Counter, type Envelope, type RuleOutput, type RuleStateRow, type SequenceSource, type Value } from '../runtime/contracts/index.js';
 import { boolize, compileExpression, type Compiled, type Scope } from './expression.js';
 import { READING_FIELDS } from './filter.js';
-import { compileMatch } from './glob.js';
+import { compileMatch } from './match.js';
 import type { AggregateFn, GroupKey, WindowRuleSpec } from './types.js';
 
 /** Values kept per window for percentiles, and readings per sliding window, at most. */

@@ -51,7 +51,7 @@ async function main(argv: string[]): Promise<number> {
     case 'dead-letters':
       return deadLetters(rest);
     case 'ota': {
-      const { otaCommand } = await import('./ota-cli.js');
+      const { otaCommand } = await import('../ota/cli.js');
       return otaCommand(rest);
     }
     case undefined:

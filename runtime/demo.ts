@@ -13,7 +13,7 @@ import { parseConfig } from './config/load.js';
 import type { SiteConfigInput } from './config/schema.js';
 import { Gateway, type GatewayStatus } from './gateway.js';
 import { createLogger } from './logger.js';
-import { bar, renderRollout } from './ota/render.js';
+import { bar, renderRollout } from '../ota/render.js';
 
 const HELP = `outpost demo — a gateway, a simulated site and a simulated cloud on this machine
 

@@ -3,11 +3,25 @@ import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { fileURLToPath } from 'node:url';
-import { compileGlob } from '../rules/glob.js';
 import { WindowRule } from '../rules/window.js';
-import { windowRuleSchema } from './config/schema.js';
+import { windowRuleSchema } from '../rules/config.js';
 import { formatIssues } from './config/load.js';
-import { isBatch, makeEnvelope, type Envelope, type Logger, type Metrics, type Quality, type Readings, type SequenceSource, type Value } from './contracts/index.js';
+import {
+  compileGlob,
+  errorMessage,
+  isBatch,
+  makeEnvelope,
+  type Component,
+  type ComponentContext,
+  type Envelope,
+  type Logger,
+  type Metrics,
+  type Quality,
+  type Readings,
+  type SequenceSource,
+  type Value,
+  type WriteValue,
+} from './contracts/index.js';
 import type { IngestPipeline } from './ingest.js';
 
 const require = createRequire(import.meta.url);
@@ -56,8 +70,8 @@ export interface OutpostNodeHost {
   subscribe(match: { device: string; point: string }, fn: (reading: Envelope) => void): () => void;
   /** Appends a reading to the outbox stream; resolves with it once committed (durable). */
   send(reading: FlowReading, stream: string): Promise<Envelope>;
-  /** Writes a Modbus point, verified by reading it back. */
-  write(device: string, point: string, value: number | boolean | string): Promise<unknown>;
+  /** Writes a device point through its driver's write capability, verified by reading it back. */
+  write(device: string, point: string, value: WriteValue): Promise<unknown>;
   /** A window rule (the fields of a `type: window` rule, without id/route/stream) emitting to `emit`. */
   window(spec: Record<string, unknown>, emit: (reading: Envelope) => void): FlowWindow;
 }
@@ -65,8 +79,11 @@ export interface OutpostNodeHost {
 export interface NodeRedOptions {
   readonly userDir: string;
   readonly admin: { readonly username: string; readonly passwordHash: string };
-  readonly host: OutpostNodeHost;
-  readonly log: Logger;
+  /** What the Outpost nodes reach, made once the component starts (it needs the metrics and log). */
+  readonly host: (ctx: ComponentContext) => OutpostNodeHost;
+  /** The gateway's HTTP server (WebSocket upgrades of the editor) and where /red is mounted. */
+  readonly server: () => Server | undefined;
+  readonly mount: (prefix: string, handler: (req: IncomingMessage, res: ServerResponse) => void) => void;
 }
 
 const FLOW_FIELDS = /^[A-Za-z0-9_.:-]{1,64}$/;
@@ -77,7 +94,7 @@ export function makeNodeHost(opts: {
   streams: readonly string[];
   pipeline: IngestPipeline;
   sequence: SequenceSource;
-  write: (device: string, point: string, value: number | boolean | string) => Promise<unknown>;
+  write: (device: string, point: string, value: WriteValue) => Promise<unknown>;
   metrics: Metrics;
   log: Logger;
 }): OutpostNodeHost {
@@ -90,7 +107,7 @@ export function makeNodeHost(opts: {
     } catch (err) {
       // A flow's failure is the flow's: the other subscribers and readings still get theirs.
       failures.inc();
-      const message = err instanceof Error ? err.message : String(err);
+      const message = errorMessage(err);
       if (message !== lastFailure) opts.log.warn({ err: message }, "an 'outpost in' flow failed to take a reading");
       lastFailure = message;
     }
@@ -167,15 +184,20 @@ export function makeNodeHost(opts: {
  * behind the gateway's admin credentials, flows in `userDir`, the Outpost palette loaded, npm
  * installs from the editor off. One per process (Node-RED keeps module-level state).
  */
-export class HostedNodeRed {
+export class HostedNodeRed implements Component {
+  readonly name = 'node-red';
   private red: NodeRed | undefined;
+  private server: Server | undefined;
   private upgradeBefore: Set<(...args: unknown[]) => void> = new Set();
 
   constructor(private readonly opts: NodeRedOptions) {}
 
-  async start(server: Server, mount: (prefix: string, handler: (req: IncomingMessage, res: ServerResponse) => void) => void): Promise<void> {
+  async start(ctx: ComponentContext): Promise<void> {
+    const server = this.opts.server();
+    if (!server) throw new Error('node-red: the gateway HTTP server is not listening');
     const red = require('node-red') as NodeRed;
     mkdirSync(this.opts.userDir, { recursive: true });
+    this.server = server;
     this.upgradeBefore = new Set(server.listeners('upgrade') as Array<(...args: unknown[]) => void>);
     red.init(server, {
       userDir: this.opts.userDir,
@@ -189,21 +211,27 @@ export class HostedNodeRed {
       externalModules: { autoInstall: false, palette: { allowInstall: false, allowUpload: false }, modules: { allowInstall: false } },
       editorTheme: { tours: false, projects: { enabled: false }, header: { title: 'Outpost · Node-RED' } },
       telemetry: { enabled: false, updateNotification: false },
-      outpost: this.opts.host,
+      outpost: this.opts.host(ctx),
     });
     this.red = red;
     const admin = red.httpAdmin;
-    mount('/red', (req, res) => admin(req, res));
+    this.opts.mount('/red', (req, res) => admin(req, res));
     await red.start();
-    this.opts.log.info({ userDir: this.opts.userDir }, 'node-red started at /red');
+    ctx.log.info({ userDir: this.opts.userDir }, 'node-red started at /red');
   }
 
-  async stop(server: Server | undefined): Promise<void> {
+  /** Flows stop before the drivers and the store, so what they send is committed or refused. */
+  async stop(): Promise<void> {
     const red = this.red;
     if (!red) return;
     this.red = undefined;
     await red.stop();
     // Node-RED leaves its upgrade listeners behind; one called after stop would throw.
+    const server = this.server;
     if (server) for (const l of server.listeners('upgrade') as Array<(...args: unknown[]) => void>) if (!this.upgradeBefore.has(l)) server.off('upgrade', l);
+  }
+
+  status(): Record<string, unknown> {
+    return {};
   }
 }

@@ -5,12 +5,16 @@ import {
   Backoff,
   PointTable,
   ReadingBatchBuilder,
+  errorMessage,
   type Counter,
   type Driver,
   type DriverContext,
   type Quality,
   type TimerHandle,
   type Value,
+  type WriteResult,
+  type WriteValue,
+  WriteRefused,
 } from '../../runtime/contracts/index.js';
 import { decodePoint, DecodeError, encodePoint } from './codec.js';
 import { planReads, type ReadRequest } from './planner.js';
@@ -129,31 +133,10 @@ interface DeviceState {
 /** Writes waiting for one bus at most; more are refused, not queued. */
 export const MAX_PENDING_WRITES = 32;
 
-/**
- * A write refused before anything was sent: unknown device or point (404), not allowed or not a
- * valid value (400), too many writes already waiting for the bus (503).
- */
-export class WriteRefused extends Error {
-  constructor(
-    message: string,
-    readonly status: 400 | 404 | 503,
-  ) {
-    super(message);
-  }
-}
-
-export interface WriteResult {
-  readonly device: string;
-  readonly point: string;
-  readonly value: Value;
-  /** The value read back after the write. */
-  readonly readBack: Value;
-}
-
 interface WriteJob {
   readonly state: DeviceState;
   readonly point: ModbusPoint;
-  readonly value: number | boolean | string;
+  readonly value: WriteValue;
   readonly resolve: (r: WriteResult) => void;
   readonly reject: (e: Error) => void;
 }
@@ -169,7 +152,7 @@ interface WriteJob {
  */
 export class ModbusBus implements Driver {
   readonly name: string;
-  private readonly devices: DeviceState[];
+  private readonly states: DeviceState[];
   private readonly groups: Group[] = [];
   private readonly writes: WriteJob[] = [];
   private ctx: DriverContext | undefined;
@@ -193,7 +176,7 @@ export class ModbusBus implements Driver {
     devices: readonly ModbusDevice[],
   ) {
     this.name = `modbus:${connectionKey(connection)}`;
-    this.devices = devices.map((device) => {
+    this.states = devices.map((device) => {
       const state: DeviceState = {
         device,
         groups: [],
@@ -237,7 +220,12 @@ export class ModbusBus implements Driver {
   }
 
   hasDevice(id: string): boolean {
-    return this.devices.some((d) => d.device.id === id);
+    return this.states.some((d) => d.device.id === id);
+  }
+
+  /** The devices on this bus (the write capability routes by them). */
+  get devices(): readonly string[] {
+    return this.states.map((d) => d.device.id);
   }
 
   async start(ctx: DriverContext): Promise<void> {
@@ -245,7 +233,7 @@ export class ModbusBus implements Driver {
     this.mRequests = ctx.metrics.counter('outpost_modbus_requests_total', 'Modbus requests issued', ['device']);
     this.mErrors = ctx.metrics.counter('outpost_modbus_errors_total', 'Modbus requests that failed, by kind', ['device', 'kind']);
     this.mReadings = ctx.metrics.counter('outpost_modbus_readings_total', 'Readings reported by Modbus devices', ['device']);
-    for (const d of this.devices) {
+    for (const d of this.states) {
       d.mRequests = this.mRequests.bind({ device: d.device.id });
       d.mReadings = this.mReadings.bind({ device: d.device.id });
     }
@@ -271,7 +259,7 @@ export class ModbusBus implements Driver {
       connection: connectionKey(this.connection),
       connected: this.connected,
       lastConnectError: this.lastConnectError,
-      devices: this.devices.map((d) => ({
+      devices: this.states.map((d) => ({
         device: d.device.id,
         unitId: d.device.unitId,
         requestsPerCycle: d.groups.reduce((n, g) => n + g.requests.length, 0),
@@ -290,20 +278,20 @@ export class ModbusBus implements Driver {
    * it back; rejects with a reason when the value does not fit, the device refuses, or the value
    * read back differs.
    */
-  write(deviceId: string, pointName: string, value: number | boolean | string): Promise<WriteResult> {
-    const state = this.devices.find((d) => d.device.id === deviceId);
-    if (!state) return Promise.reject(new WriteRefused(`no Modbus device "${deviceId}" on ${this.name}`, 404));
+  write(deviceId: string, pointName: string, value: WriteValue): Promise<WriteResult> {
+    const state = this.states.find((d) => d.device.id === deviceId);
+    if (!state) return Promise.reject(new WriteRefused('unknown-device', `no Modbus device "${deviceId}" on ${this.name}`));
     const point = state.points.get(pointName);
-    if (!point) return Promise.reject(new WriteRefused(`device "${deviceId}" has no point "${pointName}"`, 404));
-    if (!point.writable) return Promise.reject(new WriteRefused(`point "${pointName}" of "${deviceId}" is not writable (set writable: true in the config)`, 400));
+    if (!point) return Promise.reject(new WriteRefused('unknown-point', `device "${deviceId}" has no point "${pointName}"`));
+    if (!point.writable) return Promise.reject(new WriteRefused('not-writable', `point "${pointName}" of "${deviceId}" is not writable (set writable: true in the config)`));
     try {
       encodePoint(value, point);
     } catch (err) {
-      return Promise.reject(new WriteRefused(err instanceof Error ? err.message : String(err), 400));
+      return Promise.reject(new WriteRefused('invalid-value', errorMessage(err)));
     }
     if (this.stopped) return Promise.reject(new Error('gateway is stopping; write not made'));
     if (this.writes.length >= MAX_PENDING_WRITES) {
-      return Promise.reject(new WriteRefused(`${MAX_PENDING_WRITES} writes already wait for ${this.name}; try again later`, 503));
+      return Promise.reject(new WriteRefused('busy', `${MAX_PENDING_WRITES} writes already wait for ${this.name}; try again later`));
     }
     return new Promise((resolve, reject) => {
       this.writes.push({ state, point, value, resolve, reject });
@@ -324,7 +312,7 @@ export class ModbusBus implements Driver {
           const message = classify(err).message;
           if (this.lastConnectError !== message) ctx.log.warn({ bus: this.name, err: message }, 'modbus connection failed');
           this.lastConnectError = message;
-          for (const d of this.devices) await this.markUnreachable(d, d.groups.flatMap((g) => g.requests), message, 'connection');
+          for (const d of this.states) await this.markUnreachable(d, d.groups.flatMap((g) => g.requests), message, 'connection');
           for (const w of this.writes.splice(0)) w.reject(new Error(`${w.state.device.id}: ${message}`));
           await this.sleep(this.backoff.next());
           continue;
@@ -379,7 +367,7 @@ export class ModbusBus implements Driver {
         if (this.deviceFailed(d)) await this.markUnreachable(d, d.groups.flatMap((x) => x.requests), fault.message, fault.kind);
         // No device on a TCP connection answers: the connection itself may be dead without a reset
         // (a firewall or NAT forgot it). A fresh one costs little and heals that.
-        const silent = this.connection.kind !== 'rtu' && this.devices.every((x) => x.failures > 0);
+        const silent = this.connection.kind !== 'rtu' && this.states.every((x) => x.failures > 0);
         if (fault.kind === 'connection' || (fault.kind === 'timeout' && silent)) await this.disconnect();
         break;
       }
@@ -558,7 +546,7 @@ export class ModbusBus implements Driver {
       this.connected = false;
     });
     const c = this.connection;
-    const timeout = Math.max(...this.devices.map((d) => d.device.timeoutMs));
+    const timeout = Math.max(...this.states.map((d) => d.device.timeoutMs));
     client.setTimeout(timeout);
     if (c.kind === 'rtu') {
       await client.connectRTUBuffered(c.path, { baudRate: c.baudRate, parity: c.parity, dataBits: c.dataBits, stopBits: c.stopBits });

@@ -85,7 +85,7 @@ export class ChildIntake implements Driver {
   private readonly inFlight = new Set<Promise<void>>();
   private readonly checks = new Map<string, Map<string, PointCheck>>();
   /** Per device: online or not, since when, and the last value of each point (for stale readings). */
-  private readonly devices = new Map<string, { online: boolean; since: number; last: Map<string, { value: Value; unit?: string | undefined }> }>();
+  private readonly tracked = new Map<string, { online: boolean; since: number; last: Map<string, { value: Value; unit?: string | undefined }> }>();
   private mAccepted!: Counter;
   private mRejected!: Counter;
   private mStatus!: Counter;
@@ -116,8 +116,8 @@ export class ChildIntake implements Driver {
   }
 
   status(): Record<string, unknown> {
-    const online = [...this.devices].filter(([, d]) => d.online).map(([id]) => id);
-    const offline = [...this.devices].filter(([, d]) => !d.online).map(([id]) => id);
+    const online = [...this.tracked].filter(([, d]) => d.online).map(([id]) => id);
+    const offline = [...this.tracked].filter(([, d]) => !d.online).map(([id]) => id);
     return { accepted: this.accepted, rejected: this.rejected, online, offline };
   }
 
@@ -170,10 +170,10 @@ export class ChildIntake implements Driver {
    * accepted) a new one is not tracked; its readings are still taken, its will makes nothing stale.
    */
   private deviceState(device: string): { online: boolean; since: number; last: Map<string, { value: Value; unit?: string | undefined }> } {
-    let d = this.devices.get(device);
+    let d = this.tracked.get(device);
     if (d) return d;
     d = { online: false, since: 0, last: new Map() };
-    if (this.devices.size < MAX_TRACKED_DEVICES) this.devices.set(device, d);
+    if (this.tracked.size < MAX_TRACKED_DEVICES) this.tracked.set(device, d);
     else if (!this.trackingFull) {
       this.trackingFull = true;
       this.ctx?.log.warn({ device, max: MAX_TRACKED_DEVICES }, 'too many child devices to track online state; further ones are not tracked');

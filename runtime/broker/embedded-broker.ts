@@ -1,29 +1,35 @@
 import { Aedes } from 'aedes';
 import { createServer, type Server, type Socket } from 'node:net';
-import type { InboundPublish, LocalBroker, Logger } from '../contracts/index.js';
+import { errorMessage, type Component, type ComponentContext, type InboundPublish, type LocalBroker, type Logger } from '../contracts/index.js';
 import { listenOn } from '../listen.js';
 
 /**
  * The gateway's own MQTT broker for child devices (aedes on plain TCP). Interceptors registered by
- * drivers run inside `authorizePublish`, before aedes writes the PUBACK.
+ * drivers run inside `authorizePublish`, before aedes writes the PUBACK. As a component it is the
+ * broker's core (started early, closed late); its TCP listener is opened with `listen` and closed
+ * first with `stopIntake` (runtime/parts/broker.ts).
  */
-export class EmbeddedBroker implements LocalBroker {
-  private readonly aedes: Aedes;
+export class EmbeddedBroker implements LocalBroker, Component {
+  readonly name = 'mqtt-broker';
+  private core: Aedes | undefined;
   private server: Server | undefined;
+  private port = 0;
   private readonly sockets = new Set<Socket>();
   private readonly handlers: Array<(msg: InboundPublish) => Promise<void>> = [];
+  private readonly observers: Array<(msg: { readonly topic: string; readonly payload: Buffer; readonly retain: boolean }) => void> = [];
+  private log: Logger | undefined;
 
-  static async create(log: Logger): Promise<EmbeddedBroker> {
-    // createBroker awaits aedes' listen(), which readies persistence and the message bus.
-    return new EmbeddedBroker(log, await Aedes.createBroker({ drainTimeout: 30_000 }));
+  private get aedes(): Aedes {
+    if (!this.core) throw new Error('the MQTT broker is not started');
+    return this.core;
   }
 
-  private constructor(
-    private readonly log: Logger,
-    aedes: Aedes,
-  ) {
-    this.aedes = aedes;
-    this.aedes.authorizePublish = (client, packet, callback) => {
+  async start(ctx: ComponentContext): Promise<void> {
+    this.log = ctx.log;
+    // createBroker awaits aedes' listen(), which readies persistence and the message bus.
+    const aedes = await Aedes.createBroker({ drainTimeout: 30_000 });
+    this.core = aedes;
+    aedes.authorizePublish = (client, packet, callback) => {
       if (packet.topic.startsWith('$SYS')) {
         callback(new Error('$SYS topics are reserved'));
         return;
@@ -42,12 +48,26 @@ export class EmbeddedBroker implements LocalBroker {
         () => callback(null),
         (err: unknown) => {
           // Not stored: no PUBACK. aedes closes the connection and the device resends.
-          this.log.warn({ client: client.id, topic: packet.topic, err: (err as Error).message }, 'publish not accepted');
+          this.log?.warn({ client: client.id, topic: packet.topic, err: errorMessage(err) }, 'publish not accepted');
           callback(err as Error);
         },
       );
     };
-    this.aedes.on('clientError', (client, err) => this.log.debug({ client: client.id, err: err.message }, 'client error'));
+    aedes.on('clientError', (client, err) => this.log?.debug({ client: client.id, err: err.message }, 'client error'));
+    aedes.on('publish', (packet) => {
+      if (packet.topic.startsWith('$SYS') || this.observers.length === 0) return;
+      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+      for (const o of this.observers) o({ topic: packet.topic, payload, retain: packet.retain });
+    });
+  }
+
+  status(): Record<string, unknown> {
+    return { children: { connected: this.core?.connectedClients ?? 0 } };
+  }
+
+  /** The port the listener is bound to (0 before listen). */
+  get listeningPort(): number {
+    return this.port;
   }
 
   intercept(handler: (msg: InboundPublish) => Promise<void>): void {
@@ -55,11 +75,7 @@ export class EmbeddedBroker implements LocalBroker {
   }
 
   observe(handler: (msg: { readonly topic: string; readonly payload: Buffer; readonly retain: boolean }) => void): void {
-    this.aedes.on('publish', (packet) => {
-      if (packet.topic.startsWith('$SYS')) return;
-      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
-      handler({ topic: packet.topic, payload, retain: packet.retain });
-    });
+    this.observers.push(handler);
   }
 
   /** Publishes from the gateway itself (rule outputs): delivered to subscribers like any message. */
@@ -70,7 +86,7 @@ export class EmbeddedBroker implements LocalBroker {
   }
 
   get connectedClients(): number {
-    return this.aedes.connectedClients;
+    return this.core?.connectedClients ?? 0;
   }
 
   async listen(host: string, port: number): Promise<number> {
@@ -81,7 +97,8 @@ export class EmbeddedBroker implements LocalBroker {
       this.aedes.handle(socket);
     });
     this.server = server;
-    return listenOn(server, host, port);
+    this.port = await listenOn(server, host, port);
+    return this.port;
   }
 
   /** Stop accepting connections and PUBLISHes; in-flight interceptors are awaited by their owners. */
@@ -97,6 +114,12 @@ export class EmbeddedBroker implements LocalBroker {
 
   async close(): Promise<void> {
     await this.stopIntake();
-    await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
+    const core = this.core;
+    this.core = undefined;
+    if (core) await new Promise<void>((resolve) => core.close(() => resolve()));
+  }
+
+  async stop(): Promise<void> {
+    await this.close();
   }
 }

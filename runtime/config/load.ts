@@ -1,7 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import { parseDocument } from 'yaml';
+import { errorMessage } from '../contracts/index.js';
 import type { z } from 'zod';
-import { configSchema, type SiteConfig } from './schema.js';
+import type { ProtocolRegistry } from '../protocols.js';
+import { siteConfigSchema, type SiteConfig } from './schema.js';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -56,13 +58,13 @@ export function formatIssues(raw: unknown, issues: readonly z.core.$ZodIssue[]):
 }
 
 /** Validate an already-parsed object; throws ConfigError naming every problem by path. */
-export function parseConfig(raw: unknown, file = 'config'): SiteConfig {
-  const result = configSchema.safeParse(raw);
+export function parseConfig(raw: unknown, file = 'config', protocols?: ProtocolRegistry): SiteConfig {
+  const result = siteConfigSchema(protocols).safeParse(raw);
   if (!result.success) throw new ConfigError(file, formatIssues(raw, result.error.issues));
   return result.data;
 }
 
-export function parseConfigText(text: string, file = 'config'): SiteConfig {
+export function parseConfigText(text: string, file = 'config', protocols?: ProtocolRegistry): SiteConfig {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
@@ -72,15 +74,15 @@ export function parseConfigText(text: string, file = 'config'): SiteConfig {
       ),
     );
   }
-  return parseConfig(doc.toJS(), file);
+  return parseConfig(doc.toJS(), file, protocols);
 }
 
-export async function loadConfig(file: string): Promise<SiteConfig> {
+export async function loadConfig(file: string, protocols?: ProtocolRegistry): Promise<SiteConfig> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new ConfigError(file, [`cannot read file: ${(err as Error).message}`]);
+    throw new ConfigError(file, [`cannot read file: ${errorMessage(err)}`]);
   }
-  return parseConfigText(text, file);
+  return parseConfigText(text, file, protocols);
 }

@@ -1,3 +1,4 @@
+import type { OutboxItem } from './outbox.js';
 import type { Readings } from './reading-batch.js';
 
 /**
@@ -7,6 +8,14 @@ import type { Readings } from './reading-batch.js';
  */
 export interface ReadingSink {
   submit(readings: Readings): Promise<void>;
+}
+
+/**
+ * Readings that go to the outbox as they are, past the rules (a flow's `outpost out`, OTA events):
+ * appended in the next ingest transaction; the promise resolves once that committed.
+ */
+export interface OutboxWriter {
+  append(items: readonly OutboxItem[]): Promise<void>;
 }
 
 /** Issues ids and sequence numbers that stay unique across restarts of the gateway. */

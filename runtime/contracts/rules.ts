@@ -1,8 +1,8 @@
 import type { Envelope } from './envelope.js';
 import type { ReadingBatch } from './reading-batch.js';
 
-/** Where a rule's output goes: the outbox, a topic of the local broker, or a Modbus point. */
-export type Route = 'cloud' | 'mqtt' | 'modbus';
+/** Where a rule's output goes: the outbox, a topic of the local broker, or a device point (a write). */
+export type Route = 'cloud' | 'mqtt' | 'write';
 
 /** To the cloud through the outbox stream `stream` (alerts too). */
 export type CloudOutput = {
@@ -20,9 +20,12 @@ export interface MqttOutput {
   readonly batch?: undefined;
 }
 
-/** Written to a Modbus point once committed, at most once per `minIntervalMs` per point. */
-export interface ModbusOutput {
-  readonly route: 'modbus';
+/**
+ * Written to a device point once committed, through the write capability of the device's driver
+ * (verified by reading it back), at most once per `minIntervalMs` per point.
+ */
+export interface WriteOutput {
+  readonly route: 'write';
   readonly device: string;
   readonly point: string;
   readonly minIntervalMs: number;
@@ -30,8 +33,8 @@ export interface ModbusOutput {
   readonly batch?: undefined;
 }
 
-export type RuleOutput = CloudOutput | MqttOutput | ModbusOutput;
-export type LocalOutput = MqttOutput | ModbusOutput;
+export type RuleOutput = CloudOutput | MqttOutput | WriteOutput;
+export type LocalOutput = MqttOutput | WriteOutput;
 
 /** Persisted state of one open window or operator memory, keyed by the engine. */
 export interface RuleStateRow {

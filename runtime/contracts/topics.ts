@@ -43,6 +43,12 @@ export const cloudTopics = {
   /** Retained `{"state":"online"|"offline"}`; `offline` is also the gateway's last will. */
   status: (prefix: string, gatewayId: string) => `${prefix}/v1/gw/${gatewayId}/status`,
   telemetryFilter: (prefix: string) => `${prefix}/v1/gw/+/telemetry`,
+  /** Retained signed release envelopes, one topic per release (docs/ota.md). */
+  release: (prefix: string, gatewayId: string, release: string) => `${prefix}/v1/gw/${gatewayId}/releases/${release}`,
+  releasesFilter: (prefix: string, gatewayId: string) => `${prefix}/v1/gw/${gatewayId}/releases/+`,
+  /** Rollout commands `{"action":"pause"|"resume"|"abort","at":ms}`, retained per release. */
+  rolloutCommand: (prefix: string, gatewayId: string, release: string) => `${prefix}/v1/gw/${gatewayId}/rollouts/${release}/command`,
+  rolloutCommandsFilter: (prefix: string, gatewayId: string) => `${prefix}/v1/gw/${gatewayId}/rollouts/+/command`,
 };
 
 const scalar = z.union([z.number().finite(), z.boolean(), z.string().max(1024), z.null()]);

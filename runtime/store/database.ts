@@ -2,13 +2,9 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 
-export type Db = Database.Database;
+import type { Db, Migration, Store } from '../contracts/index.js';
 
-/** One versioned migration of one component's schema. Versions start at 1 and never change. */
-export interface Migration {
-  readonly version: number;
-  readonly sql: string;
-}
+export type { Db, Migration } from '../contracts/index.js';
 
 export interface OpenOptions {
   readonly path: string;
@@ -42,6 +38,11 @@ export function openDatabase(opts: OpenOptions): Db {
     PRIMARY KEY (component, version)
   )`);
   return db;
+}
+
+/** The store as components get it. */
+export function storeOf(db: Db): Store {
+  return { db, migrate: (component, migrations) => void migrate(db, component, migrations) };
 }
 
 export function migrate(db: Db, component: string, migrations: readonly Migration[]): number {

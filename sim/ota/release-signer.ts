@@ -1,5 +1,5 @@
 import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { SIGNING_CONTEXT, type SignedManifest } from '../../runtime/ota/manifest.js';
+import { SIGNING_CONTEXT, type SignedManifest } from '../../runtime/contracts/index.js';
 
 /** The cloud's side of release signing, for the sim cloud and tests: an ed25519 key and its id. */
 export class ReleaseSigner {

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { MAX_PENDING_WRITES, WriteRefused } from '../../drivers/modbus/bus.js';
+import { MAX_PENDING_WRITES } from '../../drivers/modbus/bus.js';
+import { WriteRefused } from '../../runtime/contracts/index.js';
 import type { ModbusConnection } from '../../drivers/modbus/types.js';
 import { SimModbusServer, type Framing } from '../../sim/modbus-server.js';
 import { BusUnderTest, device, reg } from '../helpers/modbus-bus.js';
@@ -229,7 +230,7 @@ describe('Modbus driver against faults', () => {
     const conn = tcp(s);
     const b = await bus(conn, [device('d', conn, 1, [reg('sp', 0, { writable: true })], { timeoutMs: 20 })]);
     const results = await Promise.allSettled(Array.from({ length: MAX_PENDING_WRITES + 8 }, (_, i) => b.bus.write('d', 'sp', i)));
-    const refused = results.filter((r) => r.status === 'rejected' && r.reason instanceof WriteRefused && r.reason.status === 503);
+    const refused = results.filter((r) => r.status === 'rejected' && r.reason instanceof WriteRefused && r.reason.kind === 'busy');
     expect(refused.length).toBeGreaterThanOrEqual(8);
     expect(results.every((r) => r.status === 'rejected')).toBe(true);
   }, 20_000);

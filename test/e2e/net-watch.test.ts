@@ -67,7 +67,7 @@ describe('reconnect when the host network changes', () => {
       new PromMetrics(),
     );
     cleanup.push(() => uplink.stop());
-    uplink.start();
+    await uplink.start();
     await waitFor('the first attempt to fail', () => uplink.linkState === 'down', 5000, 10);
 
     // The path to the cloud heals, but nothing on the host changed: the uplink keeps waiting.

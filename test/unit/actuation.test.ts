@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { makeEnvelope, type ModbusOutput } from '../../runtime/contracts/index.js';
+import { makeEnvelope, type WriteOutput } from '../../runtime/contracts/index.js';
 import { createLogger } from '../../runtime/logger.js';
 import { PromMetrics } from '../../runtime/metrics.js';
 import { ActuationGuard } from '../../rules/actuation.js';
 import { ManualClock } from '../helpers/fakes.js';
 
 /** A clock whose timers run when the test moves time forward. */
-const out = (value: number | null, device = 'plc', point = 'sp', minIntervalMs = 1000): ModbusOutput => ({
-  route: 'modbus',
+const out = (value: number | null, device = 'plc', point = 'sp', minIntervalMs = 1000): WriteOutput => ({
+  route: 'write',
   device,
   point,
   minIntervalMs,

@@ -3,8 +3,9 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { fetchArtifact, FetchError } from '../../cloud-bridge/artifact-fetch.js';
-import { ArtifactCache, ArtifactMismatch, CacheFull } from '../../runtime/ota/artifact-cache.js';
+import { fetchArtifact } from '../../cloud-bridge/artifact-fetch.js';
+import { FetchError } from '../../runtime/contracts/index.js';
+import { ArtifactCache, ArtifactMismatch, CacheFull } from '../../ota/artifact-cache.js';
 import { ArtifactOrigin } from '../../sim/ota/artifact-origin.js';
 
 /** The FetchError a download fails with (the test fails if it succeeds). */

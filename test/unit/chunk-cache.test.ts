@@ -3,7 +3,7 @@ import { closeSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ChunkCache, type ChunkReader } from '../../runtime/ota/chunk-cache.js';
+import { ChunkCache, type ChunkReader } from '../../ota/chunk-cache.js';
 
 const CHUNK = 4096;
 

@@ -6,8 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PromMetrics } from '../../runtime/metrics.js';
-import { DdiServer, type DdiFeedback, type DdiOffer, type DeploymentSource } from '../../runtime/ota/ddi-server.js';
+import { DdiServer, type DdiFeedback, type DdiOffer, type DeploymentSource } from '../../ota/ddi/server.js';
 import { silentLogger } from '../helpers/fakes.js';
+import { HttpLayer } from '../../runtime/http/http-layer.js';
 
 const body = randomBytes(1_000_000);
 const digest = (alg: string, of: Buffer = body): string => createHash(alg).update(of).digest('hex');
@@ -78,7 +79,7 @@ describe('DDI update server', () => {
     const dir = mkdtempSync(join(tmpdir(), 'outpost-ddi-'));
     writeFileSync(join(dir, 'blob'), body);
     source = new FakeSource(join(dir, 'blob'));
-    server = new DdiServer(source, { tenant: 'site', pollSeconds: 90, targetTokens: { 'pump-1': 't-pump-1' }, gatewayToken: 'gw-secret', maxTransfers: 2, maxQueued: 1 }, silentLogger, new PromMetrics());
+    server = new DdiServer(source, { tenant: 'site', pollSeconds: 90, targetTokens: { 'pump-1': 't-pump-1' }, gatewayToken: 'gw-secret', maxTransfers: 2, maxQueued: 1 }, silentLogger, new PromMetrics(), new HttpLayer(silentLogger));
     port = await server.listen('127.0.0.1', 0);
   });
   afterEach(async () => {
@@ -143,7 +144,7 @@ describe('DDI update server', () => {
     const misses: number[] = [];
     for (const chunkCacheBytes of [8 * 1024 * 1024, 0]) {
       const metrics = new PromMetrics();
-      const s = new DdiServer(src, { tenant: 'site', pollSeconds: 90, maxTransfers: 4, chunkCacheBytes }, silentLogger, metrics);
+      const s = new DdiServer(src, { tenant: 'site', pollSeconds: 90, maxTransfers: 4, chunkCacheBytes }, silentLogger, metrics, new HttpLayer(silentLogger));
       const p = await s.listen('127.0.0.1', 0);
       try {
         const all = await Promise.all([call(p, 'GET', path), call(p, 'GET', path), call(p, 'GET', path, { range: 'bytes=1048000-1049000' })]);
@@ -166,7 +167,7 @@ describe('DDI update server', () => {
     const big = randomBytes(16 * 1024 * 1024);
     writeFileSync(join(dir, 'blob'), big);
     const metrics = new PromMetrics();
-    const s = new DdiServer(new FakeSource(join(dir, 'blob'), big), { tenant: 'site', pollSeconds: 90, maxTransfers: 1, stallMs: 300 }, silentLogger, metrics);
+    const s = new DdiServer(new FakeSource(join(dir, 'blob'), big), { tenant: 'site', pollSeconds: 90, maxTransfers: 1, stallMs: 300 }, silentLogger, metrics, new HttpLayer(silentLogger));
     const p = await s.listen('127.0.0.1', 0);
     try {
       const path = `${base}/softwaremodules/3/artifacts/fw-2.1.0.swu`;
@@ -195,7 +196,7 @@ describe('DDI update server', () => {
         throw new Error('SQLITE_FULL: database or disk is full');
       }
     }
-    const s = new DdiServer(new Failing(source.path), { tenant: 'site', pollSeconds: 90, maxTransfers: 1 }, silentLogger, new PromMetrics());
+    const s = new DdiServer(new Failing(source.path), { tenant: 'site', pollSeconds: 90, maxTransfers: 1 }, silentLogger, new PromMetrics(), new HttpLayer(silentLogger));
     const p = await s.listen('127.0.0.1', 0);
     try {
       const r = await call(p, 'PUT', `${base}/configData`, {}, { data: { version: '1.0.0' } });
@@ -243,7 +244,7 @@ describe('DDI update server', () => {
     const dir = mkdtempSync(join(tmpdir(), 'outpost-ddi-big-'));
     writeFileSync(join(dir, 'blob'), big);
     await server.close();
-    server = new DdiServer(new FakeSource(join(dir, 'blob'), big), { tenant: 'site', pollSeconds: 90, maxTransfers: 2, maxQueued: 1 }, silentLogger, new PromMetrics());
+    server = new DdiServer(new FakeSource(join(dir, 'blob'), big), { tenant: 'site', pollSeconds: 90, maxTransfers: 2, maxQueued: 1 }, silentLogger, new PromMetrics(), new HttpLayer(silentLogger));
     port = await server.listen('127.0.0.1', 0);
     const path = `${base}/softwaremodules/3/artifacts/fw-2.1.0.swu`;
     // Two slow readers hold both slots (they do not read), one waits, the fourth is refused.

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compileGlob } from '../../rules/glob.js';
+import { compileGlob } from '../../runtime/contracts/index.js';
 
 const matches = (pattern: string, name: string): boolean => compileGlob(pattern)(name);
 

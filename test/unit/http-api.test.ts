@@ -1,7 +1,8 @@
 import { request } from 'node:http';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger as silent } from '../helpers/fakes.js';
-import { HttpApi } from '../../runtime/http/api.js';
+import { coreRoutes } from '../../runtime/http/api.js';
+import { HttpLayer } from '../../runtime/http/http-layer.js';
 import { PromMetrics } from '../../runtime/metrics.js';
 
 interface Response {
@@ -11,7 +12,7 @@ interface Response {
 }
 
 
-let api: HttpApi;
+let api: HttpLayer;
 let port: number;
 let status: Record<string, unknown>;
 let metrics: () => Promise<string>;
@@ -21,8 +22,8 @@ beforeEach(async () => {
   const m = new PromMetrics();
   m.counter('outpost_test_total', 'A counter for the test').inc(undefined, 5);
   metrics = () => m.text();
-  api = new HttpApi({ status: () => status, metrics: () => metrics() }, silent);
-  port = await api.listen('127.0.0.1', 0);
+  api = new HttpLayer(silent);
+  port = (await api.listenApi('127.0.0.1', 0, coreRoutes(api, { status: () => status, metrics: () => metrics() }))).port;
 });
 afterEach(async () => {
   await api.close();

@@ -1,6 +1,6 @@
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { ManifestRefused, openManifest, TrustedKeys, type Manifest } from '../../runtime/ota/manifest.js';
+import { ManifestRefused, openManifest, TrustedKeys, type Manifest } from '../../ota/manifest.js';
 import { ReleaseSigner } from '../../sim/ota/release-signer.js';
 
 const NOW = Date.UTC(2026, 10, 25);

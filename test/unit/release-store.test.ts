@@ -5,11 +5,13 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../runtime/contracts/index.js';
 import { PromMetrics } from '../../runtime/metrics.js';
-import { ArtifactCache } from '../../runtime/ota/artifact-cache.js';
-import { ManifestRefused, TrustedKeys } from '../../runtime/ota/manifest.js';
+import { ArtifactCache } from '../../ota/artifact-cache.js';
+import { ManifestRefused, TrustedKeys } from '../../ota/manifest.js';
 import { LinkBudget } from '../../cloud-bridge/link-budget.js';
-import { ReleaseFetcher, type LinkGate } from '../../runtime/ota/release-fetcher.js';
-import { otaMigrations, ReleaseStore } from '../../runtime/ota/release-store.js';
+import { ReleaseFetcher } from '../../ota/release-fetcher.js';
+import { fetchArtifact } from '../../cloud-bridge/artifact-fetch.js';
+import type { ArtifactLink } from '../../runtime/contracts/index.js';
+import { otaMigrations, ReleaseStore } from '../../ota/release-store.js';
 import { migrate, openDatabase, type Db } from '../../runtime/store/database.js';
 import { ArtifactOrigin } from '../../sim/ota/artifact-origin.js';
 import { ReleaseSigner } from '../../sim/ota/release-signer.js';
@@ -122,7 +124,7 @@ describe('release fetcher', () => {
   let closedFor = 0;
   let closeAfter = Infinity;
   // Closed while closedFor > 0, or once closeAfter bytes went over the link.
-  const gate: LinkGate = { delayMs: () => (spent >= closeAfter ? 60_000 : closedFor), closed: () => spent >= closeAfter || closedFor > 0, spend: (n) => void (spent += n) };
+  const gate: ArtifactLink = { download: fetchArtifact, delayMs: () => (spent >= closeAfter ? 60_000 : closedFor), closed: () => spent >= closeAfter || closedFor > 0, spend: (n) => void (spent += n) };
   const fetchers: ReleaseFetcher[] = [];
   const fetcher = (opts: ConstructorParameters<typeof ReleaseFetcher>[6] = {}): ReleaseFetcher => {
     const f = new ReleaseFetcher(store, cache, gate, systemClock, silentLogger, new PromMetrics(), { backoff: { initialMs: 5, maxMs: 20 }, ...opts });
@@ -217,7 +219,8 @@ describe('release fetcher', () => {
     store.accept(signer.sign(release('2.0.0', full)), NOW);
     // A cap so low that each chunk puts the link 20 s in debt (a few kB/s).
     let debtUntil = 0;
-    const slow: LinkGate = {
+    const slow: ArtifactLink = {
+      download: fetchArtifact,
       delayMs: () => Math.max(0, debtUntil - Date.now()),
       closed: () => false,
       spend: () => void (debtUntil = Date.now() + 20_000),
@@ -260,7 +263,8 @@ describe('release fetcher', () => {
     store.accept(signer.sign(release('2.0.0', full)), NOW);
     const budget = new LinkBudget({ maxBytesPerS: 200_000 }, systemClock);
     let waits = 0;
-    const capped: LinkGate = {
+    const capped: ArtifactLink = {
+      download: fetchArtifact,
       delayMs: () => {
         const d = budget.delayFor(1);
         if (d > 0) waits++;

@@ -208,7 +208,7 @@ describe('filter rules with expressions and operators', () => {
       [
         { ...base, id: 'hot', where: 'value > 80', route: 'alert', stream: 'alarms', alert: { severity: 'critical', message: '"too hot: " & $string(value) & " " & unit' } },
         { ...base, id: 'loc', route: 'mqtt', mqtt: { topic: 'site/{device}/{point}', qos: 1, retain: true } },
-        { ...base, id: 'act', route: 'modbus', write: { device: 'plc', point: 'sp', minIntervalMs: 100 } },
+        { ...base, id: 'act', route: 'write', write: { device: 'plc', point: 'sp', minIntervalMs: 100 } },
       ],
       new FakeClock(),
       sequence,
@@ -223,7 +223,7 @@ describe('filter rules with expressions and operators', () => {
       ['site/m_1/t_1', 1, true],
       ['site/m1/t', 1, true],
     ]);
-    expect(outs.filter((o) => o.route === 'modbus').map((o) => o.envelope.value)).toEqual([90]);
+    expect(outs.filter((o) => o.route === 'write').map((o) => o.envelope.value)).toEqual([90]);
   });
 
   it('operator memory survives a restart: no reading passed twice, none lost', () => {

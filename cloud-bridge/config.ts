@@ -1,0 +1,106 @@
+import { z } from 'zod';
+import { cronProblem, durationMsSchema, idSchema } from '../runtime/contracts/index.js';
+
+/** The site config's outbox streams and cloud link (docs/config.md). */
+export const streamSchema = z.strictObject({
+  name: idSchema,
+  /** 0 is the highest priority: drained first, dropped last when the storage quota is reached. */
+  priority: z.number().int().min(0).max(9).default(5),
+  /** This stream's byte budget; default: the whole storage quota. */
+  quotaBytes: z.number().int().min(4096).optional(),
+  /** Readings older than this are expired (counted) instead of sent. */
+  ttlMs: durationMsSchema.optional(),
+  /** What happens when the stream is over its budget. */
+  overflow: z.enum(['drop-oldest', 'reject-new']).default('drop-oldest'),
+});
+
+export const cloudSchema = z.strictObject({
+  url: z.string().regex(/^(mqtt|mqtts|tcp|ssl):\/\/[^\s]+$/, 'expected an mqtt://, mqtts://, tcp:// or ssl:// URL'),
+  clientId: idSchema.optional(),
+  username: z.string().optional(),
+  password: z.string().optional(),
+  topicPrefix: z
+    .string()
+    .min(1)
+    .regex(/^[^#+\s]+$/, 'must not contain wildcards or whitespace')
+    .default('outpost'),
+  /**
+   * QoS of uplink messages: 1 (at least once; every broker) or 2 (no duplicates across link
+   * drops while the broker keeps the session; Mosquitto, EMQX, HiveMQ).
+   */
+  qos: z.union([z.literal(1), z.literal(2)]).default(1),
+  /**
+   * Metered links: the link is up only inside these windows (a cron expression for the start,
+   * node-cron syntax, and a length), and whenever a priority 0 stream holds readings.
+   */
+  syncWindows: z
+    .array(
+      z.strictObject({
+        cron: z.string().superRefine((expr, ctx) => {
+          const problem = cronProblem(expr);
+          if (problem) ctx.addIssue({ code: 'custom', message: `invalid cron expression: ${problem}` });
+        }),
+        durationMs: durationMsSchema.min(1000).max(7 * 86_400_000),
+      }),
+    )
+    .default([]),
+  /**
+   * TLS for mqtts:// and ssl:// URLs: `ca` (PEM file of the CA that signed the broker's
+   * certificate; default: the system's), `cert` and `key` (PEM files; mutual TLS),
+   * `servername` (SNI / name to verify, when it differs from the URL's host).
+   */
+  tls: z
+    .strictObject({
+      ca: z.string().min(1).optional(),
+      cert: z.string().min(1).optional(),
+      key: z.string().min(1).optional(),
+      servername: z.string().min(1).optional(),
+      /** Never turn off outside a lab: false accepts any broker certificate. */
+      rejectUnauthorized: z.boolean().default(true),
+    })
+    .refine((t) => (t.cert === undefined) === (t.key === undefined), { message: 'cert and key go together', path: ['cert'] })
+    .optional(),
+  /** MQTT protocol: 4 (3.1.1) or 5; with 5 the broker can refuse a single message by reason code. */
+  protocolVersion: z.union([z.literal(4), z.literal(5)]).default(4),
+  /**
+   * Times a stream's oldest batch may fail (refused, or the connection dropped with it in
+   * flight) before it is halved; a single reading that fails this often is dead-lettered.
+   */
+  maxAttempts: z.number().int().min(2).max(1000).default(8),
+  /** Readings per uplink message. */
+  batchSize: z.number().int().min(1).max(10000).default(500),
+  /** Uplink messages awaiting PUBACK at once. */
+  maxInFlight: z.number().int().min(1).max(1000).default(8),
+  keepaliveS: z.number().int().min(5).max(3600).default(30),
+  backoff: z
+    .strictObject({ initialMs: durationMsSchema.default(500), maxMs: durationMsSchema.default(30000) })
+    .default({ initialMs: 500, maxMs: 30000 }),
+  /**
+   * A batch that is not full waits until its oldest reading is this old, so that a metered
+   * link carries fewer, larger, better-compressed messages. Priority 0 streams never wait.
+   */
+  lingerMs: z.number().int().min(0).max(3_600_000).default(1000),
+  /**
+   * While a backlog drains after an outage, live readings get this share of the link (0:
+   * strictly oldest first, so every device's readings arrive in order).
+   */
+  liveShare: z.number().min(0).max(0.95).default(0),
+  /** Uplink payloads: zlib-compressed JSON (`deflate`) or plain JSON (`none`). */
+  compression: z.enum(['deflate', 'none']).default('deflate'),
+  /** Uplink byte rate cap (payload bytes per second); none by default. */
+  maxBytesPerS: z.number().int().min(1024).optional(),
+  /**
+   * Uplink payload bytes per UTC day; when spent, only streams of priority 0 are sent until
+   * the next day. Survives restarts.
+   */
+  dailyBytes: z.number().int().min(65536).optional(),
+  /**
+   * How often the gateway reads its own interface table; when an address appears or changes
+   * while it waits to reconnect, it reconnects at once instead of waiting out the backoff.
+   * Sends nothing on the network. 0 turns it off.
+   */
+  netWatchMs: z.number().int().min(0).max(60_000).default(2000),
+});
+
+export type CloudConfig = z.output<typeof cloudSchema>;
+export type StreamConfigEntry = z.output<typeof streamSchema>;

@@ -1,0 +1,168 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { z } from 'zod';
+import type { Counter, HttpHost, HttpListener, Logger, Metrics, Request, RequestHandler, Response } from '../../runtime/contracts/index.js';
+import { configDataSchema, feedbackSchema, type DdiFeedback, type DdiServerOptions, type DeploymentSource } from './contract.js';
+import * as resource from './resources.js';
+import { ArtifactTransfers } from './transfers.js';
+
+export * from './contract.js';
+
+/**
+ * The gateway's update server for child devices, speaking the Eclipse hawkBit Direct Device
+ * Integration (DDI) API v1, so that existing update agents (SWUpdate's suricatta, RAUC's
+ * rauc-hawkbit-updater, hawkBit clients) work against the gateway unchanged. Served resources
+ * (docs/ota.md), under `/{tenant}/controller/v1/{controllerId}`:
+ *
+ *   GET  ""                                   poll: polling interval and links to open work
+ *   GET  deploymentBase/{actionId}            the deployment: chunk, artifact, hashes, links
+ *   POST deploymentBase/{actionId}/feedback   progress and outcome
+ *   GET  cancelAction/{actionId}              a cancellation of an aborted rollout's action
+ *   POST cancelAction/{actionId}/feedback     its confirmation
+ *   PUT  configData                           device attributes (the installed version)
+ *   GET|HEAD softwaremodules/{id}/artifacts/{file}[.MD5SUM]   artifact bytes (Range, ETag)
+ *
+ * What is offered to whom is the rollout engine's business (DeploymentSource). It runs on a
+ * listener of its own, on the gateway's HTTP layer (routing, body limits, error shape); its errors
+ * carry hawkBit's `errorCode` and `message` besides `error`.
+ */
+
+const ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
+const BODY_LIMIT = 256 * 1024;
+
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+const errorFields = (status: number, message: string): Record<string, unknown> => ({ errorCode: `outpost.ddi.${status}`, message });
+
+export class DdiServer {
+  private listener: HttpListener | undefined;
+  private readonly mRequests: Counter;
+  private readonly mRefused: Counter;
+  private readonly transfers: ArtifactTransfers;
+
+  constructor(
+    private readonly source: DeploymentSource,
+    private readonly opts: DdiServerOptions,
+    private readonly log: Logger,
+    metrics: Metrics,
+    private readonly http: HttpHost,
+  ) {
+    if (!ID.test(opts.tenant)) throw new Error(`DDI tenant "${opts.tenant}": letters, digits, "_", ".", ":", "-"`);
+    this.mRequests = metrics.counter('outpost_ddi_requests_total', 'Update server (DDI) requests by resource and status', ['resource', 'status']);
+    this.mRefused = metrics.counter('outpost_ddi_refused_total', 'Update server requests refused, by reason', ['reason']);
+    this.transfers = new ArtifactTransfers(
+      opts,
+      {
+        requests: (status) => this.count('artifact', status),
+        refused: this.mRefused,
+        bytes: metrics.counter('outpost_ddi_served_bytes_total', 'Artifact bytes served to child devices'),
+        active: metrics.gauge('outpost_ddi_transfers', 'Artifact transfers in progress'),
+        chunkReads: metrics.counter('outpost_ddi_chunk_reads_total', 'Artifact chunks served, from memory (hit) or read from the cache directory (miss)', ['result']),
+      },
+      log,
+    );
+  }
+
+  get port(): number {
+    return this.listener?.port ?? 0;
+  }
+
+  async listen(host: string, port: number): Promise<number> {
+    this.listener = await this.http.listen({ name: 'update-server', host, port, keepAliveTimeoutMs: 10_000, errorFields }, this.routes());
+    return this.listener.port;
+  }
+
+  async close(): Promise<void> {
+    const l = this.listener;
+    this.listener = undefined;
+    this.transfers.close();
+    await l?.close();
+  }
+
+  private count(resource: string, status: number): void {
+    this.mRequests.inc({ resource, status: String(status) });
+  }
+
+  private problem(res: Response, status: number, message: string): void {
+    this.http.sendError(res, status, message, errorFields(status, message));
+  }
+
+  private authorized(req: Request, device: string): boolean {
+    const { gatewayToken, targetTokens } = this.opts;
+    if (gatewayToken === undefined && targetTokens === undefined) return true;
+    const m = /^(TargetToken|GatewayToken) (\S+)$/.exec(req.headers.authorization ?? '');
+    if (!m) return false;
+    if (m[1] === 'GatewayToken') return gatewayToken !== undefined && sameSecret(m[2]!, gatewayToken);
+    const own = targetTokens?.[device];
+    return own !== undefined && sameSecret(m[2]!, own);
+  }
+
+  private routes(): ReturnType<HttpHost['router']> {
+    const r = this.http.router();
+    const c: resource.ResourceContext = {
+      source: this.source,
+      tenant: this.opts.tenant,
+      pollSeconds: this.opts.pollSeconds,
+      publicUrl: this.opts.publicUrl,
+      count: (name, status) => this.count(name, status),
+      problem: (res, status, message) => this.problem(res, status, message),
+    };
+    const body = (schema: z.ZodType): RequestHandler => this.http.jsonBody(schema, { limitBytes: BODY_LIMIT, onRefused: (reason) => this.mRefused.inc({ reason }), errorFields });
+    // Before any resource: the tenant, a valid controller id, and the device's credentials.
+    r.param('tenant', (_req, res, next, tenant: string) => {
+      if (tenant === this.opts.tenant) return next();
+      this.mRefused.inc({ reason: 'not-found' });
+      this.problem(res, 404, `no such resource: tenant "${tenant.slice(0, 64)}"`);
+    });
+    r.param('device', (req, res, next, device: string) => {
+      if (!ID.test(device)) {
+        this.mRefused.inc({ reason: 'bad-controller-id' });
+        return this.problem(res, 400, 'controllerId: letters, digits, "_", ".", ":", "-", at most 128');
+      }
+      if (!this.authorized(req, device)) {
+        this.mRefused.inc({ reason: 'unauthorized' });
+        res.setHeader('www-authenticate', 'TargetToken');
+        return this.problem(res, 401, 'a valid TargetToken or GatewayToken is required');
+      }
+      next();
+    });
+    const root = '/:tenant/controller/v1/:device';
+    const device = (req: Request): string => req.params.device!;
+    const action = (req: Request): number => Number(req.params.action);
+    r.get(root, (req, res) => resource.poll(c, req, res, device(req)));
+    r.get(`${root}/deploymentBase/:action`, (req, res) => resource.deploymentBase(c, req, res, device(req), action(req)));
+    r.post(`${root}/deploymentBase/:action/feedback`, body(feedbackSchema), (req, res) => resource.feedback(c, res, device(req), action(req), req.body as DdiFeedback));
+    r.get(`${root}/cancelAction/:action`, (req, res) => resource.cancelAction(c, res, device(req), action(req)));
+    r.post(`${root}/cancelAction/:action/feedback`, body(feedbackSchema), (req, res) => resource.cancelFeedback(c, res, device(req), action(req), req.body as DdiFeedback));
+    r.put(`${root}/configData`, body(configDataSchema), (req, res) => resource.configData(c, res, device(req), (req.body as { data: Record<string, string> }).data));
+    // GET also answers HEAD.
+    r.get(`${root}/softwaremodules/:module/artifacts/:file`, (req, res) => this.artifact(req, res, device(req), Number(req.params.module), req.params.file));
+    r.use((req, res) => {
+      this.mRefused.inc({ reason: 'not-found' });
+      const m = req.method;
+      this.problem(res, m === 'GET' || m === 'POST' || m === 'PUT' || m === 'HEAD' ? 404 : 405, `no resource ${m} ${req.path.slice(0, 200)}`);
+    });
+    return r;
+  }
+
+  /** GET|HEAD softwaremodules/{id}/artifacts/{file}: the bytes, or with `.MD5SUM` their md5 line. */
+  private artifact(req: Request, res: Response, device: string, moduleId: number, file: string): void {
+    const md5sum = file.endsWith('.MD5SUM');
+    const name = md5sum ? file.slice(0, -'.MD5SUM'.length) : file;
+    const art = this.source.artifact(device, moduleId, name);
+    if (!art) {
+      this.count('artifact', 404);
+      this.problem(res, 404, `artifact ${name} is not offered to ${device}`);
+      return;
+    }
+    if (md5sum) {
+      this.count('artifact', 200);
+      res.writeHead(200, { 'content-type': 'text/plain' }).end(`${art.md5}  ${name}\n`);
+      return;
+    }
+    this.transfers.serve(req, res, art, name, device, (status, message) => this.problem(res, status, message));
+  }
+}

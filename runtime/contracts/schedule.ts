@@ -1,0 +1,10 @@
+import cron from 'node-cron';
+
+/**
+ * Why `expression` is not a valid node-cron expression (five fields, or six with seconds first),
+ * or undefined when it is: for config and manifest checks that name what is wrong.
+ */
+export function cronProblem(expression: string): string | undefined {
+  const v = cron.validateDetailed(expression);
+  return v.valid ? undefined : v.errors.map((e) => `${e.field}: ${e.message}`).join('; ');
+}

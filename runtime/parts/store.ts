@@ -1,0 +1,63 @@
+import type { Component, Db, Store } from '../contracts/index.js';
+import { BootSequence } from '../sequence.js';
+import { migrate, openDatabase } from '../store/database.js';
+import { runtimeMigrations } from '../store/runtime-schema.js';
+import type { Part } from './site.js';
+
+/** The gateway's one SQLite store: opened first, closed last; the boot sequence lives in it. */
+export class StoreComponent implements Component, Store {
+  readonly name = 'store';
+  private opened: Db | undefined;
+  private seq: BootSequence | undefined;
+
+  constructor(
+    private readonly opts: { path: string; synchronous: 'normal' | 'full'; maxDbBytes?: number | undefined; gatewayId: string },
+  ) {}
+
+  get db(): Db {
+    if (!this.opened) throw new Error('the store is not open');
+    return this.opened;
+  }
+
+  /** Ids and sequence numbers unique across restarts (a new boot number per start). */
+  get sequence(): BootSequence {
+    if (!this.seq) throw new Error('the store is not open');
+    return this.seq;
+  }
+
+  migrate(component: string, migrations: Parameters<Store['migrate']>[1]): void {
+    migrate(this.db, component, migrations);
+  }
+
+  async start(): Promise<void> {
+    const db = openDatabase({ path: this.opts.path, synchronous: this.opts.synchronous, maxBytes: this.opts.maxDbBytes });
+    try {
+      migrate(db, 'runtime', runtimeMigrations);
+      this.seq = new BootSequence(db, this.opts.gatewayId);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+    this.opened = db;
+    await Promise.resolve();
+  }
+
+  async stop(): Promise<void> {
+    this.opened?.close();
+    await Promise.resolve();
+  }
+
+  status(): Record<string, unknown> {
+    return { boot: this.seq?.boot };
+  }
+}
+
+export const storePart: Part = {
+  name: 'store',
+  build(site) {
+    const { storage, gateway } = site.config;
+    const store = new StoreComponent({ path: storage.path, synchronous: storage.synchronous, maxDbBytes: storage.maxDbBytes, gatewayId: gateway.id });
+    site.provide('store', store);
+    return store;
+  },
+};

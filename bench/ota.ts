@@ -16,6 +16,7 @@ import { ReleaseSigner } from '../sim/ota/release-signer.js';
 import { ConfiguredGateway } from './configured-gateway.js';
 import { fmtInt, Scope, sleep, type Benchmark, type BenchOptions, type BenchResult } from './harness.js';
 import { round } from './stats.js';
+import { cloudTopics, errorMessage } from '../runtime/contracts/index.js';
 
 const CHILDREN = 200;
 const RANGE_BYTES = 1024 * 1024;
@@ -108,7 +109,7 @@ http {
       if (res.ok) return url;
       throw new Error(`nginx answers ${res.status} for ${url}`);
     } catch (err) {
-      if ((err as Error).message.startsWith('nginx answers')) throw err;
+      if (errorMessage(err).startsWith('nginx answers')) throw err;
       // not up yet
     }
     await sleep(50);
@@ -150,7 +151,7 @@ export const otaBenchmark = (IMAGE_MB = 8, chunkCacheMb = 32): Benchmark => ({
       const publisher = await mqtt.connectAsync(cloud.url, { reconnectPeriod: 0 });
       scope.defer(() => publisher.endAsync(true));
       const publish = async (m: { release: string }): Promise<void> => {
-        await publisher.publishAsync(`outpost/v1/gw/${GW}/releases/${m.release}`, JSON.stringify(signer.sign(m)), { qos: 1, retain: true });
+        await publisher.publishAsync(cloudTopics.release('outpost', GW, m.release), JSON.stringify(signer.sign(m)), { qos: 1, retain: true });
       };
       let seed = 42;
       const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
@@ -178,7 +179,7 @@ export const otaBenchmark = (IMAGE_MB = 8, chunkCacheMb = 32): Benchmark => ({
       let r: RolloutView | undefined;
       while (performance.now() - t0 < 180_000) {
         r = (await otaStatus(gw.apiUrl).catch((err: unknown) => {
-          throw new Error(`gateway status: ${(err as Error).message}; gateway log: ${gw.log.slice(-1500)}`);
+          throw new Error(`gateway status: ${errorMessage(err)}; gateway log: ${gw.log.slice(-1500)}`);
         })).rollouts?.find((x) => x.release === 'bench-fw-2.0.0');
         const done = r?.phases[0]?.succeeded ?? 0;
         opts.progress.show(`ota  rollout to ${CHILDREN} children: ${done} updated, cloud bytes ${fmtInt(origin.bytesSent)}`);

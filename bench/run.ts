@@ -12,6 +12,7 @@ import { rulesBenchmark } from './rules.js';
 import { actuationBenchmark } from './actuation.js';
 import { nodeRedFlowBenchmark } from './node-red-flow.js';
 import { otaBenchmark } from './ota.js';
+import { errorMessage } from '../runtime/contracts/index.js';
 
 /** Sizes of the benchmarks that are not counted in messages; each has its own option. */
 interface Sizes {
@@ -99,7 +100,7 @@ async function main(): Promise<number> {
     // parseArgs reports unknown options and missing values as TypeErrors with an ERR_PARSE_ARGS code.
     const code = (err as { code?: unknown }).code;
     if (err instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))) {
-      process.stderr.write(`bench: ${(err as Error).message}\n\n${HELP}`);
+      process.stderr.write(`bench: ${errorMessage(err)}\n\n${HELP}`);
       return 2;
     }
     throw err;

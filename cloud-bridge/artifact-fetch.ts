@@ -1,5 +1,5 @@
 import { closeSync, ftruncateSync, openSync, statSync, writeSync } from 'node:fs';
-import { FetchError, type FetchOptions, type FetchTarget } from '../runtime/contracts/index.js';
+import { FetchError, type FetchOptions, type FetchTarget, errorMessage } from '../runtime/contracts/index.js';
 
 function fileSize(path: string): number {
   try {
@@ -109,5 +109,5 @@ function asFetchError(err: unknown, signal: AbortSignal, what: string): FetchErr
   if (err instanceof FetchError) return err;
   if (signal.aborted && signal.reason instanceof FetchError) return signal.reason;
   const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : '';
-  return new FetchError(`${what}: ${(err as Error).message}${cause}`, true, { cause: err });
+  return new FetchError(`${what}: ${errorMessage(err)}${cause}`, true, { cause: err });
 }

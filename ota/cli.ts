@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { bar, renderRollout } from './render.js';
 import type { RolloutStatus } from './rollout.js';
+import { errorMessage } from '../runtime/contracts/index.js';
 
 interface OtaView {
   releases?: Array<{ release: string; version: string; state: string; detail?: string }>;
@@ -42,7 +43,7 @@ export async function otaCommand(args: string[]): Promise<number> {
       return 0;
     }
   } catch (err) {
-    process.stderr.write(`cannot reach the gateway at ${api}: ${(err as Error).message}\n`);
+    process.stderr.write(`cannot reach the gateway at ${api}: ${errorMessage(err)}\n`);
     return 1;
   }
   process.stderr.write('usage: outpost ota status | pause RELEASE | resume RELEASE | abort RELEASE | submit SIGNED.json  [--url URL]\n');

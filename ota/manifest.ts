@@ -1,7 +1,7 @@
 import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 import semver from 'semver';
 import { z } from 'zod';
-import { cronProblem, signedManifestSchema, SIGNING_CONTEXT, type SignedManifest } from '../runtime/contracts/index.js';
+import { cronProblem, signedManifestSchema, SIGNING_CONTEXT, type SignedManifest, errorMessage } from '../runtime/contracts/index.js';
 
 export { SIGNING_CONTEXT, signedManifestSchema, type SignedManifest };
 
@@ -147,7 +147,7 @@ export function openManifest(raw: unknown, keys: TrustedKeys, now: number): Mani
   try {
     json = JSON.parse(env.data.payload);
   } catch (err) {
-    throw new ManifestRefused('malformed', `release payload is not JSON: ${(err as Error).message}`, { cause: err });
+    throw new ManifestRefused('malformed', `release payload is not JSON: ${errorMessage(err)}`, { cause: err });
   }
   const m = manifestSchema.safeParse(json);
   if (!m.success) throw new ManifestRefused('invalid', `release manifest: ${issues(m.error)}`);

@@ -109,7 +109,7 @@ export class OtaService implements Component {
     });
     const s = ota.server;
     const server = new DdiServer(
-      rollouts,
+      rollouts.deployments,
       { tenant: s.tenant, pollSeconds: s.pollSeconds, gatewayToken: s.gatewayToken, targetTokens: s.targetTokens, maxTransfers: s.maxTransfers, chunkCacheBytes: s.chunkCacheBytes, publicUrl: s.publicUrl },
       log.child({ component: 'ddi' }),
       metrics,

@@ -1,4 +1,4 @@
-import { Backoff, DownloadPaused, FetchError, type Clock, type ArtifactLink, type Counter, type Logger, type Metrics, type TimerHandle } from '../runtime/contracts/index.js';
+import { Backoff, DownloadPaused, FetchError, type Clock, type ArtifactLink, type Counter, type Logger, type Metrics, type TimerHandle, errorMessage } from '../runtime/contracts/index.js';
 import { ArtifactMismatch, CacheFull, type ArtifactCache } from './artifact-cache.js';
 import type { ArtifactRef, Manifest } from './manifest.js';
 import { artifactsOf, type ReleaseStore } from './release-store.js';
@@ -132,7 +132,7 @@ export class ReleaseFetcher {
           continue;
         }
         const delay = this.backoff.next();
-        this.log.info({ release: m.release, err: (err as Error).message, retryInMs: delay }, 'artifact download interrupted; resuming later');
+        this.log.info({ release: m.release, err: errorMessage(err), retryInMs: delay }, 'artifact download interrupted; resuming later');
         await this.sleep(delay);
       }
     }
@@ -140,7 +140,7 @@ export class ReleaseFetcher {
 
   /** Undefined: try again later. Otherwise the release fails for this reason. */
   private classify(m: Manifest, a: ArtifactRef, err: unknown): { reason: string; detail: string } | undefined {
-    const detail = (err as Error).message;
+    const detail = errorMessage(err);
     if (err instanceof CacheFull) {
       this.mResults.inc({ outcome: 'cache-full' });
       return { reason: 'cache-full', detail };

@@ -1,113 +1,12 @@
 import { createHash } from 'node:crypto';
-import { createTask, type ScheduledTask } from 'node-cron';
-import semver from 'semver';
-import type { Clock, Counter, Logger, Metrics, TimerHandle } from '../runtime/contracts/index.js';
-import { withStatementCache, type Db, type Migration } from '../runtime/contracts/index.js';
+import { withStatementCache, type Clock, type Counter, type Db, type Logger, type Metrics, type TimerHandle } from '../runtime/contracts/index.js';
 import type { ArtifactCache } from './artifact-cache.js';
-import type { DdiFeedback, DdiOffer, DeploymentSource } from './ddi/server.js';
-import type { ArtifactRef, Manifest } from './manifest.js';
-import { artifactsOf, type ReleaseStore } from './release-store.js';
+import { Deployments } from './deployments.js';
+import type { Manifest } from './manifest.js';
+import type { ReleaseStore } from './release-store.js';
+import type { OtaEvent, RolloutState, RolloutStatus, TargetState } from './rollout-schema.js';
 
-export const rolloutMigrations: readonly Migration[] = [
-  {
-    version: 2,
-    sql: `
-    -- Child devices the update server has seen (poll or attributes), with their attributes.
-    CREATE TABLE ota_devices (
-      device TEXT PRIMARY KEY,
-      first_seen INTEGER NOT NULL,
-      last_seen INTEGER NOT NULL,
-      attributes TEXT NOT NULL DEFAULT '{}'
-    );
-    -- running | paused | halted | aborted | done
-    CREATE TABLE ota_rollouts (
-      release TEXT PRIMARY KEY,
-      state TEXT NOT NULL,
-      phase INTEGER NOT NULL,
-      -- when the current phase's devices all finished (its wait runs from here)
-      phase_done_at INTEGER,
-      started_at INTEGER NOT NULL,
-      updated_at INTEGER NOT NULL,
-      detail TEXT,
-      -- issue time of the last cloud command applied (a retained command applies once)
-      command_at INTEGER
-    );
-    -- One row per device and release: its phase, where it stands, attempts so far.
-    -- state: waiting (phase not reached) | pending | offered | proceeding | success | failed
-    --        | canceling | canceled
-    CREATE TABLE ota_targets (
-      release TEXT NOT NULL,
-      device TEXT NOT NULL,
-      phase INTEGER NOT NULL,
-      state TEXT NOT NULL,
-      attempts INTEGER NOT NULL DEFAULT 0,
-      action_id INTEGER,
-      artifact TEXT,
-      updated_at INTEGER NOT NULL,
-      detail TEXT,
-      PRIMARY KEY (release, device)
-    );
-    CREATE UNIQUE INDEX ota_targets_by_action ON ota_targets (action_id);
-    CREATE TABLE ota_action_seq (n INTEGER NOT NULL);
-    INSERT INTO ota_action_seq (n) VALUES (0);`,
-  },
-  {
-    version: 3,
-    sql: `
-    -- Failures of the current phase an operator accepted by resuming a halted rollout.
-    ALTER TABLE ota_rollouts ADD COLUMN accepted_failures INTEGER NOT NULL DEFAULT 0;
-    -- A pause or resume for a release whose rollout has not started (its artifacts are still
-    -- downloading): applied when it starts.
-    CREATE TABLE ota_commands (release TEXT PRIMARY KEY, action TEXT NOT NULL, at INTEGER);`,
-  },
-];
-
-/** A cancellation the device has not confirmed for this long is closed by the gateway. */
-const CANCEL_CONFIRM_MS = 3_600_000;
-
-export type RolloutState = 'running' | 'paused' | 'halted' | 'aborted' | 'done';
-type TargetState = 'waiting' | 'pending' | 'offered' | 'proceeding' | 'success' | 'failed' | 'canceling' | 'canceled';
-
-interface TargetRow {
-  release: string;
-  device: string;
-  phase: number;
-  state: TargetState;
-  attempts: number;
-  action_id: number | null;
-  artifact: string | null;
-}
-
-export interface PhaseStatus {
-  readonly share: number;
-  readonly devices: number;
-  readonly succeeded: number;
-  readonly failed: number;
-  readonly active: number;
-}
-
-export interface RolloutStatus {
-  readonly release: string;
-  readonly version: string;
-  readonly state: RolloutState;
-  readonly phase: number;
-  readonly detail: string | undefined;
-  readonly phases: readonly PhaseStatus[];
-}
-
-/** What the rollout reports to the cloud (through the outbox). */
-export interface OtaEvent {
-  readonly release: string;
-  readonly device?: string | undefined;
-  readonly actionId?: number | undefined;
-  /** DDI execution for device feedback; for the rollout itself: started, phase, halted, paused, resumed, aborted, done. */
-  readonly event: string;
-  readonly result?: string | undefined;
-  readonly details?: readonly string[] | undefined;
-}
-
-const ACTIVE: readonly TargetState[] = ['offered', 'proceeding'];
-const FINISHED: readonly TargetState[] = ['success', 'failed', 'canceled'];
+export * from './rollout-schema.js';
 
 /**
  * Staged rollouts on the gateway. Each release that is ready (artifacts verified in the cache)
@@ -118,22 +17,21 @@ const FINISHED: readonly TargetState[] = ['success', 'failed', 'canceled'];
  * failed is offered the release again up to maxRetries times; one that succeeded never again.
  * Works from its SQLite tables alone: the cloud may be unreachable throughout.
  */
-export class Rollouts implements DeploymentSource {
-  private readonly windows = new Map<string, ScheduledTask>();
+export class Rollouts {
+  /** The update server's side: offers, feedback, cancellations, artifacts. */
+  readonly deployments: Deployments;
   /** Phase-wait timers, one per release; cleared by stop(). */
   private readonly timers = new Map<string, TimerHandle>();
   private stopped = false;
   private registryFullLogged = false;
   private readonly mRegistryFull: Counter;
-  private readonly mFeedback: Counter;
-  private readonly mOutcomes: Counter;
 
   private readonly db: Db;
 
   constructor(
     db: Db,
     private readonly releases: ReleaseStore,
-    private readonly cache: ArtifactCache,
+    cache: ArtifactCache,
     private readonly clock: Clock,
     private readonly log: Logger,
     metrics: Metrics,
@@ -142,9 +40,8 @@ export class Rollouts implements DeploymentSource {
     private readonly maxDevices = 100_000,
   ) {
     this.db = withStatementCache(db);
-    this.mFeedback = metrics.counter('outpost_ota_feedback_total', 'DDI feedback messages from child devices, by execution', ['execution']);
     this.mRegistryFull = metrics.counter('outpost_ota_devices_refused_total', 'Devices not registered by the update server: its registry is full');
-    this.mOutcomes = metrics.counter('outpost_ota_device_outcomes_total', 'Device install outcomes, by result', ['result']);
+    this.deployments = new Deployments(db, releases, cache, clock, metrics, report, this);
   }
 
   // ---- lifecycle ----------------------------------------------------------------------------
@@ -193,7 +90,7 @@ export class Rollouts implements DeploymentSource {
    * A device seen by the update server for the first time joins the running rollouts that target
    * it, in the phase running now (or the last one, after the rollout finished its phases).
    */
-  private seen(device: string): void {
+  deviceSeen(device: string): void {
     const now = this.clock.now();
     const r = this.db.prepare('UPDATE ota_devices SET last_seen = ? WHERE device = ?').run(now, device);
     if (r.changes > 0) return;
@@ -371,193 +268,6 @@ export class Rollouts implements DeploymentSource {
   /** Re-arms phase waits after a restart. */
   resumeAll(): void {
     for (const { release } of this.db.prepare("SELECT release FROM ota_rollouts WHERE state = 'running'").all() as { release: string }[]) this.advance(release);
-  }
-
-  // ---- DeploymentSource (the DDI server asks) ------------------------------------------------
-
-  private inWindow(m: Manifest): boolean {
-    const expr = m.rollout.maintenanceWindow;
-    if (!expr) return true;
-    let task = this.windows.get(m.release);
-    if (!task) {
-      task = createTask(expr, () => undefined);
-      this.windows.set(m.release, task);
-    }
-    return task.match(new Date(this.clock.now()));
-  }
-
-  offer(device: string): DdiOffer | undefined {
-    this.seen(device);
-    const rows = this.db
-      .prepare(
-        `SELECT t.* FROM ota_targets t JOIN ota_rollouts r ON r.release = t.release
-         WHERE t.device = ? AND t.state IN ('pending', 'offered', 'proceeding') AND r.state IN ('running', 'paused', 'halted')
-         ORDER BY r.started_at`,
-      )
-      .all(device) as TargetRow[];
-    for (const t of rows) {
-      const ro = this.db.prepare('SELECT state FROM ota_rollouts WHERE release = ?').get(t.release) as { state: RolloutState };
-      // Paused or halted: devices already working finish, no one starts.
-      if (t.state === 'pending' && ro.state !== 'running') continue;
-      const m = this.releases.get(t.release)?.manifest;
-      if (!m) continue;
-      const current = this.current(device, m.product);
-      if (t.state === 'pending' && current !== undefined && !semver.lt(current, m.version)) {
-        // Never a downgrade (a newer release of the product reached the device first), and nothing
-        // to do when it runs this version already.
-        const same = semver.eq(current, m.version);
-        this.db
-          .prepare('UPDATE ota_targets SET state = ?, detail = ?, updated_at = ? WHERE release = ? AND device = ?')
-          .run(same ? 'success' : 'canceled', `runs ${current}`, this.clock.now(), t.release, device);
-        this.report({ release: t.release, device, event: same ? 'already-installed' : 'superseded', details: [`runs ${current}`] });
-        this.advance(t.release);
-        continue;
-      }
-      if (t.state === 'pending' && !this.inWindow(m)) continue;
-      const chosen = this.choose(m, device, current);
-      const digests = this.releases.artifact(chosen.sha256);
-      const moduleId = this.moduleId(chosen.sha256);
-      if (!digests || moduleId === undefined || !this.cache.blobPath(chosen.sha256)) continue;
-      let actionId = t.action_id;
-      if (t.state === 'pending' || actionId === null) {
-        actionId = this.nextActionId();
-        this.db
-          .prepare("UPDATE ota_targets SET state = 'offered', action_id = ?, artifact = ?, attempts = attempts + 1, updated_at = ? WHERE release = ? AND device = ?")
-          .run(actionId, chosen.sha256, this.clock.now(), t.release, device);
-      }
-      return {
-        actionId,
-        name: m.product,
-        version: m.version,
-        artifact: { moduleId, filename: chosen.name, size: chosen.size, sha256: chosen.sha256, sha1: digests.sha1, md5: digests.md5 },
-        maintenanceWindow: m.rollout.maintenanceWindow ? 'available' : undefined,
-      };
-    }
-    return undefined;
-  }
-
-  /** The delta for the version the device runs, when the release has one; else the full image. */
-  private choose(m: Manifest, device: string, current = this.current(device, m.product)): ArtifactRef {
-    return m.deltas.find((d) => current !== undefined && semver.eq(d.from, current))?.artifact ?? m.artifact;
-  }
-
-  /**
-   * The version of `product` a device runs: what it last reported (configData `version`, a
-   * device runs one firmware), else the last success the gateway recorded for it.
-   */
-  private current(device: string, product: string): string | undefined {
-    const r = this.db.prepare('SELECT attributes FROM ota_devices WHERE device = ?').get(device) as { attributes: string } | undefined;
-    if (r) {
-      try {
-        const v = (JSON.parse(r.attributes) as { version?: unknown }).version;
-        if (typeof v === 'string' && semver.valid(v)) return v;
-      } catch {
-        // attributes are written by configData as JSON; nothing else to fall back on
-      }
-    }
-    return this.releases.installed(device, product);
-  }
-
-  private moduleId(sha256: string): number | undefined {
-    const r = this.db.prepare('SELECT rowid AS id FROM ota_artifacts WHERE sha256 = ?').get(sha256) as { id: number } | undefined;
-    return r?.id;
-  }
-
-  private nextActionId(): number {
-    this.db.prepare('UPDATE ota_action_seq SET n = n + 1').run();
-    return (this.db.prepare('SELECT n FROM ota_action_seq').get() as { n: number }).n;
-  }
-
-  private byAction(device: string, actionId: number): TargetRow | undefined {
-    if (!Number.isSafeInteger(actionId)) return undefined;
-    return this.db.prepare('SELECT * FROM ota_targets WHERE action_id = ? AND device = ?').get(actionId, device) as TargetRow | undefined;
-  }
-
-  /**
-   * The action the device is asked to cancel. One it has not confirmed for CANCEL_CONFIRM_MS (an
-   * agent without cancel support) is closed by the gateway, so the device can get other work.
-   */
-  cancellation(device: string): number | undefined {
-    const r = this.db.prepare("SELECT release, action_id, updated_at FROM ota_targets WHERE device = ? AND state = 'canceling' ORDER BY updated_at LIMIT 1").get(device) as
-      | { release: string; action_id: number; updated_at: number }
-      | undefined;
-    if (!r) return undefined;
-    const now = this.clock.now();
-    if (now - r.updated_at < CANCEL_CONFIRM_MS) return r.action_id;
-    const detail = `cancellation not confirmed in ${CANCEL_CONFIRM_MS / 3_600_000} h; closed by the gateway`;
-    this.db.prepare("UPDATE ota_targets SET state = 'canceled', detail = ?, updated_at = ? WHERE release = ? AND device = ?").run(detail, now, r.release, device);
-    this.report({ release: r.release, device, actionId: r.action_id, event: 'cancel-expired', details: [detail] });
-    return this.cancellation(device);
-  }
-
-  feedback(device: string, actionId: number, fb: DdiFeedback): boolean {
-    const t = this.byAction(device, actionId);
-    if (!t || !(ACTIVE.includes(t.state) || t.state === 'canceling')) return false;
-    const { execution, result } = fb.status;
-    this.mFeedback.inc({ execution });
-    const now = this.clock.now();
-    const details = fb.status.details?.slice(-5);
-    const m = this.releases.get(t.release)?.manifest;
-    let next: TargetState = t.state === 'canceling' ? 'canceling' : 'proceeding';
-    if (execution === 'closed' && result.finished === 'success') next = 'success';
-    else if ((execution === 'closed' && result.finished === 'failure') || execution === 'rejected' || execution === 'canceled') next = 'failed';
-    if (next === 'failed' && m && t.attempts <= m.rollout.maxRetries && t.state !== 'canceling') {
-      // Another attempt later, with a new action id.
-      this.db.prepare("UPDATE ota_targets SET state = 'pending', detail = ?, updated_at = ? WHERE release = ? AND device = ?").run(details?.join(' | ') ?? null, now, t.release, device);
-      this.mOutcomes.inc({ result: 'retry' });
-    } else {
-      this.db
-        .prepare('UPDATE ota_targets SET state = ?, detail = coalesce(?, detail), updated_at = ? WHERE release = ? AND device = ?')
-        .run(next === 'failed' && t.state === 'canceling' ? 'canceled' : next, details?.join(' | ') ?? null, now, t.release, device);
-      if (next === 'success' || next === 'failed') this.mOutcomes.inc({ result: next });
-      if (next === 'success' && m) {
-        this.releases.setInstalled(device, m.product, m.version, now);
-        // A version the device reported before this install is out of date now.
-        this.db
-          .prepare("UPDATE ota_devices SET attributes = json_set(attributes, '$.version', ?) WHERE device = ? AND json_valid(attributes) AND json_extract(attributes, '$.version') IS NOT NULL")
-          .run(m.version, device);
-      }
-    }
-    this.report({ release: t.release, device, actionId, event: execution, result: result.finished, ...(details ? { details } : {}) });
-    if (FINISHED.includes(next)) this.advance(t.release);
-    return true;
-  }
-
-  cancelFeedback(device: string, actionId: number, fb: DdiFeedback): boolean {
-    const t = this.byAction(device, actionId);
-    if (!t || t.state !== 'canceling') return false;
-    const { execution, result } = fb.status;
-    this.mFeedback.inc({ execution: `cancel-${execution}` });
-    // canceled or closed/success: the device stopped; rejected: it goes on and reports as usual.
-    if (execution === 'canceled' || (execution === 'closed' && result.finished === 'success')) {
-      this.db.prepare("UPDATE ota_targets SET state = 'canceled', updated_at = ? WHERE release = ? AND device = ?").run(this.clock.now(), t.release, device);
-    } else if (execution === 'rejected') {
-      this.db.prepare("UPDATE ota_targets SET state = 'proceeding', updated_at = ? WHERE release = ? AND device = ?").run(this.clock.now(), t.release, device);
-    }
-    this.report({ release: t.release, device, actionId, event: `cancel-${execution}`, result: result.finished });
-    return true;
-  }
-
-  configData(device: string, data: Readonly<Record<string, string>>): void {
-    this.seen(device);
-    this.db.prepare('UPDATE ota_devices SET attributes = ? WHERE device = ?').run(JSON.stringify(data), device);
-  }
-
-  artifact(device: string, moduleId: number, filename: string): { path: string; sha256: string; md5: string; size: number } | undefined {
-    const rows = this.db
-      .prepare("SELECT release, artifact FROM ota_targets WHERE device = ? AND state IN ('offered', 'proceeding') AND artifact IS NOT NULL")
-      .all(device) as { release: string; artifact: string }[];
-    for (const { release, artifact } of rows) {
-      if (this.moduleId(artifact) !== moduleId) continue;
-      // The file name must be the one the device's release offers for this artifact.
-      const m = this.releases.get(release)?.manifest;
-      if (!m || !artifactsOf(m).some((a) => a.sha256 === artifact && a.name === filename)) continue;
-      const d = this.releases.artifact(artifact);
-      const path = this.cache.blobPath(artifact);
-      if (!d || !path) continue;
-      return { path, sha256: d.sha256, md5: d.md5, size: d.size };
-    }
-    return undefined;
   }
 
   // ---- status ---------------------------------------------------------------------------------

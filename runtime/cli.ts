@@ -5,6 +5,7 @@ import { ConfigError, loadConfig } from './config/load.js';
 import { Gateway } from './gateway.js';
 import { createLogger } from './logger.js';
 import { loadRules, replay } from './rules-test.js';
+import { errorMessage } from './contracts/index.js';
 
 const USAGE = `outpost — edge gateway runtime
 
@@ -126,8 +127,8 @@ async function start(args: string[]): Promise<number> {
     process.on('SIGHUP', () => {
       loadConfig(values.config!).then(
         (next) => gateway.reloadRules(next),
-        (err: unknown) => log.error({ err: (err as Error).message }, 'rules not reloaded: invalid config; running rules kept'),
-      ).catch((err: unknown) => log.error({ err: (err as Error).message }, 'rules not reloaded'));
+        (err: unknown) => log.error({ err: errorMessage(err) }, 'rules not reloaded: invalid config; running rules kept'),
+      ).catch((err: unknown) => log.error({ err: errorMessage(err) }, 'rules not reloaded'));
     });
   });
   await gateway.stop();
@@ -150,7 +151,7 @@ async function rulesCommand(args: string[]): Promise<number> {
       text = await readFile(values.input, 'utf8');
     } catch (err) {
       if (err instanceof ConfigError) return reportConfigError(err);
-      process.stderr.write(`${values.input}: ${(err as Error).message}\n`);
+      process.stderr.write(`${values.input}: ${errorMessage(err)}\n`);
       return 1;
     }
     const r = replay(
@@ -175,7 +176,7 @@ async function rulesCommand(args: string[]): Promise<number> {
       process.stdout.write(`${JSON.stringify(body)}\n`);
       return 0;
     } catch (err) {
-      process.stderr.write(`cannot reach the gateway at ${values.url}: ${(err as Error).message}\n`);
+      process.stderr.write(`cannot reach the gateway at ${values.url}: ${errorMessage(err)}\n`);
       return 1;
     }
   }
@@ -195,7 +196,7 @@ async function status(args: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(await res.json(), null, 2)}\n`);
     return 0;
   } catch (err) {
-    process.stderr.write(`cannot reach the gateway at ${url}: ${(err as Error).message}\n`);
+    process.stderr.write(`cannot reach the gateway at ${url}: ${errorMessage(err)}\n`);
     return 1;
   }
 }
@@ -236,7 +237,7 @@ async function deadLetters(args: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
     return 0;
   } catch (err) {
-    process.stderr.write(`cannot reach the gateway at ${base}: ${(err as Error).message}\n`);
+    process.stderr.write(`cannot reach the gateway at ${base}: ${errorMessage(err)}\n`);
     return 1;
   }
 }
@@ -278,7 +279,7 @@ async function writePoint(args: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(body)}\n`);
     return 0;
   } catch (err) {
-    process.stderr.write(`cannot reach the gateway at ${url}: ${(err as Error).message}\n`);
+    process.stderr.write(`cannot reach the gateway at ${url}: ${errorMessage(err)}\n`);
     return 1;
   }
 }

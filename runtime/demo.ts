@@ -10,6 +10,7 @@ import { DdiDevice } from '../sim/ota/ddi-device.js';
 import { ReleaseSigner } from '../sim/ota/release-signer.js';
 import { SimSite } from '../sim/site.js';
 import { parseConfig } from './config/load.js';
+import { cloudTopics } from './contracts/index.js';
 import type { SiteConfigInput } from './config/schema.js';
 import { Gateway, type GatewayStatus } from './gateway.js';
 import { createLogger } from './logger.js';
@@ -157,7 +158,7 @@ export async function runDemo(args: string[]): Promise<number> {
         artifact: { name: 'valve-fw-2.0.0.swu', url: `${originUrl}/valve-fw-2.0.0.swu`, size: image.length, sha256: createHash('sha256').update(image).digest('hex') },
         rollout: { phases: [{ share: 10, waitMs: 3000 }, { share: 50, waitMs: 3000 }, { share: 100 }], failureThreshold: 0.3, maxRetries: 2 },
       };
-      cloud.publishRetained(`outpost/v1/gw/demo-gw1/releases/${manifest.release}`, JSON.stringify(signer.sign(manifest))).catch(() => undefined);
+      cloud.publishRetained(cloudTopics.release('outpost', 'demo-gw1', manifest.release), JSON.stringify(signer.sign(manifest))).catch(() => undefined);
     }, 5000),
   );
 

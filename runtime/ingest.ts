@@ -1,4 +1,5 @@
 import {
+  errorMessage,
   isBatch,
   type Clock,
   type Counter,
@@ -153,10 +154,10 @@ export class IngestPipeline implements ReadingSink {
       try {
         this.rules.reset(this.loadState());
       } catch (resetErr) {
-        this.log.error({ err: (resetErr as Error).message }, 'rule state not reloaded after a failed commit');
+        this.log.error({ err: errorMessage(resetErr) }, 'rule state not reloaded after a failed commit');
       }
       this.mFailures.inc();
-      const error = new Error(`store commit failed: ${(err as Error).message}`, { cause: err });
+      const error = new Error(`store commit failed: ${errorMessage(err)}`, { cause: err });
       this.log.error({ err: error.message, readings: batch.reduce((n, p) => n + p.readings.length, 0) }, 'ingest commit failed');
       for (const p of batch) p.reject(error);
       this.armWindowTimer();
@@ -168,13 +169,13 @@ export class IngestPipeline implements ReadingSink {
     try {
       if (outputs > 0) this.onCommitted();
     } catch (err) {
-      this.log.error({ err: (err as Error).message }, 'uplink notify failed');
+      this.log.error({ err: errorMessage(err) }, 'uplink notify failed');
     }
     if (this.tap && batch.length > 0) {
       try {
         this.tap(batch.map((p) => p.readings));
       } catch (err) {
-        this.log.error({ err: (err as Error).message }, 'reading tap failed');
+        this.log.error({ err: errorMessage(err) }, 'reading tap failed');
       }
     }
     if (this.local.length > 0) {
@@ -184,7 +185,7 @@ export class IngestPipeline implements ReadingSink {
       try {
         this.onLocal(local);
       } catch (err) {
-        this.log.error({ err: (err as Error).message }, 'local rule outputs failed');
+        this.log.error({ err: errorMessage(err) }, 'local rule outputs failed');
       }
     }
     this.armWindowTimer();

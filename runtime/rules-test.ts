@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { Rules } from '../rules/engine.js';
 import { ConfigError, parseConfig } from './config/load.js';
 import type { SiteConfig } from './config/schema.js';
-import { makeEnvelope, type Clock, type RuleOutput, type TimerHandle } from './contracts/index.js';
+import { makeEnvelope, type Clock, type RuleOutput, type TimerHandle, errorMessage } from './contracts/index.js';
 import { CountingSequence } from './sequence.js';
 
 /** One recorded reading per line; id and seq are given when absent, ts defaults to the previous line's. */
@@ -45,7 +45,7 @@ export async function loadRules(file: string): Promise<SiteConfig> {
     raw = doc.toJS() as unknown;
   } catch (err) {
     if (err instanceof ConfigError) throw err;
-    throw new ConfigError(file, [`cannot read file: ${(err as Error).message}`]);
+    throw new ConfigError(file, [`cannot read file: ${errorMessage(err)}`]);
   }
   const given = (raw ?? {}) as Record<string, unknown>;
   const rules = Array.isArray(given.rules) ? (given.rules as unknown[]) : [];
@@ -93,7 +93,7 @@ export function replay(config: SiteConfig, lines: readonly string[], write: (lin
       parsed = r.data;
     } catch (err) {
       badLines++;
-      problem(`line ${i + 1}: ${(err as Error).message}`);
+      problem(`line ${i + 1}: ${errorMessage(err)}`);
       return;
     }
     readings++;

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { configSchema, type SiteConfigInput } from '../../runtime/config/schema.js';
-import type { Clock } from '../../runtime/contracts/index.js';
+import { cloudTopics, type Clock } from '../../runtime/contracts/index.js';
 import { Gateway } from '../../runtime/gateway.js';
 import { createLogger } from '../../runtime/logger.js';
 import { SimCloud } from '../../sim/cloud.js';
@@ -66,7 +66,7 @@ export async function otaSite(
     dir,
     server: `http://127.0.0.1:${gateway.ports.ota}/site-a`,
     publish: async (m) => {
-      await publisher.publishAsync(`outpost/v1/gw/${GW}/releases/${String(m.release)}`, JSON.stringify(signer.sign(m)), { qos: 1, retain: true });
+      await publisher.publishAsync(cloudTopics.release('outpost', GW, String(m.release)), JSON.stringify(signer.sign(m)), { qos: 1, retain: true });
     },
   };
 }

@@ -69,7 +69,7 @@ describe('rollouts', () => {
   const poll = (ds: readonly string[]): Map<string, number> => {
     const got = new Map<string, number>();
     for (const d of ds) {
-      const o = rollouts.offer(d);
+      const o = rollouts.deployments.offer(d);
       if (o) got.set(d, o.actionId);
     }
     return got;
@@ -87,8 +87,8 @@ describe('rollouts', () => {
       for (const d of offers.keys()) expect(everSucceeded.has(d)).toBe(false);
       offeredPerPhase.push(offers.size);
       for (const [d, id] of offers) {
-        expect(rollouts.feedback(d, id, proceeding)).toBe(true);
-        expect(rollouts.feedback(d, id, closed('success'))).toBe(true);
+        expect(rollouts.deployments.feedback(d, id, proceeding)).toBe(true);
+        expect(rollouts.deployments.feedback(d, id, closed('success'))).toBe(true);
         everSucceeded.add(d);
       }
       // Within the wait nothing new is offered.
@@ -113,7 +113,7 @@ describe('rollouts', () => {
       const offers = poll(ds);
       for (const [d, id] of offers) {
         offered.add(d);
-        rollouts.feedback(d, id, closed('failure'));
+        rollouts.deployments.feedback(d, id, closed('failure'));
       }
       await clock.advance(1000);
     }
@@ -132,14 +132,14 @@ describe('rollouts', () => {
     poll(['pump-1']);
     const m = release('2.0.0', { phases: [{ share: 100 }], maxRetries: 2 });
     rollouts.start(m);
-    const first = rollouts.offer('pump-1')!;
-    rollouts.feedback('pump-1', first.actionId, closed('failure'));
-    const second = rollouts.offer('pump-1')!;
+    const first = rollouts.deployments.offer('pump-1')!;
+    rollouts.deployments.feedback('pump-1', first.actionId, closed('failure'));
+    const second = rollouts.deployments.offer('pump-1')!;
     expect(second.actionId).not.toBe(first.actionId);
     // Feedback for the old action is refused.
-    expect(rollouts.feedback('pump-1', first.actionId, closed('success'))).toBe(false);
-    rollouts.feedback('pump-1', second.actionId, closed('success'));
-    expect(rollouts.offer('pump-1')).toBeUndefined();
+    expect(rollouts.deployments.feedback('pump-1', first.actionId, closed('success'))).toBe(false);
+    rollouts.deployments.feedback('pump-1', second.actionId, closed('success'));
+    expect(rollouts.deployments.offer('pump-1')).toBeUndefined();
     expect(rollouts.status(m.release)!.state).toBe('done');
   });
 
@@ -147,46 +147,46 @@ describe('rollouts', () => {
     poll(['pump-a', 'pump-b']);
     store.setInstalled('pump-a', 'pump-fw', '1.0.0', clock.t);
     rollouts.start(release('2.0.0', { phases: [{ share: 100 }] }));
-    expect(rollouts.offer('pump-a')!.artifact.sha256).toBe(sha(delta));
-    expect(rollouts.offer('pump-b')!.artifact.sha256).toBe(sha(full));
-    const a = rollouts.offer('pump-a')!.artifact;
-    expect(rollouts.artifact('pump-a', a.moduleId, a.filename)!.size).toBe(delta.length);
+    expect(rollouts.deployments.offer('pump-a')!.artifact.sha256).toBe(sha(delta));
+    expect(rollouts.deployments.offer('pump-b')!.artifact.sha256).toBe(sha(full));
+    const a = rollouts.deployments.offer('pump-a')!.artifact;
+    expect(rollouts.deployments.artifact('pump-a', a.moduleId, a.filename)!.size).toBe(delta.length);
     // Another device's artifact, or a name it was not offered under: not served.
-    expect(rollouts.artifact('pump-b', a.moduleId, a.filename)).toBeUndefined();
-    expect(rollouts.artifact('pump-a', a.moduleId, '../../etc/passwd')).toBeUndefined();
+    expect(rollouts.deployments.artifact('pump-b', a.moduleId, a.filename)).toBeUndefined();
+    expect(rollouts.deployments.artifact('pump-a', a.moduleId, '../../etc/passwd')).toBeUndefined();
   });
 
   it('pause stops new offers, resume continues, abort cancels devices at work', async () => {
     poll(['pump-1', 'pump-2']);
     const m = release('2.0.0', { phases: [{ share: 100 }] });
     rollouts.start(m);
-    const o1 = rollouts.offer('pump-1')!;
-    rollouts.feedback('pump-1', o1.actionId, proceeding);
+    const o1 = rollouts.deployments.offer('pump-1')!;
+    rollouts.deployments.feedback('pump-1', o1.actionId, proceeding);
     expect(rollouts.pause(m.release)).toBe(true);
-    expect(rollouts.offer('pump-2')).toBeUndefined();
+    expect(rollouts.deployments.offer('pump-2')).toBeUndefined();
     // pump-1 keeps its action while paused.
-    expect(rollouts.offer('pump-1')!.actionId).toBe(o1.actionId);
+    expect(rollouts.deployments.offer('pump-1')!.actionId).toBe(o1.actionId);
     expect(rollouts.resume(m.release)).toBe(true);
-    expect(rollouts.offer('pump-2')).toBeDefined();
+    expect(rollouts.deployments.offer('pump-2')).toBeDefined();
     expect(rollouts.abort(m.release)).toBe(true);
-    expect(rollouts.offer('pump-1')).toBeUndefined();
-    expect(rollouts.cancellation('pump-1')).toBe(o1.actionId);
-    expect(rollouts.cancelFeedback('pump-1', o1.actionId, { status: { execution: 'canceled', result: { finished: 'success' } } })).toBe(true);
-    expect(rollouts.cancellation('pump-1')).toBeUndefined();
+    expect(rollouts.deployments.offer('pump-1')).toBeUndefined();
+    expect(rollouts.deployments.cancellation('pump-1')).toBe(o1.actionId);
+    expect(rollouts.deployments.cancelFeedback('pump-1', o1.actionId, { status: { execution: 'canceled', result: { finished: 'success' } } })).toBe(true);
+    expect(rollouts.deployments.cancellation('pump-1')).toBeUndefined();
     expect(rollouts.status(m.release)!.state).toBe('aborted');
     expect(events.map((e) => e.event)).toEqual(expect.arrayContaining(['paused', 'resumed', 'aborted', 'cancel-canceled']));
     // pump-2 never confirms its cancellation (an agent without cancel support): after an hour the
     // gateway closes it, so the device can get other work.
-    const o2 = rollouts.cancellation('pump-2')!;
+    const o2 = rollouts.deployments.cancellation('pump-2')!;
     expect(o2).toBeDefined();
     await clock.advance(59 * 60_000);
-    expect(rollouts.cancellation('pump-2')).toBe(o2);
+    expect(rollouts.deployments.cancellation('pump-2')).toBe(o2);
     await clock.advance(60_000);
-    expect(rollouts.cancellation('pump-2')).toBeUndefined();
+    expect(rollouts.deployments.cancellation('pump-2')).toBeUndefined();
     expect(events.at(-1)).toMatchObject({ device: 'pump-2', event: 'cancel-expired' });
     const next = release('2.1.0', { phases: [{ share: 100 }] });
     rollouts.start(next);
-    expect(rollouts.offer('pump-2')!.version).toBe('2.1.0');
+    expect(rollouts.deployments.offer('pump-2')!.version).toBe('2.1.0');
   });
 
   it('offers work only inside the maintenance window (node-cron)', async () => {
@@ -194,9 +194,9 @@ describe('rollouts', () => {
     // 12:00 UTC now; the window is the 02:00–02:59 hour of the gateway's local time.
     const hour = new Date(clock.t).getHours();
     rollouts.start(release('2.0.0', { phases: [{ share: 100 }], maintenanceWindow: `* ${(hour + 14) % 24} * * *` }));
-    expect(rollouts.offer('pump-1')).toBeUndefined();
+    expect(rollouts.deployments.offer('pump-1')).toBeUndefined();
     await clock.advance(14 * 3600_000);
-    expect(rollouts.offer('pump-1')).toBeDefined();
+    expect(rollouts.deployments.offer('pump-1')).toBeDefined();
   });
 
   it('continues after a restart from its tables, and a late device joins the running phase', async () => {
@@ -204,7 +204,7 @@ describe('rollouts', () => {
     poll(ds);
     const m = release('2.0.0', { phases: [{ share: 50, waitMs: 1000 }, { share: 100 }] });
     rollouts.start(m);
-    for (const [d, id] of poll(ds)) rollouts.feedback(d, id, closed('success'));
+    for (const [d, id] of poll(ds)) rollouts.deployments.feedback(d, id, closed('success'));
     // A new process: new Rollouts over the same database.
     rollouts = open();
     rollouts.resumeAll();
@@ -219,7 +219,7 @@ describe('rollouts', () => {
     poll(ds);
     const m = release('2.0.0', { phases: [{ share: 50, waitMs: 60_000 }, { share: 100 }] });
     rollouts.start(m);
-    for (const [d, id] of poll(ds)) rollouts.feedback(d, id, closed('success'));
+    for (const [d, id] of poll(ds)) rollouts.deployments.feedback(d, id, closed('success'));
     rollouts.stop();
     db.close();
     await expect(clock.advance(120_000)).resolves.toBeUndefined();
@@ -230,7 +230,7 @@ describe('rollouts', () => {
     rollouts = new Rollouts(db, store, cache, clock, silentLogger, metrics, (e) => events.push(e), 3);
     rollouts.start(release('2.0.0', { phases: [{ share: 100 }] }));
     expect(poll(['pump-1', 'pump-2', 'pump-3', 'pump-4']).size).toBe(3);
-    expect(rollouts.offer('pump-4')).toBeUndefined();
+    expect(rollouts.deployments.offer('pump-4')).toBeUndefined();
     expect(await metrics.total('outpost_ota_devices_refused_total')).toBe(2);
   });
 
@@ -239,11 +239,11 @@ describe('rollouts', () => {
     poll(ds);
     const older = release('2.0.0', { phases: [{ share: 10, waitMs: 60_000 }, { share: 100 }], failureThreshold: 0.5, maxRetries: 0 });
     rollouts.start(older);
-    for (const [d, id] of poll(ds)) rollouts.feedback(d, id, closed('success'));
+    for (const [d, id] of poll(ds)) rollouts.deployments.feedback(d, id, closed('success'));
     // 2.1.0 arrives during 2.0.0's wait and reaches every device.
     const newer = release('2.1.0', { phases: [{ share: 100 }], failureThreshold: 0.5, maxRetries: 0 });
     rollouts.start(newer);
-    for (const [d, id] of poll(ds)) rollouts.feedback(d, id, closed('success'));
+    for (const [d, id] of poll(ds)) rollouts.deployments.feedback(d, id, closed('success'));
     expect(rollouts.status(newer.release)!.state).toBe('done');
     await clock.advance(60_000);
     // 2.0.0's second phase: no device is offered 2.0.0 again.
@@ -255,25 +255,25 @@ describe('rollouts', () => {
 
   it('uses the version a device reports (configData): the delta for it, nothing for a device on the same or a newer version', () => {
     poll(['pump-a', 'pump-b', 'pump-c', 'pump-d']);
-    rollouts.configData('pump-a', { version: '1.0.0' });
-    rollouts.configData('pump-b', { version: '2.0.0' });
-    rollouts.configData('pump-c', { version: '3.1.0' });
-    rollouts.configData('pump-d', { version: 'not a version' });
+    rollouts.deployments.configData('pump-a', { version: '1.0.0' });
+    rollouts.deployments.configData('pump-b', { version: '2.0.0' });
+    rollouts.deployments.configData('pump-c', { version: '3.1.0' });
+    rollouts.deployments.configData('pump-d', { version: 'not a version' });
     rollouts.start(release('2.0.0', { phases: [{ share: 100 }], failureThreshold: 0.5, maxRetries: 0 }));
-    expect(rollouts.offer('pump-a')!.artifact.sha256).toBe(sha(delta));
-    expect(rollouts.offer('pump-b')).toBeUndefined();
-    expect(rollouts.offer('pump-c')).toBeUndefined();
-    expect(rollouts.offer('pump-d')!.artifact.sha256).toBe(sha(full));
+    expect(rollouts.deployments.offer('pump-a')!.artifact.sha256).toBe(sha(delta));
+    expect(rollouts.deployments.offer('pump-b')).toBeUndefined();
+    expect(rollouts.deployments.offer('pump-c')).toBeUndefined();
+    expect(rollouts.deployments.offer('pump-d')!.artifact.sha256).toBe(sha(full));
     expect(events.filter((e) => e.event === 'already-installed').map((e) => e.device)).toEqual(['pump-b']);
     expect(events.filter((e) => e.event === 'superseded').map((e) => e.device)).toEqual(['pump-c']);
     // pump-a installs 2.0.0 without reporting again: its reported 1.0.0 is out of date, and a
     // later release does not offer it the delta from 1.0.0.
-    const a = rollouts.offer('pump-a')!;
-    rollouts.feedback('pump-a', a.actionId, closed('success'));
+    const a = rollouts.deployments.offer('pump-a')!;
+    rollouts.deployments.feedback('pump-a', a.actionId, closed('success'));
     const m2 = release('2.1.0', { phases: [{ share: 100 }], failureThreshold: 0.5, maxRetries: 0 });
     rollouts.start(m2);
-    expect(rollouts.offer('pump-a')!.artifact.sha256).toBe(sha(full));
-    expect(rollouts.offer('pump-b')!.version).toBe('2.1.0');
+    expect(rollouts.deployments.offer('pump-a')!.artifact.sha256).toBe(sha(full));
+    expect(rollouts.deployments.offer('pump-b')!.version).toBe('2.1.0');
   });
 
   it('resumes a halted rollout: the failures so far are accepted and the next phase opens', () => {
@@ -281,7 +281,7 @@ describe('rollouts', () => {
     poll(ds);
     const m = release('2.0.0', { phases: [{ share: 20 }, { share: 100 }], failureThreshold: 0.2, maxRetries: 0 });
     rollouts.start(m);
-    for (const [d, id] of poll(ds)) rollouts.feedback(d, id, closed('failure'));
+    for (const [d, id] of poll(ds)) rollouts.deployments.feedback(d, id, closed('failure'));
     expect(rollouts.status(m.release)!.state).toBe('halted');
     expect(rollouts.resume(m.release)).toBe(true);
     expect(rollouts.status(m.release)!.state).toBe('running');
@@ -289,7 +289,7 @@ describe('rollouts', () => {
     expect(next.size).toBe(8);
     // New failures in the next phase count against its threshold again.
     const ids = [...next];
-    for (const [d, id] of ids.slice(0, 2)) rollouts.feedback(d, id, closed('failure'));
+    for (const [d, id] of ids.slice(0, 2)) rollouts.deployments.feedback(d, id, closed('failure'));
     expect(rollouts.status(m.release)!.state).toBe('halted');
   });
 

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import mqtt from 'mqtt';
-import { makeEnvelope, type Clock, type Envelope, type RuleOutput, type TimerHandle } from '../runtime/contracts/index.js';
+import { makeEnvelope, ManualClock, type Envelope, type RuleOutput } from '../runtime/contracts/index.js';
 import { CountingSequence } from '../runtime/sequence.js';
 import { Rules } from '../rules/engine.js';
 import type { RuleSpec } from '../rules/types.js';
@@ -55,15 +55,9 @@ context.set(msg.topic, next);
 return [{ topic: 'bench/nr-out/hot/' + msg.topic, payload: msg.payload }, closed];
 `;
 
-class StepClock implements Clock {
-  t = 0;
-  now = (): number => this.t;
-  setTimeout = (): TimerHandle => ({ unref() {} });
-  clearTimeout = (): void => {};
-}
 
 function engine(readings: readonly Envelope[]): { perS: number; passed: number; windows: number } {
-  const clock = new StepClock();
+  const clock = new ManualClock();
   const rules = new Rules(RULES, clock, new CountingSequence('b:'));
   let passed = 0;
   let aggregates = 0;

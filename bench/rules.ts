@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { makeEnvelope, type Clock, type Envelope, type RuleOutput, type TimerHandle } from '../runtime/contracts/index.js';
+import { makeEnvelope, ManualClock, type Envelope, type RuleOutput } from '../runtime/contracts/index.js';
 import { CountingSequence } from '../runtime/sequence.js';
 import { Rules } from '../rules/engine.js';
 import type { RuleSpec } from '../rules/types.js';
@@ -9,12 +9,6 @@ import { median, round } from './stats.js';
 const READINGS = 200_000;
 const ROUNDS = 5;
 
-class StepClock implements Clock {
-  t = 1_764_000_000_000;
-  now = (): number => this.t;
-  setTimeout = (): TimerHandle => ({ unref() {} });
-  clearTimeout = (): void => {};
-}
 
 /**
  * 200 devices × 5 points, values that cross the filter's threshold, 1 ms of time per reading: a
@@ -44,7 +38,7 @@ const SCENARIOS: Record<string, RuleSpec[]> = {
 
 /** Readings per second through the engine with `specs`, the clock moving with the readings. */
 function run(specs: RuleSpec[], readings: readonly Envelope[]): { perS: number; outputs: number } {
-  const clock = new StepClock();
+  const clock = new ManualClock(1_764_000_000_000);
   const rules = new Rules(specs, clock, new CountingSequence('b:'));
   let outputs = 0;
   const emit = (o: RuleOutput): void => {

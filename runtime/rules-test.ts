@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { Rules } from '../rules/engine.js';
 import { ConfigError, parseConfig } from './config/load.js';
 import type { SiteConfig } from './config/schema.js';
-import { makeEnvelope, type Clock, type RuleOutput, type TimerHandle, errorMessage } from './contracts/index.js';
+import { errorMessage, makeEnvelope, ManualClock, type RuleOutput } from './contracts/index.js';
 import { CountingSequence } from './sequence.js';
 
 /** One recorded reading per line; id and seq are given when absent, ts defaults to the previous line's. */
@@ -19,12 +19,6 @@ const recorded = z.strictObject({
   unit: z.string().min(1).optional(),
 });
 
-class ReplayClock implements Clock {
-  t = 0;
-  now = (): number => this.t;
-  setTimeout = (): TimerHandle => ({ unref() {} });
-  clearTimeout = (): void => {};
-}
 
 export interface RulesTestResult {
   readonly readings: number;
@@ -70,7 +64,7 @@ export async function loadRules(file: string): Promise<SiteConfig> {
  * touches a device, broker or store.
  */
 export function replay(config: SiteConfig, lines: readonly string[], write: (line: string) => void, problem: (msg: string) => void): RulesTestResult {
-  const clock = new ReplayClock();
+  const clock = new ManualClock();
   const sequence = new CountingSequence('test:');
   const rules = new Rules(config.rules, clock, sequence);
   let outputs = 0;

@@ -1,13 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { LinkBudget, type UsageStore } from '../../cloud-bridge/link-budget.js';
-import type { Clock } from '../../runtime/contracts/index.js';
+import { ManualClock } from '../../runtime/contracts/index.js';
 
-class FakeClock implements Clock {
-  constructor(public t: number) {}
-  now = (): number => this.t;
-  setTimeout = (): { unref(): void } => ({ unref() {} });
-  clearTimeout = (): void => {};
-}
 
 function memoryUsage(): UsageStore & { days: Map<string, number> } {
   const days = new Map<string, number>();
@@ -18,13 +12,13 @@ const DAY = 86_400_000;
 
 describe('uplink link budget', () => {
   it('without caps, everything goes at once', () => {
-    const b = new LinkBudget({}, new FakeClock(0));
+    const b = new LinkBudget({}, new ManualClock(0));
     b.spend(10_000_000);
     expect(b.delayFor(5)).toBe(0);
   });
 
   it('holds the long-run rate to the cap, whatever the batch size', () => {
-    const clock = new FakeClock(1_000_000);
+    const clock = new ManualClock(1_000_000);
     const b = new LinkBudget({ maxBytesPerS: 10_000 }, clock);
     let sent = 0;
     // Send 40 KB batches as fast as the budget allows for 60 simulated seconds.
@@ -43,7 +37,7 @@ describe('uplink link budget', () => {
   });
 
   it('stops all but priority 0 when the daily budget is spent, until the next UTC day', () => {
-    const clock = new FakeClock(10 * DAY + 3_600_000);
+    const clock = new ManualClock(10 * DAY + 3_600_000);
     const usage = memoryUsage();
     const b = new LinkBudget({ dailyBytes: 100_000 }, clock, usage);
     b.spend(60_000);
@@ -57,7 +51,7 @@ describe('uplink link budget', () => {
   });
 
   it('remembers what was spent today across a restart', () => {
-    const clock = new FakeClock(5 * DAY + 1000);
+    const clock = new ManualClock(5 * DAY + 1000);
     const usage = memoryUsage();
     new LinkBudget({ dailyBytes: 100_000 }, clock, usage).spend(150_000);
     const again = new LinkBudget({ dailyBytes: 100_000 }, clock, usage);

@@ -52,14 +52,18 @@ fi
 
 echo "installing the test peers: ${all[*]} (apt-get)" >&2
 export DEBIAN_FRONTEND=noninteractive
+log=$(mktemp)
 ok=1
-"${as_root[@]}" apt-get update -qq || ok=0
-if [ $ok -eq 1 ] && [ ${#need[@]} -gt 0 ]; then "${as_root[@]}" apt-get install -y -qq "${need[@]}" >/dev/null || ok=0; fi
-if [ $ok -eq 1 ] && [ ${#lean[@]} -gt 0 ]; then "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${lean[@]}" >/dev/null || ok=0; fi
+"${as_root[@]}" apt-get update -qq >>"$log" 2>&1 || ok=0
+if [ $ok -eq 1 ] && [ ${#need[@]} -gt 0 ]; then "${as_root[@]}" apt-get install -y -qq "${need[@]}" >>"$log" 2>&1 || ok=0; fi
+if [ $ok -eq 1 ] && [ ${#lean[@]} -gt 0 ]; then "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${lean[@]}" >>"$log" 2>&1 || ok=0; fi
 if [ $ok -eq 0 ]; then
+  tail -n 20 "$log" >&2
   echo "could not install the test peers: ${all[*]}; install them with apt-get and run the tests again" >&2
+  rm -f "$log"
   exit 1
 fi
+rm -f "$log"
 # The tests start the brokers they need on free ports; the packaged services are not wanted.
 if command -v systemctl >/dev/null 2>&1; then
   "${as_root[@]}" systemctl stop mosquitto >/dev/null 2>&1 || true

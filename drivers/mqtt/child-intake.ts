@@ -2,6 +2,7 @@ import { z } from 'zod';
 import {
   childStatusSchema,
   childTelemetrySchema,
+  errorMessage,
   makeEnvelope,
   parseStatusTopic,
   parseTelemetryTopic,
@@ -65,16 +66,16 @@ export function childReadingId(device: string, messageId: string | number, point
   return `${idPart(device)}:${idPart(messageId)}:${idPart(point)}`;
 }
 
+/** Bounds of the online/last-value tracking (memory stays bounded whatever devices send). */
+const MAX_TRACKED_DEVICES = 10_000;
+const MAX_TRACKED_POINTS = 1_000;
+
 /**
  * Takes child telemetry from the local broker. Each valid message becomes one reading per point,
  * committed before the broker sends the PUBACK. An invalid message is refused with a named reason,
  * counted and logged, and acknowledged all the same: a device must not resend a message that can
  * never be accepted.
  */
-/** Bounds of the online/last-value tracking (memory stays bounded whatever devices send). */
-const MAX_TRACKED_DEVICES = 10_000;
-const MAX_TRACKED_POINTS = 1_000;
-
 export class ChildIntake implements Driver {
   readonly name = 'mqtt:children';
   private trackingFull = false;
@@ -137,7 +138,7 @@ export class ChildIntake implements Driver {
     try {
       parsed = childStatusSchema.safeParse(JSON.parse(payload.toString('utf8')));
     } catch (err) {
-      this.refuse(device, 'status-not-json', `status payload is not JSON: ${(err as Error).message}`);
+      this.refuse(device, 'status-not-json', `status payload is not JSON: ${errorMessage(err)}`);
       return;
     }
     if (!parsed.success) {
@@ -160,7 +161,7 @@ export class ChildIntake implements Driver {
       readings.push(makeEnvelope({ id, device, point, value: last.value, quality: 'stale', ts, seq, ...(last.unit ? { unit: last.unit } : {}) }));
     }
     if (readings.length === 0) return;
-    const p = ctx.sink.submit(readings).catch((err: unknown) => ctx.log.error({ device, err: (err as Error).message }, 'stale readings not stored'));
+    const p = ctx.sink.submit(readings).catch((err: unknown) => ctx.log.error({ device, err: errorMessage(err) }, 'stale readings not stored'));
     this.inFlight.add(p);
     void p.finally(() => this.inFlight.delete(p));
   }
@@ -207,7 +208,7 @@ export class ChildIntake implements Driver {
     try {
       json = JSON.parse(msg.payload.toString('utf8'));
     } catch (err) {
-      return this.refuse(device, 'not-json', `payload is not JSON: ${(err as Error).message}`);
+      return this.refuse(device, 'not-json', `payload is not JSON: ${errorMessage(err)}`);
     }
     const parsed = childTelemetrySchema.safeParse(json);
     if (!parsed.success) {

@@ -45,6 +45,8 @@ export class WindowRule {
   private readonly groups: WindowGroups;
   private readonly windows: WindowAssigner;
   private readonly aggregates: readonly Aggregate[];
+  /** One of the aggregates needs the window's values: they are kept, and sorted when it closes. */
+  private readonly keepValues: boolean;
   private readonly event: boolean;
   errors = 0;
   late = 0;
@@ -59,9 +61,10 @@ export class WindowRule {
     this.match = compileMatch(spec.match);
     this.where = spec.where === undefined ? undefined : compileExpression(spec.where, READING_FIELDS);
     this.aggregates = resolveAggregates(spec.aggregates, aggregates);
+    this.keepValues = this.aggregates.some((a) => a.needsValues);
     this.event = spec.time === 'event';
     const size = spec.kind === 'session' ? (spec.gapMs ?? 1) : (spec.windowMs ?? 0);
-    const settings = { size, event: this.event, lateness: spec.allowedLatenessMs ?? 0, keepValues: this.aggregates.some((a) => a.needsValues) };
+    const settings = { size, event: this.event, lateness: spec.allowedLatenessMs ?? 0, keepValues: this.keepValues };
     const host: WindowHost = {
       close: (g, acc, emit) => this.close(g, acc, emit),
       emitWindow: (g, acc, ts, emit) => this.emitWindow(g, acc, ts, emit),
@@ -114,8 +117,10 @@ export class WindowRule {
   }
 
   private emitWindow(g: Group, acc: Acc, ts: number, emit: (out: RuleOutput) => void): void {
-    // Sorted once for every aggregate of the window; empty unless one of them needs the values.
-    const sorted = acc.values === undefined || acc.values.length === 0 ? NO_VALUES : [...acc.values].sort((a, b) => a - b);
+    // Sorted once for all the aggregates of the window. Values restored from a window saved when
+    // the rule had other aggregates are not sorted for aggregates that do not need them.
+    const values = this.keepValues ? acc.values : undefined;
+    const sorted = values === undefined || values.length === 0 ? NO_VALUES : [...values].sort((a, b) => a - b);
     for (const a of this.aggregates) {
       const value: Value = a.compute(acc, sorted);
       const { seq } = this.sequence.next();

@@ -1,4 +1,4 @@
-import type { Clock, Counter, Logger, Metrics, TimerHandle, WriteOutput, Value } from '../runtime/contracts/index.js';
+import { errorMessage, type Clock, type Counter, type Logger, type Metrics, type TimerHandle, type WriteOutput, type Value } from '../runtime/contracts/index.js';
 
 /** Writes one value to a device point (a driver's write capability, verified by reading it back). */
 export type PointWriter = (device: string, point: string, value: number | boolean | string) => Promise<unknown>;
@@ -72,7 +72,7 @@ export class ActuationGuard {
       },
       (err: unknown) => {
         this.count({ device, point }, 'failed');
-        this.log.warn({ device, point, value: p.value, err: err instanceof Error ? err.message : String(err) }, 'rule write failed');
+        this.log.warn({ device, point, value: p.value, err: errorMessage(err) }, 'rule write failed');
       },
     ).finally(() => {
       t.inFlight = false;

@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { deadbandSchema, durationMsSchema, idSchema, topicFilterProblem } from '../runtime/contracts/index.js';
+import { deadbandSchema, durationMsSchema, errorMessage, idSchema, topicFilterProblem } from '../runtime/contracts/index.js';
 import { compileExpression } from './expression.js';
 import { READING_FIELDS } from './filter.js';
-import { AGGREGATES } from './types.js';
-import { MAX_WINDOW_VALUES } from './window.js';
+import { MAX_WINDOW_VALUES } from './accumulator.js';
+import { AGGREGATES } from './aggregates.js';
 
 /** The site config's rules (docs/rules.md): filter and window rules, validated with their expressions compiled. */
 const match = z.strictObject({
@@ -28,7 +28,7 @@ const expression = z
     try {
       compileExpression(text, READING_FIELDS);
     } catch (err) {
-      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      ctx.addIssue({ code: 'custom', message: errorMessage(err) });
     }
   });
 

@@ -1,4 +1,5 @@
-import type { Clock, Counter, Envelope, Metrics, ReadingBatch, RuleEngine, RuleOutput, RuleStateRow, SequenceSource } from '../runtime/contracts/index.js';
+import { errorMessage, type Clock, type Counter, type Envelope, type Metrics, type ReadingBatch, type RuleEngine, type RuleOutput, type RuleStateRow, type SequenceSource } from '../runtime/contracts/index.js';
+import type { AggregateRegistry } from './aggregates.js';
 import { FilterRule } from './filter.js';
 import { WindowRule } from './window.js';
 import type { RuleSpec } from './types.js';
@@ -20,12 +21,14 @@ export class Rules implements RuleEngine {
     private readonly clock: Clock,
     sequence: SequenceSource,
     metrics?: Metrics,
+    /** The aggregates window rules may use: the built-in ones unless given another registry. */
+    options: { readonly aggregates?: AggregateRegistry | undefined } = {},
   ) {
     const failures = metrics?.counter('outpost_rule_errors_total', 'Readings a rule dropped: expression failures, late readings, internal errors', ['rule', 'stage']);
     this.failures = failures;
     for (const spec of specs) {
       if (spec.type === 'filter') this.filters.push(new FilterRule(spec, sequence, failures));
-      else this.windows.push(new WindowRule(spec, sequence, failures));
+      else this.windows.push(new WindowRule(spec, sequence, failures, options.aggregates));
     }
   }
 
@@ -64,7 +67,7 @@ export class Rules implements RuleEngine {
 
   private failed(rule: FilterRule | WindowRule, err: unknown): void {
     rule.errors++;
-    rule.lastError = `internal: ${err instanceof Error ? err.message : String(err)}`;
+    rule.lastError = `internal: ${errorMessage(err)}`;
     this.failures?.inc({ rule: rule.spec.id, stage: 'internal' });
   }
 

@@ -1,4 +1,6 @@
 import jsonata from 'jsonata';
+import { checkArgs, EXPRESSION_FUNCTIONS, expressionFunction } from './expression-functions.js';
+import { boolize, EvaluationError, isNumber, show, toText } from './expression-values.js';
 
 /**
  * Rule expressions in JSONata syntax, the language Node-RED users already write. JSONata parses
@@ -27,15 +29,8 @@ export class ExpressionError extends Error {
   }
 }
 
-/** Thrown by a compiled expression for a value it cannot work with (e.g. `"a" + 1`). */
-export class EvaluationError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export { boolize, EvaluationError } from './expression-values.js';
+export { EXPRESSION_FUNCTIONS } from './expression-functions.js';
 
 interface Node {
   readonly type: string;
@@ -189,12 +184,6 @@ function compileBinary(node: Node, fields: ReadonlySet<string>): Compiled {
   return (s) => f(l(s), r(s));
 }
 
-function isNumber(v: unknown): v is number {
-  if (typeof v !== 'number' || Number.isNaN(v)) return false;
-  if (!Number.isFinite(v)) throw new EvaluationError('D1001', `number out of range: ${v}`);
-  return true;
-}
-
 function arithmetic(op: string, f: (a: number, b: number) => number, a: unknown, b: unknown): unknown {
   if (a !== undefined && !isNumber(a)) throw new EvaluationError('T2001', `the left side of "${op}" must be a number, not ${show(a)}`);
   if (b !== undefined && !isNumber(b)) throw new EvaluationError('T2002', `the right side of "${op}" must be a number, not ${show(b)}`);
@@ -226,184 +215,11 @@ function deepEqual(a: unknown, b: unknown): boolean {
   return false;
 }
 
-/** JSONata's boolean cast: NaN is false, an infinite number an error. */
-export function boolize(v: unknown): boolean {
-  if (v === undefined || v === null) return false;
-  if (Array.isArray(v)) return v.length === 1 ? boolize(v[0]) : v.some((x) => boolize(x));
-  if (typeof v === 'string') return v.length > 0;
-  if (typeof v === 'number') return isNumber(v) && v !== 0;
-  if (typeof v === 'boolean') return v;
-  return false;
-}
-
-/** JSONata's $string for what an expression here can produce: fractions to 15 significant digits. */
-function toText(v: unknown): string {
-  if (typeof v === 'string') return v;
-  if (typeof v === 'number') {
-    if (!Number.isFinite(v)) throw new EvaluationError('D3001', 'attempting to invoke string function on Infinity or NaN');
-    return String(Number.isInteger(v) ? v : Number(v.toPrecision(15)));
-  }
-  return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'number' && Number.isFinite(x) && !Number.isInteger(x) ? Number(x.toPrecision(15)) : x));
-}
-
-function show(v: unknown): string {
-  return v === undefined ? 'nothing' : JSON.stringify(v);
-}
-
-const chars = (s: string): string[] => Array.from(s);
-
-/**
- * Each function: its arity range, the type of each argument (n number, s string, a numbers or an
- * array of numbers, x anything), checked for every argument given before the call as JSONata's
- * signatures do, and the implementation.
- */
-interface Fn {
-  readonly min: number;
-  readonly max: number;
-  readonly types?: string;
-  readonly call: (args: unknown[]) => unknown;
-}
-
-function checkArgs(name: string, fn: Fn, args: readonly unknown[]): void {
-  const types = fn.types ?? '';
-  args.forEach((v, i) => {
-    const t = types[i] ?? 'x';
-    if (v === undefined || t === 'x') return;
-    const ok = t === 'n' ? typeof v === 'number' : t === 's' ? typeof v === 'string' : (Array.isArray(v) ? v : [v]).every((x) => typeof x === 'number');
-    if (!ok) throw new EvaluationError('T0410', `argument ${i + 1} of $${name} must be ${t === 'n' ? 'a number' : t === 's' ? 'a string' : 'numbers'}, not ${show(v)}`);
-  });
-}
-
-function num(name: string, v: unknown, i = 1): number {
-  if (typeof v !== 'number') throw new EvaluationError('T0410', `argument ${i} of $${name} must be a number, not ${show(v)}`);
-  return v;
-}
-function str(name: string, v: unknown, i = 1): string {
-  if (typeof v !== 'string') throw new EvaluationError('T0410', `argument ${i} of $${name} must be a string, not ${show(v)}`);
-  return v;
-}
-function numbers(name: string, v: unknown): number[] {
-  const list = Array.isArray(v) ? v : [v];
-  return list.map((x) => {
-    if (typeof x !== 'number') throw new EvaluationError('T0412', `$${name} takes numbers, not ${show(x)}`);
-    return x;
-  });
-}
-
-const unary = (name: string, f: (x: number) => number): Fn => ({
-  min: 1,
-  max: 1,
-  types: 'n',
-  call: ([x]) => (x === undefined ? undefined : f(num(name, x))),
-});
-
-function round(x: number, precision: number | undefined): number {
-  let v = x;
-  if (precision) {
-    const [m, e] = v.toString().split('e');
-    v = +`${m}e${e ? +e + precision : precision}`;
-  }
-  let r = Math.round(v);
-  if (Math.abs(r - v) === 0.5 && Math.abs(r % 2) === 1) r -= 1;
-  if (precision) {
-    const [m, e] = r.toString().split('e');
-    r = +`${m}e${e ? +e - precision : -precision}`;
-  }
-  return Object.is(r, -0) ? 0 : r;
-}
-
-const NUMBER_TEXT = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?([Ee][-+]?[0-9]+)?$/;
-
-const FUNCTIONS: Record<string, Fn> = {
-  abs: unary('abs', Math.abs),
-  floor: unary('floor', Math.floor),
-  ceil: unary('ceil', Math.ceil),
-  sqrt: unary('sqrt', (x) => {
-    if (x < 0) throw new EvaluationError('D3060', `$sqrt of a negative number: ${x}`);
-    return Math.sqrt(x);
-  }),
-  round: {
-    min: 1,
-    max: 2,
-    types: 'nn',
-    call: ([x, p]) => (x === undefined ? undefined : round(num('round', x), p === undefined ? undefined : num('round', p, 2))),
-  },
-  power: {
-    min: 2,
-    max: 2,
-    types: 'nn',
-    call: ([x, p]) => {
-      if (x === undefined) return undefined;
-      const base = num('power', x);
-      const exponent = num('power', p, 2);
-      const r = Math.pow(base, exponent);
-      if (!Number.isFinite(r)) throw new EvaluationError('D3061', `$power(${base}, ${exponent}) is not a finite number`);
-      return r;
-    },
-  },
-  string: { min: 1, max: 1, call: ([x]) => (x === undefined ? undefined : toText(x)) },
-  number: {
-    min: 1,
-    max: 1,
-    call: ([x]) => {
-      if (x === undefined || typeof x === 'number') return x;
-      if (typeof x === 'boolean') return x ? 1 : 0;
-      if (typeof x === 'string' && NUMBER_TEXT.test(x)) return Number(x);
-      throw new EvaluationError('D3030', `cannot cast ${show(x)} to a number`);
-    },
-  },
-  boolean: { min: 1, max: 1, call: ([x]) => (x === undefined ? undefined : boolize(x)) },
-  not: { min: 1, max: 1, call: ([x]) => (x === undefined ? undefined : !boolize(x)) },
-  exists: { min: 1, max: 1, call: ([x]) => x !== undefined },
-  length: { min: 1, max: 1, types: 's', call: ([x]) => (x === undefined ? undefined : chars(str('length', x)).length) },
-  uppercase: { min: 1, max: 1, types: 's', call: ([x]) => (x === undefined ? undefined : str('uppercase', x).toUpperCase()) },
-  lowercase: { min: 1, max: 1, types: 's', call: ([x]) => (x === undefined ? undefined : str('lowercase', x).toLowerCase()) },
-  trim: { min: 1, max: 1, types: 's', call: ([x]) => (x === undefined ? undefined : str('trim', x).replace(/[ \t\n\r]+/gm, ' ').trim()) },
-  contains: {
-    min: 2,
-    max: 2,
-    types: 'ss',
-    call: ([x, t]) => (x === undefined || t === undefined ? undefined : str('contains', x).includes(str('contains', t, 2))),
-  },
-  substring: {
-    min: 2,
-    max: 3,
-    types: 'snn',
-    call: ([x, st, len]) => {
-      if (x === undefined) return undefined;
-      const cs = chars(str('substring', x));
-      if (st === undefined) return cs.join('');
-      let start = num('substring', st, 2);
-      if (cs.length + start < 0) start = 0;
-      if (len === undefined) return cs.slice(start).join('');
-      const n = num('substring', len, 3);
-      if (n <= 0) return '';
-      return cs.slice(start, start >= 0 ? start + n : cs.length + start + n).join('');
-    },
-  },
-  max: { min: 1, max: 1, types: 'a', call: ([x]) => (x === undefined || (Array.isArray(x) && x.length === 0) ? undefined : Math.max(...numbers('max', x))) },
-  min: { min: 1, max: 1, types: 'a', call: ([x]) => (x === undefined || (Array.isArray(x) && x.length === 0) ? undefined : Math.min(...numbers('min', x))) },
-  sum: { min: 1, max: 1, types: 'a', call: ([x]) => (x === undefined ? undefined : numbers('sum', x).reduce((a, b) => a + b, 0)) },
-  average: {
-    min: 1,
-    max: 1,
-    types: 'a',
-    call: ([x]) => {
-      if (x === undefined || (Array.isArray(x) && x.length === 0)) return undefined;
-      const ns = numbers('average', x);
-      return ns.reduce((a, b) => a + b, 0) / ns.length;
-    },
-  },
-};
-
-/** The functions rule expressions may call. */
-export const EXPRESSION_FUNCTIONS: readonly string[] = Object.keys(FUNCTIONS);
-
 function compileCall(node: Node, fields: ReadonlySet<string>): Compiled {
   const proc = node.procedure;
   if (!proc || proc.type !== 'variable') return refuse(node, 'calling this');
   const name = String(proc.value);
-  const fn = Object.hasOwn(FUNCTIONS, name) ? FUNCTIONS[name] : undefined;
+  const fn = expressionFunction(name);
   if (!fn) throw new ExpressionError(`unknown function $${name}; rule expressions may call ${EXPRESSION_FUNCTIONS.map((f) => `$${f}`).join(', ')}`, proc.position);
   const args = (node.arguments ?? []).map((a) => {
     if (a.type === 'operator' && a.value === '?') refuse(a, 'a partial function application');

@@ -1,4 +1,4 @@
-import { makeEnvelope, type Counter, type Envelope, type PointTable, type ReadingBatch, type RuleOutput, type RuleStateRow, type SequenceSource, type Value } from '../runtime/contracts/index.js';
+import { errorMessage, makeEnvelope, type Counter, type Envelope, type PointTable, type ReadingBatch, type RuleOutput, type RuleStateRow, type SequenceSource, type Value } from '../runtime/contracts/index.js';
 import { boolize, compileExpression, type Compiled, type Scope } from './expression.js';
 import { compileMatch } from './match.js';
 import type { FilterRuleSpec, GroupKey } from './types.js';
@@ -207,7 +207,7 @@ export class FilterRule {
   private failed(what: string, err: unknown): void {
     this.errors++;
     this.failures?.inc({ rule: this.spec.id, stage: what });
-    this.lastError = `${what}: ${err instanceof Error ? err.message : String(err)}`;
+    this.lastError = `${what}: ${errorMessage(err)}`;
   }
 
   /** The table's points this rule matches; null when the device does not match. */

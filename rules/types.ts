@@ -41,8 +41,7 @@ export interface FilterRuleSpec {
   readonly write?: { readonly device: string; readonly point: string; readonly minIntervalMs: number } | undefined;
 }
 
-export const AGGREGATES = ['avg', 'min', 'max', 'sum', 'count', 'first', 'last', 'stddev', 'p50', 'p95', 'p99'] as const;
-export type AggregateFn = (typeof AGGREGATES)[number];
+export type { AggregateFn } from './aggregates.js';
 
 export type WindowKind = 'tumbling' | 'hopping' | 'sliding' | 'session' | 'count';
 
@@ -66,7 +65,11 @@ export interface WindowRuleSpec {
   /** Event time: how long after its end a window still takes readings. */
   readonly allowedLatenessMs?: number | undefined;
   readonly groupBy?: readonly GroupKey[] | undefined;
-  readonly aggregates: readonly AggregateFn[];
+  /**
+   * Names in the rule engine's aggregate registry: the built-in ones (AggregateFn, the names a site
+   * config may use) unless the engine was given another registry.
+   */
+  readonly aggregates: readonly string[];
   readonly route: 'cloud';
   readonly stream: string;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { makeEnvelope, type Clock, type Envelope, type RuleOutput } from '../../runtime/contracts/index.js';
+import { makeEnvelope, ManualClock, type Envelope, type RuleOutput } from '../../runtime/contracts/index.js';
 import { Rules } from '../../rules/engine.js';
 import { FilterRule } from '../../rules/filter.js';
 import { WindowRule } from '../../rules/window.js';
@@ -7,12 +7,6 @@ import type { RuleSpec } from '../../rules/types.js';
 import { CountingSequence } from '../../runtime/sequence.js';
 import { PromMetrics } from '../../runtime/metrics.js';
 
-class FakeClock implements Clock {
-  constructor(public t = 0) {}
-  now = (): number => this.t;
-  setTimeout = (): { unref(): void } => ({ unref() {} });
-  clearTimeout = (): void => {};
-}
 
 let n = 0;
 const sequence = new CountingSequence('gw:');
@@ -61,7 +55,7 @@ function run(rules: Rules, readings: Envelope[]): Out[] {
 
 describe('filter rule', () => {
   it('passes values in range on matching devices, and bad quality always', () => {
-    const rules = new Rules([filter], new FakeClock(), sequence);
+    const rules = new Rules([filter], new ManualClock(), sequence);
     const out = run(rules, [
       reading('meter-1', 'temp', 20),
       reading('meter-1', 'temp', 120),
@@ -76,19 +70,19 @@ describe('filter rule', () => {
   });
 
   it('emits a reading once even when two filters pass it', () => {
-    const rules = new Rules([filter, { ...filter, id: 'all', min: undefined, max: undefined }], new FakeClock(), sequence);
+    const rules = new Rules([filter, { ...filter, id: 'all', min: undefined, max: undefined }], new ManualClock(), sequence);
     expect(run(rules, [reading('meter-1', 'temp', 20)])).toHaveLength(1);
   });
 
   it('emits a reading once per stream when filters route it to two streams', () => {
-    const rules = new Rules([filter, { ...filter, id: 'alarm', stream: 'alarms' }], new FakeClock(), sequence);
+    const rules = new Rules([filter, { ...filter, id: 'alarm', stream: 'alarms' }], new ManualClock(), sequence);
     expect(run(rules, [reading('meter-1', 'temp', 20)]).map((o) => o.stream)).toEqual(['telemetry', 'alarms']);
   });
 });
 
 describe('tumbling window', () => {
   it('aggregates per device and point and closes on the boundary', () => {
-    const clock = new FakeClock(10_000);
+    const clock = new ManualClock(10_000);
     const rules = new Rules([window], clock, sequence);
     run(rules, [reading('m1', 'power', 2), reading('m1', 'power', 4), reading('m2', 'power', 10), reading('m1', 'power', null, 'bad')]);
     const out: Out[] = [];
@@ -103,7 +97,7 @@ describe('tumbling window', () => {
   });
 
   it('reports an all-bad window as bad quality instead of a number', () => {
-    const clock = new FakeClock(0);
+    const clock = new ManualClock(0);
     const rules = new Rules([{ ...window, aggregates: ['avg', 'count'] }], clock, sequence);
     run(rules, [reading('m1', 'power', null, 'bad')]);
     const out: Out[] = [];
@@ -115,7 +109,7 @@ describe('tumbling window', () => {
   });
 
   it('restores open windows from saved state after a restart', () => {
-    const clock = new FakeClock(5_000);
+    const clock = new ManualClock(5_000);
     const before = new Rules([window], clock, sequence);
     run(before, [reading('m1', 'power', 1), reading('m1', 'power', 3)]);
     const saved = before.takeDirtyState();
@@ -138,38 +132,38 @@ describe('filter rules with expressions and operators', () => {
   const values = (out: Out[]): Envelope['value'][] => out.map((o) => o.envelope.value);
 
   it('passes what `where` is true for; bad readings pass untouched unless told otherwise', () => {
-    const rules = new Rules([{ ...base, where: 'value > 50 and device = "m1"' }], new FakeClock(), sequence);
+    const rules = new Rules([{ ...base, where: 'value > 50 and device = "m1"' }], new ManualClock(), sequence);
     const out = run(rules, [at('m1', 't', 60), at('m1', 't', 40), at('m2', 't', 60), at('m1', 't', null, 0, 'bad')]);
     expect(out.map((o) => [o.envelope.device, o.envelope.value, o.envelope.quality])).toEqual([
       ['m1', 60, 'good'],
       ['m1', null, 'bad'],
     ]);
-    const drop = new Rules([{ ...base, where: 'value > 50', bad: 'drop' }], new FakeClock(), sequence);
+    const drop = new Rules([{ ...base, where: 'value > 50', bad: 'drop' }], new ManualClock(), sequence);
     expect(run(drop, [at('m1', 't', null, 0, 'bad'), at('m1', 't', 51)])).toHaveLength(1);
     // An alert on failures: `where` sees bad readings too.
-    const alert = new Rules([{ ...base, where: 'quality != "good"', bad: 'filter' }], new FakeClock(), sequence);
+    const alert = new Rules([{ ...base, where: 'quality != "good"', bad: 'filter' }], new ManualClock(), sequence);
     expect(run(alert, [at('m1', 't', 5), at('m1', 't', null, 0, 'stale')]).map((o) => o.envelope.quality)).toEqual(['stale']);
   });
 
   it('matches by MQTT topic filter over device/point', () => {
-    const rules = new Rules([{ ...base, match: { device: '*', point: '*', topic: '+/temp' } }], new FakeClock(), sequence);
+    const rules = new Rules([{ ...base, match: { device: '*', point: '*', topic: '+/temp' } }], new ManualClock(), sequence);
     expect(run(rules, [at('m1', 'temp', 1), at('m1', 'flow', 2), at('m2', 'temp', 3)]).map((o) => o.envelope.device)).toEqual(['m1', 'm2']);
   });
 
   it('transforms value, point and unit into a new reading with a derived id', () => {
-    const rules = new Rules([{ ...base, set: { value: '$round(value * 1.8 + 32, 1)', point: 'point & "_f"', unit: '"degF"' } }], new FakeClock(), sequence);
+    const rules = new Rules([{ ...base, set: { value: '$round(value * 1.8 + 32, 1)', point: 'point & "_f"', unit: '"degF"' } }], new ManualClock(), sequence);
     const r = at('m1', 'temp', 21.5);
     const [o] = run(rules, [r]);
     expect(o!.envelope).toMatchObject({ id: `${r.id}/r`, device: 'm1', point: 'temp_f', value: 70.7, unit: 'degF', rule: 'r', ts: r.ts });
     expect(o!.envelope.seq).not.toBe(r.seq);
     // A reading that several rules transform to the same stream is emitted once per rule.
-    const two = new Rules([base, { ...base, id: 'f', set: { value: 'value * 2' } }], new FakeClock(), sequence);
+    const two = new Rules([base, { ...base, id: 'f', set: { value: 'value * 2' } }], new ManualClock(), sequence);
     expect(values(run(two, [at('m1', 't', 2)]))).toEqual([2, 4]);
   });
 
   it('drops and counts a reading its expression fails on, and goes on', async () => {
     const metrics = new PromMetrics();
-    const rules = new Rules([{ ...base, where: 'value > 5' }, { ...base, id: 's', stream: 'other', set: { value: 'value * 2' } }], new FakeClock(), sequence, metrics);
+    const rules = new Rules([{ ...base, where: 'value > 5' }, { ...base, id: 's', stream: 'other', set: { value: 'value * 2' } }], new ManualClock(), sequence, metrics);
     const out = run(rules, [at('m1', 't', 'text'), at('m1', 't', 6)]);
     expect(out.map((o) => [o.stream, o.envelope.value])).toEqual([
       ['telemetry', 6],
@@ -183,16 +177,16 @@ describe('filter rules with expressions and operators', () => {
   });
 
   it('deadband (absolute and percent) and change of value per device and point', () => {
-    const abs = new Rules([{ ...base, deadband: { absolute: 1 } }], new FakeClock(), sequence);
+    const abs = new Rules([{ ...base, deadband: { absolute: 1 } }], new ManualClock(), sequence);
     expect(values(run(abs, [at('m1', 't', 10), at('m1', 't', 10.5), at('m1', 't', 11.2), at('m2', 't', 10.5), at('m1', 't', 10.1)]))).toEqual([10, 11.2, 10.5, 10.1]);
-    const pct = new Rules([{ ...base, deadband: { percent: 10 } }], new FakeClock(), sequence);
+    const pct = new Rules([{ ...base, deadband: { percent: 10 } }], new ManualClock(), sequence);
     expect(values(run(pct, [at('m1', 't', 100), at('m1', 't', 109), at('m1', 't', 111), at('m1', 't', 121)]))).toEqual([100, 111]);
-    const cov = new Rules([{ ...base, changeOfValue: true }], new FakeClock(), sequence);
+    const cov = new Rules([{ ...base, changeOfValue: true }], new ManualClock(), sequence);
     expect(values(run(cov, [at('m1', 't', 'on'), at('m1', 't', 'on'), at('m1', 't', 'off'), at('m1', 't', null, 0, 'bad'), at('m1', 't', 'off')]))).toEqual(['on', 'off', null]);
   });
 
   it('rate limit: at most `count` per group and window of processing time', () => {
-    const clock = new FakeClock(0);
+    const clock = new ManualClock(0);
     const rules = new Rules([{ ...base, rateLimit: { count: 2, perMs: 1000 }, groupBy: ['device'] }], clock, sequence);
     const got: Envelope['value'][] = [];
     for (let t = 0; t < 3000; t += 100) {
@@ -210,7 +204,7 @@ describe('filter rules with expressions and operators', () => {
         { ...base, id: 'loc', route: 'mqtt', mqtt: { topic: 'site/{device}/{point}', qos: 1, retain: true } },
         { ...base, id: 'act', route: 'write', write: { device: 'plc', point: 'sp', minIntervalMs: 100 } },
       ],
-      new FakeClock(),
+      new ManualClock(),
       sequence,
     );
     const hot = at('m/1', 't#1', 90);
@@ -228,11 +222,11 @@ describe('filter rules with expressions and operators', () => {
 
   it('operator memory survives a restart: no reading passed twice, none lost', () => {
     const spec = { ...base, deadband: { absolute: 1 } };
-    const before = new Rules([spec], new FakeClock(), sequence);
+    const before = new Rules([spec], new ManualClock(), sequence);
     expect(values(run(before, [at('m1', 't', 10), at('m1', 't', 10.5)]))).toEqual([10]);
     const saved = before.takeDirtyState();
     expect(saved).toHaveLength(1);
-    const after = new Rules([spec], new FakeClock(), sequence);
+    const after = new Rules([spec], new ManualClock(), sequence);
     after.restore(saved);
     expect(values(run(after, [at('m1', 't', 10.9), at('m1', 't', 11.5)]))).toEqual([11.5]);
   });
@@ -243,7 +237,7 @@ describe('windows', () => {
   const at = (value: Envelope['value'], ts = 0, device = 'm1', quality: Envelope['quality'] = 'good'): Envelope =>
     makeEnvelope({ id: `gw:${++n}`, device, point: 'p', value, quality, ts, seq: n, unit: 'kW' });
   /** Feeds [processing time, reading] pairs, ticking the clock before each; returns what was emitted, by point. */
-  function feed(rules: Rules, clock: FakeClock, steps: Array<[number, Envelope]>, endAt?: number): Out[] {
+  function feed(rules: Rules, clock: ManualClock, steps: Array<[number, Envelope]>, endAt?: number): Out[] {
     const out: Out[] = [];
     for (const [t, r] of steps) {
       clock.t = t;
@@ -256,7 +250,7 @@ describe('windows', () => {
   const pick = (out: Out[], point: string): Array<Envelope['value']> => out.filter((o) => o.envelope.point === point).map((o) => o.envelope.value);
 
   it('tumbling: every aggregate, bad readings skipped, units kept', () => {
-    const clock = new FakeClock();
+    const clock = new ManualClock();
     const rules = new Rules([{ ...w, windowMs: 1000, aggregates: ['avg', 'min', 'max', 'sum', 'count', 'first', 'last', 'stddev', 'p50', 'p95', 'p99'] }], clock, sequence);
     const vals = [4, 8, 6, 2, 10];
     const out = feed(rules, clock, [...vals.map((v, i): [number, Envelope] => [100 + i, at(v)]), [110, at(null, 0, 'm1', 'bad')]], 1000);
@@ -268,7 +262,7 @@ describe('windows', () => {
   });
 
   it('hopping: a reading counts in every window that covers it', () => {
-    const clock = new FakeClock();
+    const clock = new ManualClock();
     const rules = new Rules([{ ...w, kind: 'hopping', windowMs: 1000, hopMs: 500, aggregates: ['sum'] }], clock, sequence);
     const out = feed(rules, clock, [[100, at(1)], [600, at(2)], [1100, at(4)], [1600, at(8)]], 2500);
     // Windows [-500,500) [0,1000) [500,1500) [1000,2000) [1500,2500), closed in order of their end.
@@ -282,7 +276,7 @@ describe('windows', () => {
   });
 
   it('sliding: on every reading, the aggregate of the last windowMs', () => {
-    const clock = new FakeClock();
+    const clock = new ManualClock();
     const rules = new Rules([{ ...w, kind: 'sliding', windowMs: 1000, aggregates: ['count', 'max'] }], clock, sequence);
     const out = feed(rules, clock, [[0, at(5)], [400, at(3)], [900, at(1)], [1300, at(2)], [2500, at(7)]]);
     // At 1300 the window is (300, 1300]: the readings of 400, 900 and 1300.
@@ -291,7 +285,7 @@ describe('windows', () => {
   });
 
   it('session: closed after gapMs of silence, per device', () => {
-    const clock = new FakeClock();
+    const clock = new ManualClock();
     const rules = new Rules([{ ...w, kind: 'session', gapMs: 1000, aggregates: ['count'] }], clock, sequence);
     const out = feed(rules, clock, [[0, at(1)], [500, at(1)], [900, at(1, 0, 'm2')], [1400, at(1)], [3000, at(1)], [3100, at(1)]], 5000);
     // Both first sessions are over by the tick at 3000; ts is the session's last reading.
@@ -303,14 +297,14 @@ describe('windows', () => {
   });
 
   it('count: every N readings of the group', () => {
-    const clock = new FakeClock();
+    const clock = new ManualClock();
     const rules = new Rules([{ ...w, kind: 'count', count: 3, aggregates: ['avg'] }], clock, sequence);
     const out = feed(rules, clock, [1, 2, 3, 4, 5, 6, 7].map((v, i): [number, Envelope] => [i, at(v)]), 100_000);
     expect(pick(out, 'p.avg')).toEqual([2, 5]);
   });
 
   it('event time: out-of-order readings within the lateness land in their window; later ones are counted as late', async () => {
-    const clock = new FakeClock();
+    const clock = new ManualClock();
     const metrics = new PromMetrics();
     const rules = new Rules([{ ...w, windowMs: 1000, time: 'event', allowedLatenessMs: 500, aggregates: ['sum'] }], clock, sequence, metrics);
     const out = feed(rules, clock, [
@@ -339,10 +333,10 @@ describe('windows', () => {
     for (const k of kinds) {
       const spec = { ...w, ...k, aggregates: ['sum', 'count', 'p50'] } as RuleSpec;
       const steps: Array<[number, Envelope]> = [0, 150, 300, 450, 900, 1050, 1200, 1900, 2100, 2600].map((t, i) => [t, at(i + 1, t)]);
-      const clockA = new FakeClock();
+      const clockA = new ManualClock();
       const straight = feed(new Rules([spec], clockA, sequence), clockA, steps, 10_000);
       // The same readings, with a restart (state saved, engine rebuilt, state restored) after the fifth.
-      const clockB = new FakeClock();
+      const clockB = new ManualClock();
       const first = new Rules([spec], clockB, sequence);
       const before = feed(first, clockB, steps.slice(0, 5));
       const second = new Rules([spec], clockB, sequence);
@@ -356,7 +350,7 @@ describe('windows', () => {
 
   it('skips saved state it cannot read (counted) instead of failing to start', async () => {
     const metrics = new PromMetrics();
-    const clock = new FakeClock(0);
+    const clock = new ManualClock(0);
     const rules = new Rules([{ ...w, windowMs: 1000, aggregates: ['count'] }, { ...w, id: 'f', type: 'filter', deadband: { absolute: 1 } }], clock, sequence, metrics);
     rules.restore([
       { key: 'w\u0000m1\u0000p', state: '{not json' },
@@ -370,7 +364,7 @@ describe('windows', () => {
 
   it('refuses an event time far ahead of the clock, so one broken device clock cannot close its windows for years', async () => {
     const metrics = new PromMetrics();
-    const clock = new FakeClock(1_000_000);
+    const clock = new ManualClock(1_000_000);
     const rules = new Rules([{ ...w, windowMs: 1000, time: 'event', aggregates: ['count'] }], clock, sequence, metrics);
     const out = feed(rules, clock, [[1_000_000, at(1, 1_000_100)], [1_000_000, at(1, Number.MAX_SAFE_INTEGER)], [1_001_500, at(1, 1_001_500)]], 1_010_000);
     expect(out.map((o) => [o.envelope.ts, o.envelope.value])).toEqual([
@@ -381,7 +375,7 @@ describe('windows', () => {
   });
 
   it('output ids keep device, point and unit apart, also with ":" in names', () => {
-    const clock = new FakeClock();
+    const clock = new ManualClock();
     const byUnit = new Rules([{ ...w, windowMs: 1000, groupBy: ['unit'], aggregates: ['count'] }], clock, sequence);
     const c = makeEnvelope({ id: 'c', device: 'm1', point: 'p', value: 1, quality: 'good', ts: 0, seq: 1, unit: 'degC' });
     const f = makeEnvelope({ id: 'f', device: 'm1', point: 'p', value: 1, quality: 'good', ts: 0, seq: 2, unit: 'degF' });
@@ -396,7 +390,7 @@ describe('windows', () => {
   });
 
   it('processing time: a clock stepped back closes what is open and starts again from the new time', () => {
-    const clock = new FakeClock();
+    const clock = new ManualClock();
     const rules = new Rules([{ ...w, windowMs: 1000, aggregates: ['count'] }], clock, sequence);
     const out = feed(rules, clock, [[3_600_500, at(1)], [3_601_500, at(1)], [500, at(1)], [700, at(1)]], 1000);
     expect(out.map((o) => [o.envelope.ts, o.envelope.value])).toEqual([
@@ -407,7 +401,7 @@ describe('windows', () => {
   });
 
   it('reset: after a failed commit the rules go back to the saved state, so a retried reading counts once', () => {
-    const clock = new FakeClock();
+    const clock = new ManualClock();
     const spec = { ...w, id: 'd', type: 'filter', deadband: { absolute: 1 } } as const;
     const rules = new Rules([spec], clock, sequence);
     expect(run(rules, [at(10)])).toHaveLength(1);
@@ -421,7 +415,7 @@ describe('windows', () => {
     FilterRule.maxGroups = 3;
     try {
       const metrics = new PromMetrics();
-      const clock = new FakeClock();
+      const clock = new ManualClock();
       const rules = new Rules([{ ...w, windowMs: 1000, aggregates: ['count'] }, { ...w, id: 'f', type: 'filter', stream: 'other', changeOfValue: true }], clock, sequence, metrics);
       const out = feed(rules, clock, ['a', 'b', 'c', 'd', 'a'].map((d, i): [number, Envelope] => [10 + i, at(1, 0, d)]));
       // Window group "a" was closed early to make room for "d"; a's second reading made room by closing "b".
@@ -440,7 +434,7 @@ describe('windows', () => {
   });
 
   it('restores the state the first tumbling windows saved', () => {
-    const clock = new FakeClock(1500);
+    const clock = new ManualClock(1500);
     const rules = new Rules([{ ...w, windowMs: 1000, aggregates: ['avg', 'count'] }], clock, sequence);
     rules.restore([{ key: 'w\u0000m1\u0000p', state: JSON.stringify({ device: 'm1', point: 'p', start: 1000, count: 2, sum: 10, min: 4, max: 6, skipped: 0 }) }]);
     const out = feed(rules, clock, [[1500, at(8)]], 2000);

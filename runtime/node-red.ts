@@ -179,6 +179,32 @@ export function makeNodeHost(opts: {
   };
 }
 
+/** The part of Node-RED's editor token store (`@node-red/editor-api/lib/auth/tokens.js`) used below. */
+interface NodeRedTokens {
+  init(adminAuth: Record<string, unknown>, storage: { getSessions(): Promise<object>; saveSessions(s: object): Promise<void> }): Promise<void>;
+  get(token: string): Promise<unknown>;
+}
+
+/**
+ * Node-RED's editor keeps its login sessions in a module that arms a timer for the next session
+ * expiry (7 days) on every login, and `RED.stop()` does not clear it: after an operator logged in,
+ * that timer alone kept a stopped gateway's process alive. Its only way to clear the timer is a
+ * first session lookup after `init`, which expires sessions and re-arms the timer only for the
+ * sessions it holds; giving it none (an empty store that saves nothing: the real sessions file is
+ * untouched, and the next RED.init loads it again) clears it.
+ */
+async function endSessionExpiryTimer(): Promise<void> {
+  let tokens: NodeRedTokens;
+  try {
+    // Resolved from node-red's own package: the editor API is its dependency, not ours.
+    tokens = createRequire(require.resolve('node-red'))('@node-red/editor-api/lib/auth/tokens.js') as NodeRedTokens;
+  } catch {
+    return; // another layout of node-red: nothing we know to end
+  }
+  await tokens.init({}, { getSessions: () => Promise.resolve({}), saveSessions: () => Promise.resolve() });
+  await tokens.get('');
+}
+
 /**
  * Node-RED inside the gateway: the editor and its admin API at /red on the gateway's HTTP server,
  * behind the gateway's admin credentials, flows in `userDir`, the Outpost palette loaded, npm
@@ -226,6 +252,7 @@ export class HostedNodeRed implements Component {
     if (!red) return;
     this.red = undefined;
     await red.stop();
+    await endSessionExpiryTimer();
     // Node-RED leaves its upgrade listeners behind; one called after stop would throw.
     const server = this.server;
     if (server) for (const l of server.listeners('upgrade') as Array<(...args: unknown[]) => void>) if (!this.upgradeBefore.has(l)) server.off('upgrade', l);

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { cronProblem, durationMsSchema, idSchema } from '../runtime/contracts/index.js';
+import { OVERFLOW_NAMES } from './overflow/index.js';
 
 /** The site config's outbox streams and cloud link (docs/config.md). */
 export const streamSchema = z.strictObject({
@@ -10,8 +11,8 @@ export const streamSchema = z.strictObject({
   quotaBytes: z.number().int().min(4096).optional(),
   /** Readings older than this are expired (counted) instead of sent. */
   ttlMs: durationMsSchema.optional(),
-  /** What happens when the stream is over its budget. */
-  overflow: z.enum(['drop-oldest', 'reject-new']).default('drop-oldest'),
+  /** What happens when the stream is over its budget: a policy of cloud-bridge/overflow/. */
+  overflow: z.enum(OVERFLOW_NAMES).default('drop-oldest'),
 });
 
 export const cloudSchema = z.strictObject({

@@ -1,171 +1,24 @@
 import type Database from 'better-sqlite3';
-import type {
-  Counter,
-  Envelope,
-  Gauge,
-  Metrics,
-  Outbox,
-  OutboxItem,
-  OutboxRow,
-  OutboxStats,
-  StreamStats,
+import {
+  ReadingBatch,
+  type Db,
+  type DeadLetter,
+  type Envelope,
+  type Metrics,
+  type Outbox,
+  type OutboxItem,
+  type OutboxRow,
+  type OutboxStats,
+  type OutboxStreamConfig,
 } from '../runtime/contracts/index.js';
-import { ReadingBatch } from '../runtime/contracts/index.js';
+import { CHUNK_BYTES, CHUNK_ROWS, readingBytes, splitChunk } from './outbox-chunks.js';
+import { StreamAccounts, type StreamState } from './outbox-accounts.js';
 
-type Db = Database.Database;
+export { outboxMigrations } from './outbox-schema.js';
+export { splitChunk } from './outbox-chunks.js';
 
-export const outboxMigrations = [
-  {
-    version: 1,
-    sql: `CREATE TABLE outbox (
-      rowid INTEGER PRIMARY KEY,
-      body TEXT NOT NULL,
-      bytes INTEGER NOT NULL
-    );`,
-  },
-  {
-    // Row ids must never be reused: the uplink's cursor and the acknowledgement of a batch refer
-    // to row ids, and a plain INTEGER PRIMARY KEY starts again at 1 once the table is empty.
-    version: 2,
-    sql: `CREATE TABLE outbox_v2 (
-      rowid INTEGER PRIMARY KEY AUTOINCREMENT,
-      body TEXT NOT NULL,
-      bytes INTEGER NOT NULL
-    );
-    INSERT INTO outbox_v2 (rowid, body, bytes) SELECT rowid, body, bytes FROM outbox;
-    DROP TABLE outbox;
-    ALTER TABLE outbox_v2 RENAME TO outbox;`,
-  },
-  {
-    // Streams, with their accounting kept in the same transactions as the rows it counts, and the
-    // dead-letter table for readings the cloud refused.
-    version: 3,
-    sql: `ALTER TABLE outbox ADD COLUMN stream TEXT NOT NULL DEFAULT 'telemetry';
-    ALTER TABLE outbox ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX outbox_by_stream ON outbox (stream, rowid);
-    CREATE TABLE outbox_counters (
-      stream TEXT NOT NULL,
-      name TEXT NOT NULL,
-      value INTEGER NOT NULL,
-      PRIMARY KEY (stream, name)
-    );
-    INSERT INTO outbox_counters (stream, name, value) SELECT stream, 'produced', count(*) FROM outbox GROUP BY stream;
-    CREATE TABLE dead_letters (
-      id INTEGER PRIMARY KEY AUTOINCREMENT,
-      stream TEXT NOT NULL,
-      body TEXT NOT NULL,
-      bytes INTEGER NOT NULL,
-      reason TEXT NOT NULL,
-      failed_at INTEGER NOT NULL
-    );`,
-  },
-  {
-    // Readings stored in chunks: one row holds up to CHUNK_ROWS consecutive readings of one stream
-    // (a JSON array of their envelopes) with sequence numbers first..last. One insert per chunk
-    // instead of per reading is what makes the durable append cheap. outbox_meta keeps the next
-    // sequence number, so numbers are never reused once the outbox has emptied.
-    version: 4,
-    sql: `CREATE TABLE outbox_chunks (
-      rowid INTEGER PRIMARY KEY,
-      stream TEXT NOT NULL,
-      last_seq INTEGER NOT NULL,
-      created_at INTEGER NOT NULL,
-      bytes INTEGER NOT NULL,
-      bodies TEXT NOT NULL
-    );
-    CREATE INDEX outbox_chunks_by_stream ON outbox_chunks (stream, last_seq);
-    CREATE TABLE outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    INSERT INTO outbox_chunks (rowid, stream, last_seq, created_at, bytes, bodies)
-      SELECT rowid, stream, rowid, created_at, bytes, '[' || body || ']' FROM outbox;
-    INSERT INTO outbox_meta (key, value)
-      SELECT 'next_seq', coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0) + 1;
-    DROP TABLE outbox;`,
-  },
-] as const;
-
-export type OverflowPolicy = 'drop-oldest' | 'reject-new';
-
-export interface StreamConfig {
-  readonly name: string;
-  /** 0 is the highest priority; drained first, dropped last. */
-  readonly priority: number;
-  /** Byte budget of this stream; beyond it the overflow policy applies. */
-  readonly quotaBytes: number;
-  readonly ttlMs?: number | undefined;
-  readonly overflow: OverflowPolicy;
-}
-
-export interface DeadLetter {
-  readonly id: number;
-  readonly stream: string;
-  readonly body: string;
-  readonly reason: string;
-  readonly failedAt: number;
-}
-
-type CounterName = 'produced' | 'delivered' | 'expired' | 'dropped' | 'deadLettered' | 'replayed';
-const COUNTERS: readonly CounterName[] = ['produced', 'delivered', 'expired', 'dropped', 'deadLettered', 'replayed'];
-const OUTCOME: Record<CounterName, string> = {
-  produced: 'produced',
-  delivered: 'delivered',
-  expired: 'expired',
-  dropped: 'dropped',
-  deadLettered: 'dead-lettered',
-  replayed: 'replayed',
-};
-
-interface StreamState {
-  readonly config: StreamConfig;
-  depth: number;
-  bytes: number;
-  readonly counts: Record<CounterName, number>;
-  /** Changes not yet written to outbox_counters. */
-  readonly pending: Record<CounterName, number>;
-  /** Written in the open transaction, counted once it commits. */
-  readonly staged: Record<CounterName, number>;
-}
-
-function zeroCounts(): Record<CounterName, number> {
-  return { produced: 0, delivered: 0, expired: 0, dropped: 0, deadLettered: 0, replayed: 0 };
-}
-
-/** Readings per chunk row at most, and bytes per chunk row at most (a single larger reading gets its own). */
-const CHUNK_ROWS = 64;
-const CHUNK_BYTES = 64 * 1024;
-
-/**
- * The elements of a chunk's JSON array text, as text. Chunks are written by JSON.stringify, so
- * the only commas at depth 0 outside strings separate elements; strings are skipped with indexOf.
- */
-export function splitChunk(text: string): string[] {
-  const out: string[] = [];
-  let depth = 0;
-  let start = 1;
-  const end = text.length - 1;
-  for (let i = 1; i < end; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 0x22) {
-      // To the closing quote: one not preceded by an odd number of backslashes.
-      for (;;) {
-        i = text.indexOf('"', i + 1);
-        if (i < 0) throw new Error('outbox chunk is not valid JSON: unterminated string');
-        let k = i - 1;
-        while (text.charCodeAt(k) === 0x5c) k--;
-        if ((i - 1 - k) % 2 === 0) break;
-      }
-    } else if (c === 0x7b || c === 0x5b) depth++;
-    else if (c === 0x7d || c === 0x5d) depth--;
-    else if (c === 0x2c && depth === 0) {
-      out.push(text.slice(start, i));
-      start = i + 1;
-    }
-  }
-  if (end > start || out.length > 0) out.push(text.slice(start, end));
-  return out;
-}
-
-/** Bytes of the readings in a chunk's text: without the brackets and the commas between them. */
-const readingBytes = (text: string, rows: number): number => Buffer.byteLength(text) - rows - 1;
+/** A stream of the outbox (runtime/contracts/outbox.ts). */
+export type StreamConfig = OutboxStreamConfig;
 
 interface Chunk {
   readonly first: number;
@@ -195,9 +48,7 @@ interface Removed {
  * accounting survives restarts and crashes exactly.
  */
 export class SqliteOutbox implements Outbox {
-  private readonly states = new Map<string, StreamState>();
-  private order: string[] = [];
-  private drain: { name: string; priority: number }[] = [];
+  private readonly accounts: StreamAccounts;
   /** Next sequence number, including appends of the open transaction. */
   private nextSeq: number;
   /** Next sequence number as of the last commit. */
@@ -208,10 +59,6 @@ export class SqliteOutbox implements Outbox {
   private readonly expireOlder: Database.Statement<[string, number], { first: number; last: number; bytes: number }>;
   private readonly saveSeq: Database.Statement<[number]>;
   private readonly insertDeadLetter: Database.Statement<[string, string, number, string, number]>;
-  private readonly bumpCounter: Database.Statement<[string, string, number]>;
-  private readonly mCount: Counter;
-  private readonly mDepth: Gauge;
-  private readonly mBytes: Gauge;
   private readonly tx: <A extends unknown[], R>(fn: (...args: A) => R) => (...args: A) => R;
 
   constructor(
@@ -221,18 +68,7 @@ export class SqliteOutbox implements Outbox {
     streams: readonly StreamConfig[] = [{ name: 'telemetry', priority: 5, quotaBytes, overflow: 'drop-oldest' }],
   ) {
     this.tx = (fn) => db.transaction(fn);
-    for (const config of streams) this.addStream(config);
-    // Rows of streams no longer configured still drain, last, within the global quota.
-    for (const r of db.prepare('SELECT DISTINCT stream FROM outbox_chunks UNION SELECT DISTINCT stream FROM outbox_counters').all() as {
-      stream: string;
-    }[]) {
-      if (!this.states.has(r.stream)) this.addStream({ name: r.stream, priority: 9, quotaBytes, overflow: 'drop-oldest' });
-    }
-    this.loadDepth();
-    for (const r of db.prepare('SELECT stream, name, value FROM outbox_counters').all() as { stream: string; name: string; value: number }[]) {
-      const s = this.states.get(r.stream);
-      if (s && (COUNTERS as readonly string[]).includes(r.name)) s.counts[r.name as CounterName] = r.value;
-    }
+    this.accounts = new StreamAccounts(db, quotaBytes, metrics, streams);
     const seq = db
       .prepare(
         `SELECT max(coalesce((SELECT value FROM outbox_meta WHERE key = 'next_seq'), 1),
@@ -253,16 +89,6 @@ export class SqliteOutbox implements Outbox {
       "INSERT INTO outbox_meta (key, value) VALUES ('next_seq', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     );
     this.insertDeadLetter = db.prepare('INSERT INTO dead_letters (stream, body, bytes, reason, failed_at) VALUES (?, ?, ?, ?, ?)');
-    this.bumpCounter = db.prepare(
-      'INSERT INTO outbox_counters (stream, name, value) VALUES (?, ?, ?) ON CONFLICT (stream, name) DO UPDATE SET value = value + excluded.value',
-    );
-    this.mCount = metrics.counter('outpost_outbox_readings_total', 'Readings per stream and outcome (produced, delivered, expired, dropped, dead-lettered, replayed)', [
-      'stream',
-      'outcome',
-    ]);
-    this.mDepth = metrics.gauge('outpost_outbox_depth', 'Readings waiting in the outbox', ['stream']);
-    this.mBytes = metrics.gauge('outpost_outbox_bytes', 'Bytes waiting in the outbox', ['stream']);
-    this.publishGauges();
   }
 
   /**
@@ -274,7 +100,7 @@ export class SqliteOutbox implements Outbox {
     // Per stream, in arrival order: each stream's readings get consecutive numbers.
     const groups = new Map<StreamState, { pieces: (Envelope | ReadingBatch)[]; readings: number; batches: boolean }>();
     for (const { envelope, batch, stream } of items) {
-      const s = this.states.get(stream) ?? this.unknownStream(stream);
+      const s = this.accounts.of(stream);
       let g = groups.get(s);
       if (!g) groups.set(s, (g = { pieces: [], readings: 0, batches: false }));
       if (batch) {
@@ -288,20 +114,20 @@ export class SqliteOutbox implements Outbox {
     }
     for (const [s, g] of groups) {
       s.pending.produced += g.readings;
-      if (s.config.overflow === 'drop-oldest' && !g.batches) {
+      if (!s.policy.measuresEach && !g.batches) {
         const envelopes = g.pieces as Envelope[];
         for (let i = 0; i < envelopes.length; i += CHUNK_ROWS) this.storeEnvelopes(s, envelopes.slice(i, i + CHUNK_ROWS), now);
         continue;
       }
-      // Batches are encoded reading by reading (ReadingBatch.json, no objects); reject-new
-      // measures each reading against the budget before it is taken.
+      // Batches are encoded reading by reading (ReadingBatch.json, no objects); a policy that
+      // measures each reading (reject-new) decides before it is taken.
       const bodies: string[] = [];
-      const budget = s.config.overflow === 'reject-new';
+      const measure = s.policy.measuresEach;
       let bytes = 0;
       const take = (body: string): void => {
-        if (budget) {
+        if (measure) {
           const size = Buffer.byteLength(body);
-          if (s.bytes + bytes + size > s.config.quotaBytes) {
+          if (!s.policy.admit(s.bytes + bytes, size, s.config.quotaBytes)) {
             s.pending.dropped++;
             return;
           }
@@ -317,7 +143,7 @@ export class SqliteOutbox implements Outbox {
     }
     this.saveSeq.run(this.nextSeq);
     this.enforceQuotas();
-    this.flushCounters();
+    this.accounts.flush();
   }
 
   /** One chunk from envelopes (one JSON.stringify for all), halved while it is over CHUNK_BYTES. */
@@ -358,20 +184,22 @@ export class SqliteOutbox implements Outbox {
     s.bytes += bytes;
   }
 
-  /** Streams over their budget drop their oldest; then the lowest priority gives way first. */
+  /** Streams over their budget give up what their policy says; then the lowest priority gives way first. */
   private enforceQuotas(): void {
-    for (const s of this.states.values()) {
-      if (s.bytes > s.config.quotaBytes) this.dropOldest(s, s.bytes - s.config.quotaBytes);
+    for (const s of this.accounts.all()) {
+      const excess = s.policy.excess(s.bytes, s.config.quotaBytes);
+      if (excess > 0) this.dropOldest(s, excess);
     }
-    let excess = this.totalBytes() - this.quotaBytes;
-    for (let i = this.order.length - 1; i >= 0 && excess > 0; i--) {
-      const s = this.states.get(this.order[i]!)!;
+    let excess = this.accounts.totalBytes() - this.quotaBytes;
+    const order = this.accounts.byPriority();
+    for (let i = order.length - 1; i >= 0 && excess > 0; i--) {
+      const s = this.accounts.of(order[i]!);
       excess -= this.dropOldest(s, excess);
     }
   }
 
   drainOrder(): readonly { readonly name: string; readonly priority: number }[] {
-    return this.drain;
+    return this.accounts.drainOrder();
   }
 
   peek(stream: string, afterRowid: number, limit: number, upToRowid?: number): OutboxRow[] {
@@ -396,11 +224,11 @@ export class SqliteOutbox implements Outbox {
 
   ack(stream: string, first: number, last: number): number {
     return this.inTransaction(() => {
-      const s = this.states.get(stream);
+      const s = this.accounts.find(stream);
       if (!s) return 0;
       const r = this.removeRange(s, first, last, false);
-      this.count(s, r, 'delivered');
-      this.flushCounters();
+      this.accounts.removed(s, r.rows, r.bytes, 'delivered');
+      this.accounts.flush();
       return r.rows;
     });
   }
@@ -450,24 +278,24 @@ export class SqliteOutbox implements Outbox {
   expire(now: number): number {
     return this.inTransaction(() => {
       let n = 0;
-      for (const s of this.states.values()) {
+      for (const s of this.accounts.all()) {
         if (s.config.ttlMs === undefined || s.depth === 0) continue;
         const r: Removed = { rows: 0, bytes: 0, bodies: [] };
         for (const c of this.expireOlder.all(s.config.name, now - s.config.ttlMs)) {
           r.rows += c.last - c.first + 1;
           r.bytes += c.bytes;
         }
-        this.count(s, r, 'expired');
+        this.accounts.removed(s, r.rows, r.bytes, 'expired');
         n += r.rows;
       }
-      this.flushCounters();
+      this.accounts.flush();
       return n;
     });
   }
 
   deadLetter(stream: string, rowids: readonly number[], reason: string, now: number): number {
     return this.inTransaction(() => {
-      const s = this.states.get(stream);
+      const s = this.accounts.find(stream);
       if (!s || rowids.length === 0) return 0;
       const moved: Removed = { rows: 0, bytes: 0, bodies: [] };
       for (const id of rowids) {
@@ -476,8 +304,8 @@ export class SqliteOutbox implements Outbox {
         moved.rows += r.rows;
         moved.bytes += r.bytes;
       }
-      this.count(s, moved, 'deadLettered');
-      this.flushCounters();
+      this.accounts.removed(s, moved.rows, moved.bytes, 'deadLettered');
+      this.accounts.flush();
       return moved.rows;
     });
   }
@@ -504,56 +332,20 @@ export class SqliteOutbox implements Outbox {
       ) as { id: number; stream: string; body: string; bytes: number }[];
       const del = this.db.prepare('DELETE FROM dead_letters WHERE id = ?');
       for (const r of rows) {
-        const s = this.states.get(r.stream) ?? this.unknownStream(r.stream);
+        const s = this.accounts.of(r.stream);
         this.storeBodies(s, [r.body], now);
         del.run(r.id);
         s.pending.replayed++;
       }
       this.saveSeq.run(this.nextSeq);
       this.enforceQuotas();
-      this.flushCounters();
+      this.accounts.flush();
       return rows.length;
     });
   }
 
   deadLetterCount(): number {
     return (this.db.prepare('SELECT count(*) AS n FROM dead_letters').get() as { n: number }).n;
-  }
-
-  stats(): OutboxStats {
-    const streams: StreamStats[] = this.order.map((name) => {
-      const s = this.states.get(name)!;
-      return { stream: name, priority: s.config.priority, depth: s.depth, bytes: s.bytes, ...s.counts };
-    });
-    const sum = (k: keyof StreamStats): number => streams.reduce((n, s) => n + (s[k] as number), 0);
-    return {
-      depth: sum('depth'),
-      bytes: sum('bytes'),
-      appended: sum('produced'),
-      delivered: sum('delivered'),
-      expired: sum('expired'),
-      dropped: sum('dropped'),
-      deadLettered: sum('deadLettered'),
-      replayed: sum('replayed'),
-      streams,
-    };
-  }
-
-  private addStream(config: StreamConfig): void {
-    this.states.set(config.name, { config, depth: 0, bytes: 0, counts: zeroCounts(), pending: zeroCounts(), staged: zeroCounts() });
-    this.order = [...this.states.values()].sort((a, b) => a.config.priority - b.config.priority).map((s) => s.config.name);
-    this.drain = this.order.map((name) => ({ name, priority: this.states.get(name)!.config.priority }));
-  }
-
-  private unknownStream(name: string): StreamState {
-    this.addStream({ name, priority: 9, quotaBytes: this.quotaBytes, overflow: 'drop-oldest' });
-    return this.states.get(name)!;
-  }
-
-  private totalBytes(): number {
-    let n = 0;
-    for (const s of this.states.values()) n += s.bytes;
-    return n;
   }
 
   /** Drop the oldest readings of `s` until at least `atLeast` bytes are freed; returns bytes freed. */
@@ -576,56 +368,24 @@ export class SqliteOutbox implements Outbox {
     }
     if (upTo === 0) return 0;
     const r = this.removeRange(s, 1, upTo, false);
-    this.count(s, r, 'dropped');
+    this.accounts.removed(s, r.rows, r.bytes, 'dropped');
     return r.bytes;
-  }
-
-  private count(s: StreamState, r: Removed, outcome: 'delivered' | 'expired' | 'deadLettered' | 'dropped'): void {
-    if (r.rows === 0) return;
-    s.depth -= r.rows;
-    s.bytes -= r.bytes;
-    s.pending[outcome] += r.rows;
-  }
-
-  /** Write counter changes; runs inside the transaction that made them. */
-  private flushCounters(): void {
-    for (const s of this.states.values()) {
-      for (const k of COUNTERS) {
-        const d = s.pending[k];
-        if (d === 0) continue;
-        this.bumpCounter.run(s.config.name, k, d);
-        s.staged[k] += d;
-        s.pending[k] = 0;
-      }
-    }
   }
 
   /** The transaction that carried the last changes committed: count them. */
   committed(): void {
     this.committedSeq = this.nextSeq;
-    for (const s of this.states.values()) {
-      for (const k of COUNTERS) {
-        const d = s.staged[k];
-        if (d === 0) continue;
-        s.counts[k] += d;
-        s.staged[k] = 0;
-        this.mCount.inc({ stream: s.config.name, outcome: OUTCOME[k] }, d);
-      }
-    }
-    this.publishGauges();
+    this.accounts.committed();
   }
 
   /** The transaction rolled back: forget its changes and read depth and bytes again. */
   rolledBack(): void {
     this.nextSeq = this.committedSeq;
-    for (const s of this.states.values()) {
-      for (const k of COUNTERS) {
-        s.staged[k] = 0;
-        s.pending[k] = 0;
-      }
-    }
-    this.loadDepth();
-    this.publishGauges();
+    this.accounts.rolledBack();
+  }
+
+  stats(): OutboxStats {
+    return this.accounts.stats();
   }
 
   /** Runs `fn` in its own transaction and settles the counters either way. */
@@ -641,28 +401,4 @@ export class SqliteOutbox implements Outbox {
     return result;
   }
 
-  private loadDepth(): void {
-    for (const s of this.states.values()) {
-      s.depth = 0;
-      s.bytes = 0;
-    }
-    for (const r of this.db
-      .prepare('SELECT stream, coalesce(sum(last_seq - rowid + 1), 0) AS n, coalesce(sum(bytes), 0) AS b FROM outbox_chunks GROUP BY stream')
-      .all() as {
-      stream: string;
-      n: number;
-      b: number;
-    }[]) {
-      const s = this.states.get(r.stream) ?? this.unknownStream(r.stream);
-      s.depth = r.n;
-      s.bytes = r.b;
-    }
-  }
-
-  private publishGauges(): void {
-    for (const s of this.states.values()) {
-      this.mDepth.set(s.depth, { stream: s.config.name });
-      this.mBytes.set(s.bytes, { stream: s.config.name });
-    }
-  }
 }

@@ -49,6 +49,28 @@ export interface OutboxStats {
   readonly streams: readonly StreamStats[];
 }
 
+/** A stream of the outbox: its priority class, byte budget, TTL and what happens when it is full. */
+export interface OutboxStreamConfig {
+  readonly name: string;
+  /** 0 is the highest priority: drained first, dropped last when the storage quota is reached. */
+  readonly priority: number;
+  /** Byte budget of this stream; beyond it the overflow policy applies. */
+  readonly quotaBytes: number;
+  readonly ttlMs?: number | undefined;
+  /** The name of an overflow policy (`drop-oldest`, `reject-new`). */
+  readonly overflow: string;
+}
+
+/** A reading the cloud kept refusing, set aside with the reason (replayable). */
+export interface DeadLetter {
+  readonly id: number;
+  readonly stream: string;
+  /** The reading as JSON text, as it was stored. */
+  readonly body: string;
+  readonly reason: string;
+  readonly failedAt: number;
+}
+
 export interface Outbox {
   append(items: readonly OutboxItem[], now: number): void;
   /** Streams in drain order: highest priority (lowest number) first. */
@@ -63,6 +85,14 @@ export interface Outbox {
   deadLetter(stream: string, rowids: readonly number[], reason: string, now: number): number;
   /** Delete rows older than their stream's TTL; returns rows expired. */
   expire(now: number): number;
+  /** Dead letters in the order they were set aside, at most `limit`. */
+  listDeadLetters(limit?: number): DeadLetter[];
+  deadLetterCount(): number;
+  /**
+   * Puts dead letters (all, or the given ids) back into their streams as new readings, counted as
+   * `replayed`; returns how many. Its own transaction.
+   */
+  replayDeadLetters(now: number, ids?: readonly number[]): number;
   /** After the caller's transaction that ran `append` committed: count what it did. */
   committed(): void;
   /** After it rolled back: forget what it did. */

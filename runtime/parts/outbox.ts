@@ -1,5 +1,5 @@
 import { outboxMigrations, SqliteOutbox } from '../../cloud-bridge/outbox.js';
-import type { Component, ComponentContext, OutboxStats } from '../contracts/index.js';
+import type { Component, ComponentContext, Outbox, OutboxStats, OutboxStreamConfig } from '../contracts/index.js';
 import type { Part } from './site.js';
 import type { StoreComponent } from './store.js';
 
@@ -11,10 +11,11 @@ export class OutboxComponent implements Component {
 
   constructor(
     private readonly store: StoreComponent,
-    private readonly config: { quotaBytes: number; streams: readonly { name: string; priority: number; quotaBytes?: number | undefined; ttlMs?: number | undefined; overflow: 'drop-oldest' | 'reject-new' }[] },
+    private readonly config: { quotaBytes: number; streams: readonly (Omit<OutboxStreamConfig, 'quotaBytes'> & { quotaBytes?: number | undefined })[] },
   ) {}
 
-  get outbox(): SqliteOutbox {
+  /** The outbox, as the contract says (runtime/contracts/outbox.ts). */
+  get outbox(): Outbox {
     if (!this.box) throw new Error('the outbox is not open');
     return this.box;
   }

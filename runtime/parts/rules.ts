@@ -2,8 +2,7 @@ import { ActuationGuard } from '../../rules/actuation.js';
 import { Rules } from '../../rules/engine.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import type { SiteConfig } from '../config/schema.js';
-import type { SqliteOutbox } from '../../cloud-bridge/outbox.js';
-import { errorMessage, HttpError, type Clock, type Component, type ComponentContext, type Db, type LocalOutput, type Logger } from '../contracts/index.js';
+import { errorMessage, HttpError, type Clock, type Component, type ComponentContext, type Db, type LocalOutput, type Logger, type Outbox } from '../contracts/index.js';
 import { sendJson } from '../http/respond.js';
 import { IngestPipeline } from '../ingest.js';
 import type { PromMetrics } from '../metrics.js';
@@ -32,7 +31,7 @@ type LocalRoute = (output: LocalOutput) => void;
 export interface RulesDeps {
   readonly config: SiteConfig;
   readonly store: { readonly db: Db; readonly sequence: BootSequence };
-  readonly outbox: SqliteOutbox;
+  readonly outbox: Outbox;
   readonly clock: Clock;
   readonly metrics: PromMetrics;
   readonly points: PointRouter;

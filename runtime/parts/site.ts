@@ -6,7 +6,6 @@ import type { SiteConfig } from '../config/schema.js';
 import type { EmbeddedBroker } from '../broker/embedded-broker.js';
 import type { HttpLayer } from '../http/http-layer.js';
 import type { Uplink } from '../../cloud-bridge/uplink.js';
-import type { SqliteOutbox } from '../../cloud-bridge/outbox.js';
 import type { OutboxComponent } from './outbox.js';
 import type { RulesComponent } from './rules.js';
 import type { StoreComponent } from './store.js';
@@ -70,6 +69,3 @@ export interface Part {
   readonly name: string;
   build(site: Site): Component | undefined;
 }
-
-/** The outbox the gateway's parts share (the uplink drains it). */
-export type { SqliteOutbox };

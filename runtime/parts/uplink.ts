@@ -4,10 +4,9 @@ import type { UsageStore } from '../../cloud-bridge/link-budget.js';
 import { Uplink, type UplinkOptions } from '../../cloud-bridge/uplink.js';
 import { ConfigError } from '../config/load.js';
 import type { SiteConfig } from '../config/schema.js';
-import { errorMessage, HttpError, type Db } from '../contracts/index.js';
+import { errorMessage, HttpError, type Db, type Outbox } from '../contracts/index.js';
 import type { HttpLayer } from '../http/http-layer.js';
 import { sendJson } from '../http/respond.js';
-import type { SqliteOutbox } from '../../cloud-bridge/outbox.js';
 import type { Part } from './site.js';
 
 /** Uplink bytes per UTC day, in the runtime's counters table. */
@@ -48,7 +47,7 @@ function readTls(tls: NonNullable<SiteConfig['cloud']['tls']>): NonNullable<Upli
 const replayBody = z.strictObject({ ids: z.array(z.number().int().positive()).max(100_000).optional() });
 
 /** `GET /api/v1/dead-letters?limit=N` and `POST /api/v1/dead-letters/replay {"ids"?: [...]}`. */
-function deadLetterRoutes(http: HttpLayer, outbox: SqliteOutbox, uplink: Uplink, now: () => number): ReturnType<HttpLayer['router']> {
+function deadLetterRoutes(http: HttpLayer, outbox: Outbox, uplink: Uplink, now: () => number): ReturnType<HttpLayer['router']> {
   const r = http.router();
   r.get('/', (req, res) => {
     const raw = req.query.limit;

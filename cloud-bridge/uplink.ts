@@ -1,10 +1,9 @@
 import mqtt, { type MqttClient } from 'mqtt';
-import { deflateSync } from 'node:zlib';
 import { fetchArtifact } from './artifact-fetch.js';
 import {
   Backoff,
   cloudTopics,
-  compileTopicFilter,
+  errorMessage,
   type Clock,
   type CloudLink,
   type Component,
@@ -14,53 +13,21 @@ import {
   type Logger,
   type Metrics,
   type Outbox,
-  type OutboxRow,
   type TimerHandle,
 } from '../runtime/contracts/index.js';
-import { LinkBudget, type UsageStore } from './link-budget.js';
-import { NetWatch, type InterfaceSource } from './net-watch.js';
+import { Downlinks } from './downlinks.js';
+import { FlightControl } from './flight.js';
+import type { LinkBudget, UsageStore } from './link-budget.js';
+import { CloudLinkGate } from './link-gate.js';
+import { NetWatch } from './net-watch.js';
 import { DrainCursors } from './drain-cursors.js';
 import { PoisonGuard, type SentBatch } from './poison-guard.js';
-import { SyncWindows, type SyncWindowSpec } from './sync-windows.js';
+import { BatchPicker } from './batch-picker.js';
+import type { UplinkOptions } from './uplink-options.js';
+import { encodeBatch } from './uplink-payload.js';
 
-export interface UplinkOptions {
-  readonly gatewayId: string;
-  readonly url: string;
-  readonly clientId: string;
-  readonly username?: string | undefined;
-  readonly password?: string | undefined;
-  readonly topicPrefix: string;
-  readonly batchSize: number;
-  readonly maxInFlight: number;
-  readonly keepaliveS: number;
-  readonly backoff: { readonly initialMs: number; readonly maxMs: number };
-  readonly compression: 'deflate' | 'none';
-  /** 1: at least once. 2: once per batch across link drops, where the broker supports it. */
-  readonly qos: 1 | 2;
-  readonly protocolVersion: 4 | 5;
-  /** Failures of a stream's oldest batch before it is halved; of a single reading before it is dead-lettered. */
-  readonly maxAttempts: number;
-  /** Share of the link for live data while a backlog drains (0: strictly oldest first). */
-  readonly liveShare: number;
-  /** When set, the link is up only inside these windows (and while priority 0 streams hold rows). */
-  readonly syncWindows?: readonly SyncWindowSpec[] | undefined;
-  /** PEM contents, already read, for mqtts:// (mutual TLS when cert and key are given). */
-  readonly tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer; servername?: string; rejectUnauthorized: boolean } | undefined;
-  readonly lingerMs: number;
-  readonly maxBytesPerS?: number | undefined;
-  readonly dailyBytes?: number | undefined;
-  /** How often to look at the host's interfaces for a change that ends the backoff wait; 0: never. */
-  readonly netWatchMs?: number | undefined;
-  /** The interface table (tests replace it). */
-  readonly interfaces?: InterfaceSource | undefined;
-  /** Jitter source of the reconnect backoff (tests replace it). */
-  readonly random?: (() => number) | undefined;
-}
+export type { UplinkOptions } from './uplink-options.js';
 
-/** The in-flight cap never shrinks below this many readings (or one batch, if smaller). */
-const MIN_FLIGHT_CAP = 16;
-/** The in-flight cap grows by one batch per this many ms without a connection lost. */
-const FLIGHT_CAP_GROWTH_MS = 2000;
 
 /** `idle`: outside every sync window, the link is closed on purpose. */
 export type LinkState = 'connecting' | 'up' | 'down' | 'idle' | 'stopped';
@@ -79,37 +46,23 @@ export class Uplink implements Component {
   readonly name = 'uplink';
   private client: MqttClient | undefined;
   /** Downlink: cloud topics the gateway listens to, subscribed again on every connection. */
-  private readonly downlinks: Array<{ filter: string; matches: (topic: string) => boolean; handler: (topic: string, payload: Buffer) => void }> = [];
+  private readonly downlinks: Downlinks;
   private readonly upListeners: Array<() => void> = [];
   private state: LinkState = 'down';
   /** Per stream: what was sent in this session, backlog and live. */
   private readonly cursors: DrainCursors;
-  private inFlight = 0;
-  /**
-   * Batches allowed in flight on this connection: 1 after connecting, one more per PUBACK up to
-   * maxInFlight. A link that drops soon after it came back then duplicates at most a batch or two,
-   * not a full window (the cloud would receive them and their PUBACKs would be lost).
-   */
-  private window = 1;
-  /** Readings in the batches awaiting acknowledgement on this connection. */
-  private inFlightRows = 0;
-  /**
-   * Readings allowed in flight, adapted to how often the link drops (additive increase,
-   * multiplicative decrease): halved whenever a connection is lost with batches unacknowledged,
-   * grown by one batch per FLIGHT_CAP_GROWTH_MS of acknowledgements without a loss. On a link that keeps
-   * dropping, little is in flight when it drops, so little is sent twice (at QoS 1 a batch that
-   * reached the broker but whose PUBACK was lost goes again); on a steady link it is
-   * batchSize × maxInFlight.
-   */
-  private flightCap: number;
-  private flightCapAt = 0;
+  /** Which rows go next, from which stream. */
+  private readonly picker: BatchPicker;
+  /** Batches and readings in flight, and how many may be. */
+  private readonly flight: FlightControl;
   private generation = 0;
   private retryTimer: TimerHandle | undefined;
   private readonly backoff: Backoff;
   private readonly topic: string;
   private readonly statusTopic: string;
   private idleWaiters: Array<() => void> = [];
-  private readonly budget: LinkBudget;
+  /** Sync windows, rate cap, daily budget: for the uplink and, lent through cloudLink, downloads. */
+  private readonly gate: CloudLinkGate;
   private deferTimer: TimerHandle | undefined;
   private deferredUntil = 0;
   private readonly mBytes: Counter;
@@ -120,7 +73,6 @@ export class Uplink implements Component {
   private readonly unacked = new Set<SentBatch>();
   private connackSeen = false;
   private freshSession = false;
-  private readonly windows: SyncWindows | undefined;
   private readonly netWatch: NetWatch | undefined;
   private readonly mBatches: Counter;
   private readonly mConnects: Counter;
@@ -136,14 +88,12 @@ export class Uplink implements Component {
     metrics: Metrics,
     usage?: UsageStore,
   ) {
-    this.budget = new LinkBudget({ maxBytesPerS: opts.maxBytesPerS, dailyBytes: opts.dailyBytes }, clock, usage);
+    this.gate = new CloudLinkGate(opts, clock, usage, (open) => (open ? this.wake() : this.maybeIdle()));
     this.guard = new PoisonGuard(opts.maxAttempts);
-    this.flightCap = opts.batchSize * opts.maxInFlight;
+    this.flight = new FlightControl(opts.batchSize, opts.maxInFlight, () => clock.now());
     this.cursors = new DrainCursors(opts.liveShare);
-    this.windows =
-      opts.syncWindows && opts.syncWindows.length > 0
-        ? new SyncWindows(opts.syncWindows, clock, (open) => (open ? this.wake() : this.maybeIdle()))
-        : undefined;
+    this.picker = new BatchPicker(outbox, this.cursors, this.guard, this.gate, opts.lingerMs, clock);
+    this.downlinks = new Downlinks(log);
     this.netWatch =
       opts.netWatchMs !== undefined && opts.netWatchMs > 0
         ? new NetWatch(clock, opts.netWatchMs, (addresses) => this.networkChanged(addresses), opts.interfaces)
@@ -167,12 +117,12 @@ export class Uplink implements Component {
 
   /** Bytes spent today and the configured caps. */
   budgetStatus(): ReturnType<LinkBudget['status']> {
-    return this.budget.status();
+    return this.gate.status();
   }
 
   /** The link's state and what it spent: a section of the gateway's status. */
   status(): { link: LinkState; uplink: ReturnType<LinkBudget['status']> } {
-    return { link: this.state, uplink: this.budget.status() };
+    return { link: this.state, uplink: this.gate.status() };
   }
 
   /** The cloud link as other parts use it: downlink subscriptions and artifact downloads through the link's gate. */
@@ -180,9 +130,9 @@ export class Uplink implements Component {
     return {
       subscribe: (filter, handler) => this.subscribe(filter, handler),
       onLinkUp: (fn) => this.onLinkUp(fn),
-      delayMs: () => this.linkDelay(),
-      closed: () => this.linkClosed(),
-      spend: (bytes) => this.spend(bytes),
+      delayMs: () => this.gate.delayMs(),
+      closed: () => this.gate.closed(),
+      spend: (bytes) => this.gate.spend(bytes),
       download: (target, opts) => fetchArtifact(target, opts),
     };
   }
@@ -193,7 +143,7 @@ export class Uplink implements Component {
   }
 
   private startLink(): void {
-    this.windows?.start();
+    this.gate.start();
     this.netWatch?.start();
     if (this.linkWanted()) this.connect();
     else this.state = 'idle';
@@ -210,7 +160,7 @@ export class Uplink implements Component {
 
   /** Inside a sync window (or none configured), or a priority 0 stream has something to send. */
   private linkWanted(): boolean {
-    if (!this.windows || this.windows.isOpen()) return true;
+    if (this.gate.windowOpen()) return true;
     return this.outbox.stats().streams.some((s) => s.priority === 0 && s.depth > 0);
   }
 
@@ -223,9 +173,9 @@ export class Uplink implements Component {
   /** Outside the windows with nothing urgent in flight: close the link until it is wanted again. */
   private maybeIdle(): void {
     const client = this.client;
-    if (!this.windows || this.state !== 'up' || !client || this.inFlight > 0 || this.linkWanted()) return;
+    if (!this.gate.windowed || this.state !== 'up' || !client || this.flight.batches > 0 || this.linkWanted()) return;
     this.state = 'idle';
-    this.log.info({ nextWindowInMs: this.windows.msToNext() }, 'sync window closed; cloud link closed until the next one');
+    this.log.info({ nextWindowInMs: this.gate.msToNextWindow() }, 'sync window closed; cloud link closed until the next one');
     client.publish(this.statusTopic, JSON.stringify({ state: 'offline' }), { qos: 1, retain: true }, () => {
       if (this.state === 'idle') client.end(false);
     });
@@ -236,32 +186,13 @@ export class Uplink implements Component {
    * MQTT client's event; one that throws is logged and does not affect the others.
    */
   subscribe(filter: string, handler: (topic: string, payload: Buffer) => void): void {
-    this.downlinks.push({ filter, matches: compileTopicFilter(filter), handler });
+    this.downlinks.add(filter, handler);
     if (this.state === 'up') this.client?.subscribe(filter, { qos: 1 });
   }
 
   /** Called each time the link comes up (e.g. to resume downloads at once). */
   onLinkUp(fn: () => void): void {
     this.upListeners.push(fn);
-  }
-
-  /**
-   * For other traffic on the cloud link (artifact downloads): ms until it may use the link
-   * (outside the sync windows, or with the daily budget spent: later), 0 for now.
-   */
-  linkDelay(): number {
-    if (this.windows && !this.windows.isOpen()) return this.windows.msToNext() ?? 60_000;
-    return this.budget.delayFor(1);
-  }
-
-  /** Other traffic may not use the link before the next sync window or UTC day (not just the rate cap). */
-  linkClosed(): boolean {
-    return (this.windows !== undefined && !this.windows.isOpen()) || this.budget.exhausted();
-  }
-
-  /** Bytes other traffic took from the link's budget. */
-  spend(bytes: number): void {
-    this.budget.spend(bytes);
   }
 
   /** Resolves when the outbox is empty and nothing is in flight, or after `timeoutMs`. */
@@ -285,7 +216,7 @@ export class Uplink implements Component {
     if (this.state === 'stopped') return;
     if ((opts.drainMs ?? 0) > 0) await this.drained(opts.drainMs!);
     this.state = 'stopped';
-    this.windows?.stop();
+    this.gate.stop();
     this.netWatch?.stop();
     this.generation++;
     if (this.retryTimer) this.clock.clearTimeout(this.retryTimer);
@@ -305,7 +236,7 @@ export class Uplink implements Component {
   }
 
   private isDrained(): boolean {
-    return this.inFlight === 0 && this.outbox.stats().depth === 0;
+    return this.flight.batches === 0 && this.outbox.stats().depth === 0;
   }
 
   private connect(): void {
@@ -342,31 +273,23 @@ export class Uplink implements Component {
       this.state = 'up';
       this.backoff.reset();
       if (!connack.sessionPresent) this.sessionLost();
-      this.window = 1;
+      this.flight.connected();
       this.mConnects.inc();
       this.mLinkUp.set(1);
       this.log.info({ url: this.opts.url, sessionPresent: connack.sessionPresent }, 'cloud link up');
       client.publish(this.statusTopic, JSON.stringify({ state: 'online' }), { qos: 1, retain: true });
-      if (this.downlinks.length > 0) client.subscribe([...new Set(this.downlinks.map((d) => d.filter))], { qos: 1 });
+      const filters = this.downlinks.filters();
+      if (filters.length > 0) client.subscribe(filters, { qos: 1 });
       for (const fn of this.upListeners) {
         try {
           fn();
         } catch (err) {
-          this.log.error({ err: (err as Error).message }, 'link-up listener failed');
+          this.log.error({ err: errorMessage(err) }, 'link-up listener failed');
         }
       }
       this.pump();
     });
-    client.on('message', (topic, payload) => {
-      for (const d of this.downlinks) {
-        if (!d.matches(topic)) continue;
-        try {
-          d.handler(topic, payload);
-        } catch (err) {
-          this.log.error({ topic, err: (err as Error).message }, 'downlink handler failed');
-        }
-      }
-    });
+    client.on('message', (topic, payload) => this.downlinks.deliver(topic, payload));
     client.on('packetreceive', (packet) => {
       if (packet.cmd === 'connack') this.connackSeen = true;
     });
@@ -380,8 +303,7 @@ export class Uplink implements Component {
       // dropped, maybe again on every resend right after CONNACK, is what a poison message does.
       if (this.connackSeen && this.unacked.size > 0) {
         this.refused([...this.unacked], 'connection lost with the batch in flight');
-        this.flightCap = Math.max(Math.min(MIN_FLIGHT_CAP, this.opts.batchSize), this.flightCap / 2);
-        this.flightCapAt = this.clock.now();
+        this.flight.lost();
       }
       this.connackSeen = false;
       const wasUp = this.state === 'up';
@@ -433,10 +355,9 @@ export class Uplink implements Component {
    */
   private sessionLost(): void {
     // Expected at QoS 1 (no session is kept); at QoS 2 it means the broker lost ours.
-    if (this.inFlight > 0 && this.opts.qos === 2) this.log.warn({ inFlight: this.inFlight }, 'cloud session lost; unacknowledged batches are sent again');
+    if (this.flight.batches > 0 && this.opts.qos === 2) this.log.warn({ inFlight: this.flight.batches }, 'cloud session lost; unacknowledged batches are sent again');
     this.generation++;
-    this.inFlight = 0;
-    this.inFlightRows = 0;
+    this.flight.reset();
     this.cursors.reset(this.outbox.newestRowid());
     this.unacked.clear();
     this.mInFlight.set(0);
@@ -454,7 +375,7 @@ export class Uplink implements Component {
         this.mDeadLettered.inc(undefined, n);
         this.log.error({ stream, rowid, reason }, 'reading moved to the dead-letter table');
       } catch (err) {
-        this.log.error({ stream, rowid, err: (err as Error).message }, 'dead-lettering failed');
+        this.log.error({ stream, rowid, err: errorMessage(err) }, 'dead-lettering failed');
       }
     }
   }
@@ -463,23 +384,23 @@ export class Uplink implements Component {
     const client = this.client;
     if (this.state !== 'up' || !client) return;
     const generation = this.generation;
-    while (this.inFlight < this.window && this.inFlightRows < Math.floor(this.flightCap)) {
-      const batch = this.nextBatch(Math.min(this.opts.batchSize, Math.floor(this.flightCap) - this.inFlightRows));
-      if (!batch) break;
+    for (let room = this.flight.room(); room > 0; room = this.flight.room()) {
+      const next = this.picker.next(room);
+      if ('waitMs' in next) {
+        if (next.waitMs !== undefined) this.deferPump(next.waitMs);
+        break;
+      }
+      const batch = next;
       const { stream, rows, live } = batch;
       const first = rows[0]!.rowid;
       const last = rows[rows.length - 1]!.rowid;
       this.cursors.sent(stream, last, live, rows.length);
-      const json = `{"v":1,"gateway":${JSON.stringify(this.opts.gatewayId)},"sentAt":${this.clock.now()},"readings":[${rows
-        .map((r) => r.body)
-        .join(',')}]}`;
-      const payload = this.opts.compression === 'deflate' ? deflateSync(json) : Buffer.from(json);
-      this.budget.spend(payload.length);
+      const payload = encodeBatch(this.opts.gatewayId, this.clock.now(), rows, this.opts.compression);
+      this.gate.spend(payload.length);
       this.mBytes.inc(undefined, payload.length);
-      this.inFlight++;
-      this.inFlightRows += rows.length;
-      this.mInFlight.set(this.inFlight);
-      this.log.debug({ stream, first, last, rows: rows.length, inFlight: this.inFlight }, 'batch sent');
+      this.flight.sent(rows.length);
+      this.mInFlight.set(this.flight.batches);
+      this.log.debug({ stream, first, last, rows: rows.length, inFlight: this.flight.batches }, 'batch sent');
       const sent: SentBatch = { stream, first, last, rows: rows.length };
       this.unacked.add(sent);
       client.publish(this.topic, payload, { qos: this.opts.qos }, (err) => {
@@ -492,9 +413,8 @@ export class Uplink implements Component {
           // An MQTT 5 reason code: the broker refused this batch.
           const code = (err as { code?: unknown }).code;
           if (typeof code === 'number' && code >= 0x80) this.refused([sent], `refused by the cloud broker: ${err.message} (0x${code.toString(16)})`);
-          this.inFlight--;
-          this.inFlightRows -= sent.rows;
-          this.mInFlight.set(this.inFlight);
+          this.flight.settled(sent.rows, false);
+          this.mInFlight.set(this.flight.batches);
           this.cursors.rewind(stream, first, live);
           return;
         }
@@ -509,61 +429,21 @@ export class Uplink implements Component {
           this.outbox.ack(stream, first, last);
         } catch (e) {
           this.mAckFailures.inc();
-          this.log.error({ stream, first, last, err: (e as Error).message }, 'acknowledged rows could not be deleted');
+          this.log.error({ stream, first, last, err: errorMessage(e) }, 'acknowledged rows could not be deleted');
         }
         this.mBatches.inc();
         if (generation !== this.generation) return;
-        this.window = Math.min(this.opts.maxInFlight, this.window + 1);
-        this.growFlightCap();
-        this.inFlight--;
-        this.inFlightRows -= sent.rows;
-        this.mInFlight.set(this.inFlight);
+        this.flight.settled(sent.rows, true);
+        this.mInFlight.set(this.flight.batches);
         this.pump();
       });
     }
-    if (this.inFlight === 0) this.maybeIdle();
+    if (this.flight.batches === 0) this.maybeIdle();
     if (this.isDrained()) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
       for (const w of waiters) w();
     }
-  }
-
-  private growFlightCap(): void {
-    const full = this.opts.batchSize * this.opts.maxInFlight;
-    if (this.flightCap >= full) return;
-    const now = this.clock.now();
-    this.flightCap = Math.min(full, this.flightCap + (this.opts.batchSize * Math.max(0, now - this.flightCapAt)) / FLIGHT_CAP_GROWTH_MS);
-    this.flightCapAt = now;
-  }
-
-  /**
-   * The next batch: from the highest-priority stream that has rows not yet sent on this
-   * connection, oldest first, so the readings of one source leave in the order they were stored.
-   */
-  private nextBatch(limit: number): { stream: string; rows: OutboxRow[]; live: boolean } | undefined {
-    let wait: number | undefined;
-    for (const { name, priority } of this.outbox.drainOrder()) {
-      let rows: OutboxRow[] = [];
-      let live = false;
-      for (const range of this.cursors.candidates(name)) {
-        rows = this.outbox.peek(name, range.after, this.guard.limitFor(name, range.after, limit), range.upTo);
-        live = range.live;
-        if (rows.length > 0) break;
-        if (range.upTo !== undefined) this.cursors.exhausted(name);
-      }
-      if (rows.length === 0) continue;
-      // The rate cap or the daily budget may hold this stream back (the budget spares priority 0),
-      // and a batch that is not full lingers until its oldest reading is old enough.
-      let delay = this.budget.delayFor(priority);
-      if (delay === 0 && priority > 0 && this.opts.lingerMs > 0 && rows.length < limit) {
-        delay = Math.max(0, rows[0]!.createdAt + this.opts.lingerMs - this.clock.now());
-      }
-      if (delay === 0) return { stream: name, rows, live };
-      wait = Math.min(wait ?? delay, delay);
-    }
-    if (wait !== undefined) this.deferPump(wait);
-    return undefined;
   }
 
   private deferPump(ms: number): void {

@@ -227,9 +227,13 @@ export class Uplink implements Component {
     if (!client) return;
     if (client.connected) {
       // A clean stop publishes the offline status itself; the last will covers crashes.
+      // At most a second for the broker to take it: the timer goes with the answer.
       await new Promise<void>((resolve) => {
-        client.publish(this.statusTopic, JSON.stringify({ state: 'offline' }), { qos: 1, retain: true }, () => resolve());
-        this.clock.setTimeout(resolve, 1000);
+        const timer = this.clock.setTimeout(resolve, 1000);
+        client.publish(this.statusTopic, JSON.stringify({ state: 'offline' }), { qos: 1, retain: true }, () => {
+          this.clock.clearTimeout(timer);
+          resolve();
+        });
       });
     }
     await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));

@@ -328,7 +328,8 @@ export class SqliteOutbox implements Outbox {
       const rows = (
         ids === undefined
           ? this.db.prepare('SELECT id, stream, body, bytes FROM dead_letters ORDER BY id').all()
-          : ids.map((id) => this.db.prepare('SELECT id, stream, body, bytes FROM dead_letters WHERE id = ?').get(id)).filter((r) => r !== undefined)
+          : // An id given twice is one dead letter: replayed once.
+            [...new Set(ids)].map((id) => this.db.prepare('SELECT id, stream, body, bytes FROM dead_letters WHERE id = ?').get(id)).filter((r) => r !== undefined)
       ) as { id: number; stream: string; body: string; bytes: number }[];
       const del = this.db.prepare('DELETE FROM dead_letters WHERE id = ?');
       for (const r of rows) {

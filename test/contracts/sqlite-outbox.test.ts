@@ -2,39 +2,56 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { outboxMigrations, SqliteOutbox } from '../../cloud-bridge/outbox.js';
-import { PromMetrics } from '../../runtime/metrics.js';
 import { migrate, openDatabase, type Db } from '../../runtime/store/database.js';
 import { runtimeMigrations } from '../../runtime/store/runtime-schema.js';
-import { outboxContractSuite, type OutboxStore } from './outbox-suite.js';
+import { outboxContract, type OutboxFactory, type OutboxStore } from './outbox-suite.js';
 
-/** The SQLite outbox on a database file (WAL) or in memory, with the gateway's migrations. */
-function sqliteStore(where: 'file' | 'memory', synchronous: 'normal' | 'full' = 'normal'): OutboxStore {
-  const dir = where === 'file' ? mkdtempSync(join(tmpdir(), 'outpost-outbox-suite-')) : undefined;
-  const openDb = (): Db => {
-    const db = openDatabase({ path: dir ? join(dir, 'o.db') : ':memory:', synchronous });
-    migrate(db, 'runtime', runtimeMigrations);
-    migrate(db, 'outbox', outboxMigrations);
+/** The gateway's store as the outbox part opens it: the runtime's tables, then the outbox's. */
+function openStore(path: string, synchronous: 'normal' | 'full'): Db {
+  const db = openDatabase({ path, synchronous });
+  migrate(db, 'runtime', runtimeMigrations);
+  migrate(db, 'outbox', outboxMigrations);
+  return db;
+}
+
+/** SqliteOutbox on `path`, or on a database file of its own in a fresh directory. */
+function sqliteStore(synchronous: 'normal' | 'full', inMemory: boolean): OutboxStore {
+  const dir = inMemory ? undefined : mkdtempSync(join(tmpdir(), 'outpost-outbox-contract-'));
+  let db: Db | undefined;
+  let opened = false;
+  const current = (): Db => {
+    if (!db) throw new Error('the store is closed');
     return db;
   };
-  let db = openDb();
   return {
-    open: (quotaBytes, streams, metrics) => new SqliteOutbox(db, quotaBytes, metrics ?? new PromMetrics(), streams),
-    transaction: (fn) => db.transaction(fn)(),
-    ...(dir
-      ? {
-          reopen: () => {
-            db.close();
-            db = openDb();
-          },
-        }
-      : {}),
-    close: () => {
-      if (db.open) db.close();
+    open(setup) {
+      if (!db) {
+        // An in-memory database is gone once closed: opening it again would be a new, empty store.
+        if (opened && !dir) throw new Error('an in-memory store cannot be reopened');
+        db = openStore(dir ? join(dir, 'outbox.db') : ':memory:', synchronous);
+        opened = true;
+      }
+      return new SqliteOutbox(db, setup.quotaBytes, setup.metrics, setup.streams);
+    },
+    transaction(fn) {
+      current().transaction(fn)();
+    },
+    close() {
+      db?.close();
+      db = undefined;
+    },
+    dispose() {
+      this.close();
       if (dir) rmSync(dir, { recursive: true, force: true });
     },
   };
 }
 
-outboxContractSuite('SQLite, synchronous normal', () => sqliteStore('file', 'normal'), { reopens: true });
-outboxContractSuite('SQLite, synchronous full', () => sqliteStore('file', 'full'), { reopens: true });
-outboxContractSuite('SQLite in memory', () => sqliteStore('memory'), { reopens: false });
+const sqlite = (synchronous: 'normal' | 'full', inMemory = false): OutboxFactory => ({
+  reopens: !inMemory,
+  create: () => sqliteStore(synchronous, inMemory),
+});
+
+outboxContract('SQLite file, synchronous=normal', sqlite('normal'));
+outboxContract('SQLite file, synchronous=full', sqlite('full'));
+outboxContract('SQLite in memory', sqlite('normal', true));

@@ -2,7 +2,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { streamSchema } from '../../cloud-bridge/config.js';
 import { outboxMigrations, splitChunk, SqliteOutbox, type StreamConfig } from '../../cloud-bridge/outbox.js';
+import { OVERFLOW_NAMES, OVERFLOW_POLICIES } from '../../cloud-bridge/overflow/index.js';
 import { makeEnvelope, systemClock, type Envelope, type StreamStats } from '../../runtime/contracts/index.js';
 import { IngestPipeline } from '../../runtime/ingest.js';
 import { createLogger } from '../../runtime/logger.js';
@@ -110,6 +112,24 @@ describe('SQLite outbox', () => {
     expect(outbox.newestRowid()).toBe(5);
     put(outbox, 'telemetry', 9, 1);
     expect(outbox.peek('telemetry', 5, 10)[0]!.rowid).toBe(6);
+  });
+});
+
+describe('overflow policies', () => {
+  it('the config accepts exactly the registered policies, and names them when it refuses one', () => {
+    expect(OVERFLOW_NAMES).toEqual([...OVERFLOW_POLICIES.keys()]);
+    expect(OVERFLOW_NAMES).toEqual(expect.arrayContaining(['drop-oldest', 'reject-new']));
+    for (const overflow of OVERFLOW_NAMES) expect(streamSchema.parse({ name: 's', overflow }).overflow).toBe(overflow);
+    expect(streamSchema.parse({ name: 's' }).overflow).toBe('drop-oldest');
+    const refused = streamSchema.safeParse({ name: 's', overflow: 'drop-newest' });
+    expect(refused.success).toBe(false);
+    expect(refused.error?.issues[0]).toMatchObject({ path: ['overflow'] });
+    expect(refused.error?.issues[0]?.message).toContain('reject-new');
+  });
+
+  it('an outbox refuses to open with a stream whose policy is not registered', () => {
+    const bad: StreamConfig[] = [{ name: 's', priority: 5, quotaBytes: MiB, overflow: 'drop-newest' }];
+    expect(() => new SqliteOutbox(db, MiB, new PromMetrics(), bad)).toThrow(/unknown overflow policy "drop-newest"; known: drop-oldest, reject-new/);
   });
 });
 

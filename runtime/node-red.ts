@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
+import type { EventEmitter } from 'node:events';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { WindowRule } from '../rules/window.js';
@@ -22,6 +23,7 @@ import {
   type Value,
   type WriteValue,
 } from './contracts/index.js';
+import { sendError } from './http/respond.js';
 import type { IngestPipeline } from './ingest.js';
 
 const require = createRequire(import.meta.url);
@@ -32,7 +34,12 @@ interface NodeRed {
   start(): Promise<void>;
   stop(): Promise<void>;
   readonly httpAdmin: (req: IncomingMessage, res: ServerResponse) => void;
+  /** The runtime's events: `flows:stopping`, `flows:started`, `runtime-event`. */
+  readonly events: EventEmitter;
 }
+
+/** How long a stop waits for a flows start under way (they take milliseconds) before it stops anyway. */
+const FLOW_START_WAIT_MS = 10_000;
 
 /**
  * Where the Outpost palette lives: rules/node-red, a package with a `node-red` field (CommonJS and
@@ -215,12 +222,17 @@ export class HostedNodeRed implements Component {
   private red: NodeRed | undefined;
   private server: Server | undefined;
   private upgradeBefore: Set<(...args: unknown[]) => void> = new Set();
+  private log: Logger | undefined;
+  /** The flows starts Node-RED is making (see watchFlowStarts); `done` once none is left. */
+  private flowStarts: { pending: number; readonly done: Promise<void>; readonly settle: () => void } | undefined;
+  private unwatchFlowStarts: (() => void) | undefined;
 
   constructor(private readonly opts: NodeRedOptions) {}
 
   async start(ctx: ComponentContext): Promise<void> {
     const server = this.opts.server();
     if (!server) throw new Error('node-red: the gateway HTTP server is not listening');
+    this.log = ctx.log;
     const red = require('node-red') as NodeRed;
     mkdirSync(this.opts.userDir, { recursive: true });
     this.server = server;
@@ -240,9 +252,21 @@ export class HostedNodeRed implements Component {
       outpost: this.opts.host(ctx),
     });
     this.red = red;
+    this.watchFlowStarts(red.events);
     const admin = red.httpAdmin;
-    this.opts.mount('/red', (req, res) => admin(req, res));
-    await red.start();
+    // Once stopping, the editor and its API are closed: no deploy begins a flows start.
+    this.opts.mount('/red', (req, res) => (this.red ? admin(req, res) : sendError(res, 503, 'node-red is stopping')));
+    // RED.start() resolves before the flows saved in userDir are started: running means they are.
+    this.expectFlowStart();
+    try {
+      await red.start();
+      await this.flowStartsDone('start');
+    } catch (err) {
+      // The gateway stops only the parts that started: what this start opened is closed here.
+      this.flowStarted(true);
+      await this.stop().catch(() => undefined);
+      throw err;
+    }
     ctx.log.info({ userDir: this.opts.userDir }, 'node-red started at /red');
   }
 
@@ -251,6 +275,11 @@ export class HostedNodeRed implements Component {
     const red = this.red;
     if (!red) return;
     this.red = undefined;
+    // A flows start under way (a deploy just made) finishes first: RED.stop() in the middle of one
+    // stops the old flows while the new nodes are being created, and those then run for good (an
+    // inject's repeat timer), as Node-RED counts its flows stopped and ignores a second stop.
+    while (this.flowStarts) await this.flowStartsDone('stop');
+    this.unwatchFlowStarts?.();
     await red.stop();
     await endSessionExpiryTimer();
     // Node-RED leaves its upgrade listeners behind; one called after stop would throw.
@@ -260,5 +289,60 @@ export class HostedNodeRed implements Component {
 
   status(): Record<string, unknown> {
     return {};
+  }
+
+  /**
+   * Node-RED starts flows without anyone awaiting it: after RED.start() resolved, and after a deploy
+   * was answered (a deploy stops the flows it replaces, answers, then starts the new ones, and a
+   * second deploy may come before). So a deploy's stop (`flows:stopping`) announces a start, which
+   * ends with `flows:started`, or with a runtime state that names why no flow was started (missing
+   * node types or modules).
+   */
+  private watchFlowStarts(events: EventEmitter): void {
+    const expect = (): void => this.expectFlowStart();
+    const started = (): void => this.flowStarted();
+    const state = (event: { id?: unknown; payload?: { error?: unknown; state?: unknown } } | undefined): void => {
+      if (event?.id === 'runtime-state' && (event.payload?.error !== undefined || event.payload?.state === 'safe')) this.flowStarted();
+    };
+    events.on('flows:stopping', expect);
+    events.on('flows:started', started);
+    events.on('runtime-event', state);
+    this.unwatchFlowStarts = () => {
+      events.off('flows:stopping', expect);
+      events.off('flows:started', started);
+      events.off('runtime-event', state);
+      this.unwatchFlowStarts = undefined;
+    };
+  }
+
+  private expectFlowStart(): void {
+    if (!this.flowStarts) {
+      let settle!: () => void;
+      const done = new Promise<void>((resolve) => (settle = resolve));
+      this.flowStarts = { pending: 0, done, settle };
+    }
+    this.flowStarts.pending++;
+  }
+
+  private flowStarted(all = false): void {
+    const starts = this.flowStarts;
+    if (!starts) return;
+    starts.pending = all ? 0 : starts.pending - 1;
+    if (starts.pending > 0) return;
+    this.flowStarts = undefined;
+    starts.settle();
+  }
+
+  /** Waits until no flows start is under way; a bounded wait (a start that never ends is reported). */
+  private async flowStartsDone(during: 'start' | 'stop'): Promise<void> {
+    const starts = this.flowStarts;
+    if (!starts) return;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), FLOW_START_WAIT_MS)));
+    const timedOut = await Promise.race([starts.done.then(() => false), late]);
+    clearTimeout(timer);
+    if (!timedOut) return;
+    this.log?.warn({ waitedMs: FLOW_START_WAIT_MS, during, pending: starts.pending }, 'node-red: its flows did not finish starting in time');
+    this.flowStarted(true);
   }
 }

@@ -2,23 +2,27 @@ import type { Clock, LinkGate } from '../runtime/contracts/index.js';
 import { LinkBudget, type UsageStore } from './link-budget.js';
 import { SyncWindows, type SyncWindowSpec } from './sync-windows.js';
 
-export interface LinkGateOptions {
+export interface UplinkGateOptions {
+  /** When set, the link is open only inside these windows. */
+  readonly syncWindows?: readonly SyncWindowSpec[] | undefined;
   readonly maxBytesPerS?: number | undefined;
   readonly dailyBytes?: number | undefined;
-  /** When set, the link is up only inside these windows (and while priority 0 streams hold rows). */
-  readonly syncWindows?: readonly SyncWindowSpec[] | undefined;
 }
 
+/** How long other traffic is told to wait when no sync window is scheduled at all. */
+const NO_WINDOW_RETRY_MS = 60_000;
+
 /**
- * What a metered link allows, for the uplink and for other traffic on the link (artifact
- * downloads, through the CloudLink contract): the sync windows it may be open in, the byte-rate
- * cap and the daily budget. One gate, so every byte that crosses the link is counted once.
+ * What a metered cloud link allows: its sync windows, its byte rate and its daily budget, for the
+ * uplink's batches and for the traffic the uplink lends the link to (artifact downloads, through
+ * the LinkGate contract), so that one budget holds for everything that crosses it.
  */
-export class CloudLinkGate implements LinkGate {
+export class UplinkGate implements LinkGate {
   private readonly budget: LinkBudget;
   private readonly windows: SyncWindows | undefined;
 
-  constructor(opts: LinkGateOptions, clock: Clock, usage: UsageStore | undefined, onWindow: (open: boolean) => void) {
+  /** `onWindow` is called when a sync window opens (true) or closes (false). */
+  constructor(opts: UplinkGateOptions, clock: Clock, onWindow: (open: boolean) => void, usage?: UsageStore) {
     this.budget = new LinkBudget({ maxBytesPerS: opts.maxBytesPerS, dailyBytes: opts.dailyBytes }, clock, usage);
     this.windows = opts.syncWindows && opts.syncWindows.length > 0 ? new SyncWindows(opts.syncWindows, clock, onWindow) : undefined;
   }
@@ -31,7 +35,7 @@ export class CloudLinkGate implements LinkGate {
     this.windows?.stop();
   }
 
-  /** Sync windows are configured: outside them the link is closed on purpose. */
+  /** Sync windows are configured: outside them the link is closed. */
   get windowed(): boolean {
     return this.windows !== undefined;
   }
@@ -41,19 +45,22 @@ export class CloudLinkGate implements LinkGate {
     return !this.windows || this.windows.isOpen();
   }
 
-  /** Milliseconds until the next window opens (0 while one is open), if any is scheduled. */
+  /** Milliseconds until the next sync window opens (0 inside one), if any is scheduled. */
   msToNextWindow(): number | undefined {
     return this.windows?.msToNext();
   }
 
-  /** Milliseconds until a batch of a stream with `priority` may go (rate cap, daily budget); 0: now. */
-  delayFor(priority: number): number {
+  /** For the uplink's batches: ms until a batch of a stream with `priority` may go (the budget spares priority 0); 0: now. */
+  batchDelay(priority: number): number {
     return this.budget.delayFor(priority);
   }
 
-  /** For other traffic: ms until it may use the link (outside the windows or with the budget spent: later). */
+  /**
+   * For other traffic: ms until it may use the link (outside the sync windows, or with the daily
+   * budget spent: later), 0 for now.
+   */
   delayMs(): number {
-    if (!this.windowOpen()) return this.windows!.msToNext() ?? 60_000;
+    if (!this.windowOpen()) return this.windows?.msToNext() ?? NO_WINDOW_RETRY_MS;
     return this.budget.delayFor(1);
   }
 
@@ -62,7 +69,7 @@ export class CloudLinkGate implements LinkGate {
     return !this.windowOpen() || this.budget.exhausted();
   }
 
-  /** Bytes that crossed the link (uplink payloads, downloads). */
+  /** Bytes that crossed the link (a batch, or other traffic), taken from the rate and the daily budget. */
   spend(bytes: number): void {
     this.budget.spend(bytes);
   }

@@ -1,7 +1,7 @@
+import type { Outbox } from '../runtime/contracts/index.js';
 import type { InterfaceSource } from './net-watch.js';
 import type { SyncWindowSpec } from './sync-windows.js';
 
-/** The uplink's settings, from the site config's `cloud` section (runtime/parts/uplink.ts). */
 export interface UplinkOptions {
   readonly gatewayId: string;
   readonly url: string;
@@ -35,3 +35,9 @@ export interface UplinkOptions {
   /** Jitter source of the reconnect backoff (tests replace it). */
   readonly random?: (() => number) | undefined;
 }
+
+/** `idle`: outside every sync window, the link is closed on purpose. */
+export type LinkState = 'connecting' | 'up' | 'down' | 'idle' | 'stopped';
+
+/** What the uplink uses of the outbox: it reads streams, acknowledges and dead-letters rows. */
+export type UplinkOutbox = Pick<Outbox, 'drainOrder' | 'peek' | 'newestRowid' | 'ack' | 'deadLetter' | 'stats'>;

@@ -34,7 +34,10 @@ export class EmbeddedBroker implements LocalBroker, Component {
         callback(new Error('$SYS topics are reserved'));
         return;
       }
-      if (this.handlers.length === 0 || !client) {
+      // aedes authorizes a last will too, as the connection closes (client.closed): no device waits
+      // for its PUBACK, and an interceptor refusing it would make aedes drop it unseen. Wills go to
+      // the observers only (LocalBroker contract).
+      if (this.handlers.length === 0 || !client || client.closed) {
         callback(null);
         return;
       }
@@ -53,7 +56,7 @@ export class EmbeddedBroker implements LocalBroker, Component {
         },
       );
     };
-    aedes.on('clientError', (client, err) => this.log?.debug({ client: client.id, err: err.message }, 'client error'));
+    aedes.on('clientError', (client, err) => this.log?.debug({ client: client.id, err: errorMessage(err) }, 'client error'));
     aedes.on('publish', (packet) => {
       if (packet.topic.startsWith('$SYS') || this.observers.length === 0) return;
       const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);

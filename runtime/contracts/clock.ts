@@ -41,8 +41,8 @@ export class ManualClock implements Clock {
     this.timers = this.timers.filter((x) => x.id !== (h as unknown as { id: number }).id);
   };
 
-  /** Timers not yet run. */
-  get pending(): number {
+  /** Timers armed and not yet run or cleared: 0 once a component stopped cleanly. */
+  pending(): number {
     return this.timers.length;
   }
 

@@ -4,9 +4,14 @@ import { PromMetrics } from '../../runtime/metrics.js';
 import { silentLogger } from '../helpers/fakes.js';
 import { localBrokerSuite } from './local-broker-suite.js';
 
-localBrokerSuite('the embedded broker (aedes)', async () => {
+localBrokerSuite('EmbeddedBroker (aedes)', async () => {
   const broker = new EmbeddedBroker();
   await broker.start({ clock: systemClock, log: silentLogger, metrics: new PromMetrics() });
   const port = await broker.listen('127.0.0.1', 0);
-  return { broker, url: `mqtt://127.0.0.1:${port}`, stopIntake: () => broker.stopIntake(), close: () => broker.close() };
+  return {
+    broker,
+    url: `mqtt://127.0.0.1:${port}`,
+    stopIntake: () => broker.stopIntake(),
+    close: () => broker.stop(),
+  };
 });

@@ -3,53 +3,146 @@ import { PoisonGuard, type SentBatch } from '../../cloud-bridge/poison-guard.js'
 
 const batch = (stream: string, first: number, rows: number): SentBatch => ({ stream, first, last: first + rows - 1, rows });
 
-describe('poison guard', () => {
-  it('lets a batch fail maxAttempts times, then halves it, until one reading that fails alone is dead-lettered', () => {
-    const g = new PoisonGuard(2);
-    // The oldest batch of 8 rows starting at row 100 keeps failing.
-    const sizes: number[] = [];
-    let dead: Array<{ stream: string; rowid: number }> = [];
-    for (let attempt = 0; attempt < 20 && dead.length === 0; attempt++) {
-      const size = g.limitFor('t', 99, 8);
-      sizes.push(size);
-      const r = g.failed([batch('t', 100, size)]);
-      dead = r.deadLetters;
+/**
+ * Drives the guard as the uplink does: the oldest batch of `stream` is read from row 1 with the
+ * size the guard allows, and fails until `poison` is no longer in it (then it is acknowledged).
+ * Returns every failure in order and the row dead-lettered, if any.
+ */
+function isolate(guard: PoisonGuard, stream: string, rows: number, poison: number, batchSize: number): { sizes: number[]; deadLetter?: number } {
+  const sizes: number[] = [];
+  let first = 1;
+  for (let tries = 0; tries < 1000; tries++) {
+    const size = Math.min(guard.limitFor(stream, first - 1, batchSize), rows - first + 1);
+    if (size <= 0) return { sizes };
+    const b = batch(stream, first, size);
+    if (poison < b.first || poison > b.last) {
+      guard.acked(b);
+      first = b.last + 1;
+      continue;
     }
-    expect(sizes).toEqual([8, 8, 4, 4, 2, 2, 1, 1]);
-    expect(dead).toEqual([{ stream: 't', rowid: 100 }]);
-    // Isolation is over: full batches again.
-    expect(g.limitFor('t', 99, 8)).toBe(8);
+    sizes.push(size);
+    const { deadLetters } = guard.failed([b]);
+    if (deadLetters.length > 0) {
+      expect(deadLetters).toEqual([{ stream, rowid: poison }]);
+      return { sizes, deadLetter: poison };
+    }
+  }
+  throw new Error('the guard never isolated the reading');
+}
+
+describe('poison guard', () => {
+  it('halves a stream’s oldest batch after maxAttempts failures, down to the one bad reading, then dead-letters it', () => {
+    const guard = new PoisonGuard(3);
+    const { sizes, deadLetter } = isolate(guard, 'telemetry', 8, 1, 8);
+    expect(sizes).toEqual([8, 8, 8, 4, 4, 4, 2, 2, 2, 1, 1, 1]);
+    expect(deadLetter).toBe(1);
+    // Isolated: the stream goes back to full batches.
+    expect(guard.limitFor('telemetry', 0, 8)).toBe(8);
   });
 
-  it('says when batch sizes changed, so what was in flight is not sent again as it was', () => {
-    const g = new PoisonGuard(2);
-    expect(g.failed([batch('t', 1, 8)]).changed).toBe(false);
-    expect(g.failed([batch('t', 1, 8)]).changed).toBe(true);
+  it('only narrows batches that start at the failing head; later rows of the stream go in full batches', () => {
+    const guard = new PoisonGuard(2);
+    guard.failed([batch('s', 11, 8)]);
+    guard.failed([batch('s', 11, 8)]);
+    expect(guard.limitFor('s', 10, 8)).toBe(4);
+    expect(guard.limitFor('s', 0, 8)).toBe(4);
+    expect(guard.limitFor('s', 18, 8)).toBe(8);
   });
 
-  it('forgets the count once the oldest batch is acknowledged', () => {
-    const g = new PoisonGuard(2);
-    g.failed([batch('t', 1, 8)]);
-    g.acked(batch('t', 1, 8));
-    expect(g.failed([batch('t', 1, 8)]).changed).toBe(false);
-    expect(g.limitFor('t', 0, 8)).toBe(8);
+  it('dead-letters a reading that fails alone maxAttempts times, and not one attempt sooner', () => {
+    const guard = new PoisonGuard(4);
+    for (let i = 1; i < 4; i++) {
+      expect(guard.failed([batch('s', 7, 1)])).toEqual({ deadLetters: [], changed: false });
+    }
+    expect(guard.failed([batch('s', 7, 1)])).toEqual({ deadLetters: [{ stream: 's', rowid: 7 }], changed: true });
   });
 
-  it('counts only the oldest batch of each stream, and streams apart', () => {
-    const g = new PoisonGuard(2);
-    // Two batches of stream a in flight and one of b: only a's oldest and b's count.
-    g.failed([batch('a', 10, 4), batch('a', 14, 4), batch('b', 1, 4)]);
-    const r = g.failed([batch('a', 10, 4), batch('a', 14, 4), batch('b', 1, 4)]);
-    expect(r.changed).toBe(true);
-    expect(g.limitFor('a', 9, 4)).toBe(2);
-    expect(g.limitFor('b', 0, 4)).toBe(2);
-    // A batch after the head is not held back.
-    expect(g.limitFor('a', 14, 4)).toBe(4);
+  it('a reading with a bad neighbour is delivered once it is sent without it', () => {
+    const guard = new PoisonGuard(2);
+    const { deadLetter } = isolate(guard, 's', 16, 6, 16);
+    expect(deadLetter).toBe(6);
   });
 
-  it('starts over when the head moved (another row became the oldest)', () => {
-    const g = new PoisonGuard(2);
-    g.failed([batch('t', 1, 8)]);
-    expect(g.failed([batch('t', 9, 8)]).changed).toBe(false);
+  it('an acknowledgement of the oldest batch clears its failures', () => {
+    const guard = new PoisonGuard(3);
+    guard.failed([batch('s', 1, 8)]);
+    guard.failed([batch('s', 1, 8)]);
+    guard.acked(batch('s', 1, 8));
+    // Counting starts again: two more failures do not halve it.
+    expect(guard.failed([batch('s', 1, 8)]).changed).toBe(false);
+    expect(guard.failed([batch('s', 1, 8)]).changed).toBe(false);
+    expect(guard.limitFor('s', 0, 8)).toBe(8);
+    expect(guard.failed([batch('s', 1, 8)]).changed).toBe(true);
+    expect(guard.limitFor('s', 0, 8)).toBe(4);
+  });
+
+  it('an acknowledgement of a later batch does not clear the head', () => {
+    const guard = new PoisonGuard(2);
+    guard.failed([batch('s', 1, 8)]);
+    guard.acked(batch('s', 9, 8));
+    expect(guard.failed([batch('s', 1, 8)]).changed).toBe(true);
+  });
+
+  it('a new oldest row (the old one left by other means) starts the count again', () => {
+    const guard = new PoisonGuard(2);
+    guard.failed([batch('s', 1, 8)]);
+    expect(guard.failed([batch('s', 2, 8)]).changed).toBe(false);
+    expect(guard.failed([batch('s', 2, 8)]).changed).toBe(true);
+  });
+
+  it('keeps each stream’s count apart, and counts only the oldest batch of a stream per failure', () => {
+    const guard = new PoisonGuard(2);
+    // A connection lost with three batches of `a` and one of `b` in flight: one failure each.
+    expect(guard.failed([batch('a', 9, 8), batch('a', 1, 8), batch('b', 100, 4), batch('a', 17, 8)]).changed).toBe(false);
+    const second = guard.failed([batch('a', 1, 8), batch('b', 100, 4)]);
+    expect(second).toEqual({ deadLetters: [], changed: true });
+    expect(guard.limitFor('a', 0, 8)).toBe(4);
+    expect(guard.limitFor('b', 99, 8)).toBe(2);
+    // `b` acknowledged: `a` stays narrowed.
+    guard.acked(batch('b', 100, 2));
+    expect(guard.limitFor('b', 99, 8)).toBe(8);
+    expect(guard.limitFor('a', 0, 8)).toBe(4);
+    expect(guard.limitFor('c', 0, 8)).toBe(8);
+  });
+
+  it('isolates bad readings in several streams failing on the same connections, delivering every other reading', () => {
+    const guard = new PoisonGuard(2);
+    const streams = [
+      { name: 'a', first: 1, end: 8, poison: 3, next: 1, delivered: [] as number[] },
+      { name: 'b', first: 101, end: 104, poison: 104, next: 101, delivered: [] as number[] },
+    ];
+    const dead: Array<{ stream: string; rowid: number }> = [];
+    for (let round = 0; round < 50; round++) {
+      // Each stream sends what the guard allows; batches without a bad reading are acknowledged.
+      const failing: SentBatch[] = [];
+      for (const s of streams) {
+        while (s.next <= s.end) {
+          const size = Math.min(guard.limitFor(s.name, s.next - 1, 8), s.end - s.next + 1);
+          const b = batch(s.name, s.next, size);
+          const bad = !dead.some((d) => d.stream === s.name) && s.poison >= b.first && s.poison <= b.last;
+          if (bad) {
+            failing.push(b);
+            break;
+          }
+          guard.acked(b);
+          for (let r = b.first; r <= b.last; r++) if (r !== s.poison) s.delivered.push(r);
+          s.next = b.last + 1;
+        }
+      }
+      if (failing.length === 0) break;
+      // The connection drops with both in flight: one failure for each stream.
+      const { deadLetters } = guard.failed(failing);
+      dead.push(...deadLetters);
+      for (const d of deadLetters) {
+        const s = streams.find((x) => x.name === d.stream)!;
+        if (s.next === d.rowid) s.next++;
+      }
+    }
+    expect(dead.sort((x, y) => x.rowid - y.rowid)).toEqual([
+      { stream: 'a', rowid: 3 },
+      { stream: 'b', rowid: 104 },
+    ]);
+    expect(streams[0]!.delivered.sort((x, y) => x - y)).toEqual([1, 2, 4, 5, 6, 7, 8]);
+    expect(streams[1]!.delivered).toEqual([101, 102, 103]);
   });
 });

@@ -1,198 +1,325 @@
-import { Aedes, type AuthorizePublishHandler } from 'aedes';
-import mqtt from 'mqtt';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { outboxMigrations, SqliteOutbox } from '../../cloud-bridge/outbox.js';
 import { Uplink, type UplinkOptions } from '../../cloud-bridge/uplink.js';
-import { cloudTopics, decodeUplinkPayload, makeEnvelope, systemClock, type Clock, type Envelope } from '../../runtime/contracts/index.js';
 import { PromMetrics } from '../../runtime/metrics.js';
-import { migrate, openDatabase, type Db } from '../../runtime/store/database.js';
-import { runtimeMigrations } from '../../runtime/store/runtime-schema.js';
+import { noneLeftSince, openHandles } from '../contracts/open-handles.js';
 import { ManualClock, silentLogger } from '../helpers/fakes.js';
 import { sleep, waitFor } from '../helpers/wait.js';
+import { AedesCloud, MemoryOutbox, Mqtt5Cloud } from './uplink-peers.js';
 
-const cleanup: Array<() => Promise<unknown> | void> = [];
+const cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
 });
 
-/** What the cloud broker does with an uplink batch. */
-type Verdict = 'ack' | 'refuse' | 'hold';
+const ids = (prefix: string, n: number, from = 0): string[] => Array.from({ length: n }, (_, i) => `${prefix}${from + i}`);
 
-/** An in-process cloud broker on port 0 that records the readings it acknowledged, with a hook deciding each batch. */
-async function cloudBroker(decide: (readings: Envelope[]) => Verdict = () => 'ack', port = 0): Promise<{ url: string; received: Envelope[]; held: Array<() => void>; close(): Promise<void> }> {
-  const aedes = await Aedes.createBroker();
-  const received: Envelope[] = [];
-  const held: Array<() => void> = [];
-  const authorize: AuthorizePublishHandler = (_client, packet, callback) => {
-    if (!packet.topic.endsWith('/telemetry')) return callback(null);
-    const readings = (decodeUplinkPayload(Buffer.from(packet.payload)) as { readings: Envelope[] }).readings;
-    const verdict = decide(readings);
-    if (verdict === 'refuse') return callback(new Error('refused'));
-    const ack = (): void => {
-      received.push(...readings);
-      callback(null);
-    };
-    if (verdict === 'hold') held.push(ack);
-    else ack();
-  };
-  aedes.authorizePublish = authorize;
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    aedes.handle(s);
-  });
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+function options(url: string, over: Partial<UplinkOptions> = {}): UplinkOptions {
   return {
-    url: `mqtt://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    received,
-    held,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      await new Promise<void>((resolve) => aedes.close(() => resolve()));
-    },
-  };
-}
-
-function memoryOutbox(): { db: Db; outbox: SqliteOutbox } {
-  const db = openDatabase({ path: ':memory:', synchronous: 'normal' });
-  migrate(db, 'runtime', runtimeMigrations);
-  migrate(db, 'outbox', outboxMigrations);
-  cleanup.push(() => void db.close());
-  return { db, outbox: new SqliteOutbox(db, 64 * 1024 * 1024, new PromMetrics()) };
-}
-
-const reading = (i: number, value: Envelope['value'] = i): Envelope => makeEnvelope({ id: `r${i}`, device: 'd', point: 'p', value, quality: 'good', ts: 1_700_000_000_000 + i, seq: i });
-
-function options(url: string, more: Partial<UplinkOptions> = {}): UplinkOptions {
-  return {
-    gatewayId: 'gw',
+    gatewayId: 'gw-test',
     url,
-    clientId: 'outpost-gw',
+    clientId: 'gw-test',
     topicPrefix: 'outpost',
-    batchSize: 8,
+    batchSize: 10,
     maxInFlight: 4,
     keepaliveS: 30,
-    backoff: { initialMs: 20, maxMs: 100 },
+    backoff: { initialMs: 1000, maxMs: 8000 },
+    // The jitter at half its ceiling: the delays are 500, 1000, 2000 ms...
+    random: () => 0.5,
     compression: 'none',
     qos: 1,
     protocolVersion: 4,
-    maxAttempts: 2,
+    maxAttempts: 3,
     liveShare: 0,
     lingerMs: 0,
-    netWatchMs: 0,
-    ...more,
+    ...over,
   };
 }
 
-function start(opts: UplinkOptions, outbox: SqliteOutbox, clock: Clock = systemClock): Uplink {
-  const uplink = new Uplink(opts, outbox, clock, silentLogger, new PromMetrics());
-  cleanup.push(() => uplink.stop());
-  return uplink;
+async function aedesCloud(): Promise<AedesCloud> {
+  const cloud = await AedesCloud.start();
+  cleanup.push(() => cloud.close());
+  return cloud;
 }
 
-function append(db: Db, outbox: SqliteOutbox, readings: readonly Envelope[], now = Date.now()): void {
-  db.transaction(() => outbox.append(readings.map((envelope) => ({ envelope, stream: 'telemetry' })), now))();
-  outbox.committed();
+function uplink(opts: UplinkOptions, outbox: MemoryOutbox, clock: ManualClock): Uplink {
+  const u = new Uplink(opts, outbox, clock, silentLogger, new PromMetrics());
+  cleanup.push(() => u.stop());
+  return u;
 }
+
+/** Nothing more happens for a while (real time: the broker and the client run on it). */
+const settle = (): Promise<void> => sleep(80);
 
 describe('uplink', () => {
-  it('deletes rows only after the cloud broker acknowledged their batch', async () => {
-    const cloud = await cloudBroker(() => 'hold');
-    cleanup.push(() => cloud.close());
-    const { db, outbox } = memoryOutbox();
-    append(db, outbox, [1, 2, 3].map((i) => reading(i)));
-    const uplink = start(options(cloud.url), outbox);
-    await uplink.start();
-    await waitFor('a batch at the broker', () => cloud.held.length === 1);
-    await sleep(100);
-    expect(outbox.stats().depth).toBe(3);
-    cloud.held.shift()!();
-    await waitFor('the rows deleted', () => outbox.stats().depth === 0);
-    expect(cloud.received.map((r) => r.id)).toEqual(['r1', 'r2', 'r3']);
-    expect(outbox.stats()).toMatchObject({ delivered: 3 });
+  it('deletes rows from the outbox only after the cloud broker acknowledged their batch', async () => {
+    const cloud = await aedesCloud();
+    const clock = new ManualClock();
+    const outbox = new MemoryOutbox();
+    outbox.add('telemetry', ids('r', 25), clock.now());
+    cloud.holdAcks();
+    const u = uplink(options(cloud.url), outbox, clock);
+    await u.start();
+    // One batch in flight on a new connection; it reached the broker, its PUBACK is held.
+    await waitFor('the first batch at the broker', () => cloud.heldAcks === 1);
+    await settle();
+    expect(cloud.readings).toEqual(ids('r', 10));
+    expect(outbox.held()).toHaveLength(25);
+    cloud.ackHeld();
+    await waitFor('the acknowledged rows to leave', () => outbox.held().length === 15);
+    expect(outbox.held()).toEqual(ids('r', 15, 10));
+    // The window grew: the other two batches go together, and stay until acknowledged.
+    await waitFor('the next batches at the broker', () => cloud.heldAcks === 2);
+    await settle();
+    expect(outbox.held()).toHaveLength(15);
+    cloud.releaseAcks();
+    await waitFor('an empty outbox', () => outbox.held().length === 0);
+    expect(cloud.readings).toEqual(ids('r', 25));
+    expect(u.linkState).toBe('up');
   });
 
-  it('isolates a reading the broker keeps refusing and dead-letters it, delivering every other reading', async () => {
-    const cloud = await cloudBroker((readings) => (readings.some((r) => r.value === 'poison') ? 'refuse' : 'ack'));
-    cleanup.push(() => cloud.close());
-    const { db, outbox } = memoryOutbox();
-    append(db, outbox, Array.from({ length: 20 }, (_, i) => reading(i, i === 7 ? 'poison' : i)));
-    const uplink = start(options(cloud.url, { random: () => 0 }), outbox);
-    await uplink.start();
-    await waitFor('the poison reading isolated', () => outbox.deadLetterCount() === 1 && outbox.stats().depth === 0, 20_000);
-    expect(outbox.listDeadLetters().map((d) => (JSON.parse(d.body) as Envelope).id)).toEqual(['r7']);
-    expect(new Set(cloud.received.map((r) => r.id)).size).toBe(19);
-    expect(outbox.stats()).toMatchObject({ deadLettered: 1, delivered: 19 });
+  it('reconnects after the backoff on the injected clock, doubling its ceiling, and sends the unacknowledged batch again', async () => {
+    const cloud = await aedesCloud();
+    const clock = new ManualClock();
+    const outbox = new MemoryOutbox();
+    outbox.add('telemetry', ids('r', 25), clock.now());
+    cloud.holdAcks();
+    const u = uplink(options(cloud.url), outbox, clock);
+    await u.start();
+    await waitFor('the first batch at the broker', () => cloud.heldAcks === 1);
+
+    // The link breaks with the batch unacknowledged, and stays broken for the first attempt.
+    cloud.refuseConnections = true;
+    cloud.dropConnections();
+    await waitFor('the link down', () => u.linkState === 'down');
+    const attempts = cloud.connections;
+    await clock.advance(499);
+    await settle();
+    expect(cloud.connections).toBe(attempts);
+    await clock.advance(1);
+    await waitFor('the first attempt', () => cloud.connections === attempts + 1);
+    await waitFor('the link down again', () => u.linkState === 'down');
+    // The second wait is twice as long (full jitter at 0.5 of a doubled ceiling).
+    await clock.advance(999);
+    await settle();
+    expect(cloud.connections).toBe(attempts + 1);
+    cloud.refuseConnections = false;
+    cloud.releaseAcks();
+    await clock.advance(1);
+    await waitFor('the link up', () => u.linkState === 'up');
+    await waitFor('an empty outbox', () => outbox.held().length === 0);
+    // Nothing lost; the first batch went twice (the cloud deduplicates by reading id).
+    expect(new Set(cloud.readings)).toEqual(new Set(ids('r', 25)));
+    expect(cloud.readings.slice(0, 20)).toEqual([...ids('r', 10), ...ids('r', 10)]);
   });
 
-  it('lingers a batch that is not full until its oldest reading is lingerMs old', async () => {
-    const cloud = await cloudBroker();
+  it('halves a batch the broker refuses with an MQTT 5 reason code, then dead-letters the bad reading after maxAttempts refusals alone', async () => {
+    // 0x99: payload format invalid, for the batch that holds the reading `bad`.
+    const cloud = await Mqtt5Cloud.start((batch) => (batch.readings.some((r) => r.id === 'bad') ? 0x99 : 0));
     cleanup.push(() => cloud.close());
-    const { db, outbox } = memoryOutbox();
-    const clock = new ManualClock(1_000_000);
-    const uplink = start(options(cloud.url, { lingerMs: 5000 }), outbox, clock);
-    await uplink.start();
-    await waitFor('the link up', () => uplink.linkState === 'up');
-    append(db, outbox, [reading(1), reading(2)], clock.now());
-    uplink.notify();
-    await sleep(200);
-    expect(cloud.received).toEqual([]);
+    const clock = new ManualClock();
+    const outbox = new MemoryOutbox();
+    outbox.add('telemetry', ['bad', ...ids('r', 9)], clock.now());
+    const u = uplink(options(cloud.url, { protocolVersion: 5, batchSize: 8, maxAttempts: 2 }), outbox, clock);
+    await u.start();
+    await waitFor('the bad reading dead-lettered', () => outbox.deadLetters.length === 1, 5000, 10, () => JSON.stringify(cloud.refused.map((r) => r.batch.readings.length)));
+    expect(cloud.refused.map((r) => r.batch.readings.length)).toEqual([8, 8, 4, 4, 2, 2, 1, 1]);
+    expect(cloud.refused.every((r) => r.reasonCode === 0x99)).toBe(true);
+    expect(outbox.deadLetters[0]).toMatchObject({ stream: 'telemetry', id: 'bad' });
+    expect(outbox.deadLetters[0]!.reason).toMatch(/refused by the cloud broker.*0x99/);
+    // The stream goes on without it.
+    await waitFor('the rest delivered', () => outbox.held().length === 0, 5000, 10);
+    expect(new Set(cloud.readings)).toEqual(new Set(ids('r', 9)));
+  });
+
+  it('dead-letters a reading over which the broker drops the connection, after maxAttempts lost connections alone', async () => {
+    const cloud = await aedesCloud();
+    cloud.refuse = (batch) => batch.readings.some((r) => r.id === 'bad');
+    const clock = new ManualClock();
+    const outbox = new MemoryOutbox();
+    outbox.add('telemetry', [...ids('r', 3), 'bad', ...ids('r', 4, 3)], clock.now());
+    // No jitter: every reconnect is due at once on the injected clock.
+    const u = uplink(options(cloud.url, { batchSize: 4, maxAttempts: 2, random: () => 0 }), outbox, clock);
+    await u.start();
+    await waitFor(
+      'the bad reading dead-lettered',
+      async () => {
+        await clock.advance(0);
+        return outbox.deadLetters.length === 1;
+      },
+      10_000,
+      10,
+    );
+    expect(outbox.deadLetters[0]).toMatchObject({ id: 'bad' });
+    expect(outbox.deadLetters[0]!.reason).toMatch(/connection lost/);
+    await waitFor('the rest delivered', async () => {
+      await clock.advance(0);
+      return outbox.held().length === 0;
+    });
+    expect(new Set(cloud.readings)).toEqual(new Set(ids('r', 7)));
+  });
+
+  it('holds a batch that is not full until its oldest reading is lingerMs old; a full batch goes at once', async () => {
+    const cloud = await aedesCloud();
+    const clock = new ManualClock();
+    clock.t = 1_000_000;
+    const outbox = new MemoryOutbox();
+    const u = uplink(options(cloud.url, { lingerMs: 5000 }), outbox, clock);
+    await u.start();
+    await waitFor('the link up', () => u.linkState === 'up');
+    outbox.add('telemetry', ids('a', 3), clock.now());
+    u.notify();
     await clock.advance(4999);
-    await sleep(100);
-    expect(cloud.received).toEqual([]);
+    await settle();
+    expect(cloud.received).toHaveLength(0);
     await clock.advance(1);
-    await waitFor('the partial batch sent', () => cloud.received.length === 2);
+    await waitFor('the lingering batch', () => cloud.received.length === 1);
+    expect(cloud.readings).toEqual(ids('a', 3));
+
+    outbox.add('telemetry', ids('b', 12), clock.now());
+    u.notify();
+    await waitFor('the full batch', () => cloud.received.length === 2);
+    expect(cloud.received[1]!.batch.readings).toHaveLength(10);
+    await settle();
+    expect(cloud.received).toHaveLength(2);
+    await clock.advance(5000);
+    await waitFor('the last two', () => cloud.received.length === 3);
+    expect(cloud.readings.slice(3)).toEqual(ids('b', 12));
   });
 
-  it('reconnects on the injected clock after the backoff, and resends what was not acknowledged', async () => {
-    const first = await cloudBroker(() => 'hold');
-    const port = Number(new URL(first.url).port);
-    const { db, outbox } = memoryOutbox();
-    append(db, outbox, [reading(1), reading(2)]);
-    const clock = new ManualClock(Date.now());
-    // Full jitter drawn at its top: the wait is just under the 1 s ceiling.
-    const uplink = start(options(first.url, { backoff: { initialMs: 1000, maxMs: 1000 }, random: () => 0.999 }), outbox, clock);
-    await uplink.start();
-    await waitFor('a batch at the broker', () => first.held.length === 1);
-    await first.close();
-    await waitFor('the link down', () => uplink.linkState === 'down');
-    const again = await cloudBroker(() => 'ack', port);
-    cleanup.push(() => again.close());
-    await sleep(300);
-    expect(again.received).toEqual([]);
-    await clock.advance(998);
-    await sleep(100);
-    expect(uplink.linkState).toBe('down');
-    await clock.advance(1);
-    await waitFor('every reading delivered', () => outbox.stats().depth === 0, 10_000);
-    expect(again.received.map((r) => r.id)).toEqual(['r1', 'r2']);
-    // Stopped while the broker is up: the offline status waits on the (manual) clock otherwise.
-    await uplink.stop();
+  it('a priority 0 stream does not linger', async () => {
+    const cloud = await aedesCloud();
+    const clock = new ManualClock();
+    const outbox = new MemoryOutbox([
+      { name: 'alarms', priority: 0 },
+      { name: 'telemetry', priority: 5 },
+    ]);
+    const u = uplink(options(cloud.url, { lingerMs: 60_000 }), outbox, clock);
+    await u.start();
+    await waitFor('the link up', () => u.linkState === 'up');
+    outbox.add('telemetry', ids('t', 2), clock.now());
+    outbox.add('alarms', ids('alarm', 1), clock.now());
+    u.notify();
+    await waitFor('the alarm', () => cloud.received.length === 1);
+    await settle();
+    expect(cloud.readings).toEqual(['alarm0']);
   });
 
-  it('delivers what the outbox holds when stopped with a drain time, then publishes offline and holds no timer', async () => {
-    const cloud = await cloudBroker();
-    cleanup.push(() => cloud.close());
-    const { db, outbox } = memoryOutbox();
-    const clock = new ManualClock(Date.now());
-    const uplink = start(options(cloud.url, { syncWindows: [], backoff: { initialMs: 50, maxMs: 50 } }), outbox, clock);
-    await uplink.start();
-    await waitFor('the link up', () => uplink.linkState === 'up');
-    append(db, outbox, Array.from({ length: 30 }, (_, i) => reading(i)), clock.now());
-    uplink.notify();
-    const status = await mqtt.connectAsync(cloud.url, { reconnectPeriod: 0 });
-    cleanup.push(() => status.endAsync(true));
-    const seen: string[] = [];
-    status.on('message', (_t, p) => seen.push(p.toString()));
-    await status.subscribeAsync(cloudTopics.status('outpost', 'gw'), { qos: 1 });
-    await uplink.stop({ drainMs: 10_000 });
-    expect(outbox.stats().depth).toBe(0);
-    expect(cloud.received).toHaveLength(30);
-    await waitFor('offline published', () => seen.includes('{"state":"offline"}'));
-    expect(uplink.linkState).toBe('stopped');
-    expect(clock.pending).toBe(0);
+  it('holds batches to the byte-rate cap: the next batch waits until the first is paid back', async () => {
+    const cloud = await aedesCloud();
+    const clock = new ManualClock();
+    const outbox = new MemoryOutbox();
+    outbox.add('telemetry', ids('r', 30), clock.now());
+    const rate = 500;
+    const u = uplink(options(cloud.url, { maxBytesPerS: rate }), outbox, clock);
+    await u.start();
+    await waitFor('the first batch acknowledged', () => outbox.held().length === 20);
+    await settle();
+    expect(cloud.received).toHaveLength(1);
+    // One second of burst (500 bytes) went into the first batch; the rest is debt at 500 B/s.
+    const first = cloud.received[0]!.bytes;
+    expect(first).toBeGreaterThan(rate);
+    const wait = Math.ceil(((first - rate) * 1000) / rate);
+    await clock.advance(wait - 1);
+    await settle();
+    expect(cloud.received).toHaveLength(1);
+    await clock.advance(1);
+    await waitFor('the second batch', () => cloud.received.length === 2);
+    expect(u.budgetStatus()).toMatchObject({ maxBytesPerS: rate, sentToday: first + cloud.received[1]!.bytes });
+  });
+
+  it('stop({drainMs}) delivers what the outbox holds before it closes the link', async () => {
+    const cloud = await aedesCloud();
+    const clock = new ManualClock();
+    const outbox = new MemoryOutbox();
+    const u = uplink(options(cloud.url), outbox, clock);
+    await u.start();
+    await waitFor('the link up', () => u.linkState === 'up');
+    outbox.add('telemetry', ids('r', 45), clock.now());
+    u.notify();
+    await u.stop({ drainMs: 10_000 });
+    expect(outbox.held()).toEqual([]);
+    expect(cloud.readings).toEqual(ids('r', 45));
+    expect(u.linkState).toBe('stopped');
+  });
+
+  it('stop({drainMs}) gives up after drainMs and leaves what was not acknowledged in the outbox', async () => {
+    const cloud = await aedesCloud();
+    const clock = new ManualClock();
+    const outbox = new MemoryOutbox();
+    outbox.add('telemetry', ids('r', 25), clock.now());
+    cloud.holdAcks();
+    const u = uplink(options(cloud.url), outbox, clock);
+    await u.start();
+    await waitFor('a batch at the broker', () => cloud.heldAcks === 1);
+    let stopped = false;
+    const stopping = u.stop({ drainMs: 2000 }).then(() => {
+      stopped = true;
+    });
+    await clock.advance(1999);
+    await settle();
+    expect(stopped).toBe(false);
+    await clock.advance(1);
+    await stopping;
+    expect(outbox.held()).toHaveLength(25);
+    expect(u.linkState).toBe('stopped');
+  });
+
+  it('stop ends every timer and connection it holds', async () => {
+    const cloud = await aedesCloud();
+    const clock = new ManualClock();
+    const outbox = new MemoryOutbox();
+    const before = openHandles();
+    // Linger and a rate cap arm timers; a dropped connection arms the reconnect.
+    const u = uplink(options(cloud.url, { lingerMs: 60_000, maxBytesPerS: 100 }), outbox, clock);
+    await u.start();
+    await waitFor('the link up', () => u.linkState === 'up');
+    outbox.add('telemetry', ids('r', 3), clock.now());
+    u.notify();
+    await settle();
+    expect(clock.pending()).toBeGreaterThan(0);
+    await u.stop();
+    expect(clock.pending()).toBe(0);
+    await waitFor('no client at the broker', () => cloud.clients === 0);
+    await waitFor('the handles of before', () => noneLeftSince(before), 3000, 25, () => JSON.stringify({ before, after: openHandles() }));
+  });
+
+  it('stop while waiting to reconnect ends the reconnect timer', async () => {
+    const cloud = await aedesCloud();
+    const clock = new ManualClock();
+    const u = uplink(options(cloud.url), new MemoryOutbox(), clock);
+    await u.start();
+    await waitFor('the link up', () => u.linkState === 'up');
+    cloud.refuseConnections = true;
+    cloud.dropConnections();
+    await waitFor('the link down', () => u.linkState === 'down');
+    expect(clock.pending()).toBe(1);
+    const attempts = cloud.connections;
+    await u.stop();
+    expect(clock.pending()).toBe(0);
+    await clock.advance(60_000);
+    await settle();
+    expect(cloud.connections).toBe(attempts);
+  });
+
+  it('passes downlink messages to the handlers whose filter matches, also when another handler throws', async () => {
+    const cloud = await aedesCloud();
+    const clock = new ManualClock();
+    const u = uplink(options(cloud.url), new MemoryOutbox(), clock);
+    const got: string[] = [];
+    u.subscribe('outpost/v1/gw/gw-test/releases/+', () => {
+      throw new Error('a broken handler');
+    });
+    u.subscribe('outpost/v1/gw/gw-test/releases/+', (topic, payload) => got.push(`${topic} ${payload.toString()}`));
+    u.subscribe('outpost/v1/gw/other/#', (topic) => got.push(`wrong ${topic}`));
+    let ups = 0;
+    u.onLinkUp(() => ups++);
+    await u.start();
+    await waitFor('the link up', () => ups === 1);
+    await waitFor('the subscription', async () => {
+      await cloud.publish('outpost/v1/gw/gw-test/releases/r1', 'x');
+      return got.length > 0;
+    });
+    expect(got[0]).toBe('outpost/v1/gw/gw-test/releases/r1 x');
+    expect(got.every((g) => !g.startsWith('wrong'))).toBe(true);
   });
 });

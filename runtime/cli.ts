@@ -30,6 +30,8 @@ Usage:
                                   control a rollout (also from the cloud)
   outpost ota submit SIGNED.json [--url URL]
                                   give the gateway a signed release locally (as the cloud would)
+  outpost identity hash-password|key|revoke|restore|list|ca|cert …
+                                  child device identities and credentials (outpost identity help)
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -54,6 +56,10 @@ async function main(argv: string[]): Promise<number> {
     case 'ota': {
       const { otaCommand } = await import('../ota/cli.js');
       return otaCommand(rest);
+    }
+    case 'identity': {
+      const { identityCommand } = await import('./identity/cli.js');
+      return identityCommand(rest);
     }
     case undefined:
     case 'help':

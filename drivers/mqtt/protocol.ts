@@ -9,7 +9,7 @@ import { mqttDeviceSchema, type MqttDeviceConfig } from './config.js';
 export const mqttChildren: ProtocolEntry<MqttDeviceConfig> = {
   protocol: 'mqtt',
   schema: mqttDeviceSchema,
-  capabilities: { write: false },
+  capabilities: { write: false, brokerIdentity: true },
   points: (d) => Object.keys(d.points ?? {}).map((name) => ({ name, writable: false })),
   create: (devices, env) => [
     new ChildIntake(env.localBroker, {

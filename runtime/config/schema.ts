@@ -4,6 +4,8 @@ import { otaSchema } from '../../ota/config.js';
 import { ruleSchema } from '../../rules/config.js';
 import { idSchema, type DeviceConfig } from '../contracts/index.js';
 import { defaultProtocols, type ProtocolRegistry } from '../protocols.js';
+import { brokerSchema } from '../broker/config.js';
+import { identitiesSchema } from '../identity/config.js';
 
 /**
  * The site config, validated once at the edge into typed objects with defaults filled. Each room
@@ -25,14 +27,8 @@ function build(registry: ProtocolRegistry) {
   return z
     .strictObject({
       gateway: z.strictObject({ id: idSchema }),
-      broker: z
-        .strictObject({
-          host: z.string().min(1).default('127.0.0.1'),
-          port: z.number().int().min(0).max(65535).default(1883),
-          /** Accept telemetry from devices that are not listed under `devices`. */
-          acceptUnknownDevices: z.boolean().default(true),
-        })
-        .default({ host: '127.0.0.1', port: 1883, acceptUnknownDevices: true }),
+      broker: brokerSchema.default(brokerSchema.parse({})),
+      identities: identitiesSchema.default(identitiesSchema.parse({})),
       http: z
         .strictObject({
           host: z.string().min(1).default('127.0.0.1'),
@@ -85,6 +81,14 @@ function build(registry: ProtocolRegistry) {
       });
       for (const [protocol, list] of byProtocol) {
         registry.get(protocol)?.checkDevices?.(list, (index, path, message) => ctx.addIssue({ code: 'custom', path: ['devices', index, ...path], message }));
+      }
+      // A device read by its driver (Modbus) can never be an MQTT identity: no client may speak for it.
+      const driven = new Map(cfg.devices.filter((d) => !registry.get(d.protocol)?.capabilities.brokerIdentity).map((d) => [d.id, d.protocol]));
+      for (const kind of ['devices', 'clients'] as const) {
+        cfg.identities[kind].forEach((a, i) => {
+          const protocol = driven.get(a.id);
+          if (protocol) ctx.addIssue({ code: 'custom', path: ['identities', kind, i, 'id'], message: `"${a.id}" is a ${protocol} device: its readings come from its driver, never from an MQTT client` });
+        });
       }
       const rules = new Set<string>();
       const streams = new Set<string>();

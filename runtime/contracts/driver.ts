@@ -87,7 +87,15 @@ export interface ProtocolEntry<C extends DeviceConfig = DeviceConfig> {
   readonly protocol: string;
   /** The device entry of the site config, with `protocol: z.literal(<protocol>)`; defaults filled. */
   readonly schema: z.ZodObject & z.ZodType<C>;
-  readonly capabilities: { readonly write: boolean };
+  readonly capabilities: {
+    readonly write: boolean;
+    /**
+     * Its devices connect to the gateway's MQTT broker under their own identity. A device of a
+     * protocol without it (a Modbus PLC) can never be an MQTT identity: its readings come from its
+     * driver only, so no MQTT client can speak for it.
+     */
+    readonly brokerIdentity?: boolean;
+  };
   /** A device's points, as the config checks need them (a rule that writes needs a writable point). */
   points(device: C): readonly { readonly name: string; readonly writable: boolean }[];
   /** Checks that span devices of this protocol (devices on one serial line share its settings). */

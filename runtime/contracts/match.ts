@@ -51,3 +51,27 @@ export function topicFilterProblem(filter: string): string | undefined {
   }
   return undefined;
 }
+
+/**
+ * Whether every topic `requested` can match is also matched by `allowed` (both topic filters): a
+ * subscription is authorised only when it asks for no more than a permission grants. `+` in
+ * `requested` needs `+` or `#` in `allowed` at that level; `#` needs `#`. A filter starting with
+ * `$` is covered only by a filter starting with the same literal level (wildcards never reach `$`).
+ */
+export function filterCovers(allowed: string, requested: string): boolean {
+  const a = allowed.split('/');
+  const r = requested.split('/');
+  if (requested.startsWith('$') && (a[0] === '+' || a[0] === '#')) return false;
+  for (let i = 0; i < r.length; i++) {
+    const want = a[i];
+    if (want === '#') return true;
+    if (want === undefined) return false;
+    const got = r[i];
+    if (got === '#') return false;
+    if (got === '+') {
+      if (want !== '+') return false;
+    } else if (want !== '+' && want !== got) return false;
+  }
+  // `a/#` also covers `a` itself [MQTT-4.7.1-2].
+  return a.length === r.length || (a.length === r.length + 1 && a[a.length - 1] === '#');
+}

@@ -14,6 +14,10 @@ export const localTopics = {
   status: (deviceId: string) => `${LOCAL_PREFIX}/${deviceId}/status`,
   /** Subscription filter for every device's telemetry. */
   telemetryFilter: `${LOCAL_PREFIX}/+/telemetry`,
+  /** A device's own subtree: it may publish under it and nowhere else (docs/security.md). */
+  subtree: (deviceId: string) => `${LOCAL_PREFIX}/${deviceId}/#`,
+  /** What a device may subscribe to of its own: commands, desired state, updates. */
+  deviceInbox: (deviceId: string) => [`${LOCAL_PREFIX}/${deviceId}/cmd/#`, `${LOCAL_PREFIX}/${deviceId}/desired/#`, `${LOCAL_PREFIX}/${deviceId}/update/#`],
 };
 
 /** A child device's birth (`online`) or last will / clean goodbye (`offline`). */
@@ -49,6 +53,8 @@ export const cloudTopics = {
   /** Rollout commands `{"action":"pause"|"resume"|"abort","at":ms}`, retained per release. */
   rolloutCommand: (prefix: string, gatewayId: string, release: string) => `${prefix}/v1/gw/${gatewayId}/rollouts/${release}/command`,
   rolloutCommandsFilter: (prefix: string, gatewayId: string) => `${prefix}/v1/gw/${gatewayId}/rollouts/+/command`,
+  /** Identity commands `{"action":"revoke","id":DEVICE,"reason"?:TEXT}` (docs/security.md). */
+  identityCommands: (prefix: string, gatewayId: string) => `${prefix}/v1/gw/${gatewayId}/identities/command`,
 };
 
 const scalar = z.union([z.number().finite(), z.boolean(), z.string().max(1024), z.null()]);

@@ -1,6 +1,7 @@
 import { brokerListenerPart, brokerPart } from './broker.js';
 import { driversPart } from './drivers.js';
 import { httpPart } from './http.js';
+import { identitiesPart } from './identities.js';
 import { maintenancePart } from './maintenance.js';
 import { nodeRedPart } from './node-red.js';
 import { otaPart } from './ota.js';
@@ -32,6 +33,7 @@ export const PARTS: readonly Part[] = [
   rulesPart,
   driversPart,
   otaPart,
+  identitiesPart,
   nodeRedPart,
   brokerListenerPart,
   maintenancePart,

@@ -1,0 +1,78 @@
+import { z } from 'zod';
+
+/** A topic filter as config writes it (wildcards allowed in filters, `#` last). */
+const filter = z
+  .string()
+  .min(1)
+  .max(256)
+  .refine((f) => !f.includes('\u0000'), 'NUL is not allowed in a topic')
+  .refine((f) => f.split('/').every((level, i, all) => (level === '#' ? i === all.length - 1 : level === '+' || !/[+#]/.test(level))), 'wildcards take a whole level, and "#" only the last');
+
+/** What an identity (or an id pattern of identities) may do beyond its own topics. */
+const grant = z.strictObject({
+  /** Identity ids or patterns (`panel-*`); `anonymous` for clients without credentials (broker.anonymous). */
+  identities: z.array(z.string().min(1).max(128).regex(/^[A-Za-z0-9_.*?-]+$/, 'an identity id or pattern')).min(1),
+  publish: z.array(filter).default([]),
+  subscribe: z.array(filter).default([]),
+});
+
+const rate = z.strictObject({ perSecond: z.number().positive().max(1_000_000), burst: z.number().int().min(1).max(1_000_000) });
+
+/** Limits of the broker's listeners; every one has a safe default (docs/security.md). */
+const limitsSchema = z.strictObject({
+  /** A packet announcing more is refused before its body is read (the connection is closed). */
+  maxPacketBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(64 * 1024),
+  maxTopicBytes: z.number().int().min(16).max(65535).default(256),
+  maxTopicLevels: z.number().int().min(2).max(64).default(12),
+  maxClientIdBytes: z.number().int().min(8).max(256).default(64),
+  /** A retained message over this size is refused; so is a new retained topic past `maxRetained`. */
+  maxRetainedBytes: z.number().int().min(64).max(16 * 1024 * 1024).default(8 * 1024),
+  maxRetained: z.number().int().min(1).max(1_000_000).default(10_000),
+  /** Connections per listener, and per source address (devices behind one NAT share one). */
+  maxConnections: z.number().int().min(1).max(100_000).default(10_000),
+  maxConnectionsPerAddress: z.number().int().min(1).max(100_000).default(256),
+  maxSubscriptionsPerClient: z.number().int().min(1).max(10_000).default(64),
+  /** The server's keepalive is kept within [min, max] seconds whatever a device asks (0 = never is raised to max). */
+  minKeepaliveS: z.number().int().min(1).max(3600).default(10),
+  maxKeepaliveS: z.number().int().min(1).max(65535).default(1200),
+  /** New connections accepted per second across the listener (first contact after a power cut is staggered). */
+  connectRate: rate.default({ perSecond: 200, burst: 400 }),
+  /** Publishes per second per identity: beyond it the broker withholds PUBACKs (the device slows down). */
+  publishRate: rate.default({ perSecond: 1000, burst: 2000 }),
+});
+
+export const brokerSchema = z
+  .strictObject({
+    host: z.string().min(1).default('127.0.0.1'),
+    /** Plain MQTT (TCP); null: no plain listener (TLS only). */
+    port: z.number().int().min(0).max(65535).nullable().default(1883),
+    /** MQTT over TLS; with `requireCertificate` every client presents a certificate (mTLS). */
+    tls: z
+      .strictObject({
+        host: z.string().min(1).optional(),
+        port: z.number().int().min(0).max(65535).default(8883),
+        /** Server certificate and key (PEM); default: self-signed, made on first start beside the store. */
+        certFile: z.string().min(1).optional(),
+        keyFile: z.string().min(1).optional(),
+        /** CAs whose client certificates identify devices (besides enrollment groups with caFile). */
+        clientCaFile: z.string().min(1).optional(),
+        requireCertificate: z.boolean().default(false),
+      })
+      .refine((t) => (t.certFile === undefined) === (t.keyFile === undefined), { message: 'give both certFile and keyFile, or neither', path: ['certFile'] })
+      .optional(),
+    /**
+     * Clients without credentials, from loopback addresses only; they get only what `grants` give
+     * `anonymous`. For development on one machine; off by default.
+     */
+    anonymous: z.boolean().default(false),
+    /** Accept telemetry from authenticated devices that are not listed under `devices`. */
+    acceptUnknownDevices: z.boolean().default(false),
+    grants: z.array(grant).default([]),
+    limits: limitsSchema.default(limitsSchema.parse({})),
+  })
+  .refine((b) => b.port !== null || b.tls !== undefined, { message: 'no listener: give broker.port or broker.tls', path: ['port'] })
+  .refine((b) => b.limits.minKeepaliveS <= b.limits.maxKeepaliveS, { message: 'minKeepaliveS must not exceed maxKeepaliveS', path: ['limits', 'minKeepaliveS'] });
+
+export type BrokerConfig = z.output<typeof brokerSchema>;
+export type BrokerLimits = BrokerConfig['limits'];
+export type BrokerGrant = BrokerConfig['grants'][number];

@@ -8,6 +8,7 @@ import { Mosquitto } from '../sim/mosquitto.js';
 import { ConfiguredGateway } from './configured-gateway.js';
 import { fmtInt, Scope, sleep, type Benchmark, type BenchOptions, type BenchResult } from './harness.js';
 import { round } from './stats.js';
+import { benchCredentials, benchIdentities } from './load.js';
 
 const RATE = 10_000;
 const SECONDS = 10;
@@ -47,14 +48,14 @@ async function drive(
   const sentAt = new Float64Array(total);
   const latencies = new Float64Array(total - warm);
   let received = 0;
-  const sub = await mqtt.connectAsync(url, { reconnectPeriod: 0, clientId: `act-sub-${process.pid}` });
+  const sub = await mqtt.connectAsync(url, { reconnectPeriod: 0, ...benchCredentials('act-panel') });
   await sub.subscribeAsync(outTopic, { qos: 0 });
   sub.on('message', (_t, payload) => {
     const k = decode(payload);
     if (k !== undefined && k >= warm && k < total && sentAt[k]! > 0 && received < latencies.length) latencies[received++] = performance.now() - sentAt[k]!;
   });
   const pubs: MqttClient[] = await Promise.all(
-    Array.from({ length: DEVICES }, (_, i) => mqtt.connectAsync(url, { reconnectPeriod: 0, clientId: `sensor-${i}`, protocolVersion: 4 })),
+    Array.from({ length: DEVICES }, (_, i) => mqtt.connectAsync(url, { reconnectPeriod: 0, ...benchCredentials(`sensor-${i}`), protocolVersion: 4 })),
   );
   const perTick = (RATE * TICK_MS) / 1000;
   const t0 = performance.now();
@@ -100,7 +101,8 @@ export const actuationBenchmark: Benchmark = {
       // Ours: child telemetry → gateway (validated, committed, rules) → local MQTT out route.
       const config: SiteConfigInput = {
         gateway: { id: 'bench-act-gw' },
-        broker: { host: '127.0.0.1', port: 0 },
+        broker: { host: '127.0.0.1', port: 0, acceptUnknownDevices: true, grants: [{ identities: ['act-panel'], subscribe: ['act/#'] }] },
+        identities: benchIdentities,
         http: { host: '127.0.0.1', port: 0 },
         rules: [
           { id: 'actuate', type: 'filter', match: { device: 'sensor-*', point: 'level' }, where: 'value >= 0', route: 'mqtt', mqtt: { topic: 'act/{device}', qos: 0, retain: false } },

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SiteConfigInput } from '../runtime/config/schema.js';
 import { GATEWAY_NODE_FLAGS } from '../runtime/launch-flags.js';
+import { benchIdentities } from './load.js';
 
 /**
  * Extra V8/Node flags for the gateway under benchmark (OUTPOST_BENCH_NODE_FLAGS, space-separated),
@@ -122,7 +123,8 @@ export class ConfiguredGateway {
 export function forwardAllConfig(dir: string, gatewayId: string, cloudUrl: string, cloud: Partial<SiteConfigInput['cloud']> = {}): SiteConfigInput {
   return {
     gateway: { id: gatewayId },
-    broker: { host: '127.0.0.1', port: 0 },
+    broker: { host: '127.0.0.1', port: 0, acceptUnknownDevices: true },
+    identities: benchIdentities,
     http: { host: '127.0.0.1', port: 0 },
     // One filter for everything: every reading is forwarded, so the cloud must see all of them.
     rules: [{ id: 'all-to-cloud', type: 'filter', match: { device: '*', point: '*' } }],

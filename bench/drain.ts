@@ -7,7 +7,7 @@ import { LinkProxy } from '../sim/link-proxy.js';
 import { Mosquitto } from '../sim/mosquitto.js';
 import { ConfiguredGateway } from './configured-gateway.js';
 import { CpuMeter, fmtInt, Scope, sleep, type Benchmark, type BenchOptions, type BenchResult, type Figure } from './harness.js';
-import { awaitPath, CloudCounter, LoadGenerator } from './load.js';
+import { benchIdentities, awaitPath, CloudCounter, LoadGenerator } from './load.js';
 import { round } from './stats.js';
 
 const PUBLISHERS = 20;
@@ -73,7 +73,8 @@ async function runVariant(variant: Variant, readings: number, opts: BenchOptions
     mkdirSync(gwDir);
     const config: SiteConfigInput = {
       gateway: { id: GATEWAY_ID },
-      broker: { host: '127.0.0.1', port: 0 },
+      broker: { host: '127.0.0.1', port: 0, acceptUnknownDevices: true },
+      identities: benchIdentities,
       http: { host: '127.0.0.1', port: 0 },
       rules: [{ id: 'all-to-cloud', type: 'filter', match: { device: '*', point: '*' } }],
       cloud: { url: link.url, ...variant.cloud },

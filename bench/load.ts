@@ -1,5 +1,6 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import { performance } from 'node:perf_hooks';
+import { deriveDeviceKey } from '../runtime/contracts/index.js';
 import { decodeUplinkPayload } from '../runtime/contracts/topics.js';
 
 /** The one point every benchmark message carries: one message is one reading at the cloud. */
@@ -22,10 +23,24 @@ function payload(n: number): string {
   return `{"id":${n},"ts":${Date.now()},"points":{"${POINT}":{"value":${(n % 997) + 0.25},"quality":"good"}}}`;
 }
 
+/**
+ * The enrollment group secret of benchmark gateways: every simulated device authenticates with
+ * its derived key, as on a real site (brokers without authentication ignore the credentials).
+ */
+export const BENCH_GROUP_SECRET = 'outpost-bench-group-secret-0001';
+
+/** The site config section that lets the benchmark's devices in. */
+export const benchIdentities = { groups: [{ name: 'bench', secret: BENCH_GROUP_SECRET }] };
+
+/** A device's MQTT credentials in the benchmark group: its id is its client id and username. */
+export function benchCredentials(deviceId: string): { clientId: string; username: string; password: string } {
+  return { clientId: deviceId, username: deviceId, password: deriveDeviceKey(BENCH_GROUP_SECRET, deviceId) };
+}
+
 function connect(url: string, clientId: string, timeoutMs = 10_000): Promise<MqttClient> {
   // Reconnecting like a real device: the gateway closes a connection whose message it could not
   // store, and mqtt.js then resends what was not acknowledged.
-  const client = mqtt.connect(url, { clientId, clean: true, reconnectPeriod: 500, connectTimeout: 5_000, keepalive: 30 });
+  const client = mqtt.connect(url, { ...benchCredentials(clientId), clean: true, reconnectPeriod: 500, connectTimeout: 5_000, keepalive: 30 });
   return new Promise((resolve, reject) => {
     const fail = (err: Error): void => {
       clearTimeout(timer);
@@ -79,7 +94,7 @@ export class LoadGenerator {
 
   async connect(): Promise<void> {
     for (let i = 0; i < this.opts.publishers; i++) {
-      const client = await connect(this.opts.url, `bench-pub-${i}`);
+      const client = await connect(this.opts.url, `${DEVICE_PREFIX}${i}`);
       client.on('reconnect', () => this.reconnects++);
       this.clients.push(client);
     }
@@ -221,7 +236,7 @@ function parse(buf: Buffer): unknown {
  * resends deduplicate, and it is not counted with the load.
  */
 export async function awaitPath(url: string, counter: CloudCounter, timeoutMs: number): Promise<void> {
-  const client = await connect(url, 'bench-probe');
+  const client = await connect(url, PROBE_DEVICE);
   try {
     const deadline = Date.now() + timeoutMs;
     while (!counter.probeSeen) {

@@ -11,6 +11,7 @@ import { SimCloud } from '../sim/cloud.js';
 import { SimSite } from '../sim/site.js';
 import { fmtInt, Scope, sleep, type Benchmark, type BenchOptions, type BenchResult, type Figure } from './harness.js';
 import { round } from './stats.js';
+import { BENCH_GROUP_SECRET } from './load.js';
 import { WireTap } from './wire-tap.js';
 
 /** The demo's gateway id: the id is in the topic, so its length counts in every baseline message. */
@@ -141,6 +142,7 @@ async function runVariant(lingerMs: number, seconds: number, opts: BenchOptions)
       {
         gateway: { id: GATEWAY_ID },
         broker: { host: '127.0.0.1', port: 0 },
+        identities: { groups: [{ name: 'bench', secret: BENCH_GROUP_SECRET }] },
         http: { host: '127.0.0.1', port: 0 },
         devices: site.devices(),
         // Everything the site produces goes to the cloud, once.
@@ -153,7 +155,7 @@ async function runVariant(lingerMs: number, seconds: number, opts: BenchOptions)
     // Errors only, so the status line stays readable; the modbus pollers warn on every reconnect.
     const gateway = await Gateway.start(config, { log: createLogger({ level: 'error' }) });
     scope.defer(() => gateway.stop());
-    site.startChildren(`mqtt://127.0.0.1:${gateway.ports.broker}`);
+    site.startChildren(`mqtt://127.0.0.1:${gateway.ports.broker}`, BENCH_GROUP_SECRET);
     const t0 = performance.now();
     const ticker = setInterval(() => {
       const ratio = capture.baselinePacketBytes > 0 ? (capture.packetBytes / capture.baselinePacketBytes).toFixed(3) : '-';

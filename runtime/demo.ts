@@ -15,6 +15,7 @@ import type { SiteConfigInput } from './config/schema.js';
 import { Gateway, type GatewayStatus } from './gateway.js';
 import { createLogger } from './logger.js';
 import { bar, renderRollout } from '../ota/render.js';
+import { writeOwnerOnly } from './security/secret-files.js';
 
 const HELP = `outpost demo — a gateway, a simulated site and a simulated cloud on this machine
 
@@ -95,10 +96,15 @@ export async function runDemo(args: string[]): Promise<number> {
     childIntervalMs: 250,
     pollIntervalMs: 500,
   });
+  // The simulated pumps enroll through a group: each authenticates with the key derived from
+  // this secret (docs/security.md), as a fleet provisioned at the factory would.
+  const groupSecret = randomBytes(32).toString('base64url');
+  writeOwnerOnly(join(dir, 'pumps.key'), groupSecret);
   const config = parseConfig(
     {
       gateway: { id: 'demo-gw1' },
       broker: { host: '127.0.0.1', port: 0 },
+      identities: { groups: [{ name: 'pumps', devices: 'pump-*', secretFile: join(dir, 'pumps.key') }] },
       http: { host: '127.0.0.1', port: 0 },
       devices: site.devices(),
       rules: demoRules(),
@@ -113,7 +119,7 @@ export async function runDemo(args: string[]): Promise<number> {
   );
   const logFile = join(dir, 'gateway.log');
   const gateway = await Gateway.start(config, { log: createLogger({ destination: logFile, level: process.env.OUTPOST_LOG_LEVEL === undefined ? 'info' : undefined }) });
-  site.startChildren(`mqtt://127.0.0.1:${gateway.ports.broker}`);
+  site.startChildren(`mqtt://127.0.0.1:${gateway.ports.broker}`, groupSecret);
   const started = Date.now();
   // OTA: valve controllers poll the gateway's update server; a release arrives after 5 s and
   // rolls out in three phases (a few installs fail on purpose and are retried).

@@ -10,6 +10,8 @@ export interface SimChildOptions {
   readonly points: Readonly<Record<string, SignalSpec>>;
   /** Messages published but not yet acknowledged, at most. */
   readonly maxInFlight?: number;
+  /** Its MQTT password (its id is its client id and username), e.g. a key derived from an enrollment group. */
+  readonly password?: string;
 }
 
 /**
@@ -49,7 +51,8 @@ export class SimChildDevice {
 
   start(url = this.opts.url): void {
     this.client = mqtt.connect(url, {
-      clientId: `sim-${this.opts.deviceId}`,
+      clientId: this.opts.deviceId,
+      ...(this.opts.password !== undefined ? { username: this.opts.deviceId, password: this.opts.password } : {}),
       clean: true,
       reconnectPeriod: 500,
       connectTimeout: 5_000,

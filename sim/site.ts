@@ -1,3 +1,4 @@
+import { deriveDeviceKey } from '../runtime/contracts/index.js';
 import { SimChildDevice } from './child-device.js';
 import { profiles, SimModbusSlave, type SimPoint } from './modbus-slave.js';
 import type { SignalSpec } from './signals.js';
@@ -93,10 +94,14 @@ export class SimSite {
     return out;
   }
 
-  /** Child devices connect to the gateway's broker and start publishing. */
-  startChildren(brokerUrl: string): void {
+  /**
+   * Child devices connect to the gateway's broker and start publishing, each authenticated with
+   * the key derived from `groupSecret` (an enrollment group of the site config, docs/security.md).
+   */
+  startChildren(brokerUrl: string, groupSecret: string): void {
     for (let i = 1; i <= this.spec.children; i++) {
-      const child = new SimChildDevice({ url: brokerUrl, deviceId: `pump-${i}`, intervalMs: this.spec.childIntervalMs, points: pumpPoints });
+      const deviceId = `pump-${i}`;
+      const child = new SimChildDevice({ url: brokerUrl, deviceId, intervalMs: this.spec.childIntervalMs, points: pumpPoints, password: deriveDeviceKey(groupSecret, deviceId) });
       child.start();
       this.children.push(child);
     }

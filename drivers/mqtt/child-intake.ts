@@ -35,6 +35,8 @@ export interface ChildIntakeOptions {
   /** Devices declared in the site config, with their payload schemas. */
   readonly devices: ReadonlyMap<string, ChildDeviceSpec>;
   readonly acceptUnknownDevices: boolean;
+  /** Devices of other protocols (Modbus): never taken from MQTT. */
+  readonly otherDevices?: ReadonlySet<string> | undefined;
 }
 
 type PointCheck = z.ZodType<{ value: Value; quality: Quality }>;
@@ -130,6 +132,10 @@ export class ChildIntake implements Driver {
   private onStatus(topic: string, payload: Buffer): void {
     const device = parseStatusTopic(topic);
     if (device === undefined || this.stopped || !this.ctx) return;
+    if (this.opts.otherDevices?.has(device)) {
+      this.refuse(device, 'driven-device', `device "${device}" is read by its own driver, not over MQTT`);
+      return;
+    }
     if (!this.opts.acceptUnknownDevices && !this.opts.devices.has(device)) {
       this.refuse(device, 'unknown-device', `device "${device}" is not in the site config`);
       return;
@@ -201,6 +207,9 @@ export class ChildIntake implements Driver {
 
   private decode(device: string, msg: InboundPublish): Envelope[] | undefined {
     const ctx = this.ctx!;
+    // Defence in depth behind the broker's permissions: a device's telemetry comes from that device.
+    if (msg.clientId !== device) return this.refuse(device, 'not-own-topic', `client "${(msg.clientId ?? '').slice(0, 80)}" published on device "${device}"'s telemetry topic`);
+    if (this.opts.otherDevices?.has(device)) return this.refuse(device, 'driven-device', `device "${device}" is read by its own driver, not over MQTT`);
     if (!this.opts.acceptUnknownDevices && !this.opts.devices.has(device)) {
       return this.refuse(device, 'unknown-device', `device "${device}" is not in the site config`);
     }

@@ -15,6 +15,7 @@ export const mqttChildren: ProtocolEntry<MqttDeviceConfig> = {
     new ChildIntake(env.localBroker, {
       devices: new Map(devices.map((d) => [d.id, { points: d.points, strict: d.strict }])),
       acceptUnknownDevices: env.acceptUnknownDevices,
+      otherDevices: env.otherDevices,
     }),
   ],
 };

@@ -32,7 +32,7 @@ type Observed = { readonly topic: string; readonly payload: Buffer; readonly ret
 
 /** An error that makes aedes answer CONNACK with `returnCode` (3.1.1 §3.2.2.3). */
 function connackError(returnCode: 2 | 3 | 4 | 5, message: string): AuthenticateError {
-  return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
+  return Object.assign(new Error(message), { returnCode });
 }
 
 /**

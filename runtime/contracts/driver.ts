@@ -73,6 +73,11 @@ export interface DriverEnvironment {
   readonly localBroker: LocalBroker;
   /** Take data from devices the site config does not list (protocols where devices announce themselves). */
   readonly acceptUnknownDevices: boolean;
+  /**
+   * Devices of other protocols (read by their own drivers): their readings never come from
+   * another source, whatever `acceptUnknownDevices` says.
+   */
+  readonly otherDevices?: ReadonlySet<string> | undefined;
 }
 
 /** A config problem found across the devices of one protocol: device index and field path. */

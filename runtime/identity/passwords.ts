@@ -1,4 +1,5 @@
-import { createHmac, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+export { deriveDeviceKey } from '../contracts/index.js';
 
 /**
  * Device passwords at rest: scrypt (memory-hard, in node:crypto), in a PHC-style string
@@ -39,16 +40,6 @@ export async function verifyPassword(password: string, stored: string): Promise<
   const expected = Buffer.from(m[5] ?? '', 'base64');
   const key = await run(password, Buffer.from(m[4] ?? '', 'base64'), ln, r, p);
   return key.length === expected.length && timingSafeEqual(key, expected);
-}
-
-/**
- * A device's key derived from its enrollment group's secret, as Azure DPS group enrollment derives
- * device keys: base64url(HMAC-SHA256(groupSecret, deviceId)). The gateway keeps the group secret
- * (owner-only) and no per-device line; each device is provisioned with its own derived key, so one
- * leaked device key exposes that device only.
- */
-export function deriveDeviceKey(groupSecret: string | Buffer, deviceId: string): string {
-  return createHmac('sha256', groupSecret).update(deviceId).digest('base64url');
 }
 
 /** Constant-time equality of two strings (lengths may differ). */

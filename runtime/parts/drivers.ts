@@ -3,6 +3,7 @@ import { errorMessage, HttpError, WriteRefused, type Component, type ComponentCo
 import { sendJson } from '../http/respond.js';
 import type { PointRouter } from '../points.js';
 import type { Part } from './site.js';
+import { drivenDevices } from './broker.js';
 
 /**
  * Every southbound driver the site config asks for, built through the protocol registry: started
@@ -54,7 +55,7 @@ export const driversPart: Part = {
   name: 'drivers',
   build(site) {
     const { config, protocols, points } = site.opts;
-    const env = { localBroker: site.get('localBroker'), acceptUnknownDevices: config.broker.acceptUnknownDevices };
+    const env = { localBroker: site.get('localBroker'), acceptUnknownDevices: config.broker.acceptUnknownDevices, otherDevices: new Set(drivenDevices(config, site.opts.protocols).keys()) };
     const drivers = protocols.entries().flatMap((entry) => entry.create(config.devices.filter((d) => d.protocol === entry.protocol), env));
     const store = site.get('store');
     // POST /api/v1/devices/{device}/points/{point}/write {"value": …}: a verified write, answered

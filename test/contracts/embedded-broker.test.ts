@@ -3,9 +3,10 @@ import { systemClock } from '../../runtime/contracts/index.js';
 import { PromMetrics } from '../../runtime/metrics.js';
 import { silentLogger } from '../helpers/fakes.js';
 import { localBrokerSuite } from './local-broker-suite.js';
+import { brokerAccess, deviceCredentials } from '../helpers/broker-access.js';
 
 localBrokerSuite('EmbeddedBroker (aedes)', async () => {
-  const broker = new EmbeddedBroker();
+  const broker = new EmbeddedBroker(brokerAccess());
   await broker.start({ clock: systemClock, log: silentLogger, metrics: new PromMetrics() });
   const port = await broker.listen('127.0.0.1', 0);
   return {
@@ -13,5 +14,6 @@ localBrokerSuite('EmbeddedBroker (aedes)', async () => {
     url: `mqtt://127.0.0.1:${port}`,
     stopIntake: () => broker.stopIntake(),
     close: () => broker.stop(),
+    credentials: deviceCredentials,
   };
 });

@@ -13,6 +13,8 @@ export interface LocalBrokerUnderTest {
   stopIntake(): Promise<void>;
   /** Ends everything the broker holds. */
   close(): Promise<void>;
+  /** What a device with this client id connects with (its credentials). */
+  credentials(clientId: string): IClientOptions;
 }
 
 type Observed = { readonly topic: string; readonly payload: string; readonly retain: boolean };
@@ -48,7 +50,7 @@ export function localBrokerSuite(name: string, start: () => Promise<LocalBrokerU
     }
 
     async function device(b: LocalBrokerUnderTest, clientId: string, opts: IClientOptions = {}): Promise<MqttClient> {
-      const client = await mqtt.connectAsync(b.url, { clientId, reconnectPeriod: 0, ...opts });
+      const client = await mqtt.connectAsync(b.url, { ...b.credentials(clientId), reconnectPeriod: 0, ...opts });
       cleanup.push(() => client.endAsync(true));
       return client;
     }
@@ -90,7 +92,7 @@ export function localBrokerSuite(name: string, start: () => Promise<LocalBrokerU
       b.broker.intercept(() => second.promise);
       const dev = await device(b, 'dev-2');
       let acked = false;
-      const publishing = dev.publishAsync('t/1', 'x', { qos: 1 }).then(() => {
+      const publishing = dev.publishAsync('outpost/v1/dev/dev-2/x', 'x', { qos: 1 }).then(() => {
         acked = true;
       });
       second.resolve();
@@ -183,14 +185,14 @@ export function localBrokerSuite(name: string, start: () => Promise<LocalBrokerU
       const closed = new Promise<void>((resolve) => dev.once('close', () => resolve()));
       await b.stopIntake();
       await closed;
-      await expect(mqtt.connectAsync(b.url, { clientId: 'dev-8', reconnectPeriod: 0, connectTimeout: 2000 })).rejects.toThrow();
+      await expect(mqtt.connectAsync(b.url, { ...b.credentials('dev-8'), reconnectPeriod: 0, connectTimeout: 2000 })).rejects.toThrow();
     });
 
     it('close ends every connection and leaves no timer or socket behind', async () => {
       const before = openHandles();
       const b = await start();
-      const dev = await mqtt.connectAsync(b.url, { clientId: 'dev-9', reconnectPeriod: 0 });
-      await dev.publishAsync('t/1', 'x', { qos: 1, retain: true });
+      const dev = await mqtt.connectAsync(b.url, { ...b.credentials('dev-9'), reconnectPeriod: 0 });
+      await dev.publishAsync('outpost/v1/dev/dev-9/x', 'x', { qos: 1, retain: true });
       const closed = new Promise<void>((resolve) => dev.once('close', () => resolve()));
       await b.close();
       await closed;

@@ -22,7 +22,7 @@ export function modbusImplementation(framing: Framing): DriverImplementation {
       if (!reachable) await server.close();
       return {
         protocol,
-        env: { localBroker: noBroker, acceptUnknownDevices: false },
+        env: { localBroker: noBroker, acceptUnknownDevices: false, otherDevices: new Set<string>() },
         device: 'plc-1',
         devices: [
           {

@@ -5,6 +5,7 @@ import { localTopics, systemClock } from '../../runtime/contracts/index.js';
 import { PromMetrics } from '../../runtime/metrics.js';
 import { silentLogger } from '../helpers/fakes.js';
 import { driverContract } from './driver-suite.js';
+import { brokerAccess, deviceCredentials } from '../helpers/broker-access.js';
 
 /**
  * A child device on the gateway's broker (a real mqtt.js client): birth message, telemetry every
@@ -22,7 +23,7 @@ class Child {
 
   async connect(): Promise<void> {
     const client = await mqtt.connectAsync(this.url, {
-      clientId: `contract-${this.id}`,
+      ...deviceCredentials(this.id),
       reconnectPeriod: 0,
       will: { topic: localTopics.status(this.id), payload: Buffer.from(JSON.stringify({ state: 'offline' })), qos: 1, retain: true },
     });
@@ -47,14 +48,14 @@ class Child {
 driverContract('mqtt children (drivers/mqtt/child-intake.ts) on the embedded broker', {
   neverReached: 'unknown',
   async setup({ reachable }) {
-    const broker = new EmbeddedBroker();
+    const broker = new EmbeddedBroker(brokerAccess());
     await broker.start({ clock: systemClock, log: silentLogger, metrics: new PromMetrics() });
     const port = await broker.listen('127.0.0.1', 0);
     const child = new Child(`mqtt://127.0.0.1:${port}`, 'child-1');
     if (reachable) await child.connect();
     return {
       protocol: mqttChildren,
-      env: { localBroker: broker, acceptUnknownDevices: false },
+      env: { localBroker: broker, acceptUnknownDevices: false, otherDevices: new Set<string>() },
       device: child.id,
       devices: [{ id: child.id, protocol: 'mqtt', points: { temp: { type: 'number' }, running: { type: 'boolean' } } }],
       reachable: () => child.connect(),

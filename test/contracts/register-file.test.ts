@@ -13,7 +13,7 @@ driverContract('register-file (test-only protocol)', {
     file.unreachable = !reachable;
     return Promise.resolve({
       protocol: registerFileProtocol(files),
-      env: { localBroker: noBroker, acceptUnknownDevices: false },
+      env: { localBroker: noBroker, acceptUnknownDevices: false, otherDevices: new Set<string>() },
       device: 'rf-1',
       devices: [
         {

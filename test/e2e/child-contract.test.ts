@@ -9,6 +9,7 @@ import { createLogger } from '../../runtime/logger.js';
 import { SimCloud } from '../../sim/cloud.js';
 import { forwardAll } from '../helpers/site-gateway.js';
 import { waitFor } from '../helpers/wait.js';
+import { deviceCredentials, testIdentities } from '../helpers/broker-access.js';
 
 const cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -22,7 +23,8 @@ async function gatewayWithPump(): Promise<{ gateway: Gateway; cloud: SimCloud; u
   cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
   const config = parseConfig({
     gateway: { id: 'child-gw' },
-    broker: { host: '127.0.0.1', port: 0, acceptUnknownDevices: false },
+    broker: { host: '127.0.0.1', port: 0, acceptUnknownDevices: false, grants: [{ identities: ['hmi'], subscribe: ['outpost/v1/dev/+/status'] }, { identities: ['operator'], publish: ['outpost/v1/dev/+/cmd'] }] },
+    identities: testIdentities,
     http: { host: '127.0.0.1', port: 0 },
     devices: [{ id: 'pump-1', protocol: 'mqtt', points: { flow: { type: 'number', min: 0, max: 100, unit: 'm3/h' }, running: { type: 'boolean' } } }],
     rules: forwardAll,
@@ -44,7 +46,7 @@ describe('MQTT child device contract on the embedded broker', () => {
   it('birth, telemetry checked against the declared schema, and a last will that turns the points stale', async () => {
     const { gateway, cloud, url } = await gatewayWithPump();
     const status = 'outpost/v1/dev/pump-1/status';
-    const pump = await connect(url, { clientId: 'pump-1', will: { topic: status, payload: Buffer.from('{"state":"offline"}'), qos: 1, retain: true } });
+    const pump = await connect(url, { ...deviceCredentials('pump-1'), will: { topic: status, payload: Buffer.from('{"state":"offline"}'), qos: 1, retain: true } });
     await pump.publishAsync(status, '{"state":"online"}', { qos: 1, retain: true });
     await pump.publishAsync('outpost/v1/dev/pump-1/telemetry', JSON.stringify({ id: 1, points: { flow: 12.5, running: true } }), { qos: 1 });
     // Out of range: acknowledged, refused, counted; nothing stored.
@@ -60,7 +62,7 @@ describe('MQTT child device contract on the embedded broker', () => {
     expect(cloud.ledger.unique).toBe(4);
 
     // Retained: a new subscriber (a local HMI) learns the device is offline.
-    const hmi = await connect(url, { clientId: 'hmi' });
+    const hmi = await connect(url, deviceCredentials('hmi'));
     const retained = new Promise<{ payload: string; retain: boolean }>((resolve) =>
       hmi.on('message', (_t, payload, packet) => resolve({ payload: payload.toString(), retain: packet.retain })),
     );
@@ -71,13 +73,13 @@ describe('MQTT child device contract on the embedded broker', () => {
   it('keeps QoS 1 messages for a persistent session while the device is away (MQTT 3.1.1 clean session 0)', async () => {
     const { url } = await gatewayWithPump();
     const cmd = 'outpost/v1/dev/pump-1/cmd';
-    const first = await connect(url, { clientId: 'pump-1', clean: false });
+    const first = await connect(url, { ...deviceCredentials('pump-1'), clean: false });
     await first.subscribeAsync(cmd, { qos: 1 });
     await first.endAsync();
-    const operator = await connect(url, { clientId: 'operator' });
+    const operator = await connect(url, deviceCredentials('operator'));
     await operator.publishAsync(cmd, '{"run":false}', { qos: 1 });
     // The listener is in place before the session resumes: the queued message follows the CONNACK.
-    const back = mqtt.connect(url, { clientId: 'pump-1', clean: false, reconnectPeriod: 0 });
+    const back = mqtt.connect(url, { ...deviceCredentials('pump-1'), clean: false, reconnectPeriod: 0 });
     cleanup.push(() => back.endAsync(true));
     const got = await new Promise<{ payload: string; sessionPresent: boolean }>((resolve) => {
       let sessionPresent = false;
@@ -89,6 +91,6 @@ describe('MQTT child device contract on the embedded broker', () => {
 
   it('refuses an MQTT 5 client at CONNECT with a clear reason (the embedded broker speaks 3.1.1)', async () => {
     const { url } = await gatewayWithPump();
-    await expect(mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 5000 })).rejects.toThrow(/Unacceptable protocol version/);
+    await expect(mqtt.connectAsync(url, { ...deviceCredentials('pump-9'), protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 5000 })).rejects.toThrow(/Unacceptable protocol version/);
   });
 });

@@ -8,6 +8,7 @@ import { SimSite } from '../../sim/site.js';
 import { forwardAll } from '../helpers/site-gateway.js';
 import { cloudBehindDeadLink } from '../helpers/cloud-behind-link.js';
 import { sleep, waitFor } from '../helpers/wait.js';
+import { TEST_GROUP_SECRET, testIdentities } from '../helpers/broker-access.js';
 
 const cleanup: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -22,6 +23,7 @@ describe('a full store', () => {
     const config = parseConfig({
       gateway: { id: 'full-gw' },
       broker: { host: '127.0.0.1', port: 0 },
+      identities: testIdentities,
       http: { host: '127.0.0.1', port: 0 },
       devices: site.devices(),
       rules: forwardAll,
@@ -31,7 +33,7 @@ describe('a full store', () => {
     });
     const gw = await Gateway.start(config, { log: createLogger({ level: 'silent' }) });
     cleanup.push(() => gw.stop());
-    site.startChildren(`mqtt://127.0.0.1:${gw.ports.broker}`);
+    site.startChildren(`mqtt://127.0.0.1:${gw.ports.broker}`, TEST_GROUP_SECRET);
     const failures = (): Promise<number> => gw.metrics.total('outpost_store_commit_failures_total');
 
     await waitFor('the store to be full', async () => (await failures()) > 0, 30_000, 50);

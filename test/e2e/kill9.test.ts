@@ -7,6 +7,7 @@ import { SimChildDevice } from '../../sim/child-device.js';
 import { GatewayProcess } from '../helpers/gateway-process.js';
 import { cloudBehindDeadLink } from '../helpers/cloud-behind-link.js';
 import { sleep, waitFor } from '../helpers/wait.js';
+import { deviceCredentials, testIdentities } from '../helpers/broker-access.js';
 
 const cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -26,6 +27,7 @@ describe('kill -9 while the cloud is down', () => {
       stringify({
         gateway: { id: 'kill-gw' },
         broker: { host: '127.0.0.1', port: 0 },
+        identities: testIdentities,
         http: { host: '127.0.0.1', port: 0 },
         rules: [{ id: 'all', type: 'filter', match: { device: '*', point: '*' } }],
         cloud: { url: link.url, backoff: { initialMs: 100, maxMs: 500 } },
@@ -38,7 +40,7 @@ describe('kill -9 while the cloud is down', () => {
       const gw = await GatewayProcess.start(configFile);
       cleanup.push(() => gw.kill9());
       const children = [1, 2, 3].map(
-        (i) => new SimChildDevice({ url: gw.brokerUrl, deviceId: `dev-${i}`, intervalMs: 5, points: { a: { kind: 'counter' }, b: { kind: 'sine', amplitude: 1, periodMs: 1000 } }, maxInFlight: 20 }),
+        (i) => new SimChildDevice({ url: gw.brokerUrl, deviceId: `dev-${i}`, password: deviceCredentials(`dev-${i}`).password, intervalMs: 5, points: { a: { kind: 'counter' }, b: { kind: 'sine', amplitude: 1, periodMs: 1000 } }, maxInFlight: 20 }),
       );
       for (const c of children) c.start();
       await waitFor('children to be acknowledged', () => children.every((c) => c.acked.length > 4));

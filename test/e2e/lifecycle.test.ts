@@ -14,6 +14,7 @@ import { profiles, SimModbusSlave } from '../../sim/modbus-slave.js';
 import { pointEntries } from '../../sim/site.js';
 import { ReleaseSigner } from '../../sim/ota/release-signer.js';
 import { sleep, waitFor } from '../helpers/wait.js';
+import { deviceCredentials, testIdentities } from '../helpers/broker-access.js';
 
 const cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -89,6 +90,7 @@ describe('one lifecycle for every part', () => {
     const config = parseConfig({
       gateway: { id: 'life-gw' },
       broker: { host: '127.0.0.1', port: 0 },
+      identities: testIdentities,
       http: { host: '127.0.0.1', port: 0 },
       devices: [{ id: 'plc-1', protocol: 'modbus-tcp', host: plc.host, port: plc.port, pollIntervalMs: 100, points: pointEntries(plc.points) }],
       rules: [{ id: 'all', type: 'filter', match: { device: '*', point: '*' } }],
@@ -97,7 +99,7 @@ describe('one lifecycle for every part', () => {
       ota: { trustedKeys: { k1: signer.publicKeyPem }, server: { host: '127.0.0.1', port: 0, tenant: 't' } },
     });
     const gateway = await Gateway.start(config, { log: createLogger({ level: 'silent' }) });
-    const child = await mqtt.connectAsync(`mqtt://127.0.0.1:${gateway.ports.broker}`, { clientId: 'pump-1', reconnectPeriod: 0 });
+    const child = await mqtt.connectAsync(`mqtt://127.0.0.1:${gateway.ports.broker}`, { ...deviceCredentials('pump-1'), reconnectPeriod: 0 });
     for (let i = 0; i < 5; i++) await child.publishAsync(localTopics.telemetry('pump-1'), JSON.stringify({ points: { flow: i } }), { qos: 1 });
     await waitFor('readings at the cloud', () => (cloud.ledger.byDevice.get('plc-1') ?? 0) > 0 && (cloud.ledger.byDevice.get('pump-1') ?? 0) === 5, 15_000);
     const ddi = await fetch(`http://127.0.0.1:${gateway.ports.ota}/t/controller/v1/valve-1`);

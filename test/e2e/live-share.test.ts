@@ -4,6 +4,7 @@ import { SimCloud } from '../../sim/cloud.js';
 import { LinkProxy } from '../../sim/link-proxy.js';
 import { startSiteAndGateway } from '../helpers/site-gateway.js';
 import { sleep, waitFor } from '../helpers/wait.js';
+import { deviceCredentials } from '../helpers/broker-access.js';
 
 const cleanup: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -28,7 +29,7 @@ async function backlogLeftWhenLiveArrives(liveShare: number): Promise<{ backlog:
   const backlog = sg.gateway.status().outbox.depth;
   link.restore();
   await waitFor('the drain to start', () => cloud.ledger.unique > 0, 10_000);
-  const device = mqtt.connect(`mqtt://127.0.0.1:${sg.gateway.ports.broker}`, { clientId: 'fresh' });
+  const device = mqtt.connect(`mqtt://127.0.0.1:${sg.gateway.ports.broker}`, deviceCredentials('fresh'));
   cleanup.push(() => device.endAsync().then(() => undefined));
   await device.publishAsync('outpost/v1/dev/fresh/telemetry', JSON.stringify({ id: 'now', points: { v: 1 } }), { qos: 1 });
   await waitFor('the fresh reading at the cloud', () => cloud.ledger.has('fresh:now:v'), 60_000, 20);

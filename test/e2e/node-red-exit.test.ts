@@ -8,6 +8,7 @@ import WebSocket from 'ws';
 import { SimCloud } from '../../sim/cloud.js';
 import { GatewayProcess } from '../helpers/gateway-process.js';
 import { sleep, waitFor } from '../helpers/wait.js';
+import { deviceCredentials, testIdentities } from '../helpers/broker-access.js';
 
 const require = createRequire(import.meta.url);
 const bcrypt = require('bcryptjs') as { hashSync(p: string, rounds: number): string };
@@ -67,6 +68,7 @@ async function gatewayWithFlow(): Promise<Site> {
     JSON.stringify({
       gateway: { id: 'nr-exit' },
       broker: { host: '127.0.0.1', port: 0 },
+      identities: testIdentities,
       http: { host: '127.0.0.1', port: 0, admin: { username: 'admin', passwordHash: bcrypt.hashSync('s3cret', 8) } },
       nodeRed: { enabled: true },
       devices: [{ id: 'pump-1', protocol: 'mqtt', points: { flow: { type: 'number', min: 0, max: 100, unit: 'm3/h' } } }],
@@ -95,7 +97,7 @@ async function gatewayWithFlow(): Promise<Site> {
 
 /** The pump publishes telemetry to the gateway's broker, 20 a second, until the cloud has what every path of the flow sent. */
 async function runReadingsThroughTheFlow(site: Site): Promise<void> {
-  const pump = await mqtt.connectAsync(site.gw.brokerUrl, { clientId: 'pump-1', reconnectPeriod: 0 });
+  const pump = await mqtt.connectAsync(site.gw.brokerUrl, { ...deviceCredentials('pump-1'), reconnectPeriod: 0 });
   cleanup.push(() => pump.endAsync(true));
   for (let id = 1, until = Date.now() + 3000; Date.now() < until; id++) {
     await pump.publishAsync('outpost/v1/dev/pump-1/telemetry', JSON.stringify({ id, points: { flow: id % 100 } }), { qos: 1 });

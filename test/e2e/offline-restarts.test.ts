@@ -7,6 +7,7 @@ import { SimSite } from '../../sim/site.js';
 import { forwardAll } from '../helpers/site-gateway.js';
 import { cloudBehindDeadLink } from '../helpers/cloud-behind-link.js';
 import { sleep, waitFor } from '../helpers/wait.js';
+import { TEST_GROUP_SECRET, testIdentities } from '../helpers/broker-access.js';
 
 const cleanup: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -23,6 +24,7 @@ describe('restarts while offline', () => {
     const config = parseConfig({
       gateway: { id: 'offline-gw' },
       broker: { host: '127.0.0.1', port: 0 },
+      identities: testIdentities,
       http: { host: '127.0.0.1', port: 0 },
       devices: site.devices(),
       rules: forwardAll,
@@ -35,7 +37,7 @@ describe('restarts while offline', () => {
     for (let i = 0; i < RESTARTS; i++) {
       const gw = await Gateway.start(config, { log });
       const url = `mqtt://127.0.0.1:${gw.ports.broker}`;
-      if (i === 0) site.startChildren(url);
+      if (i === 0) site.startChildren(url, TEST_GROUP_SECRET);
       else for (const c of site.children) c.start(url);
       await sleep(300 + Math.floor(Math.random() * 300));
       await site.stopChildren();

@@ -10,6 +10,7 @@ import { Mosquitto } from '../../sim/mosquitto.js';
 import { CLI } from '../helpers/gateway-process.js';
 import { startSiteAndGateway } from '../helpers/site-gateway.js';
 import { waitFor } from '../helpers/wait.js';
+import { deviceCredentials } from '../helpers/broker-access.js';
 
 const exec = promisify(execFile);
 const cleanup: Array<() => Promise<void>> = [];
@@ -38,7 +39,7 @@ describe('a reading the cloud broker refuses', () => {
     await waitFor('readings at the cloud', () => consumer.ledger.uniqueFrom('e2e-gw') > 50);
 
     // One child sends a reading too large for the broker, then carries on as usual.
-    const poisoner = mqtt.connect(`mqtt://127.0.0.1:${sg.gateway.ports.broker}`, { clientId: 'poisoner' });
+    const poisoner = mqtt.connect(`mqtt://127.0.0.1:${sg.gateway.ports.broker}`, deviceCredentials('poisoner'));
     cleanup.push(() => poisoner.endAsync().then(() => undefined));
     await poisoner.publishAsync(
       'outpost/v1/dev/poisoner/telemetry',

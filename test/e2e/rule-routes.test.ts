@@ -10,6 +10,7 @@ import { createLogger } from '../../runtime/logger.js';
 import { profiles, SimModbusSlave } from '../../sim/modbus-slave.js';
 import { pointEntries } from '../../sim/site.js';
 import { sleep, waitFor } from '../helpers/wait.js';
+import { deviceCredentials, testIdentities } from '../helpers/broker-access.js';
 
 const cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -30,7 +31,8 @@ describe('rule routes to the local broker and to Modbus writes', () => {
     cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
     const config = parseConfig({
       gateway: { id: 'routes-gw' },
-      broker: { host: '127.0.0.1', port: 0 },
+      broker: { host: '127.0.0.1', port: 0, grants: [{ identities: ['watcher'], subscribe: ['#'] }] },
+      identities: testIdentities,
       http: { host: '127.0.0.1', port: 0 },
       devices: [{ id: 'plc-1', protocol: 'modbus-tcp', host: plc.host, port: plc.port, pollIntervalMs: 100, points: pointEntries(plc.points) }],
       rules: [
@@ -43,7 +45,7 @@ describe('rule routes to the local broker and to Modbus writes', () => {
     });
     const gateway = await Gateway.start(config, { log: createLogger({ level: 'silent' }) });
     cleanup.push(() => gateway.stop());
-    const local = await mqtt.connectAsync(`mqtt://127.0.0.1:${gateway.ports.broker}`, { clientId: 'watcher', reconnectPeriod: 0 });
+    const local = await mqtt.connectAsync(`mqtt://127.0.0.1:${gateway.ports.broker}`, { ...deviceCredentials('watcher'), reconnectPeriod: 0 });
     cleanup.push(() => local.endAsync());
     const seen: Array<{ topic: string; reading: Envelope }> = [];
     local.on('message', (topic, payload) => seen.push({ topic, reading: JSON.parse(payload.toString()) as Envelope }));

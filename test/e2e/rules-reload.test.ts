@@ -9,6 +9,7 @@ import { createLogger } from '../../runtime/logger.js';
 import { profiles, SimModbusSlave } from '../../sim/modbus-slave.js';
 import { pointEntries } from '../../sim/site.js';
 import { sleep, waitFor } from '../helpers/wait.js';
+import { deviceCredentials, TEST_GROUP_SECRET } from '../helpers/broker-access.js';
 
 const cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -18,7 +19,8 @@ afterEach(async () => {
 function siteYaml(port: number, dir: string, rules: string, streams = '[{ name: telemetry }]'): string {
   return `
 gateway: { id: reload-gw }
-broker: { host: 127.0.0.1, port: 0 }
+broker: { host: 127.0.0.1, port: 0, grants: [{ identities: [watcher], subscribe: ['#'] }] }
+identities: { groups: [{ name: test, secret: ${TEST_GROUP_SECRET} }] }
 http: { host: 127.0.0.1, port: 0 }
 devices:
   - id: meter-1
@@ -52,7 +54,7 @@ describe('rules hot reload', () => {
     const gateway = await Gateway.start(await loadConfig(file), { log: createLogger({ level: 'silent' }), configFile: file });
     cleanup.push(() => gateway.stop());
     const api = `http://127.0.0.1:${gateway.ports.http}/api/v1/rules/reload`;
-    const local = await mqtt.connectAsync(`mqtt://127.0.0.1:${gateway.ports.broker}`, { reconnectPeriod: 0 });
+    const local = await mqtt.connectAsync(`mqtt://127.0.0.1:${gateway.ports.broker}`, { ...deviceCredentials('watcher'), reconnectPeriod: 0 });
     cleanup.push(() => local.endAsync(true));
     const topics: string[] = [];
     local.on('message', (topic) => topics.push(topic));

@@ -6,6 +6,7 @@ import type { SiteConfigInput } from '../../runtime/config/schema.js';
 import { Gateway } from '../../runtime/gateway.js';
 import { createLogger } from '../../runtime/logger.js';
 import { SimSite, type SiteSpec } from '../../sim/site.js';
+import { TEST_GROUP_SECRET, testIdentities } from './broker-access.js';
 
 /** Every reading of every device goes to the cloud: what the loss tests need to count. */
 export const forwardAll: SiteConfigInput['rules'] = [{ id: 'all', type: 'filter', match: { device: '*', point: '*' } }];
@@ -29,7 +30,9 @@ export async function startSiteAndGateway(
   const site = await SimSite.start(spec);
   const config = parseConfig({
     gateway: { id: 'e2e-gw' },
-    broker: { host: '127.0.0.1', port: 0 },
+    // The simulated children are listed; other test devices (authenticated all the same) are welcome.
+    broker: { host: '127.0.0.1', port: 0, acceptUnknownDevices: true },
+    identities: testIdentities,
     http: { host: '127.0.0.1', port: 0 },
     devices: site.devices(),
     rules,
@@ -38,7 +41,7 @@ export async function startSiteAndGateway(
     storage: { path: join(dir, 'outpost.db') },
   });
   const gateway = await Gateway.start(config, { log: createLogger({ level: process.env.OUTPOST_TEST_LOG === undefined ? 'silent' : 'debug', destination: process.env.OUTPOST_TEST_LOG }) });
-  site.startChildren(`mqtt://127.0.0.1:${gateway.ports.broker}`);
+  site.startChildren(`mqtt://127.0.0.1:${gateway.ports.broker}`, TEST_GROUP_SECRET);
   return {
     site,
     gateway,

@@ -55,11 +55,13 @@ describe('restarts while offline', () => {
     await waitFor('the backlog to drain', () => gw.status().outbox.depth === 0, 20_000);
     await gw.stop();
     const s = gw.status().outbox;
-    // Counters persist across restarts: everything ever produced is accounted for (the last run
-    // polled the Modbus slaves a little more).
+    // Counters persist across restarts: everything ever produced is accounted for. The last run
+    // kept polling the Modbus slaves after the backlog drained; what it took in its last moments
+    // may still be queued after its stop's drain time on a loaded machine, and is counted there.
     expect(s.appended).toBeGreaterThanOrEqual(queued);
-    expect(s.delivered).toBe(s.appended);
-    expect(cloud.ledger.uniqueFrom('offline-gw')).toBe(s.appended);
+    expect(s.delivered).toBeGreaterThanOrEqual(queued);
+    expect(s.delivered + s.depth).toBe(s.appended);
+    expect(cloud.ledger.uniqueFrom('offline-gw')).toBe(s.delivered);
     expect(cloud.ledger.missing(site.childAcked())).toEqual([]);
     expect(cloud.ledger.orderViolations).toBe(0);
     for (const d of ['meter-1', 'boiler-1', 'pump-1', 'pump-2', 'pump-3']) expect(cloud.ledger.byDevice.get(d) ?? 0).toBeGreaterThan(0);

@@ -78,6 +78,15 @@ export const filterRuleSchema = z
         point: z.string().min(1),
         /** At most one write to the point per this long; newer values wait and replace older ones. */
         minIntervalMs: z.number().int().min(0).default(1000),
+        /**
+         * The devices (ids or patterns) whose readings this rule trusts to drive the write: a
+         * reading from any other device never turns into actuation, whatever `match` says.
+         */
+        sources: z
+          .array(z.string().min(1).max(128).regex(/^[A-Za-z0-9_.*?-]+$/, 'a device id or pattern'), {
+            error: (iss) => (iss.input === undefined ? 'a rule that writes names the devices it trusts: sources: [DEVICE, …]' : undefined),
+          })
+          .min(1, 'a rule that writes names the devices it trusts: sources: [DEVICE, …]'),
       })
       .optional(),
   })

@@ -1,6 +1,7 @@
 import { errorMessage, makeEnvelope, type Counter, type Envelope, type PointTable, type ReadingBatch, type RuleOutput, type RuleStateRow, type SequenceSource, type Value } from '../runtime/contracts/index.js';
 import { boolize, compileExpression, type Compiled, type Scope } from './expression.js';
 import { compileMatch } from './match.js';
+import { compileGlob } from '../runtime/contracts/index.js';
 import type { FilterRuleSpec, GroupKey } from './types.js';
 
 /** The fields a rule expression may read. */
@@ -27,6 +28,8 @@ export class FilterRule {
   /** Operator groups (deadband, change of value, rate limit memory) one rule keeps at most; the least recently used goes first. */
   static maxGroups = 100_000;
   private readonly match: ReturnType<typeof compileMatch>;
+  /** Devices whose readings may drive this rule's write (route write). */
+  private readonly trusted: (device: string) => boolean;
   private readonly where: Compiled | undefined;
   private readonly setValue: Compiled | undefined;
   private readonly setPoint: Compiled | undefined;
@@ -49,6 +52,8 @@ export class FilterRule {
     private readonly failures?: Counter,
   ) {
     this.match = compileMatch(spec.match);
+    const sources = (spec.write?.sources ?? []).map((p) => compileGlob(p));
+    this.trusted = (device) => sources.some((m) => m(device));
     this.where = spec.where === undefined ? undefined : compileExpression(spec.where, READING_FIELDS);
     this.setValue = spec.set?.value === undefined ? undefined : compileExpression(spec.set.value, READING_FIELDS);
     this.setPoint = spec.set?.point === undefined ? undefined : compileExpression(spec.set.point, READING_FIELDS);
@@ -79,8 +84,14 @@ export class FilterRule {
     if (route === 'cloud') emit({ route, stream, envelope: e });
     else if (route === 'mqtt' && mqtt) emit({ route, topic: fillTopic(mqtt.topic, e), qos: mqtt.qos, retain: mqtt.retain, envelope: e });
     else if (route === 'write' && write) {
-      // A bad or stale reading is no value to write.
-      if (e.quality === 'good') emit({ route, device: write.device, point: write.point, minIntervalMs: write.minIntervalMs, envelope: e });
+      // A bad or stale reading is no value to write; a reading from a device the rule does not
+      // trust never becomes actuation (counted as a failure of stage "untrusted-source").
+      if (e.quality !== 'good') return;
+      if (!this.trusted(e.device)) {
+        this.failed('untrusted-source', new Error(`reading from "${e.device}", not one of write.sources`));
+        return;
+      }
+      emit({ route, device: write.device, point: write.point, minIntervalMs: write.minIntervalMs, envelope: e });
     } else if (route === 'alert') {
       const a = this.alertOf(e);
       if (a) emit({ route: 'cloud', stream, envelope: a });

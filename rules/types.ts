@@ -38,7 +38,7 @@ export interface FilterRuleSpec {
   readonly stream: string;
   readonly alert?: { readonly severity: 'info' | 'warning' | 'critical'; readonly message?: string | undefined } | undefined;
   readonly mqtt?: { readonly topic: string; readonly qos: 0 | 1; readonly retain: boolean } | undefined;
-  readonly write?: { readonly device: string; readonly point: string; readonly minIntervalMs: number } | undefined;
+  readonly write?: { readonly device: string; readonly point: string; readonly minIntervalMs: number; readonly sources: readonly string[] } | undefined;
 }
 
 export type { AggregateFn } from './aggregates.js';

@@ -10,6 +10,14 @@ export type WriteOrigin = 'rules' | 'api' | 'flow';
 export class PointRouter implements PointWriter {
   private readonly owners = new Map<string, Driver & Required<Pick<Driver, 'write'>>>();
   private readonly listeners: Array<(device: string, point: string, origin: WriteOrigin) => void> = [];
+  /** `device\u0000point` -> the configured range writes are clamped to. */
+  private readonly ranges = new Map<string, { readonly min: number; readonly max: number }>();
+
+  /** The ranges of the configured points (from each protocol's point list). */
+  setRanges(ranges: Iterable<[device: string, point: string, range: { readonly min: number; readonly max: number }]>): void {
+    this.ranges.clear();
+    for (const [device, point, range] of ranges) this.ranges.set(`${device}\u0000${point}`, range);
+  }
 
   /** Routes writes for the devices of `driver` to it (drivers with the write capability only). */
   add(driver: Driver): void {
@@ -30,8 +38,15 @@ export class PointRouter implements PointWriter {
   write(device: string, point: string, value: WriteValue, origin: WriteOrigin = 'api'): Promise<WriteResult> {
     const driver = this.owners.get(device);
     if (!driver) return Promise.reject(new WriteRefused('unknown-device', `no device "${device}" with writable points`));
-    return driver.write(device, point, value).finally(() => {
-      for (const l of this.listeners) l(device, point, origin);
-    });
+    // Whoever writes (API, rule, flow), a number outside the point's configured range is clamped
+    // to it: a bad rule or a forged reading cannot drive a setpoint past what the plant allows.
+    const range = typeof value === 'number' ? this.ranges.get(`${device}\u0000${point}`) : undefined;
+    const clamped = range && typeof value === 'number' ? Math.min(range.max, Math.max(range.min, value)) : value;
+    return driver
+      .write(device, point, clamped)
+      .then((r) => (clamped !== value && typeof value === 'number' ? { ...r, clampedFrom: value } : r))
+      .finally(() => {
+        for (const l of this.listeners) l(device, point, origin);
+      });
   }
 }

@@ -36,6 +36,8 @@ export const pointSchema = z
     maxSilenceMs: durationMsSchema.optional(),
     /** May be written through the API and CLI (holding registers and coils only). */
     writable: z.boolean().default(false),
+    /** The engineering range a write is clamped to (numeric writable points), whoever writes. */
+    range: z.strictObject({ min: z.number().finite(), max: z.number().finite() }).refine((r) => r.min <= r.max, { message: 'min must not be greater than max', path: ['min'] }).optional(),
   })
   .superRefine((p, ctx) => {
     if (bitTable(p.table) !== (p.type === 'bool' && p.bit === undefined)) {
@@ -53,6 +55,7 @@ export const pointSchema = z
     if (p.writable && p.type === 'string' && (p.length ?? 0) > 123) {
       ctx.addIssue({ code: 'custom', path: ['length'], message: 'a writable string is at most 123 registers (one write multiple registers request)' });
     }
+    if (p.range !== undefined && (p.type === 'bool' || p.type === 'string')) ctx.addIssue({ code: 'custom', path: ['range'], message: 'range is for numeric points' });
     if (p.writable && p.table === 'holding' && p.type === 'bool') {
       ctx.addIssue({ code: 'custom', path: ['writable'], message: 'a bit of a register cannot be written on its own' });
     }

@@ -24,7 +24,7 @@ export function toModbusDevice(d: ModbusDeviceConfig): ModbusDevice {
 
 const common = {
   capabilities: { write: true },
-  points: (d: ModbusDeviceConfig) => d.points.map((p) => ({ name: p.name, writable: p.writable })),
+  points: (d: ModbusDeviceConfig) => d.points.map((p) => ({ name: p.name, writable: p.writable, ...(p.range ? { range: p.range } : {}) })),
   // One bus per connection the devices share (a TCP endpoint, a serial line).
   create: (devices: readonly ModbusDeviceConfig[]) => modbusBuses(devices.map(toModbusDevice)),
 } as const;

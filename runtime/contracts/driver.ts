@@ -19,6 +19,8 @@ export interface WriteResult {
   readonly value: Value;
   /** Read back from the device after the write; equal to `value` as the point decodes it. */
   readonly readBack: Value;
+  /** The value asked for, when it was outside the point's range and `value` is it clamped. */
+  readonly clampedFrom?: number;
 }
 
 /**
@@ -101,8 +103,11 @@ export interface ProtocolEntry<C extends DeviceConfig = DeviceConfig> {
      */
     readonly brokerIdentity?: boolean;
   };
-  /** A device's points, as the config checks need them (a rule that writes needs a writable point). */
-  points(device: C): readonly { readonly name: string; readonly writable: boolean }[];
+  /**
+   * A device's points, as the config checks need them (a rule that writes needs a writable point),
+   * with the range every write to the point is clamped to, when the config gives one.
+   */
+  points(device: C): readonly { readonly name: string; readonly writable: boolean; readonly range?: { readonly min: number; readonly max: number } }[];
   /** Checks that span devices of this protocol (devices on one serial line share its settings). */
   checkDevices?(devices: readonly { readonly index: number; readonly device: C }[], issue: DeviceIssue): void;
   /**

@@ -57,6 +57,7 @@ export const driversPart: Part = {
     const { config, protocols, points } = site.opts;
     const env = { localBroker: site.get('localBroker'), acceptUnknownDevices: config.broker.acceptUnknownDevices, otherDevices: new Set(drivenDevices(config, site.opts.protocols).keys()) };
     const drivers = protocols.entries().flatMap((entry) => entry.create(config.devices.filter((d) => d.protocol === entry.protocol), env));
+    points.setRanges(config.devices.flatMap((d) => protocols.of(d).points(d).flatMap((p) => (p.range ? [[d.id, p.name, p.range] as [string, string, { min: number; max: number }]] : []))));
     const store = site.get('store');
     // POST /api/v1/devices/{device}/points/{point}/write {"value": …}: a verified write, answered
     // with the value read back; refusals and device failures are mapped to statuses by the HTTP layer.

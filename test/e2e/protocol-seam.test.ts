@@ -45,7 +45,7 @@ function siteConfig(cloudUrl: string, storage: string, opts: { tempAddress?: num
     rules: [
       { id: 'all', type: 'filter', match: { device: '*', point: '*' } },
       // The measured temperature plus one degree becomes the setpoint, written through the driver.
-      { id: 'follow', type: 'filter', match: { device: 'boiler-1', point: 'temp' }, set: { value: 'value + 1' }, route: 'write', write: { device: 'boiler-1', point: opts.ruleWrites ?? 'setpoint', minIntervalMs: 0 } },
+      { id: 'follow', type: 'filter', match: { device: 'boiler-1', point: 'temp' }, set: { value: 'value + 1' }, route: 'write', write: { device: 'boiler-1', point: opts.ruleWrites ?? 'setpoint', minIntervalMs: 0, sources: ['boiler-1'] } },
     ],
     cloud: { url: cloudUrl, batchSize: 100, backoff: { initialMs: 100, maxMs: 1000 } },
     storage: { path: storage },

@@ -37,7 +37,7 @@ describe('rule routes to the local broker and to Modbus writes', () => {
       devices: [{ id: 'plc-1', protocol: 'modbus-tcp', host: plc.host, port: plc.port, pollIntervalMs: 100, points: pointEntries(plc.points) }],
       rules: [
         // The measured speed, rounded to 0.5 Hz, becomes the setpoint: at most one write per 400 ms.
-        { id: 'follow', type: 'filter', match: { device: 'plc-1', point: 'speed' }, set: { value: '$round(value * 2) / 2' }, route: 'modbus', write: { device: 'plc-1', point: 'speed-setpoint', minIntervalMs: 400 } },
+        { id: 'follow', type: 'filter', match: { device: 'plc-1', point: 'speed' }, set: { value: '$round(value * 2) / 2' }, route: 'modbus', write: { device: 'plc-1', point: 'speed-setpoint', minIntervalMs: 400, sources: ['plc-1'] } },
         { id: 'share', type: 'filter', match: { topic: 'plc-1/speed-setpoint' }, route: 'mqtt', mqtt: { topic: 'site/{device}/{point}', qos: 1 } },
       ],
       cloud: { url: 'mqtt://127.0.0.1:9' },

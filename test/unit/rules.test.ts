@@ -202,7 +202,7 @@ describe('filter rules with expressions and operators', () => {
       [
         { ...base, id: 'hot', where: 'value > 80', route: 'alert', stream: 'alarms', alert: { severity: 'critical', message: '"too hot: " & $string(value) & " " & unit' } },
         { ...base, id: 'loc', route: 'mqtt', mqtt: { topic: 'site/{device}/{point}', qos: 1, retain: true } },
-        { ...base, id: 'act', route: 'write', write: { device: 'plc', point: 'sp', minIntervalMs: 100 } },
+        { ...base, id: 'act', route: 'write', write: { device: 'plc', point: 'sp', minIntervalMs: 100, sources: ['*'] } },
       ],
       new ManualClock(),
       sequence,

@@ -19,3 +19,4 @@ export * from './release.js';
 export * from './cloud-link.js';
 export * from './http.js';
 export * from './config.js';
+export * from './redact.js';

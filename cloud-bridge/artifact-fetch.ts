@@ -10,6 +10,33 @@ function fileSize(path: string): number {
 }
 
 /**
+ * fetch() refuses a URL with user info (WHATWG Fetch: "Request cannot be constructed from a URL
+ * that includes credentials"), so an origin given as `https://user:pass@host/…` gets them as HTTP
+ * Basic credentials instead (RFC 7617), which is what such a URL means to an HTTP origin. fetch
+ * drops the header on a redirect to another origin.
+ */
+function splitUserInfo(url: string): { url: string; authorization?: string } {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return { url };
+  }
+  if (u.username === '' && u.password === '') return { url };
+  const decode = (s: string): string => {
+    try {
+      return decodeURIComponent(s);
+    } catch {
+      return s;
+    }
+  };
+  const credentials = `${decode(u.username)}:${decode(u.password)}`;
+  u.username = '';
+  u.password = '';
+  return { url: u.toString(), authorization: `Basic ${Buffer.from(credentials).toString('base64')}` };
+}
+
+/**
  * Brings `target.path` up to `target.size` bytes from `target.url`, resuming from what the file
  * holds with `Range: bytes=N-` (RFC 9110 §14). An origin that answers 200 instead of 206 sends
  * the whole file: the file starts again. Never writes past `size`: an origin sending more is
@@ -38,8 +65,9 @@ export async function fetchArtifact(target: FetchTarget, opts: FetchOptions = {}
     arm();
     let res: Response;
     try {
-      res = await fetch(target.url, {
-        headers: { ...opts.headers, ...(have > 0 ? { range: `bytes=${have}-` } : {}) },
+      const { url, authorization } = splitUserInfo(target.url);
+      res = await fetch(url, {
+        headers: { ...(authorization ? { authorization } : {}), ...opts.headers, ...(have > 0 ? { range: `bytes=${have}-` } : {}) },
         signal: ctl.signal,
         redirect: 'follow',
       });

@@ -101,7 +101,9 @@ function runCase(port: number, c: Case): Promise<{ outcome: Outcome; detail?: st
     });
     socket.once('connect', () => {
       const [first, ...rest] = c.chunks;
+      let connackWait: NodeJS.Timeout | undefined;
       const sendRest = (): void => {
+        clearTimeout(connackWait);
         for (const chunk of rest) if (!socket.destroyed) socket.write(chunk);
         if (c.expect.kind === 'incomplete') {
           // A correct broker waits for the missing bytes; leave it a moment to close on its own.
@@ -113,7 +115,8 @@ function runCase(port: number, c: Case): Promise<{ outcome: Outcome; detail?: st
       socket.write(first!);
       if (c.awaitConnack) {
         socket.once('data', sendRest);
-        after(ANSWER_MS, () => finish('hang', `no CONNACK in ${ANSWER_MS} ms`));
+        connackWait = setTimeout(() => finish('hang', `no CONNACK in ${ANSWER_MS} ms`), ANSWER_MS);
+        timers.push(connackWait);
       } else sendRest();
     });
   });

@@ -1,5 +1,5 @@
 import { pino, type Logger as PinoLogger } from 'pino';
-import { REDACTED, redactText, type Logger } from './contracts/index.js';
+import { REDACTED, redactText, redactUrl, type Logger } from './contracts/index.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -52,6 +52,9 @@ export function createLogger(opts: { level?: LogLevel; destination?: string } = 
       level,
       base: { pid: process.pid },
       redact: { paths: [...REDACT_PATHS], censor: REDACTED },
+      // HTTP handlers log request targets (`/path?access_token=…`), which the pass over the line
+      // cannot tell from other text: a `url` field is always read as one.
+      serializers: { url: (v: unknown) => (typeof v === 'string' ? redactUrl(v) : v) },
       hooks: { streamWrite: redactText },
     },
     dest,

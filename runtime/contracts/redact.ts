@@ -38,9 +38,11 @@ function redactParams(params: URLSearchParams): boolean {
  * that does not parse as a URL loses anything between `//` and an `@`.
  */
 export function redactUrl(url: string): string {
+  // A request target (`/path?query`, as an HTTP server logs it) is read against a placeholder origin.
+  const relative = url.startsWith('/') && !url.startsWith('//');
   let u: URL;
   try {
-    u = new URL(url);
+    u = relative ? new URL(url, 'http://h') : new URL(url);
   } catch {
     return url.replace(/\/\/[^/@\s]*@/, `//${REDACTED}@`);
   }
@@ -58,7 +60,8 @@ export function redactUrl(url: string): string {
       changed = true;
     }
   }
-  return changed ? u.toString() : url;
+  if (!changed) return url;
+  return relative ? `${u.pathname}${u.search}${u.hash}` : u.toString();
 }
 
 /** A URL in running text: a scheme, `://`, and what follows up to a space, a quote or a backslash (JSON escapes). */

@@ -23,6 +23,11 @@ describe('redactUrl', () => {
     for (const u of ['mqtt://127.0.0.1:1883', 'https://origin.example/a%20b.swu?part=2', 'tcp://[::1]:1883']) expect(redactUrl(u)).toBe(u);
   });
 
+  it('redacts the query of a request target as an HTTP server logs it', () => {
+    expect(redactUrl('/api/v1/x?access_token=tk&limit=5')).toBe('/api/v1/x?access_token=***&limit=5');
+    expect(redactUrl('/api/v1/status')).toBe('/api/v1/status');
+  });
+
   it('takes user info out of text that is not a URL', () => {
     expect(redactUrl('bad //u:p@host')).toBe('bad //***@host');
   });
@@ -49,7 +54,7 @@ describe('createLogger', () => {
       log.trace({ opts: { password: 'pw-A', tls: { key: 'key-B' } }, headers: { authorization: 'Basic auth-C' } }, 'options');
       log.child({ url: 'mqtts://u:pw-D@h' }).info('child with a URL binding');
       log.error({ err: new Error('connect to mqtts://u:pw-E@h:8883 failed') }, 'an Error object');
-      log.warn('message naming https://o.example/a?sig=pw-F');
+      log.warn({ url: '/api/v1/dead-letters?token=pw-J' }, 'message naming https://o.example/a?sig=pw-F');
       log.debug({ token: 'pw-G', passwordHash: '$2b$10$pw-H', targetTokens: { dev: 'pw-I' } }, 'fields');
       // The destination opens its file asynchronously; the lines arrive once it has.
       const read = (): string => (existsSync(file) ? readFileSync(file, 'utf8') : '');
@@ -58,7 +63,7 @@ describe('createLogger', () => {
         return read().split('\n').filter(Boolean).length === 5;
       });
       const text = read();
-      expect(text).not.toMatch(/pw-[A-I]|key-B|auth-C/);
+      expect(text).not.toMatch(/pw-[A-J]|key-B|auth-C/);
       expect(text).toContain('***');
       for (const line of text.split('\n').filter(Boolean)) expect(() => JSON.parse(line) as unknown).not.toThrow();
     } finally {

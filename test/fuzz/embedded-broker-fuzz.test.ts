@@ -10,7 +10,7 @@ import { connectPacket, expectation, MUTATIONS, mutate, PINGREQ, seeded, validPa
 /**
  * Hostile input against the embedded broker: thousands of mutated MQTT packets over TCP, some as
  * the first bytes of a connection, some after a proper CONNECT, each followed by a PINGREQ probe.
- * A connection must end one of the ways a correct broker allows (tests/fuzz/mqtt-mutations.ts,
+ * A connection must end one of the ways a correct broker allows (test/fuzz/mqtt-mutations.ts,
  * `expectation`), within a bound; the process must not crash; every socket must be freed; and the
  * broker must serve a well-formed client afterwards.
  *

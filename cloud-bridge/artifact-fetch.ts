@@ -1,5 +1,5 @@
 import { closeSync, ftruncateSync, openSync, statSync, writeSync } from 'node:fs';
-import { FetchError, type FetchOptions, type FetchTarget, errorMessage } from '../runtime/contracts/index.js';
+import { FetchError, type FetchOptions, type FetchTarget, errorMessage, redactText, redactUrl } from '../runtime/contracts/index.js';
 
 function fileSize(path: string): number {
   try {
@@ -7,6 +7,33 @@ function fileSize(path: string): number {
   } catch {
     return 0;
   }
+}
+
+/**
+ * fetch() refuses a URL with user info (WHATWG Fetch: "Request cannot be constructed from a URL
+ * that includes credentials"), so an origin given as `https://user:pass@host/…` gets them as HTTP
+ * Basic credentials instead (RFC 7617), which is what such a URL means to an HTTP origin. fetch
+ * drops the header on a redirect to another origin.
+ */
+function splitUserInfo(url: string): { url: string; authorization?: string } {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return { url };
+  }
+  if (u.username === '' && u.password === '') return { url };
+  const decode = (s: string): string => {
+    try {
+      return decodeURIComponent(s);
+    } catch {
+      return s;
+    }
+  };
+  const credentials = `${decode(u.username)}:${decode(u.password)}`;
+  u.username = '';
+  u.password = '';
+  return { url: u.toString(), authorization: `Basic ${Buffer.from(credentials).toString('base64')}` };
 }
 
 /**
@@ -21,6 +48,9 @@ export async function fetchArtifact(target: FetchTarget, opts: FetchOptions = {}
   if (have > target.size) have = 0;
   if (have === target.size) return 0;
   const idleMs = opts.idleTimeoutMs ?? 30_000;
+  // Errors name the origin; they reach logs, the status and the cloud (a release's failure detail),
+  // so they name it without the credentials a presigned or user-info URL carries.
+  const shown = redactUrl(target.url);
   const ctl = new AbortController();
   const onAbort = (): void => ctl.abort(opts.signal?.reason);
   opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -35,13 +65,14 @@ export async function fetchArtifact(target: FetchTarget, opts: FetchOptions = {}
     arm();
     let res: Response;
     try {
-      res = await fetch(target.url, {
-        headers: { ...opts.headers, ...(have > 0 ? { range: `bytes=${have}-` } : {}) },
+      const { url, authorization } = splitUserInfo(target.url);
+      res = await fetch(url, {
+        headers: { ...(authorization ? { authorization } : {}), ...opts.headers, ...(have > 0 ? { range: `bytes=${have}-` } : {}) },
         signal: ctl.signal,
         redirect: 'follow',
       });
     } catch (err) {
-      throw asFetchError(err, ctl.signal, `GET ${target.url}`);
+      throw asFetchError(err, ctl.signal, `GET ${shown}`);
     }
     if (res.status === 206) {
       const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get('content-range') ?? '');
@@ -69,7 +100,7 @@ export async function fetchArtifact(target: FetchTarget, opts: FetchOptions = {}
       await res.body?.cancel();
       // 5xx, 408 and 429 are the origin's trouble for now; other answers will not change.
       const retry = res.status >= 500 || res.status === 408 || res.status === 429;
-      throw new FetchError(`origin answered ${res.status} ${res.statusText} for ${target.url}`, retry);
+      throw new FetchError(`origin answered ${res.status} ${res.statusText} for ${shown}`, retry);
     }
     fd = openSync(target.path, have === 0 ? 'w' : 'r+');
     if (have === 0) ftruncateSync(fd, 0);
@@ -94,7 +125,7 @@ export async function fetchArtifact(target: FetchTarget, opts: FetchOptions = {}
         arm();
       }
     } catch (err) {
-      throw asFetchError(err, ctl.signal, `download of ${target.url} broke at byte ${have}`);
+      throw asFetchError(err, ctl.signal, `download of ${shown} broke at byte ${have}`);
     }
     if (have < target.size) throw new FetchError(`origin closed the transfer at byte ${have} of ${target.size}`, true);
     return fetched;
@@ -109,5 +140,9 @@ function asFetchError(err: unknown, signal: AbortSignal, what: string): FetchErr
   if (err instanceof FetchError) return err;
   if (signal.aborted && signal.reason instanceof FetchError) return signal.reason;
   const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : '';
-  return new FetchError(`${what}: ${errorMessage(err)}${cause}`, true, { cause: err });
+  // undici's messages quote the URL it was given ("a URL that includes credentials: …").
+  const text = `${what}: ${errorMessage(err)}${cause}`;
+  const safe = redactText(text);
+  // A cause would bring the unredacted text back: errorMessage() appends a cause's message.
+  return new FetchError(safe, true, safe === text ? { cause: err } : undefined);
 }

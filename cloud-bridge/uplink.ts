@@ -4,6 +4,7 @@ import {
   Backoff,
   cloudTopics,
   errorMessage,
+  redactUrl,
   type Clock,
   type CloudLink,
   type Component,
@@ -260,7 +261,8 @@ export class Uplink implements Component {
     this.deliveries.connected();
     this.m.connects.inc();
     this.m.linkUp.set(1);
-    this.log.info({ url: this.opts.url, sessionPresent }, 'cloud link up');
+    // The URL may carry user info (mqtts://user:pass@host): only its redacted form is logged.
+    this.log.info({ url: redactUrl(this.opts.url), sessionPresent }, 'cloud link up');
     client.publish(this.statusTopic, JSON.stringify({ state: 'online' }), { qos: 1, retain: true });
     const filters = this.downlinks.filters();
     if (filters.length > 0) client.subscribe(filters, { qos: 1 });

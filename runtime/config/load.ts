@@ -1,8 +1,11 @@
 import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { parseDocument } from 'yaml';
-import { errorMessage } from '../contracts/index.js';
+import { errorMessage, isSecretName, redactUrl, type Logger } from '../contracts/index.js';
 import type { z } from 'zod';
+import { createLogger } from '../logger.js';
 import type { ProtocolRegistry } from '../protocols.js';
+import { readableByOthers } from '../security/secret-files.js';
 import { siteConfigSchema, type SiteConfig } from './schema.js';
 
 export class ConfigError extends Error {
@@ -64,7 +67,7 @@ export function parseConfig(raw: unknown, file = 'config', protocols?: ProtocolR
   return result.data;
 }
 
-export function parseConfigText(text: string, file = 'config', protocols?: ProtocolRegistry): SiteConfig {
+function parseYaml(text: string, file: string): unknown {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
@@ -74,15 +77,72 @@ export function parseConfigText(text: string, file = 'config', protocols?: Proto
       ),
     );
   }
-  return parseConfig(doc.toJS(), file, protocols);
+  return doc.toJS() as unknown;
 }
 
-export async function loadConfig(file: string, protocols?: ProtocolRegistry): Promise<SiteConfig> {
+export function parseConfigText(text: string, file = 'config', protocols?: ProtocolRegistry): SiteConfig {
+  return parseConfig(parseYaml(text, file), file, protocols);
+}
+
+/**
+ * Fields whose names sound secret but whose values are not: public keys the gateway trusts, and
+ * paths of PEM files (the key file itself is the secret, and its mode is the operator's to set).
+ */
+const NOT_SECRET = new Set(['ota.trustedKeys', 'cloud.tls.ca', 'cloud.tls.cert', 'cloud.tls.key']);
+
+/**
+ * Where a parsed config holds secrets, by path: a non-empty string under a secret-sounding name
+ * (password, passwordHash, token, gatewayToken, secret, key, …; everything under targetTokens), and
+ * any URL with user info or credential query parameters. Names, not values.
+ */
+export function secretFields(raw: unknown): string[] {
+  const found: string[] = [];
+  const walk = (value: unknown, path: PropertyKey[], secretAbove: boolean): void => {
+    const at = formatPath(path);
+    if (NOT_SECRET.has(at)) return;
+    if (typeof value === 'string') {
+      if (value !== '' && (secretAbove || redactUrl(value) !== value)) found.push(at);
+      return;
+    }
+    if (value === null || typeof value !== 'object') return;
+    const entries: [PropertyKey, unknown][] = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
+    for (const [k, v] of entries) walk(v, [...path, k], secretAbove || (typeof k === 'string' && isSecretName(k)));
+  };
+  walk(raw, [], false);
+  return found;
+}
+
+/** Files already warned about in this process: SIGHUP and rule reloads read the file again. */
+const warned = new Set<string>();
+
+/**
+ * A config file that holds secrets must not be readable by other local users. Warned once per file
+ * (naming the fields, never their values, and the command that fixes it); the gateway still starts,
+ * as a refusal would take a site down over a mode an operator can fix while it runs.
+ */
+function warnIfExposed(file: string, raw: unknown, log: Logger | undefined): void {
+  const key = resolve(file);
+  if (warned.has(key) || !readableByOthers(file)) return;
+  const fields = secretFields(raw);
+  if (fields.length === 0) return;
+  warned.add(key);
+  (log ?? createLogger()).warn({ file, fields }, `${file} holds secrets (${fields.join(', ')}) and is readable by group or others: chmod 600 ${file}`);
+}
+
+export interface LoadOptions {
+  /** Where the warning about an exposed config file goes (default: a logger on stderr, as the gateway's). */
+  readonly log?: Logger;
+}
+
+export async function loadConfig(file: string, protocols?: ProtocolRegistry, opts: LoadOptions = {}): Promise<SiteConfig> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
     throw new ConfigError(file, [`cannot read file: ${errorMessage(err)}`]);
   }
-  return parseConfigText(text, file, protocols);
+  const raw = parseYaml(text, file);
+  // Before validation: an invalid file exposes its secrets just as well.
+  warnIfExposed(file, raw, opts.log);
+  return parseConfig(raw, file, protocols);
 }

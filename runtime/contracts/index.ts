@@ -20,3 +20,4 @@ export * from './cloud-link.js';
 export * from './http.js';
 export * from './config.js';
 export * from './credentials.js';
+export * from './redact.js';

@@ -1,7 +1,21 @@
+import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { otaNotConfiguredRoutes } from '../../ota/api.js';
 import { defaultCacheDir, OtaService } from '../../ota/ota-service.js';
+import { restrictToOwner } from '../security/secret-files.js';
 import type { Part } from './site.js';
+
+/**
+ * The artifact cache holds firmware for the site's devices before it is rolled out: owner-only,
+ * so another local user can neither read nor swap an image between its verification and its
+ * rollout. Created 0700 (the cache creates its subdirectories inside); the default directory, ours
+ * beside the store, is made 0700 if an older gateway created it open; a configured existing
+ * directory is the operator's choice.
+ */
+function prepareCacheDir(dir: string, isDefault: boolean): void {
+  if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  else if (isDefault) restrictToOwner(dir);
+}
 
 /** Releases from the cloud, cached once and rolled out to child devices (docs/ota.md); none without an `ota` section. */
 export const otaPart: Part = {
@@ -14,12 +28,14 @@ export const otaPart: Part = {
       return undefined;
     }
     const store = site.get('store');
+    const cacheDir = defaultCacheDir(dirname(config.storage.path));
+    prepareCacheDir(config.ota.cacheDir ?? cacheDir, config.ota.cacheDir === undefined);
     const ota = new OtaService({
       config: config.ota,
       gatewayId: config.gateway.id,
       topicPrefix: config.cloud.topicPrefix,
       stream: config.streams.some((s) => s.name === 'ota') ? 'ota' : config.streams[0]!.name,
-      defaultCacheDir: defaultCacheDir(dirname(config.storage.path)),
+      defaultCacheDir: cacheDir,
       store,
       link: site.get('uplink').cloudLink,
       outbox: site.get('rules').pipeline,

@@ -1,6 +1,7 @@
-import type { Component, Db, Store } from '../contracts/index.js';
+import type { Component, ComponentContext, Db, Store } from '../contracts/index.js';
+import { readableByOthers } from '../security/secret-files.js';
 import { BootSequence } from '../sequence.js';
-import { migrate, openDatabase } from '../store/database.js';
+import { databaseFiles, migrate, openDatabase } from '../store/database.js';
 import { runtimeMigrations } from '../store/runtime-schema.js';
 import type { Part } from './site.js';
 
@@ -29,8 +30,13 @@ export class StoreComponent implements Component, Store {
     migrate(this.db, component, migrations);
   }
 
-  async start(): Promise<void> {
+  async start(ctx?: ComponentContext): Promise<void> {
     const db = openDatabase({ path: this.opts.path, synchronous: this.opts.synchronous, maxBytes: this.opts.maxDbBytes });
+    // openDatabase made them owner-only; a file owned by another user (or on a filesystem without
+    // modes) stays as it was, and the operator should know.
+    for (const f of databaseFiles(this.opts.path)) {
+      if (readableByOthers(f)) ctx?.log.warn({ file: f }, `store file is readable by group or others: chmod 600 ${f}`);
+    }
     try {
       migrate(db, 'runtime', runtimeMigrations);
       this.seq = new BootSequence(db, this.opts.gatewayId);

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { restrictToOwner } from '../security/secret-files.js';
 
 import type { Db, Migration, Store } from '../contracts/index.js';
 
@@ -19,9 +20,12 @@ export interface OpenOptions {
  * their migrations; the runtime applies them in order, each in its own transaction.
  */
 export function openDatabase(opts: OpenOptions): Db {
-  if (opts.path !== ':memory:') mkdirSync(dirname(opts.path), { recursive: true });
+  const onDisk = opts.path !== ':memory:' && opts.path !== '';
+  if (onDisk) createOwnerOnly(opts.path);
   const db = new Database(opts.path);
   db.pragma('journal_mode = WAL');
+  // A -wal or -shm left by an older gateway keeps the mode it was created with; SQLite reuses it.
+  if (onDisk) for (const f of databaseFiles(opts.path).slice(1)) if (existsSync(f)) restrictToOwner(f);
   db.pragma(`synchronous = ${opts.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
   db.pragma('foreign_keys = ON');
   // Keep the WAL from growing without bound between automatic checkpoints.
@@ -38,6 +42,25 @@ export function openDatabase(opts: OpenOptions): Db {
     PRIMARY KEY (component, version)
   )`);
   return db;
+}
+
+/** The database file and the two SQLite keeps beside it in WAL mode (https://sqlite.org/wal.html). */
+export function databaseFiles(path: string): readonly string[] {
+  return [path, `${path}-wal`, `${path}-shm`];
+}
+
+/**
+ * The store holds the site's readings, dead letters and OTA releases: owner-only. Its directory is made
+ * 0700 when Outpost creates it (an existing one is the operator's choice), and the file 0600 before
+ * SQLite opens it: SQLite creates the -wal and -shm files with the mode of the database file
+ * (os_unix.c, findCreateFileMode), so they are owner-only from their first byte.
+ */
+function createOwnerOnly(path: string): void {
+  // mkdir's mode is masked by the umask, which only takes bits away: 0700 stays at most 0700.
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  // An empty file is an empty database to SQLite.
+  if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600));
+  restrictToOwner(path);
 }
 
 /** The store as components get it. */

@@ -14,6 +14,7 @@ import { DdiDevice } from '../../sim/ota/ddi-device.js';
 import { ReleaseSigner } from '../../sim/ota/release-signer.js';
 import { SimSite } from '../../sim/site.js';
 import { waitFor } from '../helpers/wait.js';
+import { TEST_GROUP_SECRET, testIdentities } from '../helpers/broker-access.js';
 
 /**
  * A gateway whose config is full of marker secrets (every one contains MARKER), run in-process
@@ -63,7 +64,8 @@ describe('secrets in the config', () => {
     const log = createLogger({ level: 'trace', destination: logFile });
     const config = parseConfig({
       gateway: { id: GW },
-      broker: { host: '127.0.0.1', port: 0 },
+      broker: { host: '127.0.0.1', port: 0, acceptUnknownDevices: true },
+      identities: testIdentities,
       http: {
         host: '127.0.0.1',
         port: 0,
@@ -95,7 +97,7 @@ describe('secrets in the config', () => {
     });
     const gateway = await Gateway.start(config, { log });
     cleanup.push(() => gateway.stop());
-    site.startChildren(`mqtt://127.0.0.1:${gateway.ports.broker}`);
+    site.startChildren(`mqtt://127.0.0.1:${gateway.ports.broker}`, TEST_GROUP_SECRET);
 
     // Releases whose artifact URLs carry credentials: user info and a presigned query (fetched),
     // and a token for a file the origin does not have (refused: the failure detail names the URL).

@@ -80,7 +80,7 @@ describe('ACL matrix: identity × topic form × operation', () => {
           { identities: ['panel-*'], subscribe: ['site/#'] },
           { identities: ['anonymous'], subscribe: ['public/#'] },
         ],
-        limits: { connectRate: { perSecond: 10_000, burst: 10_000 } } as never,
+        limits: { connectRate: { perSecond: 10_000, burst: 10_000 } },
       },
       identities: { groups: [{ name: 'test', devices: 'dev*', secret: 'outpost-test-group-secret-0001' }], clients: [{ id: 'panel-1', passwordHash: await hashPassword('panel-password-1', { ln: 10 }) }] },
     });

@@ -55,6 +55,8 @@ export class SimChildDevice {
       ...(this.opts.password !== undefined ? { username: this.opts.deviceId, password: this.opts.password } : {}),
       clean: true,
       reconnectPeriod: 500,
+      // A refusal such as "server unavailable" (a connection storm) is retried like a lost link.
+      reconnectOnConnackError: true,
       connectTimeout: 5_000,
       keepalive: 30,
     });

@@ -114,10 +114,8 @@ describe('OTA control: local API, CLI and cloud commands', () => {
     const { stdout: shown } = await promisify(execFile)(process.execPath, [cli, 'ota', 'status', '--url', `http://127.0.0.1:${s.gateway.ports.http}`], { encoding: 'utf8' });
     expect(shown).toContain('sensor-fw-2.0.0 (2.0.0): paused');
     expect(shown).toMatch(/phase 1 \( 50 %\) \[[.#]+\]/);
-    // Resumed from the cloud: a retained command, applied once.
-    const cloud = await mqtt.connectAsync(s.cloud.url, { reconnectPeriod: 0 });
-    cleanup.push(() => cloud.endAsync(true));
-    await cloud.publishAsync(`outpost/v1/gw/${GW}/rollouts/sensor-fw-2.0.0/command`, JSON.stringify({ action: 'resume', at: Date.now() }), { qos: 1, retain: true });
+    // Resumed from the cloud: a retained signed command, applied once.
+    await s.command('sensor-fw-2.0.0', 'resume');
     await waitFor('rollout done after resume', () => rollout(s.gateway, 'sensor-fw-2.0.0')?.state === 'done', 15_000);
     expect((await post('/rollouts/sensor-fw-2.0.0/abort')).status).toBe(409);
     expect((await post('/rollouts/nope/abort')).status).toBe(404);

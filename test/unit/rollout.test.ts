@@ -37,7 +37,7 @@ describe('rollouts', () => {
     migrate(db, 'ota', [...otaMigrations, ...rolloutMigrations]);
     clock = new ManualClock();
     clock.t = Date.UTC(2026, 10, 25, 12, 0);
-    store = new ReleaseStore(db, new TrustedKeys({ k1: signer.publicKeyPem }));
+    store = new ReleaseStore(db, new TrustedKeys({ k1: signer.publicKeyPem }), 'gw-1');
     cache = new ArtifactCache(join(dir, 'cache'), 1e7);
     for (const b of [full, delta]) {
       writeFileSync(cache.partialPath(sha(b)), b);
@@ -54,7 +54,8 @@ describe('rollouts', () => {
       product: 'pump-fw',
       version,
       issuedAt: clock.t,
-      target: { devices: target },
+      expiresAt: clock.t + 30 * 86_400_000,
+      target: { gateways: ['gw-1'], devices: target },
       artifact: art(`fw-${version}.swu`, full),
       deltas: [{ from: '1.0.0', artifact: art(`fw-1.0.0-${version}.swu`, delta) }],
       rollout: { phases: [{ share: 10, waitMs: 60_000 }, { share: 50, waitMs: 60_000 }, { share: 100 }], failureThreshold: 0.2, maxRetries: 1, ...plan },

@@ -54,9 +54,10 @@ export class Rollouts {
     const exists = this.db.prepare('SELECT 1 FROM ota_rollouts WHERE release = ?').get(m.release);
     if (exists) return;
     if (m.expiresAt <= now) {
-      // Expired while its artifacts were downloading (or the gateway was off): not started.
+      // Expired while its artifacts were downloading (or the gateway was off): not started. Aborted,
+      // not failed: no device got it, so the cloud may issue its version again (release-store.ts).
       const detail = `expired at ${new Date(m.expiresAt).toISOString()} before its rollout started`;
-      this.releases.setState(m.release, 'failed', detail);
+      this.releases.setState(m.release, 'aborted', detail);
       this.log.warn({ release: m.release }, 'release expired before its rollout started; not started');
       this.report({ release: m.release, event: 'expired', details: [detail] });
       return;

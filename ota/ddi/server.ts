@@ -20,6 +20,8 @@ export * from './contract.js';
  *   PUT  configData                           device attributes (the installed version)
  *   GET|HEAD softwaremodules/{id}/artifacts/{file}[.MD5SUM]   artifact bytes (Range, ETag)
  *
+ * Every request carries the device's own `TargetToken` for the controller id in its path
+ * (device-auth.ts), unless the site runs it on a closed network (then only on a named address).
  * What is offered to whom is the rollout engine's business (DeploymentSource). It runs on a
  * listener of its own, on the gateway's HTTP layer (routing, body limits, error shape); its errors
  * carry hawkBit's `errorCode` and `message` besides `error`.

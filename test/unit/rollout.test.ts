@@ -320,7 +320,7 @@ describe('rollouts', () => {
     clock.t += 60_000;
     rollouts.start(m);
     expect(rollouts.status(m.release)).toBeUndefined();
-    expect(store.get(m.release)!.state).toBe('failed');
+    expect(store.get(m.release)!.state).toBe('aborted');
     expect(poll(devices(2)).size).toBe(0);
     expect(events.at(-1)!.event).toBe('expired');
   });

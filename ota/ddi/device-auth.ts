@@ -41,7 +41,7 @@ function same(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-const TOKEN = /^TargetToken ([A-Za-z0-9._~+/=-]{1,512})$/;
+const TOKEN = /^TargetToken (\S{1,512})$/;
 
 export class DeviceAuth {
   private readonly hashes: ReadonlyMap<string, string>;

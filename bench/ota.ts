@@ -10,7 +10,7 @@ import type { SiteConfigInput } from '../runtime/config/schema.js';
 import { SimCloud } from '../sim/cloud.js';
 import { freePort } from '../sim/free-port.js';
 import { ArtifactOrigin } from '../sim/ota/artifact-origin.js';
-import { DdiDevice } from '../sim/ota/ddi-device.js';
+import { DdiDevice, groupTargetToken } from '../sim/ota/ddi-device.js';
 import { makeDelta, nextVersion } from '../sim/ota/delta.js';
 import { ReleaseSigner } from '../sim/ota/release-signer.js';
 import { ConfiguredGateway } from './configured-gateway.js';
@@ -21,6 +21,9 @@ import { cloudTopics, errorMessage } from '../runtime/contracts/index.js';
 const CHILDREN = 200;
 const RANGE_BYTES = 1024 * 1024;
 const GW = 'bench-ota';
+/** The update server's group secret: every child's target token derives from it. */
+const GROUP_SECRET = randomBytes(32).toString('base64url');
+const auth = (device: string): { authorization: string } => ({ authorization: `TargetToken ${groupTargetToken(GROUP_SECRET, device)}` });
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -41,12 +44,12 @@ async function otaStatus(api: string): Promise<{ rollouts?: RolloutView[]; relea
  * `clients` concurrent clients, each fetching the whole file once in RANGE_BYTES ranges over a
  * keep-alive connection; resolves with the bytes received and the seconds it took.
  */
-async function rangeLoad(urls: readonly string[], size: number, headers: Record<string, string>): Promise<{ bytes: number; seconds: number }> {
+async function rangeLoad(urls: readonly string[], size: number, headersFor: (url: string) => Record<string, string>): Promise<{ bytes: number; seconds: number }> {
   const agent = new Agent({ keepAlive: true, maxSockets: urls.length });
   let bytes = 0;
   const get = (url: string, from: number, to: number): Promise<void> =>
     new Promise((resolve, reject) => {
-      const req = request(url, { agent, headers: { ...headers, range: `bytes=${from}-${to}` } }, (res) => {
+      const req = request(url, { agent, headers: { ...headersFor(url), range: `bytes=${from}-${to}` } }, (res) => {
         if (res.statusCode !== 206) reject(new Error(`${url}: HTTP ${res.statusCode}`));
         res.on('data', (c: Buffer) => (bytes += c.length));
         res.on('end', resolve);
@@ -140,7 +143,7 @@ export const otaBenchmark = (IMAGE_MB = 8, chunkCacheMb = 32): Benchmark => ({
         ota: {
           trustedKeys: { bench: signer.publicKeyPem },
           cacheBytes: Math.max(256, IMAGE_MB * 4) * 1024 * 1024,
-          server: { host: '127.0.0.1', port: 0, tenant: 'bench', pollSeconds: 1, maxTransfers: 256, chunkCacheBytes: chunkCacheMb * 1024 * 1024 },
+          server: { host: '127.0.0.1', port: 0, tenant: 'bench', pollSeconds: 1, groupSecret: GROUP_SECRET, maxTransfers: 256, chunkCacheBytes: chunkCacheMb * 1024 * 1024 },
         },
       };
       const gw = await ConfiguredGateway.start(dir, config);
@@ -159,7 +162,7 @@ export const otaBenchmark = (IMAGE_MB = 8, chunkCacheMb = 32): Benchmark => ({
       // 1. Fetch once: 200 children update from the gateway; the origin counts cloud bytes.
       const v2 = randomBytes(IMAGE_MB * 1024 * 1024);
       const artifact = (name: string, b: Buffer): { name: string; url: string; size: number; sha256: string } => ({ name, url: origin.put(`/${name}`, b), size: b.length, sha256: sha(b) });
-      const children = Array.from({ length: CHILDREN }, (_, i) => new DdiDevice({ server, id: `bench-${String(i).padStart(3, '0')}`, version: '1.0.0', maxPollMs: 1000 }));
+      const children = Array.from({ length: CHILDREN }, (_, i) => new DdiDevice({ server, id: `bench-${String(i).padStart(3, '0')}`, authorization: auth(`bench-${String(i).padStart(3, '0')}`).authorization, version: '1.0.0', maxPollMs: 1000 }));
       for (const c of children) {
         c.start();
         scope.defer(() => c.stop());
@@ -172,7 +175,8 @@ export const otaBenchmark = (IMAGE_MB = 8, chunkCacheMb = 32): Benchmark => ({
         product: 'bench-fw',
         version: '2.0.0',
         issuedAt: Date.now(),
-        target: { devices: ['bench-*'] },
+        expiresAt: Date.now() + 86_400_000,
+        target: { gateways: [GW], devices: ['bench-*'] },
         artifact: artifact('bench-fw-2.0.0.swu', v2),
         rollout: { phases: [{ share: 100 }], failureThreshold: 0.1, maxRetries: 1 },
       } as { release: string });
@@ -201,7 +205,8 @@ export const otaBenchmark = (IMAGE_MB = 8, chunkCacheMb = 32): Benchmark => ({
         product: 'bench-fw',
         version: '3.0.0',
         issuedAt: Date.now(),
-        target: { devices: ['load-*', 'bench-*'] },
+        expiresAt: Date.now() + 86_400_000,
+        target: { gateways: [GW], devices: ['load-*', 'bench-*'] },
         artifact: artifact('bench-fw-3.0.0.swu', v3),
         deltas: [{ from: '2.0.0', artifact: artifact('bench-fw-2.0.0-3.0.0.delta', delta) }],
         rollout: { phases: [{ share: 100 }], failureThreshold: 0.1, maxRetries: 1 },
@@ -213,21 +218,22 @@ export const otaBenchmark = (IMAGE_MB = 8, chunkCacheMb = 32): Benchmark => ({
       const urls: string[] = [];
       for (let i = 0; i < CHILDREN; i++) {
         const base = `${server}/controller/v1/load-${String(i).padStart(3, '0')}`;
-        const poll = (await (await fetch(base)).json()) as { _links?: { deploymentBase?: { href: string } } };
+        const headers = auth(`load-${String(i).padStart(3, '0')}`);
+        const poll = (await (await fetch(base, { headers })).json()) as { _links?: { deploymentBase?: { href: string } } };
         const href = poll._links?.deploymentBase?.href;
         if (!href) throw new Error(`load-${i} got no deployment`);
-        const dep = (await (await fetch(href)).json()) as { deployment: { chunks: Array<{ artifacts: Array<{ _links: { 'download-http': { href: string } } }> }> } };
+        const dep = (await (await fetch(href, { headers })).json()) as { deployment: { chunks: Array<{ artifacts: Array<{ _links: { 'download-http': { href: string } } }> }> } };
         urls.push(dep.deployment.chunks[0]!.artifacts[0]!._links['download-http'].href);
       }
       // A device that runs 2.0.0 is offered the delta.
-      const onV2 = (await (await fetch(`${server}/controller/v1/bench-000`)).json()) as { _links?: { deploymentBase?: { href: string } } };
+      const onV2 = (await (await fetch(`${server}/controller/v1/bench-000`, { headers: auth('bench-000') })).json()) as { _links?: { deploymentBase?: { href: string } } };
       const deltaOffered = onV2._links?.deploymentBase
-        ? ((await (await fetch(onV2._links.deploymentBase.href)).json()) as { deployment: { chunks: Array<{ artifacts: Array<{ size: number }> }> } }).deployment.chunks[0]!.artifacts[0]!.size
+        ? ((await (await fetch(onV2._links.deploymentBase.href, { headers: auth('bench-000') })).json()) as { deployment: { chunks: Array<{ artifacts: Array<{ size: number }> }> } }).deployment.chunks[0]!.artifacts[0]!.size
         : undefined;
-      const ours = await rangeLoad(urls, v3.length, {});
+      const ours = await rangeLoad(urls, v3.length, (url) => auth(/\/controller\/v1\/([^/]+)\//.exec(url)![1]!));
       opts.progress.show('ota  serving: nginx');
       const nginxUrl = await startNginx(scope, join(dir, 'nginx'), v3);
-      const theirs = await rangeLoad(Array.from({ length: CHILDREN }, () => nginxUrl), v3.length, {});
+      const theirs = await rangeLoad(Array.from({ length: CHILDREN }, () => nginxUrl), v3.length, () => ({}));
       opts.progress.clear();
 
       const mbps = (x: { bytes: number; seconds: number }): number => x.bytes / x.seconds / 1e6;

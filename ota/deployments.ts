@@ -57,7 +57,7 @@ export class Deployments implements DeploymentSource {
     const rows = this.db
       .prepare(
         `SELECT t.* FROM ota_targets t JOIN ota_rollouts r ON r.release = t.release
-         WHERE t.device = ? AND t.state IN ('pending', 'offered', 'proceeding') AND r.state IN ('running', 'paused', 'halted')
+         WHERE t.device = ? AND t.state IN ('pending', 'offered', 'proceeding') AND r.state IN ('running', 'paused', 'halted', 'expired')
          ORDER BY r.started_at`,
       )
       .all(device) as TargetRow[];
@@ -67,10 +67,12 @@ export class Deployments implements DeploymentSource {
       if (t.state === 'pending' && ro.state !== 'running') continue;
       const m = this.releases.get(t.release)?.manifest;
       if (!m) continue;
-      const current = this.current(device, m.product);
+      const { installed, reported } = this.versions(device, m.product);
+      const current = installed !== undefined && (reported === undefined || semver.lt(reported, installed)) ? installed : reported;
       if (t.state === 'pending' && current !== undefined && !semver.lt(current, m.version)) {
-        // Never a downgrade (a newer release of the product reached the device first), and nothing
-        // to do when it runs this version already.
+        // Never a downgrade, and nothing to do when the device runs this version already. The
+        // floor is the install the gateway recorded (a device's success feedback); a reported
+        // version can only raise it: a report of a lower version never brings an older release.
         const same = semver.eq(current, m.version);
         this.db
           .prepare('UPDATE ota_targets SET state = ?, detail = ?, updated_at = ? WHERE release = ? AND device = ?')
@@ -79,8 +81,12 @@ export class Deployments implements DeploymentSource {
         this.rollouts.advance(t.release);
         continue;
       }
+      // Past its expiry a release starts on no new device (docs/ota.md); work under way goes on.
+      if (t.state === 'pending' && m.expiresAt <= this.clock.now()) continue;
       if (t.state === 'pending' && !this.inWindow(m)) continue;
-      const chosen = this.choose(m, device, current);
+      // A delta only when the device's report does not contradict the recorded install (a device
+      // that reports less than it was recorded installing gets the full image).
+      const chosen = installed !== undefined && reported !== undefined && semver.lt(reported, installed) ? m.artifact : this.choose(m, current);
       const digests = this.releases.artifact(chosen.sha256);
       const moduleId = this.moduleId(chosen.sha256);
       if (!digests || moduleId === undefined || !this.cache.blobPath(chosen.sha256)) continue;
@@ -103,25 +109,27 @@ export class Deployments implements DeploymentSource {
   }
 
   /** The delta for the version the device runs, when the release has one; else the full image. */
-  private choose(m: Manifest, device: string, current = this.current(device, m.product)): ArtifactRef {
+  private choose(m: Manifest, current: string | undefined): ArtifactRef {
     return m.deltas.find((d) => current !== undefined && semver.eq(d.from, current))?.artifact ?? m.artifact;
   }
 
   /**
-   * The version of `product` a device runs: what it last reported (configData `version`, a
-   * device runs one firmware), else the last success the gateway recorded for it.
+   * What the gateway knows of the version of `product` a device runs: the last install it recorded
+   * (success feedback), and what the device last reported (configData `version`: a device runs
+   * one firmware). Both come from the authenticated device only (server.ts).
    */
-  private current(device: string, product: string): string | undefined {
+  private versions(device: string, product: string): { installed: string | undefined; reported: string | undefined } {
+    let reported: string | undefined;
     const r = this.db.prepare('SELECT attributes FROM ota_devices WHERE device = ?').get(device) as { attributes: string } | undefined;
     if (r) {
       try {
         const v = (JSON.parse(r.attributes) as { version?: unknown }).version;
-        if (typeof v === 'string' && semver.valid(v)) return v;
+        if (typeof v === 'string' && semver.valid(v)) reported = v;
       } catch {
         // attributes are written by configData as JSON; nothing else to fall back on
       }
     }
-    return this.releases.installed(device, product);
+    return { installed: this.releases.installed(device, product), reported };
   }
 
   private moduleId(sha256: string): number | undefined {

@@ -1,7 +1,7 @@
 import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 import semver from 'semver';
 import { z } from 'zod';
-import { cronProblem, signedManifestSchema, SIGNING_CONTEXT, type SignedManifest, errorMessage } from '../runtime/contracts/index.js';
+import { compileGlob, cronProblem, signedManifestSchema, SIGNING_CONTEXT, type SignedManifest, errorMessage } from '../runtime/contracts/index.js';
 
 export { SIGNING_CONTEXT, signedManifestSchema, type SignedManifest };
 
@@ -66,9 +66,20 @@ export const manifestSchema = z.strictObject({
   product: id,
   version,
   issuedAt: z.number().int().positive(),
-  /** Past this time (ms since the epoch) the release is refused. */
-  expiresAt: z.number().int().positive().optional(),
+  /**
+   * Required. Past this time (ms since the epoch) the release is refused at intake and not
+   * started; a rollout under way when it passes offers no new device (docs/ota.md).
+   */
+  expiresAt: z.number().int().positive(),
   target: z.strictObject({
+    /**
+     * The gateways (ids, or patterns of the gateways of a site) the release is for: a release
+     * signed for another gateway and replayed on this one's topic is refused.
+     */
+    gateways: z
+      .array(glob.refine((g) => /[^*?]/.test(g), 'must name gateways (a pattern of only "*" and "?" binds to none)'))
+      .min(1)
+      .max(1000),
     /** Device id patterns; a device is targeted when one matches. */
     devices: z.array(glob).min(1).max(1000),
   }),
@@ -80,14 +91,13 @@ export const manifestSchema = z.strictObject({
     .default([])
     .refine((ds) => new Set(ds.map((d) => d.from)).size === ds.length, 'one delta per from-version'),
   rollout: rolloutPlanSchema,
-});
+}).refine((m) => m.expiresAt > m.issuedAt, { path: ['expiresAt'], message: 'must be after issuedAt' });
 export type Manifest = z.output<typeof manifestSchema>;
-
 
 /** Why a manifest was refused: the `reason` is stable (metrics label, cloud report). */
 export class ManifestRefused extends Error {
   constructor(
-    readonly reason: 'malformed' | 'unsigned' | 'bad-signature' | 'invalid' | 'expired' | 'rollback' | 'conflict',
+    readonly reason: 'malformed' | 'unsigned' | 'bad-signature' | 'invalid' | 'expired' | 'wrong-gateway' | 'rollback' | 'conflict',
     message: string,
     options?: ErrorOptions,
   ) {
@@ -114,9 +124,9 @@ export class TrustedKeys {
     return this.keys.size;
   }
 
-  /** True when one of the signatures is by a trusted key and verifies over the payload. */
-  verify(signed: SignedManifest): boolean {
-    const message = Buffer.concat([Buffer.from(SIGNING_CONTEXT), Buffer.from(signed.payload, 'utf8')]);
+  /** True when one of the signatures is by a trusted key and verifies over the context and payload. */
+  verify(signed: SignedManifest, context = SIGNING_CONTEXT): boolean {
+    const message = Buffer.concat([Buffer.from(context), Buffer.from(signed.payload, 'utf8')]);
     return signed.signatures.some((s) => {
       const key = this.keys.get(s.keyId);
       return key !== undefined && verify(null, message, key, Buffer.from(s.sig, 'base64'));
@@ -129,11 +139,12 @@ function issues(err: z.ZodError): string {
 }
 
 /**
- * The manifest inside a signed envelope, once its signature verified and its content is valid.
+ * The manifest inside a signed envelope, once its signature verified, its content is valid, it
+ * is for this gateway and not expired at `now` (0: not checked, for a release accepted before).
  * Throws ManifestRefused naming what was wrong. The signature is checked before the payload is
  * parsed: nothing from an unsigned payload is interpreted.
  */
-export function openManifest(raw: unknown, keys: TrustedKeys, now: number): Manifest {
+export function openManifest(raw: unknown, keys: TrustedKeys, now: number, gatewayId: string): Manifest {
   const env = signedManifestSchema.safeParse(raw);
   if (!env.success) {
     const unsigned = raw !== null && typeof raw === 'object' && !('signatures' in raw);
@@ -151,7 +162,10 @@ export function openManifest(raw: unknown, keys: TrustedKeys, now: number): Mani
   }
   const m = manifestSchema.safeParse(json);
   if (!m.success) throw new ManifestRefused('invalid', `release manifest: ${issues(m.error)}`);
-  if (m.data.expiresAt !== undefined && m.data.expiresAt <= now) {
+  if (!m.data.target.gateways.some((g) => compileGlob(g)(gatewayId))) {
+    throw new ManifestRefused('wrong-gateway', `release ${m.data.release} is for gateways ${m.data.target.gateways.join(', ')}, not for this gateway "${gatewayId}"`);
+  }
+  if (now > 0 && m.data.expiresAt <= now) {
     throw new ManifestRefused('expired', `release ${m.data.release} expired at ${new Date(m.data.expiresAt).toISOString()}`);
   }
   return m.data;

@@ -1,5 +1,5 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { z } from 'zod';
 import {
   cloudTopics,
   errorMessage,
@@ -18,13 +18,13 @@ import {
 import { otaRoutes } from './api.js';
 import { ArtifactCache } from './artifact-cache.js';
 import type { OtaConfig } from './config.js';
+import { DeviceAuth } from './ddi/device-auth.js';
 import { DdiServer } from './ddi/server.js';
 import { ManifestRefused, TrustedKeys } from './manifest.js';
 import { ReleaseFetcher } from './release-fetcher.js';
 import { otaMigrations, ReleaseStore } from './release-store.js';
 import { rolloutMigrations, Rollouts, type OtaEvent, type RolloutStatus } from './rollout.js';
-
-const commandSchema = z.strictObject({ action: z.enum(['pause', 'resume', 'abort']), at: z.number().int().positive() });
+import { CommandRefused, openCommand } from './rollout-command.js';
 
 /** Point name of OTA events in the readings sent to the cloud. */
 export const OTA_POINT = 'ota';
@@ -61,6 +61,10 @@ export class OtaService implements Component {
   readonly name = 'ota';
   private parts: { store: ReleaseStore; rollouts: Rollouts; fetcher: ReleaseFetcher; server: DdiServer; cache: ArtifactCache } | undefined;
   private mReleases: Counter | undefined;
+  private mCommands: Counter | undefined;
+  private keys: TrustedKeys | undefined;
+  /** Refusal reasons of cloud commands logged so far (each once; all counted). */
+  private readonly commandRefusalsLogged = new Set<string>();
   private clock: Clock | undefined;
   private log: Logger | undefined;
   /** The status at stop (the store is closed after it). */
@@ -92,8 +96,14 @@ export class OtaService implements Component {
     this.log = log;
     db.migrate('ota', [...otaMigrations, ...rolloutMigrations]);
     this.mReleases = metrics.counter('outpost_ota_releases_total', 'Release manifests received, by outcome', ['outcome']);
+    this.mCommands = metrics.counter('outpost_ota_commands_total', 'Rollout commands from the cloud, by outcome (applied, ignored, or why refused)', ['outcome']);
+    const s = ota.server;
+    const auth = s.closedNetwork ? 'closed-network' : new DeviceAuth({ tokenHashes: s.targetTokenHashes, groupSecret: s.groupSecret ?? readSecret(s.groupSecretFile) });
+    if (auth === 'closed-network') log.warn({ host: s.host }, 'update server without device authentication (ota.server.closedNetwork): any client on the network may act as any device');
     const cache = new ArtifactCache(ota.cacheDir ?? this.deps.defaultCacheDir, ota.cacheBytes);
-    const store = new ReleaseStore(db.db, new TrustedKeys(ota.trustedKeys));
+    const keys = new TrustedKeys(ota.trustedKeys);
+    this.keys = keys;
+    const store = new ReleaseStore(db.db, keys, this.deps.gatewayId);
     store.onUntrusted = (release, why) => {
       log.warn({ release, why }, 'stored release no longer verifies with the configured keys; skipped');
       this.report({ release, event: 'untrusted', details: [why] });
@@ -107,10 +117,9 @@ export class OtaService implements Component {
       },
       onFailed: (m, reason, detail) => this.report({ release: m.release, event: 'fetch-failed', result: reason, details: [detail] }),
     });
-    const s = ota.server;
     const server = new DdiServer(
       rollouts.deployments,
-      { tenant: s.tenant, pollSeconds: s.pollSeconds, gatewayToken: s.gatewayToken, targetTokens: s.targetTokens, maxTransfers: s.maxTransfers, chunkCacheBytes: s.chunkCacheBytes, publicUrl: s.publicUrl },
+      { tenant: s.tenant, pollSeconds: s.pollSeconds, auth, maxTransfers: s.maxTransfers, chunkCacheBytes: s.chunkCacheBytes, publicUrl: s.publicUrl },
       log.child({ component: 'ddi' }),
       metrics,
       http,
@@ -176,22 +185,24 @@ export class OtaService implements Component {
     return { accepted: false, reason: err.reason, message: err.message, release };
   }
 
+  /** A signed rollout command from the cloud: applied once per issue time, else refused and counted. */
   private cloudCommand(topic: string, payload: Buffer): void {
     const release = topic.split('/').at(-2) ?? '';
-    let parsed: z.ZodSafeParseResult<z.output<typeof commandSchema>>;
+    let command;
     try {
-      parsed = commandSchema.safeParse(JSON.parse(payload.toString()));
+      command = openCommand(payload, this.keys!, this.deps.gatewayId, release);
     } catch (err) {
-      this.log?.warn({ topic, err: errorMessage(err) }, 'rollout command is not JSON');
-      this.mReleases?.inc({ outcome: 'bad-command' });
+      if (!(err instanceof CommandRefused)) throw err;
+      this.mCommands?.inc({ outcome: err.reason });
+      if (!this.commandRefusalsLogged.has(err.reason)) {
+        this.commandRefusalsLogged.add(err.reason);
+        this.log?.warn({ topic, reason: err.reason, detail: err.message }, 'rollout command refused (logged once per reason; counted in outpost_ota_commands_total)');
+      }
       return;
     }
-    if (!parsed.success) {
-      this.log?.warn({ topic, problems: parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`) }, 'rollout command refused');
-      this.mReleases?.inc({ outcome: 'bad-command' });
-      return;
-    }
-    this.running.rollouts.command(release, parsed.data.action, parsed.data.at);
+    const r = this.running.rollouts.command(release, command.action, command.at);
+    this.mCommands?.inc({ outcome: r.applied ? 'applied' : 'ignored' });
+    this.log?.info({ release, action: command.action, applied: r.applied, state: r.state }, 'rollout command from the cloud');
   }
 
   /** An OTA event to the cloud, as a reading of point `ota` (device: the child, or the gateway). */
@@ -224,6 +235,20 @@ export class OtaService implements Component {
   routes(): ReturnType<HttpHost['router']> {
     return otaRoutes(this.deps.http, this);
   }
+}
+
+/** The group secret from its file (first line), or undefined without one; the error names the field. */
+function readSecret(file: string | undefined): string | undefined {
+  if (file === undefined) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`ota.server.groupSecretFile: cannot read ${file}: ${errorMessage(err)}`, { cause: err });
+  }
+  const secret = text.split(/\r?\n/)[0]!.trim();
+  if (secret.length < 32) throw new Error(`ota.server.groupSecretFile: the secret in ${file} has fewer than 32 characters`);
+  return secret;
 }
 
 /** Where OTA keeps its artifacts when `ota.cacheDir` is not set: beside the store. */

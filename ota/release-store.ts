@@ -68,6 +68,8 @@ export class ReleaseStore {
   constructor(
     db: Db,
     private readonly keys: TrustedKeys,
+    /** This gateway's id: a release must name it in `target.gateways`. */
+    private readonly gatewayId: string,
   ) {
     this.db = withStatementCache(db);
   }
@@ -79,7 +81,7 @@ export class ReleaseStore {
    * different manifest under a known release name or a known version is a conflict.
    */
   accept(raw: unknown, now: number): { manifest: Manifest; known: boolean } {
-    const m = openManifest(raw, this.keys, now);
+    const m = openManifest(raw, this.keys, now, this.gatewayId);
     const payload = (raw as { payload: string }).payload;
     const same = this.db.prepare('SELECT signed FROM ota_releases WHERE release = ?').get(m.release) as { signed: string } | undefined;
     if (same) {
@@ -122,12 +124,12 @@ export class ReleaseStore {
       | undefined;
     if (!r) return undefined;
     // Stored envelopes were verified on intake; opening them again keeps one code path, and a
-    // trusted key removed from the config since then is respected. Time 0: an accepted release
-    // does not expire under a rollout in progress.
+    // trusted key removed from the config since then is respected. Time 0: expiry is the rollout's
+    // business once a release was accepted (rollout.ts).
     let manifest = this.opened.get(release);
     if (!manifest) {
       try {
-        manifest = openManifest(JSON.parse(r.signed) as unknown, this.keys, 0);
+        manifest = openManifest(JSON.parse(r.signed) as unknown, this.keys, 0, this.gatewayId);
       } catch (err) {
         if (!(err instanceof ManifestRefused)) throw err;
         if (!this.untrusted.has(release)) {

@@ -56,7 +56,7 @@ export const rolloutMigrations: readonly Migration[] = [
   },
 ];
 
-export type RolloutState = 'running' | 'paused' | 'halted' | 'aborted' | 'done';
+export type RolloutState = 'running' | 'paused' | 'halted' | 'aborted' | 'expired' | 'done';
 export type TargetState = 'waiting' | 'pending' | 'offered' | 'proceeding' | 'success' | 'failed' | 'canceling' | 'canceled';
 
 export interface TargetRow {
@@ -91,7 +91,7 @@ export interface OtaEvent {
   readonly release: string;
   readonly device?: string | undefined;
   readonly actionId?: number | undefined;
-  /** DDI execution for device feedback; for the rollout itself: started, phase, halted, paused, resumed, aborted, done. */
+  /** DDI execution for device feedback; for the rollout itself: started, phase, halted, paused, resumed, aborted, expired, done. */
   readonly event: string;
   readonly result?: string | undefined;
   readonly details?: readonly string[] | undefined;

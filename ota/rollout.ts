@@ -22,6 +22,8 @@ export class Rollouts {
   readonly deployments: Deployments;
   /** Phase-wait timers, one per release; cleared by stop(). */
   private readonly timers = new Map<string, TimerHandle>();
+  /** Expiry timers, one per release (at most a day ahead, then set again); cleared by stop(). */
+  private readonly expiryTimers = new Map<string, TimerHandle>();
   private stopped = false;
   private registryFullLogged = false;
   private readonly mRegistryFull: Counter;
@@ -51,6 +53,15 @@ export class Rollouts {
     const now = this.clock.now();
     const exists = this.db.prepare('SELECT 1 FROM ota_rollouts WHERE release = ?').get(m.release);
     if (exists) return;
+    if (m.expiresAt <= now) {
+      // Expired while its artifacts were downloading (or the gateway was off): not started. Aborted,
+      // not failed: no device got it, so the cloud may issue its version again (release-store.ts).
+      const detail = `expired at ${new Date(m.expiresAt).toISOString()} before its rollout started`;
+      this.releases.setState(m.release, 'aborted', detail);
+      this.log.warn({ release: m.release }, 'release expired before its rollout started; not started');
+      this.report({ release: m.release, event: 'expired', details: [detail] });
+      return;
+    }
     const pending = this.db.prepare('SELECT action, at FROM ota_commands WHERE release = ?').get(m.release) as { action: string; at: number | null } | undefined;
     const state: RolloutState = pending?.action === 'pause' ? 'paused' : 'running';
     this.db.transaction(() => {
@@ -64,7 +75,36 @@ export class Rollouts {
     })();
     this.report({ release: m.release, event: 'started', ...(state === 'paused' ? { details: ['paused'] } : {}) });
     this.log.info({ release: m.release, state }, 'rollout started');
+    this.armExpiry(m);
     this.advance(m.release);
+  }
+
+  /** Calls advance() when the release expires (a timer at most a day ahead, set again on firing). */
+  private armExpiry(m: Manifest): void {
+    const old = this.expiryTimers.get(m.release);
+    if (old) this.clock.clearTimeout(old);
+    this.expiryTimers.delete(m.release);
+    const wait = m.expiresAt - this.clock.now();
+    if (wait <= 0 || this.stopped) return;
+    this.expiryTimers.set(
+      m.release,
+      this.clock.setTimeout(() => {
+        this.expiryTimers.delete(m.release);
+        this.advance(m.release);
+        const state = this.status(m.release)?.state;
+        if (state === 'running' || state === 'paused' || state === 'halted') this.armExpiry(m);
+      }, Math.min(wait, 86_400_000)),
+    );
+  }
+
+  /**
+   * The release expired under its rollout: no device that has not started gets it (they are
+   * cancelled), devices at work finish and report as usual; the release is done once they did.
+   */
+  private expire(m: Manifest, now: number): void {
+    const detail = `expired at ${new Date(m.expiresAt).toISOString()}: devices at work finish, no other device starts`;
+    if (!this.setState(m.release, ['running', 'paused', 'halted'], 'expired', 'expired', detail)) return;
+    this.db.prepare("UPDATE ota_targets SET state = 'canceled', detail = 'release expired', updated_at = ? WHERE release = ? AND state IN ('waiting', 'pending')").run(now, m.release);
   }
 
   /**
@@ -133,7 +173,7 @@ export class Rollouts {
 
   /** Stops the rollout: no new offers; devices working on it are asked to cancel. */
   abort(release: string): boolean {
-    const ok = this.setState(release, ['running', 'paused', 'halted'], 'aborted', 'aborted');
+    const ok = this.setState(release, ['running', 'paused', 'halted', 'expired'], 'aborted', 'aborted');
     if (!ok) return false;
     const now = this.clock.now();
     this.db.prepare("UPDATE ota_targets SET state = 'canceling', updated_at = ? WHERE release = ? AND state IN ('offered', 'proceeding')").run(now, release);
@@ -201,10 +241,20 @@ export class Rollouts {
     const ro = this.db.prepare('SELECT state, phase, phase_done_at, accepted_failures FROM ota_rollouts WHERE release = ?').get(release) as
       | { state: RolloutState; phase: number; phase_done_at: number | null; accepted_failures: number }
       | undefined;
-    if (!ro || ro.state !== 'running') return;
+    if (!ro) return;
     const m = this.releases.get(release)?.manifest;
     if (!m) return;
     const now = this.clock.now();
+    if (m.expiresAt <= now && (ro.state === 'running' || ro.state === 'paused' || ro.state === 'halted')) {
+      this.expire(m, now);
+      ro.state = 'expired';
+    }
+    if (ro.state === 'expired') {
+      const busy = this.db.prepare("SELECT 1 FROM ota_targets WHERE release = ? AND state IN ('offered', 'proceeding', 'canceling') LIMIT 1").get(release);
+      if (!busy && this.releases.get(release)?.state !== 'done') this.releases.setState(release, 'done', 'expired');
+      return;
+    }
+    if (ro.state !== 'running') return;
     const counts = this.phaseCounts(release, ro.phase);
     if (counts.devices > 0 && (counts.failed - ro.accepted_failures) / counts.devices > m.rollout.failureThreshold) {
       const detail = `phase ${ro.phase + 1}: ${counts.failed} of ${counts.devices} devices failed (threshold ${Math.round(m.rollout.failureThreshold * 100)} %)`;
@@ -261,13 +311,18 @@ export class Rollouts {
   /** No more timers: the store is about to close. */
   stop(): void {
     this.stopped = true;
-    for (const t of this.timers.values()) this.clock.clearTimeout(t);
+    for (const t of [...this.timers.values(), ...this.expiryTimers.values()]) this.clock.clearTimeout(t);
     this.timers.clear();
+    this.expiryTimers.clear();
   }
 
-  /** Re-arms phase waits after a restart. */
+  /** Re-arms phase waits and expiries after a restart. */
   resumeAll(): void {
-    for (const { release } of this.db.prepare("SELECT release FROM ota_rollouts WHERE state = 'running'").all() as { release: string }[]) this.advance(release);
+    for (const { release, state } of this.db.prepare("SELECT release, state FROM ota_rollouts WHERE state IN ('running', 'paused', 'halted', 'expired')").all() as { release: string; state: RolloutState }[]) {
+      const m = this.releases.get(release)?.manifest;
+      if (m && state !== 'expired') this.armExpiry(m);
+      this.advance(release);
+    }
   }
 
   // ---- status ---------------------------------------------------------------------------------

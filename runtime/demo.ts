@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { SimCloud } from '../sim/cloud.js';
 import { LinkProxy } from '../sim/link-proxy.js';
 import { ArtifactOrigin } from '../sim/ota/artifact-origin.js';
-import { DdiDevice } from '../sim/ota/ddi-device.js';
+import { DdiDevice, groupTargetToken } from '../sim/ota/ddi-device.js';
 import { ReleaseSigner } from '../sim/ota/release-signer.js';
 import { SimSite } from '../sim/site.js';
 import { parseConfig } from './config/load.js';
@@ -16,6 +16,9 @@ import { Gateway, type GatewayStatus } from './gateway.js';
 import { createLogger } from './logger.js';
 import { bar, renderRollout } from '../ota/render.js';
 import { writeOwnerOnly } from './security/secret-files.js';
+
+/** The demo's update server: valve tokens derive from this group secret, made for each run. */
+const DEMO_GROUP_SECRET = randomBytes(32).toString('base64url');
 
 const HELP = `outpost demo — a gateway, a simulated site and a simulated cloud on this machine
 
@@ -112,7 +115,7 @@ export async function runDemo(args: string[]): Promise<number> {
       storage: { path: join(dir, 'outpost.db') },
       ota: {
         trustedKeys: { 'demo-cloud': signer.publicKeyPem },
-        server: { host: '127.0.0.1', port: 0, tenant: 'demo', pollSeconds: 2 },
+        server: { host: '127.0.0.1', port: 0, tenant: 'demo', pollSeconds: 2, groupSecret: DEMO_GROUP_SECRET },
       },
     },
     'demo config',
@@ -126,7 +129,7 @@ export async function runDemo(args: string[]): Promise<number> {
   const valves = Array.from(
     { length: valveCount },
     (_, i) =>
-      new DdiDevice({ server: `http://127.0.0.1:${gateway.ports.ota}/demo`, id: `valve-${String(i + 1).padStart(2, '0')}`, version: '1.0.0', failRate: 0.08, installMs: 1500, rebootMs: 1000, maxPollMs: 2000 }),
+      new DdiDevice({ server: `http://127.0.0.1:${gateway.ports.ota}/demo`, id: `valve-${String(i + 1).padStart(2, '0')}`, authorization: `TargetToken ${groupTargetToken(DEMO_GROUP_SECRET, `valve-${String(i + 1).padStart(2, '0')}`)}`, version: '1.0.0', failRate: 0.08, installMs: 1500, rebootMs: 1000, maxPollMs: 2000 }),
   );
   for (const v of valves) v.start();
   const image = randomBytes(4 * 1024 * 1024);
@@ -160,7 +163,8 @@ export async function runDemo(args: string[]): Promise<number> {
         product: 'valve-fw',
         version: '2.0.0',
         issuedAt: Date.now(),
-        target: { devices: ['valve-*'] },
+        expiresAt: Date.now() + 7 * 86_400_000,
+        target: { gateways: ['demo-gw1'], devices: ['valve-*'] },
         artifact: { name: 'valve-fw-2.0.0.swu', url: `${originUrl}/valve-fw-2.0.0.swu`, size: image.length, sha256: createHash('sha256').update(image).digest('hex') },
         rollout: { phases: [{ share: 10, waitMs: 3000 }, { share: 50, waitMs: 3000 }, { share: 100 }], failureThreshold: 0.3, maxRetries: 2 },
       };

@@ -45,6 +45,12 @@ export const configDataSchema = z.object({
   data: z.record(z.string().max(128), z.string().max(1024)).refine((d) => Object.keys(d).length <= 100, 'at most 100 attributes'),
 });
 
+/** Checks that a request's Authorization header is the device's own credential. */
+export interface DeviceAuthenticator {
+  /** Undefined when it is; else the reason (a metrics label, never the token). */
+  check(authorization: string | undefined, device: string): string | undefined;
+}
+
 /** What the rollout engine tells the update server. */
 export interface DeploymentSource {
   /** The action the device should work on now, if any (full image or a delta for its version). */
@@ -63,10 +69,11 @@ export interface DdiServerOptions {
   readonly tenant: string;
   /** Poll interval suggested to devices. */
   readonly pollSeconds: number;
-  /** `GatewayToken` accepted for every device; unset with no target tokens: no authentication. */
-  readonly gatewayToken?: string | undefined;
-  /** Per-device `TargetToken`s. */
-  readonly targetTokens?: Readonly<Record<string, string>> | undefined;
+  /**
+   * How devices prove who they are (device-auth.ts), or `closed-network`: none, every client is
+   * trusted as the device it names; then the server refuses to listen on a wildcard address.
+   */
+  readonly auth: DeviceAuthenticator | 'closed-network';
   /** Artifact transfers at once; more wait in line (up to maxQueued), beyond that 503. */
   readonly maxTransfers: number;
   readonly maxQueued?: number | undefined;

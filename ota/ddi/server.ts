@@ -1,4 +1,3 @@
-import { timingSafeEqual } from 'node:crypto';
 import type { z } from 'zod';
 import type { Counter, HttpHost, HttpListener, Logger, Metrics, Request, RequestHandler, Response } from '../../runtime/contracts/index.js';
 import { configDataSchema, feedbackSchema, type DdiFeedback, type DdiServerOptions, type DeploymentSource } from './contract.js';
@@ -21,6 +20,8 @@ export * from './contract.js';
  *   PUT  configData                           device attributes (the installed version)
  *   GET|HEAD softwaremodules/{id}/artifacts/{file}[.MD5SUM]   artifact bytes (Range, ETag)
  *
+ * Every request carries the device's own `TargetToken` for the controller id in its path
+ * (device-auth.ts), unless the site runs it on a closed network (then only on a named address).
  * What is offered to whom is the rollout engine's business (DeploymentSource). It runs on a
  * listener of its own, on the gateway's HTTP layer (routing, body limits, error shape); its errors
  * carry hawkBit's `errorCode` and `message` besides `error`.
@@ -29,10 +30,9 @@ export * from './contract.js';
 const ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 const BODY_LIMIT = 256 * 1024;
 
-function sameSecret(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
+/** Addresses that listen on every interface: not for a server without authentication. */
+export function isWildcardHost(host: string): boolean {
+  return ['', '0.0.0.0', '::', '[::]', '0:0:0:0:0:0:0:0', '::0', '*'].includes(host.trim());
 }
 
 const errorFields = (status: number, message: string): Record<string, unknown> => ({ errorCode: `outpost.ddi.${status}`, message });
@@ -42,6 +42,8 @@ export class DdiServer {
   private readonly mRequests: Counter;
   private readonly mRefused: Counter;
   private readonly transfers: ArtifactTransfers;
+  /** Refusal causes logged so far: each is logged once (then only counted). */
+  private readonly logged = new Set<string>();
 
   constructor(
     private readonly source: DeploymentSource,
@@ -71,6 +73,9 @@ export class DdiServer {
   }
 
   async listen(host: string, port: number): Promise<number> {
+    if (this.opts.auth === 'closed-network' && isWildcardHost(host)) {
+      throw new Error(`the update server without device authentication (closed network) must listen on a named address, not "${host}"`);
+    }
     this.listener = await this.http.listen({ name: 'update-server', host, port, keepAliveTimeoutMs: 10_000, errorFields }, this.routes());
     return this.listener.port;
   }
@@ -90,14 +95,12 @@ export class DdiServer {
     this.http.sendError(res, status, message, errorFields(status, message));
   }
 
-  private authorized(req: Request, device: string): boolean {
-    const { gatewayToken, targetTokens } = this.opts;
-    if (gatewayToken === undefined && targetTokens === undefined) return true;
-    const m = /^(TargetToken|GatewayToken) (\S+)$/.exec(req.headers.authorization ?? '');
-    if (!m) return false;
-    if (m[1] === 'GatewayToken') return gatewayToken !== undefined && sameSecret(m[2]!, gatewayToken);
-    const own = targetTokens?.[device];
-    return own !== undefined && sameSecret(m[2]!, own);
+  /** Counts a refusal and logs its first occurrence per cause (never the credential). */
+  private refuse(reason: string, fields: Record<string, unknown>): void {
+    this.mRefused.inc({ reason });
+    if (this.logged.has(reason)) return;
+    this.logged.add(reason);
+    this.log.warn({ reason, ...fields }, 'update server request refused (logged once per reason; counted in outpost_ddi_refused_total)');
   }
 
   private routes(): ReturnType<HttpHost['router']> {
@@ -122,10 +125,15 @@ export class DdiServer {
         this.mRefused.inc({ reason: 'bad-controller-id' });
         return this.problem(res, 400, 'controllerId: letters, digits, "_", ".", ":", "-", at most 128');
       }
-      if (!this.authorized(req, device)) {
-        this.mRefused.inc({ reason: 'unauthorized' });
+      // The authenticated identity is the controller id of the path: a device's token opens its
+      // own resources only.
+      const { auth } = this.opts;
+      const refused = auth === 'closed-network' ? undefined : auth.check(req.headers.authorization, device);
+      if (refused !== undefined) {
+        this.refuse(refused, { device, remote: req.socket.remoteAddress });
+        if (refused === 'other-device') return this.problem(res, 403, `the token is not ${device}'s`);
         res.setHeader('www-authenticate', 'TargetToken');
-        return this.problem(res, 401, 'a valid TargetToken or GatewayToken is required');
+        return this.problem(res, 401, `the device's own TargetToken is required (${refused})`);
       }
       next();
     });
@@ -154,6 +162,8 @@ export class DdiServer {
     const name = md5sum ? file.slice(0, -'.MD5SUM'.length) : file;
     const art = this.source.artifact(device, moduleId, name);
     if (!art) {
+      // Another device's artifact, or one of no open action: the same answer either way.
+      this.refuse('not-offered', { device, moduleId });
       this.count('artifact', 404);
       this.problem(res, 404, `artifact ${name} is not offered to ${device}`);
       return;

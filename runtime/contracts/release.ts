@@ -1,13 +1,15 @@
 import { z } from 'zod';
 
 /**
- * The signed release envelope the cloud sends (docs/ota.md): `payload` is the manifest's JSON
- * text, exactly the bytes that were signed, so nothing depends on how a JSON serializer orders
- * keys. Each signature is Ed25519 over SIGNING_CONTEXT followed by the payload's UTF-8 bytes
- * (domain separation: a signature made for something else with the same key never verifies as a
- * release).
+ * The signed envelopes the cloud sends (docs/ota.md): releases and rollout commands. `payload` is
+ * the JSON text exactly as signed, so nothing depends on how a JSON serializer orders keys. Each
+ * signature is Ed25519 over a signing context followed by the payload's UTF-8 bytes (domain
+ * separation: a signature made for something else with the same key, a command for a release or
+ * a release for a command, never verifies).
  */
 export const SIGNING_CONTEXT = 'outpost-release-v1\n';
+/** Signing context of rollout commands (pause, resume, abort). */
+export const COMMAND_SIGNING_CONTEXT = 'outpost-rollout-command-v1\n';
 
 export const signedManifestSchema = z.strictObject({
   payload: z.string().min(2).max(256 * 1024),
@@ -17,3 +19,5 @@ export const signedManifestSchema = z.strictObject({
     .max(8),
 });
 export type SignedManifest = z.output<typeof signedManifestSchema>;
+/** A rollout command travels in the same envelope as a release, under COMMAND_SIGNING_CONTEXT. */
+export type SignedEnvelope = SignedManifest;

@@ -1,11 +1,19 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
+
+/**
+ * A device's target token under a group secret, as a provisioning tool would put it on the device:
+ * base64url(HMAC-SHA256(groupSecret, deviceId)) (written here independently of the gateway's code).
+ */
+export function groupTargetToken(groupSecret: string, deviceId: string): string {
+  return createHmac('sha256', Buffer.from(groupSecret, 'utf8')).update(Buffer.from(deviceId, 'utf8')).digest('base64url');
+}
 
 export interface DdiDeviceOptions {
   /** `http://host:port/{tenant}` of the update server. */
   readonly server: string;
   readonly id: string;
   readonly version: string;
-  /** `TargetToken …` or `GatewayToken …`, when the server wants one. */
+  /** `TargetToken …`, when the server wants one. */
   readonly authorization?: string | undefined;
   /** Share of installs that fail (0–1). */
   readonly failRate?: number | undefined;

@@ -1,5 +1,5 @@
 import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { SIGNING_CONTEXT, type SignedManifest } from '../../runtime/contracts/index.js';
+import { COMMAND_SIGNING_CONTEXT, SIGNING_CONTEXT, type SignedEnvelope, type SignedManifest } from '../../runtime/contracts/index.js';
 
 /** The cloud's side of release signing, for the sim cloud and tests: an ed25519 key and its id. */
 export class ReleaseSigner {
@@ -24,7 +24,13 @@ export class ReleaseSigner {
     return { payload, signatures: [{ keyId: this.keyId, sig: this.signText(payload) }] };
   }
 
-  signText(payload: string): string {
-    return sign(null, Buffer.concat([Buffer.from(SIGNING_CONTEXT), Buffer.from(payload, 'utf8')]), this.privateKey).toString('base64');
+  signText(payload: string, context = SIGNING_CONTEXT): string {
+    return sign(null, Buffer.concat([Buffer.from(context), Buffer.from(payload, 'utf8')]), this.privateKey).toString('base64');
+  }
+
+  /** A rollout command as the cloud sends it: `{gateway, release, action, at}` signed under its own context. */
+  signCommand(command: unknown): SignedEnvelope {
+    const payload = JSON.stringify(command);
+    return { payload, signatures: [{ keyId: this.keyId, sig: this.signText(payload, COMMAND_SIGNING_CONTEXT) }] };
   }
 }

@@ -96,7 +96,7 @@ describe('one lifecycle for every part', () => {
       rules: [{ id: 'all', type: 'filter', match: { device: '*', point: '*' } }],
       cloud: { url: cloud.url, lingerMs: 0, syncWindows: [{ cron: '* * * * * *', durationMs: 60_000 }], backoff: { initialMs: 100, maxMs: 500 } },
       storage: { path: join(dir, 'outpost.db') },
-      ota: { trustedKeys: { k1: signer.publicKeyPem }, server: { host: '127.0.0.1', port: 0, tenant: 't' } },
+      ota: { trustedKeys: { k1: signer.publicKeyPem }, server: { host: '127.0.0.1', port: 0, tenant: 't', closedNetwork: true } },
     });
     const gateway = await Gateway.start(config, { log: createLogger({ level: 'silent' }) });
     const child = await mqtt.connectAsync(`mqtt://127.0.0.1:${gateway.ports.broker}`, { ...deviceCredentials('pump-1'), reconnectPeriod: 0 });

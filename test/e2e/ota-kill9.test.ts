@@ -35,7 +35,7 @@ describe('OTA: kill -9 in the middle of an artifact download', () => {
         http: { host: '127.0.0.1', port: 0 },
         cloud: { url: cloud.url, backoff: { initialMs: 100, maxMs: 500 } },
         storage: { path: join(dir, 'outpost.db') },
-        ota: { trustedKeys: { k1: signer.publicKeyPem }, server: { host: '127.0.0.1', port: 0 } },
+        ota: { trustedKeys: { k1: signer.publicKeyPem }, server: { host: '127.0.0.1', port: 0, closedNetwork: true } },
       }),
     );
     const manifest = {
@@ -43,7 +43,8 @@ describe('OTA: kill -9 in the middle of an artifact download', () => {
       product: 'fw',
       version: '2.0.0',
       issuedAt: Date.now(),
-      target: { devices: ['*'] },
+      expiresAt: Date.now() + 86_400_000,
+      target: { gateways: ['kill9-ota'], devices: ['*'] },
       artifact: { name: 'fw-2.0.0.swu', url: origin.put('/fw.swu', image), size: image.length, sha256: sha(image) },
       rollout: { phases: [{ share: 100 }] },
     };

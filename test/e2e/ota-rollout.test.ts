@@ -7,7 +7,7 @@ import mqtt from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DdiDevice, DdiDeviceOptions } from '../../sim/ota/ddi-device.js';
 import { ReleaseSigner } from '../../sim/ota/release-signer.js';
-import { ddiDevices, GW, manifest, otaSite, rollout, type Site } from '../helpers/ota-site.js';
+import { ddiDevices, GROUP_SECRET, GW, manifest, otaSite, rollout, targetAuth, type Site } from '../helpers/ota-site.js';
 import { waitFor } from '../helpers/wait.js';
 
 const cleanup: Array<() => Promise<unknown>> = [];
@@ -67,9 +67,20 @@ describe('OTA: fetch once, roll out to the site', () => {
     await client.publishAsync(topic('unsigned'), JSON.stringify({ payload: JSON.stringify({ ...good, release: 'unsigned', version: '4.0.0' }) }), { qos: 1 });
     await client.publishAsync(topic('forged'), JSON.stringify(ReleaseSigner.generate('cloud-2026').sign({ ...good, release: 'forged', version: '5.0.0' })), { qos: 1 });
     await client.publishAsync(topic('garbage'), '{"payload": 42', { qos: 1 });
-    await waitFor('four refusals reported', () => s.cloud.ledger.otaEvents.filter((e) => e.event.event === 'refused').length === 4, 10_000);
-    const reasons = s.cloud.ledger.otaEvents.filter((e) => e.event.event === 'refused').map((e) => e.event.result).sort();
-    expect(reasons).toEqual(['bad-signature', 'malformed', 'rollback', 'unsigned']);
+    // Signed by the trusted key, but for another gateway (replayed from its topic), or expired, or without expiry.
+    const elsewhere = manifest(s, '6.0.0', randomBytes(1000), { phases: [{ share: 100 }] });
+    await s.publish({ ...elsewhere, target: { gateways: ['another-gw'], devices: ['sensor-*'] } });
+    await s.publish({ ...manifest(s, '7.0.0', randomBytes(1000), { phases: [{ share: 100 }] }), issuedAt: Date.now() - 2000, expiresAt: Date.now() - 1000 });
+    const noExpiry = manifest(s, '8.0.0', randomBytes(1000), { phases: [{ share: 100 }] });
+    delete noExpiry.expiresAt;
+    await s.publish(noExpiry);
+    await waitFor('seven refusals reported', () => s.cloud.ledger.otaEvents.filter((e) => e.event.event === 'refused').length === 7, 10_000);
+    const refusals = s.cloud.ledger.otaEvents.filter((e) => e.event.event === 'refused');
+    const reasons = refusals.map((e) => e.event.result).sort();
+    expect(reasons).toEqual(['bad-signature', 'expired', 'invalid', 'malformed', 'rollback', 'unsigned', 'wrong-gateway']);
+    const named = refusals.find((e) => e.event.result === 'wrong-gateway')!.event.details as string[];
+    expect(named[0]).toContain('another-gw');
+    expect(named[0]).toContain(GW);
     expect(s.gateway.status().ota!.releases.map((r) => r.release)).toEqual(['sensor-fw-3.0.0']);
     const cache = join(s.dir, 'ota-cache');
     expect(existsSync(cache)).toBe(true);
@@ -91,6 +102,50 @@ describe('OTA: fetch once, roll out to the site', () => {
 });
 
 describe('OTA control: local API, CLI and cloud commands', () => {
+  it('refuses unsigned, badly signed and misdirected rollout commands from the cloud (counted); applies a signed one', async () => {
+    const s = await site();
+    const m = manifest(s, '2.0.0', randomBytes(50_000), { phases: [{ share: 100 }] });
+    await s.publish(m);
+    await waitFor('rollout running', () => rollout(s.gateway, 'sensor-fw-2.0.0')?.state === 'running', 10_000);
+    const cloud = await mqtt.connectAsync(s.cloud.url, { reconnectPeriod: 0 });
+    cleanup.push(() => cloud.endAsync(true));
+    const topic = `outpost/v1/gw/${GW}/rollouts/sensor-fw-2.0.0/command`;
+    const cmd = { gateway: GW, release: 'sensor-fw-2.0.0', action: 'abort', at: Date.now() };
+    const forgery = ReleaseSigner.generate('cloud-2026');
+    const attempts = [
+      { action: 'abort', at: Date.now() }, // the old unsigned form
+      forgery.signCommand(cmd), // an untrusted key under a trusted key's id
+      s.signer.sign(cmd), // a trusted key's release signature: another signing context
+      s.signer.signCommand({ ...cmd, gateway: 'another-gw' }), // replayed from another gateway's topic
+      s.signer.signCommand({ ...cmd, release: 'sensor-fw-1.0.0' }), // from another release's topic
+    ];
+    for (const a of attempts) await cloud.publishAsync(topic, JSON.stringify(a), { qos: 1 });
+    const count = async (outcome: string): Promise<number> => Number(new RegExp(`outpost_ota_commands_total\\{outcome="${outcome}"\\} (\\d+)`).exec(await s.gateway.metrics.text())?.[1] ?? 0);
+    await waitFor('five commands refused', async () => (await count('unsigned')) + (await count('bad-signature')) + (await count('wrong-target')) === 5, 10_000);
+    expect([await count('unsigned'), await count('bad-signature'), await count('wrong-target')]).toEqual([1, 2, 2]);
+    expect(rollout(s.gateway, 'sensor-fw-2.0.0')?.state).toBe('running');
+    await s.command('sensor-fw-2.0.0', 'pause');
+    await waitFor('signed pause applied', () => rollout(s.gateway, 'sensor-fw-2.0.0')?.state === 'paused', 10_000);
+    expect(await count('applied')).toBe(1);
+  });
+
+  it('the CLI makes a token and its hash, hashes a token and derives a device token from the group secret, secrets never on the command line', async () => {
+    const cli = join(import.meta.dirname, '../../dist/runtime/cli.js');
+    const run = async (args: string[], input?: string): Promise<string> => {
+      const p = promisify(execFile)(process.execPath, [cli, 'ota', ...args], { encoding: 'utf8' });
+      p.child.stdin!.end(input ?? '');
+      return (await p).stdout;
+    };
+    const made = await run(['new-token', 'sensor-001']);
+    const token = /token: (\S+)/.exec(made)![1]!;
+    const hash = /sha256: ([0-9a-f]{64})/.exec(made)![1]!;
+    expect(made).toContain(`"sensor-001": "${hash}"`);
+    expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect((await run(['hash-token'], `${token}\n`)).trim()).toBe(hash);
+    expect((await run(['device-token', 'sensor-001'], `${GROUP_SECRET}\n`)).trim()).toBe(targetAuth('sensor-001').slice('TargetToken '.length));
+  });
+
+
   it('pauses, resumes and aborts a rollout over the local API and from the cloud; the CLI shows a bar per phase', async () => {
     const s = await site();
     const api = `http://127.0.0.1:${s.gateway.ports.http}/api/v1/ota`;
@@ -114,10 +169,8 @@ describe('OTA control: local API, CLI and cloud commands', () => {
     const { stdout: shown } = await promisify(execFile)(process.execPath, [cli, 'ota', 'status', '--url', `http://127.0.0.1:${s.gateway.ports.http}`], { encoding: 'utf8' });
     expect(shown).toContain('sensor-fw-2.0.0 (2.0.0): paused');
     expect(shown).toMatch(/phase 1 \( 50 %\) \[[.#]+\]/);
-    // Resumed from the cloud: a retained command, applied once.
-    const cloud = await mqtt.connectAsync(s.cloud.url, { reconnectPeriod: 0 });
-    cleanup.push(() => cloud.endAsync(true));
-    await cloud.publishAsync(`outpost/v1/gw/${GW}/rollouts/sensor-fw-2.0.0/command`, JSON.stringify({ action: 'resume', at: Date.now() }), { qos: 1, retain: true });
+    // Resumed from the cloud: a retained signed command, applied once.
+    await s.command('sensor-fw-2.0.0', 'resume');
     await waitFor('rollout done after resume', () => rollout(s.gateway, 'sensor-fw-2.0.0')?.state === 'done', 15_000);
     expect((await post('/rollouts/sensor-fw-2.0.0/abort')).status).toBe(409);
     expect((await post('/rollouts/nope/abort')).status).toBe(404);

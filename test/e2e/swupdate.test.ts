@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SwuSigner } from '../../sim/ota/swu-image.js';
-import { manifest, otaSite, rollout, type Site } from '../helpers/ota-site.js';
+import { groupTargetToken } from '../../sim/ota/ddi-device.js';
+import { GROUP_SECRET, manifest, otaSite, rollout, type Site } from '../helpers/ota-site.js';
 import { waitFor } from '../helpers/wait.js';
 
 const cleanup: Array<() => Promise<unknown>> = [];
@@ -29,11 +30,11 @@ interface Agent {
   stop: () => Promise<void>;
 }
 
-/** swupdate with its suricatta hawkBit client against the gateway's update server. */
+/** swupdate with its suricatta hawkBit client against the gateway's update server, with the device's own target token (`-k`). */
 function startSwupdate(s: Site, swu: SwuSigner, device: string, extra = ''): Agent {
   const tmp = mkdtempSync(join(tmpdir(), 'outpost-swupdate-tmp-'));
   const port = new URL(s.server).port;
-  const proc = spawn('swupdate', ['-v', '-k', swu.caPem, '-H', 'board:1.0', '-u', `-t site-a -u http://127.0.0.1:${port} -i ${device} -g gateway-secret-1${extra}`], {
+  const proc = spawn('swupdate', ['-v', '-k', swu.caPem, '-H', 'board:1.0', '-u', `-t site-a -u http://127.0.0.1:${port} -i ${device} -k ${groupTargetToken(GROUP_SECRET, device)}${extra}`], {
     env: { ...process.env, TMPDIR: tmp },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

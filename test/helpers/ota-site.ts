@@ -9,10 +9,14 @@ import { Gateway } from '../../runtime/gateway.js';
 import { createLogger } from '../../runtime/logger.js';
 import { SimCloud } from '../../sim/cloud.js';
 import { ArtifactOrigin } from '../../sim/ota/artifact-origin.js';
-import { DdiDevice, type DdiDeviceOptions } from '../../sim/ota/ddi-device.js';
+import { DdiDevice, groupTargetToken, type DdiDeviceOptions } from '../../sim/ota/ddi-device.js';
 import { ReleaseSigner } from '../../sim/ota/release-signer.js';
 
 export const GW = 'ota-gw';
+/** The update server's group secret at the test site: each device's target token derives from it. */
+export const GROUP_SECRET = 'test-site-group-secret-0123456789abcdef';
+/** The Authorization header of a device at the test site. */
+export const targetAuth = (device: string): string => `TargetToken ${groupTargetToken(GROUP_SECRET, device)}`;
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 export interface Site {
@@ -23,6 +27,8 @@ export interface Site {
   dir: string;
   server: string;
   publish(manifest: Record<string, unknown>): Promise<void>;
+  /** Publishes a rollout command signed by the site's release signer (retained, as the cloud does). */
+  command(release: string, action: 'pause' | 'resume' | 'abort', at?: number): Promise<void>;
 }
 
 /**
@@ -50,7 +56,7 @@ export async function otaSite(
     ota: {
       trustedKeys: { 'cloud-2026': signer.publicKeyPem },
       cacheBytes: 64 * 1024 * 1024,
-      server: { host: '127.0.0.1', port: 0, tenant: 'site-a', pollSeconds: 1, gatewayToken: 'gateway-secret-1' },
+      server: { host: '127.0.0.1', port: 0, tenant: 'site-a', pollSeconds: 1, groupSecret: GROUP_SECRET },
       ...ota,
     },
   };
@@ -68,6 +74,10 @@ export async function otaSite(
     publish: async (m) => {
       await publisher.publishAsync(cloudTopics.release('outpost', GW, String(m.release)), JSON.stringify(signer.sign(m)), { qos: 1, retain: true });
     },
+    command: async (release, action, at = Date.now()) => {
+      const signed = signer.signCommand({ gateway: GW, release, action, at });
+      await publisher.publishAsync(`outpost/v1/gw/${GW}/rollouts/${release}/command`, JSON.stringify(signed), { qos: 1, retain: true });
+    },
   };
 }
 
@@ -77,15 +87,16 @@ export function manifest(s: Site, version: string, image: Buffer, rollout: Recor
     product: 'sensor-fw',
     version,
     issuedAt: Date.now(),
-    target: { devices: ['sensor-*'] },
+    expiresAt: Date.now() + 86_400_000,
+    target: { gateways: [GW], devices: ['sensor-*'] },
     artifact: { name: `sensor-fw-${version}.swu`, url: s.origin.put(`/releases/sensor-fw-${version}.swu`, image), size: image.length, sha256: sha(image) },
     rollout,
   };
 }
 
-/** n sim DDI devices sensor-000… on version 1.0.0, polling at least every 100 ms. */
+/** n sim DDI devices sensor-000… on version 1.0.0, each with its own target token, polling at least every 100 ms. */
 export function ddiDevices(s: Site, n: number, cleanup: Array<() => Promise<unknown>>, extra: Partial<DdiDeviceOptions> = {}): DdiDevice[] {
-  const ds = Array.from({ length: n }, (_, i) => new DdiDevice({ server: s.server, id: `sensor-${String(i).padStart(3, '0')}`, version: '1.0.0', authorization: 'GatewayToken gateway-secret-1', maxPollMs: 100, ...extra }));
+  const ds = Array.from({ length: n }, (_, i) => new DdiDevice({ server: s.server, id: `sensor-${String(i).padStart(3, '0')}`, version: '1.0.0', authorization: targetAuth(`sensor-${String(i).padStart(3, '0')}`), maxPollMs: 100, ...extra }));
   for (const d of ds) {
     d.start();
     cleanup.push(() => d.stop());

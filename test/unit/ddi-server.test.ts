@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PromMetrics } from '../../runtime/metrics.js';
+import { DeviceAuth, hashToken } from '../../ota/ddi/device-auth.js';
 import { DdiServer, type DdiFeedback, type DdiOffer, type DeploymentSource } from '../../ota/ddi/server.js';
 import { silentLogger } from '../helpers/fakes.js';
 import { HttpLayer } from '../../runtime/http/http-layer.js';
@@ -79,7 +80,7 @@ describe('DDI update server', () => {
     const dir = mkdtempSync(join(tmpdir(), 'outpost-ddi-'));
     writeFileSync(join(dir, 'blob'), body);
     source = new FakeSource(join(dir, 'blob'));
-    server = new DdiServer(source, { tenant: 'site', pollSeconds: 90, targetTokens: { 'pump-1': 't-pump-1' }, gatewayToken: 'gw-secret', maxTransfers: 2, maxQueued: 1 }, silentLogger, new PromMetrics(), new HttpLayer(silentLogger));
+    server = new DdiServer(source, { tenant: 'site', pollSeconds: 90, auth: new DeviceAuth({ tokenHashes: { 'pump-1': hashToken('t-pump-1'), 'pump-2': hashToken('t-pump-2') } }), maxTransfers: 2, maxQueued: 1 }, silentLogger, new PromMetrics(), new HttpLayer(silentLogger));
     port = await server.listen('127.0.0.1', 0);
   });
   afterEach(async () => {
@@ -109,9 +110,9 @@ describe('DDI update server', () => {
   });
 
   it('a device without work gets only the configData link; the other device cannot fetch pump-1 artifacts', async () => {
-    const poll = await call(port, 'GET', '/site/controller/v1/pump-2', { authorization: 'GatewayToken gw-secret' });
+    const poll = await call(port, 'GET', '/site/controller/v1/pump-2', { authorization: 'TargetToken t-pump-2' });
     expect(Object.keys((JSON.parse(poll.body.toString()) as { _links: object })._links)).toEqual(['configData']);
-    const steal = await call(port, 'GET', '/site/controller/v1/pump-2/softwaremodules/3/artifacts/fw-2.1.0.swu', { authorization: 'GatewayToken gw-secret' });
+    const steal = await call(port, 'GET', '/site/controller/v1/pump-2/softwaremodules/3/artifacts/fw-2.1.0.swu', { authorization: 'TargetToken t-pump-2' });
     expect(steal.status).toBe(404);
   });
 
@@ -144,7 +145,7 @@ describe('DDI update server', () => {
     const misses: number[] = [];
     for (const chunkCacheBytes of [8 * 1024 * 1024, 0]) {
       const metrics = new PromMetrics();
-      const s = new DdiServer(src, { tenant: 'site', pollSeconds: 90, maxTransfers: 4, chunkCacheBytes }, silentLogger, metrics, new HttpLayer(silentLogger));
+      const s = new DdiServer(src, { tenant: 'site', pollSeconds: 90, maxTransfers: 4, chunkCacheBytes, auth: 'closed-network' }, silentLogger, metrics, new HttpLayer(silentLogger));
       const p = await s.listen('127.0.0.1', 0);
       try {
         const all = await Promise.all([call(p, 'GET', path), call(p, 'GET', path), call(p, 'GET', path, { range: 'bytes=1048000-1049000' })]);
@@ -167,7 +168,7 @@ describe('DDI update server', () => {
     const big = randomBytes(16 * 1024 * 1024);
     writeFileSync(join(dir, 'blob'), big);
     const metrics = new PromMetrics();
-    const s = new DdiServer(new FakeSource(join(dir, 'blob'), big), { tenant: 'site', pollSeconds: 90, maxTransfers: 1, stallMs: 300 }, silentLogger, metrics, new HttpLayer(silentLogger));
+    const s = new DdiServer(new FakeSource(join(dir, 'blob'), big), { tenant: 'site', pollSeconds: 90, maxTransfers: 1, stallMs: 300, auth: 'closed-network' }, silentLogger, metrics, new HttpLayer(silentLogger));
     const p = await s.listen('127.0.0.1', 0);
     try {
       const path = `${base}/softwaremodules/3/artifacts/fw-2.1.0.swu`;
@@ -196,7 +197,7 @@ describe('DDI update server', () => {
         throw new Error('SQLITE_FULL: database or disk is full');
       }
     }
-    const s = new DdiServer(new Failing(source.path), { tenant: 'site', pollSeconds: 90, maxTransfers: 1 }, silentLogger, new PromMetrics(), new HttpLayer(silentLogger));
+    const s = new DdiServer(new Failing(source.path), { tenant: 'site', pollSeconds: 90, maxTransfers: 1, auth: 'closed-network' }, silentLogger, new PromMetrics(), new HttpLayer(silentLogger));
     const p = await s.listen('127.0.0.1', 0);
     try {
       const r = await call(p, 'PUT', `${base}/configData`, {}, { data: { version: '1.0.0' } });
@@ -222,7 +223,7 @@ describe('DDI update server', () => {
       expect((await call(port, 'GET', base, a)).status).toBe(401);
     }
     // Another device's target token is not this device's.
-    expect((await call(port, 'GET', '/site/controller/v1/pump-2', auth)).status).toBe(401);
+    expect((await call(port, 'GET', '/site/controller/v1/pump-2', auth)).status).toBe(403);
     expect((await call(port, 'GET', '/other/controller/v1/pump-1', auth)).status).toBe(404);
     expect((await call(port, 'GET', '/site/controller/v1/..%2F..%2Fetc', auth)).status).toBe(400);
   });
@@ -244,7 +245,7 @@ describe('DDI update server', () => {
     const dir = mkdtempSync(join(tmpdir(), 'outpost-ddi-big-'));
     writeFileSync(join(dir, 'blob'), big);
     await server.close();
-    server = new DdiServer(new FakeSource(join(dir, 'blob'), big), { tenant: 'site', pollSeconds: 90, maxTransfers: 2, maxQueued: 1 }, silentLogger, new PromMetrics(), new HttpLayer(silentLogger));
+    server = new DdiServer(new FakeSource(join(dir, 'blob'), big), { tenant: 'site', pollSeconds: 90, maxTransfers: 2, maxQueued: 1, auth: 'closed-network' }, silentLogger, new PromMetrics(), new HttpLayer(silentLogger));
     port = await server.listen('127.0.0.1', 0);
     const path = `${base}/softwaremodules/3/artifacts/fw-2.1.0.swu`;
     // Two slow readers hold both slots (they do not read), one waits, the fourth is refused.

@@ -34,7 +34,8 @@ function manifest(version: string, artifact: Art, over: Record<string, unknown> 
     product: 'pump-fw',
     version,
     issuedAt: NOW,
-    target: { devices: ['pump-*'] },
+    expiresAt: NOW + 30 * 86_400_000,
+    target: { gateways: ['gw-1'], devices: ['pump-*'] },
     artifact,
     rollout: { phases: [{ share: 10 }, { share: 100 }] },
     ...over,
@@ -60,7 +61,7 @@ describe('release intake', () => {
   beforeEach(() => {
     db = openDatabase({ path: ':memory:', synchronous: 'normal' });
     migrate(db, 'ota', otaMigrations);
-    store = new ReleaseStore(db, new TrustedKeys({ k1: signer.publicKeyPem }));
+    store = new ReleaseStore(db, new TrustedKeys({ k1: signer.publicKeyPem }), 'gw-1');
   });
 
   it('accepts a release once; the same envelope again is known, a changed one under its name is a conflict', () => {
@@ -97,7 +98,7 @@ describe('release intake', () => {
 
   it('skips, and reports once, a stored release whose key was removed from the config', () => {
     store.accept(signer.sign(manifest('2.0.0', dummy)), NOW);
-    const other = new ReleaseStore(db, new TrustedKeys({ k2: ReleaseSigner.generate('k2').publicKeyPem }));
+    const other = new ReleaseStore(db, new TrustedKeys({ k2: ReleaseSigner.generate('k2').publicKeyPem }), 'gw-1');
     const told: string[] = [];
     other.onUntrusted = (release) => told.push(release);
     expect(other.list()).toEqual([]);
@@ -137,7 +138,7 @@ describe('release fetcher', () => {
     origin = await new ArtifactOrigin().start();
     db = openDatabase({ path: join(dir, 'db.sqlite'), synchronous: 'normal' });
     migrate(db, 'ota', otaMigrations);
-    store = new ReleaseStore(db, new TrustedKeys({ k1: signer.publicKeyPem }));
+    store = new ReleaseStore(db, new TrustedKeys({ k1: signer.publicKeyPem }), 'gw-1');
     cache = new ArtifactCache(join(dir, 'cache'), 10_000_000);
     spent = 0;
     closedFor = 0;

@@ -37,7 +37,7 @@ describe('rollouts', () => {
     migrate(db, 'ota', [...otaMigrations, ...rolloutMigrations]);
     clock = new ManualClock();
     clock.t = Date.UTC(2026, 10, 25, 12, 0);
-    store = new ReleaseStore(db, new TrustedKeys({ k1: signer.publicKeyPem }));
+    store = new ReleaseStore(db, new TrustedKeys({ k1: signer.publicKeyPem }), 'gw-1');
     cache = new ArtifactCache(join(dir, 'cache'), 1e7);
     for (const b of [full, delta]) {
       writeFileSync(cache.partialPath(sha(b)), b);
@@ -47,14 +47,15 @@ describe('rollouts', () => {
     rollouts = open();
   });
 
-  function release(version: string, plan: Record<string, unknown> = {}, target = ['pump-*']): Manifest {
+  function release(version: string, plan: Record<string, unknown> = {}, target = ['pump-*'], expiresAt = clock.t + 30 * 86_400_000): Manifest {
     const art = (name: string, b: Buffer): Record<string, unknown> => ({ name, url: `http://127.0.0.1:1/${name}`, size: b.length, sha256: sha(b) });
     const m = {
       release: `pump-fw-${version}`,
       product: 'pump-fw',
       version,
       issuedAt: clock.t,
-      target: { devices: target },
+      expiresAt,
+      target: { gateways: ['gw-1'], devices: target },
       artifact: art(`fw-${version}.swu`, full),
       deltas: [{ from: '1.0.0', artifact: art(`fw-1.0.0-${version}.swu`, delta) }],
       rollout: { phases: [{ share: 10, waitMs: 60_000 }, { share: 50, waitMs: 60_000 }, { share: 100 }], failureThreshold: 0.2, maxRetries: 1, ...plan },
@@ -311,6 +312,60 @@ describe('rollouts', () => {
     expect(rollouts.command(b.release, 'abort')).toEqual({ applied: true, state: 'aborted' });
     expect(store.get(b.release)!.state).toBe('aborted');
     expect(rollouts.command('no-such-release', 'pause')).toEqual({ applied: false, state: undefined });
+  });
+
+  it('does not start a release that expired while its artifacts were downloading', () => {
+    poll(devices(2));
+    const m = release('2.0.0', { phases: [{ share: 100 }] }, ['pump-*'], clock.t + 60_000);
+    clock.t += 60_000;
+    rollouts.start(m);
+    expect(rollouts.status(m.release)).toBeUndefined();
+    expect(store.get(m.release)!.state).toBe('aborted');
+    expect(poll(devices(2)).size).toBe(0);
+    expect(events.at(-1)!.event).toBe('expired');
+  });
+
+  it('an expiring rollout starts no new device: devices at work finish, the others are cancelled, then the release is done', async () => {
+    const ds = devices(10);
+    poll(ds);
+    const m = release('2.0.0', { phases: [{ share: 20, waitMs: 0 }, { share: 100 }], failureThreshold: 0.5, maxRetries: 0 }, ['pump-*'], clock.t + 3_600_000);
+    rollouts.start(m);
+    const first = poll(ds);
+    expect(first.size).toBe(2);
+    const [busy, busyId] = [...first][0]!;
+    const [done, doneId] = [...first][1]!;
+    rollouts.deployments.feedback(done, doneId, closed('success'));
+    rollouts.deployments.feedback(busy, busyId, proceeding);
+    await clock.advance(3_600_000);
+    const st = rollouts.status(m.release)!;
+    expect(st.state).toBe('expired');
+    // Only the device at work still gets its action; nobody else gets anything.
+    const after = poll(ds);
+    expect([...after.keys()]).toEqual([busy]);
+    expect(store.get(m.release)!.state).toBe('ready');
+    expect(rollouts.deployments.feedback(busy, busyId, closed('success'))).toBe(true);
+    expect(store.get(m.release)!.state).toBe('done');
+    expect(rollouts.status(m.release)!.phases.reduce((n, p) => n + p.succeeded, 0)).toBe(2);
+    expect(poll(ds).size).toBe(0);
+    expect(events.some((e) => e.event === 'expired')).toBe(true);
+  });
+
+  it('never offers a downgrade on a report of a lower version: the floor is the install the gateway recorded', () => {
+    poll(['pump-1']);
+    const old = release('2.0.0', { phases: [{ share: 100 }] });
+    const newer = release('3.0.0', { phases: [{ share: 100 }] });
+    rollouts.command(old.release, 'pause', 1);
+    rollouts.start(old);
+    rollouts.start(newer);
+    const o = rollouts.deployments.offer('pump-1')!;
+    expect(o.version).toBe('3.0.0');
+    rollouts.deployments.feedback('pump-1', o.actionId, closed('success'));
+    expect(store.installed('pump-1', 'pump-fw')).toBe('3.0.0');
+    // The device (or anyone speaking for it) now says it runs 1.0.0, and 2.0.0 resumes.
+    rollouts.deployments.configData('pump-1', { version: '1.0.0' });
+    rollouts.command(old.release, 'resume', 2);
+    expect(rollouts.deployments.offer('pump-1')).toBeUndefined();
+    expect(events.filter((e) => e.release === old.release && e.device === 'pump-1').map((e) => [e.event, e.details])).toEqual([['superseded', ['runs 3.0.0']]]);
   });
 });
 

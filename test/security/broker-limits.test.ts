@@ -1,5 +1,8 @@
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EmbeddedBroker } from '../../runtime/broker/embedded-broker.js';
 import type { brokerSchema } from '../../runtime/broker/config.js';
@@ -164,9 +167,6 @@ describe('broker over TLS', () => {
   it('mTLS: a device certificate from the group CA identifies the device (CN = client id); another CN, no certificate or a foreign CA are refused', async () => {
     const siteCa = await createCa('site-ca');
     const otherCa = await createCa('other-ca');
-    const { writeFileSync, mkdtempSync } = await import('node:fs');
-    const { join } = await import('node:path');
-    const { tmpdir } = await import('node:os');
     const dir = mkdtempSync(join(tmpdir(), 'outpost-mtls-'));
     writeFileSync(join(dir, 'ca.crt'), siteCa.cert);
     const { port, serverCert } = await tlsBroker(true, { groups: [{ name: 'valves', devices: 'valve-*', caFile: join(dir, 'ca.crt') }] }, siteCa.cert);

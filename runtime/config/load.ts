@@ -106,7 +106,8 @@ export function secretFields(raw: unknown): string[] {
     }
     if (value === null || typeof value !== 'object') return;
     const entries: [PropertyKey, unknown][] = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
-    for (const [k, v] of entries) walk(v, [...path, k], secretAbove || (typeof k === 'string' && isSecretName(k)));
+    // A field naming a file (secretFile, keyFile, caFile) holds a path: the secret is in that file.
+    for (const [k, v] of entries) walk(v, [...path, k], secretAbove || (typeof k === 'string' && isSecretName(k) && !k.endsWith('File')));
   };
   walk(raw, [], false);
   return found;

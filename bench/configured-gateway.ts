@@ -17,6 +17,7 @@ function extraFlags(): string[] {
 /** The built CLI, next to this file in dist/ (dist/bench → dist/runtime). */
 const CLI = fileURLToPath(new URL('../runtime/cli.js', import.meta.url));
 const READY = /^outpost (\S+): broker on (\S+):(\d+), api on (http:\/\/\S+)$/m;
+const MQTTS = /^outpost \S+: mqtts on (\S+):(\d+)/m;
 
 /**
  * `outpost start` as its own process with a given config, the way it runs on a site: it gets a
@@ -31,6 +32,8 @@ export class ConfiguredGateway {
     private readonly proc: ChildProcess,
     readonly brokerUrl: string,
     readonly apiUrl: string,
+    /** mqtts://host:port when the config opens the broker's TLS listener. */
+    readonly tlsUrl?: string,
   ) {
     this.exited = new Promise((resolve) => {
       if (proc.exitCode !== null || proc.signalCode !== null) resolve();
@@ -83,7 +86,8 @@ export class ConfiguredGateway {
         });
       });
       proc.stderr?.off('data', onStderr);
-      const gw = new ConfiguredGateway(proc, `mqtt://${ready[2]}:${ready[3]}`, ready[4]!);
+      const tls = MQTTS.exec(stdout);
+      const gw = new ConfiguredGateway(proc, `mqtt://${ready[2]}:${ready[3]}`, ready[4]!, tls ? `mqtts://${tls[1]}:${tls[2]}` : undefined);
       gw.stderrTail = stderr;
       return gw;
     } catch (err) {

@@ -1,11 +1,11 @@
-import { mkdirSync, mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Mosquitto } from '../sim/mosquitto.js';
 import { ConfiguredGateway, forwardAllConfig } from './configured-gateway.js';
 import { CpuMeter, fmtInt, Scope, sleep, type Benchmark, type BenchOptions, type BenchResult } from './harness.js';
-import { awaitPath, CloudCounter, LoadGenerator } from './load.js';
+import { awaitPath, CloudCounter, LoadGenerator, type DeviceAccess } from './load.js';
 
 const PUBLISHERS = 20;
 const IN_FLIGHT = 500;
@@ -13,7 +13,12 @@ const IN_FLIGHT = 500;
 const QUIET_MS = 3_000;
 const GATEWAY_ID = 'bench-gw';
 
-type Path = 'outpost' | 'bridge';
+/**
+ * `outpost`: devices authenticate (derived keys) over plain MQTT, as shipped; `outpost-open`: the
+ * same gateway letting anonymous loopback clients publish (no authentication, permissions still
+ * checked); `outpost-tls`: authenticated over TLS; `bridge`: the Mosquitto baseline.
+ */
+type Path = 'outpost' | 'outpost-open' | 'outpost-tls' | 'bridge';
 
 interface ScenarioResult {
   readonly path: Path;
@@ -59,23 +64,36 @@ async function runScenario(path: Path, opts: BenchOptions): Promise<ScenarioResu
     const cloud = await Mosquitto.start({ dir: cloudDir });
     scope.pid(cloud.pid);
     scope.defer(() => cloud.stop());
-    const counter = new CloudCounter(cloud.url, path === 'outpost' ? 'batches' : 'messages');
+    const counter = new CloudCounter(cloud.url, path === 'bridge' ? 'messages' : 'batches');
     scope.defer(() => counter.stop());
     await counter.start();
 
     let siteUrl: string;
     let sitePid: number | undefined;
     let gateway: ConfiguredGateway | undefined;
-    if (path === 'outpost') {
+    let access: DeviceAccess = {};
+    if (path !== 'bridge') {
       const gwDir = join(dir, 'gateway');
       mkdirSync(gwDir);
       // lingerMs 0: a batch that is not full would wait up to lingerMs at the end of the burst,
       // which a 1–2 s run measures instead of throughput (under load every batch is full anyway).
-      gateway = await ConfiguredGateway.start(gwDir, forwardAllConfig(gwDir, GATEWAY_ID, cloud.url, { lingerMs: 0 }));
+      const config = forwardAllConfig(gwDir, GATEWAY_ID, cloud.url, { lingerMs: 0 });
+      if (path === 'outpost-open') {
+        config.broker = { ...config.broker, anonymous: true, grants: [{ identities: ['anonymous'], publish: ['outpost/v1/dev/#'] }] };
+        delete config.identities;
+        access = { anonymous: true };
+      }
+      if (path === 'outpost-tls') config.broker = { ...config.broker, tls: { host: '127.0.0.1', port: 0 } };
+      gateway = await ConfiguredGateway.start(gwDir, config);
       const gw = gateway;
       scope.pid(gw.pid);
       scope.defer(() => gw.stop());
       siteUrl = gateway.brokerUrl;
+      if (path === 'outpost-tls') {
+        if (!gateway.tlsUrl) throw new Error('the gateway did not print its mqtts listener');
+        siteUrl = gateway.tlsUrl;
+        access = { ca: readFileSync(join(gwDir, 'mqtt-broker.crt'), 'utf8') };
+      }
       sitePid = gateway.pid;
     } else {
       const site = await Mosquitto.start({ dir: join(dir, 'site'), extra: bridgeConfig(cloud.port) });
@@ -84,9 +102,9 @@ async function runScenario(path: Path, opts: BenchOptions): Promise<ScenarioResu
       siteUrl = site.url;
       sitePid = site.pid;
     }
-    await awaitPath(siteUrl, counter, 15_000);
+    await awaitPath(siteUrl, counter, 15_000, access);
 
-    const load = new LoadGenerator({ url: siteUrl, publishers: PUBLISHERS, inFlight: IN_FLIGHT, messages: opts.messages });
+    const load = new LoadGenerator({ url: siteUrl, publishers: PUBLISHERS, inFlight: IN_FLIGHT, messages: opts.messages, access });
     scope.defer(() => load.close());
     await load.connect();
 
@@ -146,7 +164,13 @@ async function runScenario(path: Path, opts: BenchOptions): Promise<ScenarioResu
 }
 
 function row(r: ScenarioResult): string[] {
-  const name = r.path === 'outpost' ? 'Outpost gateway (SQLite commit before PUBACK)' : 'Mosquitto bridge (in memory)';
+  const names: Record<Path, string> = {
+    outpost: 'Outpost gateway (SQLite commit before PUBACK)',
+    'outpost-open': 'Outpost, devices unauthenticated',
+    'outpost-tls': 'Outpost, devices over TLS',
+    bridge: 'Mosquitto bridge (in memory)',
+  };
+  const name = names[r.path];
   return [
     name,
     fmtInt(r.msgsPerS),
@@ -161,7 +185,7 @@ function row(r: ScenarioResult): string[] {
   ];
 }
 
-function figures(prefix: Path, r: ScenarioResult): Record<string, number | boolean> {
+function figures(prefix: string, r: ScenarioResult): Record<string, number | boolean> {
   const round = (n: number, d = 0): number => Math.round(n * 10 ** d) / 10 ** d;
   return {
     [`${prefix}_msgs_per_s`]: round(r.msgsPerS),
@@ -215,6 +239,39 @@ export const ingestBenchmark: Benchmark = {
       notes,
       // Bridge losses are the baseline's behaviour, reported as found; ours must be zero.
       ok: outpost.lost === 0 && !outpost.timedOut && !bridge.timedOut && outpost.failed === 0,
+    };
+  },
+};
+
+/**
+ * What authentication and TLS cost on the ingest path: the same gateway and load with devices
+ * authenticated over plain MQTT (as shipped), unauthenticated (anonymous loopback clients, the
+ * permissions still checked), and authenticated over TLS, interleaved in one run.
+ */
+export const ingestSecurityBenchmark: Benchmark = {
+  name: 'ingest-security',
+  description: `${PUBLISHERS} child devices, ${IN_FLIGHT} QoS 1 messages in flight: authenticated vs unauthenticated vs TLS`,
+  maxDurationMs: (opts) => 3 * (opts.timeoutMs + 60_000),
+  async run(opts: BenchOptions): Promise<BenchResult> {
+    const open = await runScenario('outpost-open', opts);
+    const auth = await runScenario('outpost', opts);
+    const tls = await runScenario('outpost-tls', opts);
+    const ratio = (a: ScenarioResult): number => (open.msgsPerS > 0 ? Math.round((a.msgsPerS / open.msgsPerS) * 1000) / 1000 : 0);
+    return {
+      figures: {
+        messages: opts.messages,
+        ...figures('open', open),
+        ...figures('auth', auth),
+        ...figures('tls', tls),
+        ratio_auth_over_open: ratio(auth),
+        ratio_tls_over_open: ratio(tls),
+      },
+      table: {
+        head: ['path', 'msgs/s', 'seconds', 'acked/s', 'acked', 'at cloud', 'lost', 'dups', 'CPU% load/site/cloud', 'status'],
+        rows: [row(open), row(auth), row(tls)],
+      },
+      notes: [`ratio authenticated/unauthenticated: ${ratio(auth).toFixed(2)}; TLS/unauthenticated: ${ratio(tls).toFixed(2)} (aim >= 0.9)`],
+      ok: [open, auth, tls].every((r) => r.lost === 0 && !r.timedOut && r.failed === 0),
     };
   },
 };

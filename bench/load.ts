@@ -37,10 +37,25 @@ export function benchCredentials(deviceId: string): { clientId: string; username
   return { clientId: deviceId, username: deviceId, password: deriveDeviceKey(BENCH_GROUP_SECRET, deviceId) };
 }
 
-function connect(url: string, clientId: string, timeoutMs = 10_000): Promise<MqttClient> {
+/** How devices reach the site broker: credentials (default: derived keys) and TLS trust. */
+export interface DeviceAccess {
+  /** No credentials: for a broker that lets anonymous clients in (a baseline without authentication). */
+  readonly anonymous?: boolean;
+  /** PEM of the site broker's TLS certificate (mqtts:// URLs). */
+  readonly ca?: string;
+}
+
+function connect(url: string, clientId: string, access: DeviceAccess = {}, timeoutMs = 10_000): Promise<MqttClient> {
   // Reconnecting like a real device: the gateway closes a connection whose message it could not
   // store, and mqtt.js then resends what was not acknowledged.
-  const client = mqtt.connect(url, { ...benchCredentials(clientId), clean: true, reconnectPeriod: 500, connectTimeout: 5_000, keepalive: 30 });
+  const client = mqtt.connect(url, {
+    ...(access.anonymous ? { clientId } : benchCredentials(clientId)),
+    ...(access.ca ? { ca: access.ca } : {}),
+    clean: true,
+    reconnectPeriod: 500,
+    connectTimeout: 5_000,
+    keepalive: 30,
+  });
   return new Promise((resolve, reject) => {
     const fail = (err: Error): void => {
       clearTimeout(timer);
@@ -65,6 +80,7 @@ export interface LoadOptions {
   /** Unacknowledged messages across all publishers. */
   readonly inFlight: number;
   readonly messages: number;
+  readonly access?: DeviceAccess;
 }
 
 /**
@@ -94,7 +110,7 @@ export class LoadGenerator {
 
   async connect(): Promise<void> {
     for (let i = 0; i < this.opts.publishers; i++) {
-      const client = await connect(this.opts.url, `${DEVICE_PREFIX}${i}`);
+      const client = await connect(this.opts.url, `${DEVICE_PREFIX}${i}`, this.opts.access);
       client.on('reconnect', () => this.reconnects++);
       this.clients.push(client);
     }
@@ -235,8 +251,8 @@ function parse(buf: Buffer): unknown {
  * clock starts: a probe device publishes until the consumer saw its reading. Its id repeats, so
  * resends deduplicate, and it is not counted with the load.
  */
-export async function awaitPath(url: string, counter: CloudCounter, timeoutMs: number): Promise<void> {
-  const client = await connect(url, PROBE_DEVICE);
+export async function awaitPath(url: string, counter: CloudCounter, timeoutMs: number, access: DeviceAccess = {}): Promise<void> {
+  const client = await connect(url, PROBE_DEVICE, access);
   try {
     const deadline = Date.now() + timeoutMs;
     while (!counter.probeSeen) {

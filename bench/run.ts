@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { mosquittoBinary } from '../sim/mosquitto.js';
 import { emergencyCleanup, StatusLine, type Benchmark, type BenchOptions, type BenchResult, type Figure } from './harness.js';
 import { drainBenchmark } from './drain.js';
-import { ingestBenchmark } from './ingest.js';
+import { ingestBenchmark, ingestSecurityBenchmark } from './ingest.js';
 import { outboxAppendBenchmark } from './outbox-append.js';
 import { uplinkBytesBenchmark } from './uplink-bytes.js';
 import { modbusPollBenchmark } from './modbus-poll.js';
@@ -30,7 +30,7 @@ const DEFAULT_SIZES: Sizes = { rows: 200_000, readings: 300_000, seconds: 20, im
  * function of its size that returns one), listed here.
  */
 function benchmarks(sizes: Sizes): readonly Benchmark[] {
-  return [ingestBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark, nodeRedFlowBenchmark, actuationBenchmark, otaBenchmark(sizes.imageMb, sizes.chunkCacheMb)];
+  return [ingestBenchmark, ingestSecurityBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark, nodeRedFlowBenchmark, actuationBenchmark, otaBenchmark(sizes.imageMb, sizes.chunkCacheMb)];
 }
 
 const NAMES = benchmarks(DEFAULT_SIZES).map((b) => b.name);
@@ -184,7 +184,7 @@ async function runSelected(): Promise<number> {
     output[bench.name] = result.figures;
     if (!values.json) {
       // Only ingest is sized by --messages; the others name their size in their description.
-      const size = bench.name === ingestBenchmark.name ? `, ${opts.messages.toLocaleString('en-US')} messages` : '';
+      const size = bench.name === ingestBenchmark.name || bench.name === ingestSecurityBenchmark.name ? `, ${opts.messages.toLocaleString('en-US')} messages` : '';
       process.stdout.write(`\n${bench.name}: ${bench.description}${size}\n`);
       process.stdout.write(`${table(result.table.head, result.table.rows)}\n`);
       for (const note of result.notes) process.stdout.write(`${note}\n`);

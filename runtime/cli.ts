@@ -118,6 +118,9 @@ async function start(args: string[]): Promise<number> {
   }
   process.stdout.write(
     `outpost ${cfg.gateway.id}: broker on ${cfg.broker.host}:${gateway.ports.broker}, api on http://${cfg.http.host}:${gateway.ports.http}\n` +
+      (cfg.broker.tls && gateway.ports.brokerTls !== undefined
+        ? `outpost ${cfg.gateway.id}: mqtts on ${cfg.broker.tls.host ?? cfg.broker.host}:${gateway.ports.brokerTls} (certificate sha256 ${String((gateway.status() as { brokerTlsSha256?: string }).brokerTlsSha256 ?? '?')})\n`
+        : '') +
       (cfg.ota && gateway.ports.ota !== undefined ? `outpost ${cfg.gateway.id}: update server (hawkBit DDI) on http://${cfg.ota.server.host}:${gateway.ports.ota}/${cfg.ota.server.tenant}\n` : ''),
   );
   await new Promise<void>((resolve) => {

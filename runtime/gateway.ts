@@ -33,7 +33,7 @@ export interface GatewayStatus {
   readonly outbox: OutboxStats;
   readonly children: { connected: number };
   readonly drivers: Record<string, unknown>[];
-  readonly ports: { broker: number; http: number; ota?: number };
+  readonly ports: { broker: number; http: number; ota?: number; brokerTls?: number };
   /** Releases, rollouts and the artifact cache, when OTA is configured. */
   readonly ota?: OtaStatus;
   /** Memory of the gateway process, MiB. */

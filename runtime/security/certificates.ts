@@ -56,7 +56,7 @@ export async function selfSigned(name: string, hosts: readonly string[], days = 
     name: cn(name),
     notBefore: new Date(now - DAY),
     notAfter: new Date(now + days * DAY),
-    keys: keys as unknown as Parameters<typeof x509.X509CertificateGenerator.createSelfSigned>[0]['keys'],
+    keys,
     signingAlgorithm: ALG,
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
@@ -78,7 +78,7 @@ export async function createCa(name: string, days = 3650): Promise<PemPair> {
     name: cn(name),
     notBefore: new Date(now - DAY),
     notAfter: new Date(now + days * DAY),
-    keys: keys as unknown as Parameters<typeof x509.X509CertificateGenerator.createSelfSigned>[0]['keys'],
+    keys,
     signingAlgorithm: ALG,
     extensions: [
       new x509.BasicConstraintsExtension(true, 0, true),

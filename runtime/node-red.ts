@@ -24,6 +24,7 @@ import {
   type WriteValue,
 } from './contracts/index.js';
 import { sendError } from './http/respond.js';
+import { replaceNodeRedLoginLock } from './node-red-login.js';
 import { restrictToOwner } from './security/secret-files.js';
 import type { IngestPipeline } from './ingest.js';
 
@@ -286,6 +287,7 @@ export class HostedNodeRed implements Component {
     const server = this.opts.server();
     if (!server) throw new Error('node-red: the gateway HTTP server is not listening');
     this.log = ctx.log;
+    if (!replaceNodeRedLoginLock()) ctx.log.warn('node-red: its editor API was loaded before the gateway could replace its name-wide login lock');
     const red = require('node-red') as NodeRed;
     // Flows, their credentials and the editor's sessions: the owner's alone (a userDir made by an
     // earlier version is tightened too).

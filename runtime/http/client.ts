@@ -83,7 +83,7 @@ export type FetchLike = (input: string | URL, init?: RequestInit) => Promise<Res
  * (the gateway's self-signed one) presenting exactly that certificate is enough whatever name the
  * gateway was reached by: it is pinned. Bodies are strings; answers are standard Responses.
  */
-export function gatewayFetch(conn: Pick<GatewayConnection, 'token' | 'ca'>): FetchLike {
+export function gatewayFetch(conn: Pick<GatewayConnection, 'token' | 'ca'>, opts: { localAddress?: string } = {}): FetchLike {
   const pinned = conn.ca === undefined ? undefined : singleFingerprint(conn.ca);
   return async (input, init = {}) => {
     const url = new URL(String(input));
@@ -98,6 +98,7 @@ export function gatewayFetch(conn: Pick<GatewayConnection, 'token' | 'ca'>): Fet
       method: init.method ?? 'GET',
       headers: outgoing,
       ...(init.signal ? { signal: init.signal } : {}),
+      ...(opts.localAddress !== undefined ? { localAddress: opts.localAddress } : {}),
     };
     const res = await new Promise<IncomingMessage>((resolve, reject) => {
       const req =

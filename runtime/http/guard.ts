@@ -47,6 +47,16 @@ export function hostMatcher(extra: readonly string[]): (host: string) => boolean
 }
 
 /**
+ * No Access-Control-* header leaves the API: the API and the editor are same-origin only, and a
+ * handler that would grant other origins (Node-RED's editor API sends `Access-Control-Allow-Origin: *`
+ * on everything, with no setting to stop it) is overruled here.
+ */
+function withoutCors(res: Parameters<RequestHandler>[1]): void {
+  const setHeader = res.setHeader.bind(res);
+  res.setHeader = (name: string, value: number | string | readonly string[]) => (/^access-control-/i.test(name) ? res : setHeader(name, value));
+}
+
+/**
  * The local API's front door, before every route: the Host header must be one the gateway answers
  * to (DNS rebinding), an Origin header must be the request's own origin (a page elsewhere cannot
  * drive the API through the user's browser), then a bearer token with the route's scope, and a
@@ -81,6 +91,7 @@ export function apiGuard(opts: GuardOptions): RequestHandler {
   };
 
   return (req, res, next) => {
+    withoutCors(res);
     const hostHeader = req.headers.host;
     const host = hostHeader === undefined ? '' : hostOf(hostHeader);
     const path = req.path.toLowerCase().replace(/\/{2,}/g, '/');

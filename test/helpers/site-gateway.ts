@@ -6,6 +6,7 @@ import type { SiteConfigInput } from '../../runtime/config/schema.js';
 import { Gateway } from '../../runtime/gateway.js';
 import { createLogger } from '../../runtime/logger.js';
 import { SimSite, type SiteSpec } from '../../sim/site.js';
+import { TEST_API_TOKENS } from './api.js';
 
 /** Every reading of every device goes to the cloud: what the loss tests need to count. */
 export const forwardAll: SiteConfigInput['rules'] = [{ id: 'all', type: 'filter', match: { device: '*', point: '*' } }];
@@ -30,7 +31,7 @@ export async function startSiteAndGateway(
   const config = parseConfig({
     gateway: { id: 'e2e-gw' },
     broker: { host: '127.0.0.1', port: 0 },
-    http: { host: '127.0.0.1', port: 0 },
+    http: { host: '127.0.0.1', port: 0, tokens: TEST_API_TOKENS },
     devices: site.devices(),
     rules,
     ...(streams ? { streams } : {}),

@@ -1,10 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SiteConfigInput } from '../runtime/config/schema.js';
 import { GATEWAY_NODE_FLAGS } from '../runtime/launch-flags.js';
 import { benchIdentities } from './load.js';
+import { gatewayFetch, type FetchLike } from '../runtime/http/client.js';
+import { hashToken, newToken } from '../runtime/http/scopes.js';
 
 /**
  * Extra V8/Node flags for the gateway under benchmark (OUTPOST_BENCH_NODE_FLAGS, space-separated),
@@ -16,7 +18,7 @@ function extraFlags(): string[] {
 
 /** The built CLI, next to this file in dist/ (dist/bench → dist/runtime). */
 const CLI = fileURLToPath(new URL('../runtime/cli.js', import.meta.url));
-const READY = /^outpost (\S+): broker on (\S+):(\d+), api on (http:\/\/\S+)$/m;
+const READY = /^outpost (\S+): broker on (\S+):(\d+), api on (https?:\/\/\S+)(?: \(certificate sha256 [0-9A-F:]+\))?$/m;
 const MQTTS = /^outpost \S+: mqtts on (\S+):(\d+)/m;
 
 /**
@@ -32,6 +34,8 @@ export class ConfiguredGateway {
     private readonly proc: ChildProcess,
     readonly brokerUrl: string,
     readonly apiUrl: string,
+    /** fetch to the API with the bench's read token, the gateway's certificate pinned. */
+    readonly fetch: FetchLike,
     /** mqtts://host:port when the config opens the broker's TLS listener. */
     readonly tlsUrl?: string,
   ) {
@@ -54,8 +58,12 @@ export class ConfiguredGateway {
   }
 
   /** Writes `config` (JSON, which the YAML loader reads) into `dir` and starts the gateway on it. */
-  static async start(dir: string, config: SiteConfigInput, timeoutMs = 15_000): Promise<ConfiguredGateway> {
+  static async start(dir: string, input: SiteConfigInput, timeoutMs = 15_000): Promise<ConfiguredGateway> {
     const file = join(dir, 'gateway.json');
+    // A read token for the bench's own status calls, declared by its hash.
+    const token = newToken();
+    const http = { ...input.http, tokens: [...(input.http?.tokens ?? []), { name: 'bench', scopes: ['read' as const], sha256: hashToken(token) }] };
+    const config: SiteConfigInput = { ...input, http };
     writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);
     const proc = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, ...extraFlags(), CLI, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -86,8 +94,10 @@ export class ConfiguredGateway {
         });
       });
       proc.stderr?.off('data', onStderr);
+      const apiUrl = ready[4]!;
       const tls = MQTTS.exec(stdout);
-      const gw = new ConfiguredGateway(proc, `mqtt://${ready[2]}:${ready[3]}`, ready[4]!, tls ? `mqtts://${tls[1]}:${tls[2]}` : undefined);
+      const ca = apiUrl.startsWith('https:') ? readFileSync(join(dirname(config.storage.path), 'http.crt'), 'utf8') : undefined;
+      const gw = new ConfiguredGateway(proc, `mqtt://${ready[2]}:${ready[3]}`, apiUrl, gatewayFetch({ token, ca }), tls ? `mqtts://${tls[1]}:${tls[2]}` : undefined);
       gw.stderrTail = stderr;
       return gw;
     } catch (err) {
@@ -99,7 +109,7 @@ export class ConfiguredGateway {
   /** The gateway's own status (`GET /api/v1/status`), or undefined when it does not answer. */
   async status(): Promise<Record<string, unknown> | undefined> {
     try {
-      const res = await fetch(`${this.apiUrl}/api/v1/status`, { signal: AbortSignal.timeout(2000) });
+      const res = await this.fetch(`${this.apiUrl}/api/v1/status`, { signal: AbortSignal.timeout(2000) });
       return res.ok ? ((await res.json()) as Record<string, unknown>) : undefined;
     } catch {
       return undefined;

@@ -33,9 +33,9 @@ interface RolloutView {
   phases: Array<{ devices: number; succeeded: number; failed: number }>;
 }
 
-async function otaStatus(api: string): Promise<{ rollouts?: RolloutView[]; releases?: Array<{ release: string; state: string }> }> {
+async function otaStatus(gw: ConfiguredGateway): Promise<{ rollouts?: RolloutView[]; releases?: Array<{ release: string; state: string }> }> {
   // One retry: a kept-alive connection the server closed at the same moment fails once.
-  const get = async (): Promise<Response> => fetch(`${api}/api/v1/ota`);
+  const get = async (): Promise<Response> => gw.fetch(`${gw.apiUrl}/api/v1/ota`);
   const res = await get().catch(get);
   return (await res.json()) as { rollouts?: RolloutView[] };
 }
@@ -149,7 +149,7 @@ export const otaBenchmark = (IMAGE_MB = 8, chunkCacheMb = 32): Benchmark => ({
       const gw = await ConfiguredGateway.start(dir, config);
       scope.pid(gw.pid);
       scope.defer(() => gw.stop());
-      const status = (await (await fetch(`${gw.apiUrl}/api/v1/status`)).json()) as { ports: { ota: number } };
+      const status = (await (await gw.fetch(`${gw.apiUrl}/api/v1/status`)).json()) as { ports: { ota: number } };
       const server = `http://127.0.0.1:${status.ports.ota}/bench`;
       const publisher = await mqtt.connectAsync(cloud.url, { reconnectPeriod: 0 });
       scope.defer(() => publisher.endAsync(true));
@@ -182,7 +182,7 @@ export const otaBenchmark = (IMAGE_MB = 8, chunkCacheMb = 32): Benchmark => ({
       } as { release: string });
       let r: RolloutView | undefined;
       while (performance.now() - t0 < 180_000) {
-        r = (await otaStatus(gw.apiUrl).catch((err: unknown) => {
+        r = (await otaStatus(gw).catch((err: unknown) => {
           throw new Error(`gateway status: ${errorMessage(err)}; gateway log: ${gw.log.slice(-1500)}`);
         })).rollouts?.find((x) => x.release === 'bench-fw-2.0.0');
         const done = r?.phases[0]?.succeeded ?? 0;
@@ -211,7 +211,7 @@ export const otaBenchmark = (IMAGE_MB = 8, chunkCacheMb = 32): Benchmark => ({
         deltas: [{ from: '2.0.0', artifact: artifact('bench-fw-2.0.0-3.0.0.delta', delta) }],
         rollout: { phases: [{ share: 100 }], failureThreshold: 0.1, maxRetries: 1 },
       } as { release: string });
-      while ((await otaStatus(gw.apiUrl)).releases?.find((x) => x.release === 'bench-fw-3.0.0')?.state !== 'ready' && (await otaStatus(gw.apiUrl)).rollouts?.find((x) => x.release === 'bench-fw-3.0.0') === undefined) {
+      while ((await otaStatus(gw)).releases?.find((x) => x.release === 'bench-fw-3.0.0')?.state !== 'ready' && (await otaStatus(gw)).rollouts?.find((x) => x.release === 'bench-fw-3.0.0') === undefined) {
         await sleep(100);
       }
       opts.progress.show('ota  serving: gateway');

@@ -6,6 +6,7 @@ import { Gateway } from './gateway.js';
 import { createLogger } from './logger.js';
 import { loadRules, replay } from './rules-test.js';
 import { errorMessage } from './contracts/index.js';
+import { CONNECTION_OPTIONS, gatewayFetch, resolveConnection, type ConnectionArgs, type FetchLike } from './http/client.js';
 
 const USAGE = `outpost — edge gateway runtime
 
@@ -14,24 +15,37 @@ Usage:
   outpost validate FILE           check a site config; prints every error with its path
   outpost demo [--duration S] [--json]
                                   gateway + simulated site + simulated cloud on this machine
-  outpost status [--url URL]      status of a running gateway (default http://127.0.0.1:8080)
-  outpost dead-letters [--url URL] [--limit N] [--replay [--ids 1,2,…]]
+  outpost status [CONN]           status of a running gateway
+  outpost dead-letters [CONN] [--limit N] [--replay [--ids 1,2,…]]
                                   readings the cloud refused: list them, or put them back in
                                   their streams (all, or the given ids)
-  outpost write DEVICE POINT VALUE [--url URL]   write a Modbus point (true/false, a number, or --string TEXT), verified by reading it back
+  outpost write DEVICE POINT VALUE [CONN]   write a Modbus point (true/false, a number, or --string TEXT), verified by reading it back
   outpost rules test RULES --input READINGS.jsonl
                                   replay recorded readings through the rules of RULES (a site
                                   config, or a file with rules:); prints what they would emit
-  outpost rules reload [--url URL]
-                                  apply the running gateway's config file rules again (also SIGHUP)
-  outpost ota status [--url URL] [--json]
+  outpost rules reload [CONN]     apply the running gateway's config file rules again (also SIGHUP)
+  outpost ota status [CONN] [--json]
                                   releases, download progress and rollouts (a bar per phase)
-  outpost ota pause|resume|abort RELEASE [--url URL]
+  outpost ota pause|resume|abort RELEASE [CONN]
                                   control a rollout (also from the cloud)
-  outpost ota submit SIGNED.json [--url URL]
+  outpost ota submit SIGNED.json [CONN]
                                   give the gateway a signed release locally (as the cloud would)
   outpost identity hash-password|key|revoke|restore|list|ca|cert …
                                   child device identities and credentials (outpost identity help)
+  outpost tokens create --config FILE --name NAME --scope read|operate|admin
+                                  a new API token, printed once (only its hash is kept)
+  outpost tokens list --config FILE [--json]
+  outpost tokens revoke NAME --config FILE
+                                  refused from the next request on, no restart
+  outpost hash-token [--stdin]    a new token and its SHA-256 for http.tokens (or the hash of stdin)
+
+CONN, how the verbs that talk to a running gateway reach it:
+  --config FILE      its site config: the URL from http, and its certificate pinned from the
+                     state directory (http.crt beside the store)
+  --url URL          default https://127.0.0.1:8080, or from --config
+  --token-file FILE  the API token (else the environment variable OUTPOST_TOKEN)
+  --ca FILE          the certificate to trust (else OUTPOST_CA; else from --config; else the
+                     system's CAs)
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -53,9 +67,19 @@ async function main(argv: string[]): Promise<number> {
       return rulesCommand(rest);
     case 'dead-letters':
       return deadLetters(rest);
-    case 'ota': {
-      const { otaCommand } = await import('../ota/cli.js');
-      return otaCommand(rest);
+    case 'ota':
+      return otaWithConnection(rest);
+    case 'tokens': {
+      const { tokensCommand } = await import('./tokens-cli.js');
+      try {
+        return await tokensCommand(rest);
+      } catch (err) {
+        return reportConfigError(err);
+      }
+    }
+    case 'hash-token': {
+      const { hashTokenCommand } = await import('./tokens-cli.js');
+      return hashTokenCommand(rest);
     }
     case 'identity': {
       const { identityCommand } = await import('./identity/cli.js');
@@ -116,8 +140,12 @@ async function start(args: string[]): Promise<number> {
   } catch (err) {
     return reportConfigError(err);
   }
+  const api = gateway.status().api;
+  // One line a supervisor (and test/helpers/gateway-process.ts) reads: the ports, and the API
+  // certificate's fingerprint for clients to pin.
   process.stdout.write(
-    `outpost ${cfg.gateway.id}: broker on ${cfg.broker.host}:${gateway.ports.broker}, api on http://${cfg.http.host}:${gateway.ports.http}\n` +
+    `outpost ${cfg.gateway.id}: broker on ${cfg.broker.host}:${gateway.ports.broker}, api on ${api.scheme}://${cfg.http.host}:${gateway.ports.http}` +
+      `${api.certificateSha256 ? ` (certificate sha256 ${api.certificateSha256})` : ''}\n` +
       (cfg.broker.tls && gateway.ports.brokerTls !== undefined
         ? `outpost ${cfg.gateway.id}: mqtts on ${cfg.broker.tls.host ?? cfg.broker.host}:${gateway.ports.brokerTls} (certificate sha256 ${String((gateway.status() as { brokerTlsSha256?: string }).brokerTlsSha256 ?? '?')})\n`
         : '') +
@@ -174,9 +202,11 @@ async function rulesCommand(args: string[]): Promise<number> {
     return r.badLines > 0 ? 1 : 0;
   }
   if (sub === 'reload') {
-    const { values } = parseArgs({ args: rest, options: { url: { type: 'string', default: 'http://127.0.0.1:8080' } } });
+    const { values } = parseArgs({ args: rest, options: CONNECTION_OPTIONS });
+    const conn = await connect(values);
+    if (!conn) return 2;
     try {
-      const res = await fetch(`${values.url.replace(/\/$/, '')}/api/v1/rules/reload`, { method: 'POST' });
+      const res = await conn.fetch(`${conn.url}/api/v1/rules/reload`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
       const body = (await res.json()) as { error?: string; problems?: string[] };
       if (!res.ok) {
         process.stderr.write(`${body.error ?? res.statusText}\n${(body.problems ?? []).map((p) => `  ${p}\n`).join('')}`);
@@ -185,21 +215,23 @@ async function rulesCommand(args: string[]): Promise<number> {
       process.stdout.write(`${JSON.stringify(body)}\n`);
       return 0;
     } catch (err) {
-      process.stderr.write(`cannot reach the gateway at ${values.url}: ${errorMessage(err)}\n`);
+      process.stderr.write(`cannot reach the gateway at ${conn.url}: ${errorMessage(err)}\n`);
       return 1;
     }
   }
-  process.stderr.write('usage: outpost rules test RULES --input READINGS.jsonl | outpost rules reload [--url URL]\n');
+  process.stderr.write('usage: outpost rules test RULES --input READINGS.jsonl | outpost rules reload [--config FILE] [--url URL] [--token-file FILE] [--ca FILE]\n');
   return 2;
 }
 
 async function status(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { url: { type: 'string', default: 'http://127.0.0.1:8080' } } });
-  const url = `${values.url.replace(/\/$/, '')}/api/v1/status`;
+  const { values } = parseArgs({ args, options: CONNECTION_OPTIONS });
+  const conn = await connect(values);
+  if (!conn) return 2;
+  const url = `${conn.url}/api/v1/status`;
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
+    const res = await conn.fetch(url, { signal: AbortSignal.timeout(5000) });
     if (!res.ok) {
-      process.stderr.write(`${url}: HTTP ${res.status}\n`);
+      process.stderr.write(`${url}: HTTP ${res.status}: ${await res.text()}\n`);
       return 1;
     }
     process.stdout.write(`${JSON.stringify(await res.json(), null, 2)}\n`);
@@ -214,13 +246,15 @@ async function deadLetters(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
-      url: { type: 'string', default: 'http://127.0.0.1:8080' },
+      ...CONNECTION_OPTIONS,
       limit: { type: 'string', default: '100' },
       replay: { type: 'boolean', default: false },
       ids: { type: 'string' },
     },
   });
-  const base = `${values.url.replace(/\/$/, '')}/api/v1/dead-letters`;
+  const conn = await connect(values);
+  if (!conn) return 2;
+  const base = `${conn.url}/api/v1/dead-letters`;
   let ids: number[] | undefined;
   if (values.ids !== undefined) {
     ids = values.ids.split(',').map((x) => Number(x.trim()));
@@ -231,13 +265,13 @@ async function deadLetters(args: string[]): Promise<number> {
   }
   try {
     const res = values.replay
-      ? await fetch(`${base}/replay`, {
+      ? await conn.fetch(`${base}/replay`, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
           body: JSON.stringify(ids ? { ids } : {}),
           signal: AbortSignal.timeout(10_000),
         })
-      : await fetch(`${base}?limit=${encodeURIComponent(values.limit)}`, { signal: AbortSignal.timeout(10_000) });
+      : await conn.fetch(`${base}?limit=${encodeURIComponent(values.limit)}`, { signal: AbortSignal.timeout(10_000) });
     const body = (await res.json());
     if (!res.ok) {
       process.stderr.write(`${base}: HTTP ${res.status}: ${JSON.stringify(body)}\n`);
@@ -255,11 +289,11 @@ async function writePoint(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { url: { type: 'string', default: 'http://127.0.0.1:8080' }, string: { type: 'boolean', default: false } },
+    options: { ...CONNECTION_OPTIONS, string: { type: 'boolean', default: false } },
   });
   const [device, point, text] = positionals;
   if (device === undefined || point === undefined || text === undefined || positionals.length > 3) {
-    process.stderr.write('usage: outpost write DEVICE POINT VALUE [--string] [--url URL]\n');
+    process.stderr.write('usage: outpost write DEVICE POINT VALUE [--string] [--config FILE] [--url URL] [--token-file FILE] [--ca FILE]\n');
     return 2;
   }
   let value: number | boolean | string;
@@ -272,9 +306,11 @@ async function writePoint(args: string[]): Promise<number> {
       return 2;
     }
   }
-  const url = `${values.url.replace(/\/$/, '')}/api/v1/devices/${encodeURIComponent(device)}/points/${encodeURIComponent(point)}/write`;
+  const conn = await connect(values);
+  if (!conn) return 2;
+  const url = `${conn.url}/api/v1/devices/${encodeURIComponent(device)}/points/${encodeURIComponent(point)}/write`;
   try {
-    const res = await fetch(url, {
+    const res = await conn.fetch(url, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ value }),
@@ -290,6 +326,61 @@ async function writePoint(args: string[]): Promise<number> {
   } catch (err) {
     process.stderr.write(`cannot reach the gateway at ${url}: ${errorMessage(err)}\n`);
     return 1;
+  }
+}
+
+/** The gateway's URL and a fetch that presents the token and trusts its certificate; undefined (reported) when the options are unusable. */
+async function connect(args: ConnectionArgs): Promise<{ url: string; fetch: FetchLike } | undefined> {
+  try {
+    const conn = await resolveConnection(args);
+    return { url: conn.url, fetch: gatewayFetch(conn) };
+  } catch (err) {
+    if (err instanceof ConfigError) reportConfigError(err);
+    else process.stderr.write(`${errorMessage(err)}\n`);
+    return undefined;
+  }
+}
+
+/**
+ * `outpost ota …` (ota/cli.ts) with the connection options: they are taken out of its arguments
+ * here, and its requests (made with the global fetch) go through the gateway client for the
+ * command's duration; its --url defaults to the one resolved. ota/cli.ts can take the client
+ * directly (runtime/http/client.ts) and this shim go.
+ */
+async function otaWithConnection(args: string[]): Promise<number> {
+  const { otaCommand } = await import('../ota/cli.js');
+  const own = new Set(['--config', '-c', '--token-file', '--ca']);
+  const rest: string[] = [];
+  const taken: Record<string, string> = {};
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const [flag, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    if (own.has(flag)) {
+      const value = inline ?? args[++i];
+      if (value === undefined) {
+        process.stderr.write(`${flag}: a value is needed\n`);
+        return 2;
+      }
+      taken[flag === '-c' ? 'config' : flag.slice(2)] = value;
+    } else rest.push(a);
+  }
+  const hasUrl = rest.some((a) => a === '--url' || a.startsWith('--url='));
+  const urlAt = rest.findIndex((a) => a === '--url');
+  const conn = await connect({ ...taken, ...(urlAt !== -1 && rest[urlAt + 1] !== undefined ? { url: rest[urlAt + 1] } : {}) });
+  if (!conn) return 2;
+  const globalFetch = globalThis.fetch;
+  // Its bodiless POSTs (rollout commands) get the JSON content type every state change needs.
+  const shim: FetchLike = (input, init = {}) => {
+    const headers = new Headers(init.headers);
+    const changes = (init.method ?? 'GET') !== 'GET' && init.method !== 'HEAD';
+    if (changes && !headers.has('content-type')) headers.set('content-type', 'application/json');
+    return conn.fetch(input, { ...init, headers, ...(changes && (init.body === undefined || init.body === '') ? { body: '{}' } : {}) });
+  };
+  globalThis.fetch = shim as typeof fetch;
+  try {
+    return await otaCommand(hasUrl ? rest : [...rest, '--url', conn.url]);
+  } finally {
+    globalThis.fetch = globalFetch;
   }
 }
 

@@ -1,5 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { hashToken, newToken } from './http/scopes.js';
+import { writeOwnerOnly } from './security/secret-files.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -15,7 +17,6 @@ import type { SiteConfigInput } from './config/schema.js';
 import { Gateway, type GatewayStatus } from './gateway.js';
 import { createLogger } from './logger.js';
 import { bar, renderRollout } from '../ota/render.js';
-import { writeOwnerOnly } from './security/secret-files.js';
 
 /** The demo's update server: valve tokens derive from this group secret, made for each run. */
 const DEMO_GROUP_SECRET = randomBytes(32).toString('base64url');
@@ -103,12 +104,17 @@ export async function runDemo(args: string[]): Promise<number> {
   // this secret (docs/security.md), as a fleet provisioned at the factory would.
   const groupSecret = randomBytes(32).toString('base64url');
   writeOwnerOnly(join(dir, 'pumps.key'), groupSecret);
+  const token = newToken();
+  const tokenFile = join(dir, 'operator.token');
+  writeOwnerOnly(tokenFile, `${token}\n`);
   const config = parseConfig(
     {
       gateway: { id: 'demo-gw1' },
       broker: { host: '127.0.0.1', port: 0 },
       identities: { groups: [{ name: 'pumps', devices: 'pump-*', secretFile: join(dir, 'pumps.key') }] },
-      http: { host: '127.0.0.1', port: 0 },
+      // TLS with a self-signed certificate made in the demo's directory, and one admin token for
+      // the operator, declared by its hash as a site would provision it.
+      http: { host: '127.0.0.1', port: 0, tokens: [{ name: 'demo-operator', scopes: ['admin'], sha256: hashToken(token) }] },
       devices: site.devices(),
       rules: demoRules(),
       cloud: { url: link.url, batchSize: 200, backoff: { initialMs: 200, maxMs: 2000 } },
@@ -179,7 +185,8 @@ export async function runDemo(args: string[]): Promise<number> {
   if (!json) {
     process.stdout.write(
       `Outpost demo: gateway ${config.gateway.id}, ${site.slaves.size} Modbus slaves, ${site.children.length} MQTT child devices, cloud on ${cloud.url}\n` +
-        `Status page http://127.0.0.1:${gateway.ports.http}/api/v1/status · metrics /metrics · log ${logFile}\n` +
+        `API https://127.0.0.1:${gateway.ports.http}/api/v1/status · /metrics · certificate sha256 ${gateway.status().api.certificateSha256 ?? '-'} · log ${logFile}\n` +
+        `  try: OUTPOST_TOKEN=$(cat ${tokenFile}) outpost status --url https://127.0.0.1:${gateway.ports.http} --ca ${join(dir, 'http.crt')}\n` +
         `The cloud link drops for ${outageForS}s every ${outageEveryS}s. ${durationS ? `Running ${durationS}s.` : 'Ctrl-C to stop.'}\n`,
     );
   }

@@ -34,6 +34,8 @@ export interface GatewayStatus {
   readonly children: { connected: number };
   readonly drivers: Record<string, unknown>[];
   readonly ports: { broker: number; http: number; ota?: number; brokerTls?: number };
+  /** The API's scheme and, with TLS, its certificate's SHA-256 fingerprint (what clients pin). */
+  readonly api: { scheme: 'http' | 'https'; certificateSha256?: string };
   /** Releases, rollouts and the artifact cache, when OTA is configured. */
   readonly ota?: OtaStatus;
   /** Memory of the gateway process, MiB. */

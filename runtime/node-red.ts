@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import type { EventEmitter } from 'node:events';
@@ -24,6 +24,8 @@ import {
   type WriteValue,
 } from './contracts/index.js';
 import { sendError } from './http/respond.js';
+import { replaceNodeRedLoginLock } from './node-red-login.js';
+import { restrictToOwner } from './security/secret-files.js';
 import type { IngestPipeline } from './ingest.js';
 
 const require = createRequire(import.meta.url);
@@ -85,6 +87,11 @@ export interface OutpostNodeHost {
 
 export interface NodeRedOptions {
   readonly userDir: string;
+  /**
+   * Encrypts the credentials of flows (flows_cred.json): derived from the gateway's secret, so the
+   * userDir copied elsewhere (a backup) reveals no credential without the state directory.
+   */
+  readonly credentialSecret: string;
   readonly admin: { readonly username: string; readonly passwordHash: string };
   /** What the Outpost nodes reach, made once the component starts (it needs the metrics and log). */
   readonly host: (ctx: ComponentContext) => OutpostNodeHost;
@@ -186,6 +193,53 @@ export function makeNodeHost(opts: {
   };
 }
 
+/** Makes every file under `dir` owner-only (0600, directories 0700) where group or others could read it. */
+function restrictTree(dir: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const path = join(dir, name);
+    let st;
+    try {
+      st = statSync(path);
+    } catch {
+      continue; // removed meanwhile
+    }
+    // node_modules holds code, not secrets, and may be large: the 0700 userDir already hides it.
+    if (st.isDirectory() && name !== 'node_modules') restrictTree(path);
+    if ((st.mode & 0o077) !== 0) restrictToOwner(path);
+  }
+  restrictToOwner(dir);
+}
+
+/** The part of Node-RED's storage API (`@node-red/runtime/lib/storage/localfilesystem`) wrapped below. */
+type NodeRedStorage = Record<string, unknown>;
+
+/**
+ * Node-RED's own file storage, with every file it writes made owner-only right after: it writes
+ * with the process umask (0644 usually) and has no setting for a mode, and flows_cred.json,
+ * .sessions.json (editor tokens) and .config.users.json must not be readable by other users.
+ */
+function ownerOnlyStorage(userDir: string): NodeRedStorage {
+  // Resolved from node-red's own package: the runtime is its dependency, not ours.
+  const local = createRequire(require.resolve('node-red'))('@node-red/runtime/lib/storage/localfilesystem') as NodeRedStorage;
+  const wrapped: NodeRedStorage = { ...local };
+  for (const key of Object.keys(local)) {
+    const fn = local[key];
+    if (typeof fn !== 'function' || !(key === 'init' || key.startsWith('save'))) continue;
+    wrapped[key] = async (...args: unknown[]): Promise<unknown> => {
+      const result: unknown = await (fn as (...a: unknown[]) => Promise<unknown>).apply(local, args);
+      restrictTree(userDir);
+      return result;
+    };
+  }
+  return wrapped;
+}
+
 /** The part of Node-RED's editor token store (`@node-red/editor-api/lib/auth/tokens.js`) used below. */
 interface NodeRedTokens {
   init(adminAuth: Record<string, unknown>, storage: { getSessions(): Promise<object>; saveSessions(s: object): Promise<void> }): Promise<void>;
@@ -233,14 +287,19 @@ export class HostedNodeRed implements Component {
     const server = this.opts.server();
     if (!server) throw new Error('node-red: the gateway HTTP server is not listening');
     this.log = ctx.log;
+    if (!replaceNodeRedLoginLock()) ctx.log.warn('node-red: its editor API was loaded before the gateway could replace its name-wide login lock');
     const red = require('node-red') as NodeRed;
-    mkdirSync(this.opts.userDir, { recursive: true });
+    // Flows, their credentials and the editor's sessions: the owner's alone (a userDir made by an
+    // earlier version is tightened too).
+    mkdirSync(this.opts.userDir, { recursive: true, mode: 0o700 });
+    restrictTree(this.opts.userDir);
     this.server = server;
     this.upgradeBefore = new Set(server.listeners('upgrade') as Array<(...args: unknown[]) => void>);
     red.init(server, {
       userDir: this.opts.userDir,
       flowFile: 'flows.json',
-      credentialSecret: false,
+      credentialSecret: this.opts.credentialSecret,
+      storageModule: ownerOnlyStorage(this.opts.userDir),
       httpAdminRoot: '/red',
       httpNodeRoot: false,
       nodesDir: [PALETTE_DIR],
@@ -261,6 +320,7 @@ export class HostedNodeRed implements Component {
     try {
       await red.start();
       await this.flowStartsDone('start');
+      restrictTree(this.opts.userDir);
     } catch (err) {
       // The gateway stops only the parts that started: what this start opened is closed here.
       this.flowStarted(true);

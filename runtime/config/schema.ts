@@ -3,6 +3,7 @@ import { cloudSchema, streamSchema } from '../../cloud-bridge/config.js';
 import { otaSchema } from '../../ota/config.js';
 import { ruleSchema } from '../../rules/config.js';
 import { idSchema, type DeviceConfig } from '../contracts/index.js';
+import { apiTokenSchema, isLoopback } from '../http/scopes.js';
 import { defaultProtocols, type ProtocolRegistry } from '../protocols.js';
 import { brokerSchema } from '../broker/config.js';
 import { identitiesSchema } from '../identity/config.js';
@@ -33,6 +34,25 @@ function build(registry: ProtocolRegistry) {
         .strictObject({
           host: z.string().min(1).default('127.0.0.1'),
           port: z.number().int().min(0).max(65535).default(8080),
+          /**
+           * TLS for the API and the Node-RED editor: on by default with a self-signed certificate made
+           * on first start in the state directory; `{certFile, keyFile}` for one of your own; `false`
+           * only on a loopback address (checked below).
+           */
+          tls: z
+            .union([
+              z.literal(false),
+              z.literal(true).transform((): { certFile?: string; keyFile?: string } => ({})),
+              z.strictObject({ certFile: z.string().min(1).optional(), keyFile: z.string().min(1).optional() }).refine(
+                (t) => (t.certFile === undefined) === (t.keyFile === undefined),
+                'give both certFile and keyFile, or neither (a self-signed certificate is made)',
+              ),
+            ])
+            .default({}),
+          /** API tokens provisioned in the config (as SHA-256 hashes; `outpost hash-token`), beside those made by `outpost tokens create`. */
+          tokens: z.array(apiTokenSchema).default([]),
+          /** Host header values the API answers to besides its address, loopback names and the machine's name (DNS rebinding). */
+          allowedHosts: z.array(z.string().min(1).max(253).regex(/^[A-Za-z0-9.-]+$/, 'expected a host name')).default([]),
           /** Admin credentials: the Node-RED editor at /red asks for them. */
           admin: z
             .strictObject({
@@ -42,7 +62,17 @@ function build(registry: ProtocolRegistry) {
             })
             .optional(),
         })
-        .default({ host: '127.0.0.1', port: 8080 }),
+        .superRefine((http, ctx) => {
+          if (http.tls === false && !isLoopback(http.host)) {
+            ctx.addIssue({ code: 'custom', path: ['tls'], message: `tls: false is allowed only on a loopback address, not on http.host "${http.host}" (tokens would cross the network in clear)` });
+          }
+          const names = new Set<string>();
+          http.tokens.forEach((t, i) => {
+            if (names.has(t.name)) ctx.addIssue({ code: 'custom', path: ['tokens', i, 'name'], message: `duplicate token name "${t.name}"` });
+            names.add(t.name);
+          });
+        })
+        .default({ host: '127.0.0.1', port: 8080, tls: {}, tokens: [], allowedHosts: [] }),
       /** Node-RED hosted by the gateway: editor at /red, flows kept in userDir. */
       nodeRed: z
         .strictObject({

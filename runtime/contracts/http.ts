@@ -31,6 +31,26 @@ export interface JsonBodyOptions {
   readonly errorFields?: (status: number, message: string) => Readonly<Record<string, unknown>>;
 }
 
+/**
+ * What a token must hold for a request to the local API (docs/security.md): `admin` implies
+ * `operate` implies `read`.
+ */
+export type ApiScope = 'read' | 'operate' | 'admin';
+
+/** How the API guards what is mounted under a prefix. */
+export interface MountOptions {
+  /**
+   * The scope every request under the prefix needs, whatever its method. Default: `read` for GET
+   * and HEAD, `operate` for the rest. Say `admin` for configuration, identities and tokens.
+   */
+  readonly scope?: ApiScope;
+  /**
+   * The handler authenticates its callers itself (the Node-RED editor's own login): no API token is
+   * asked for, and no JSON content type; the Host and Origin checks still apply.
+   */
+  readonly ownAuth?: boolean;
+}
+
 export interface HttpListener {
   readonly port: number;
   /** The node:http server (for handlers that also take WebSocket upgrades). */
@@ -53,8 +73,11 @@ export interface HttpHost {
    * is answered 413 / 400 naming what was wrong, and the handlers after it do not run.
    */
   jsonBody<T>(schema: z.ZodType<T>, opts?: JsonBodyOptions): RequestHandler;
-  /** Serves `handler` on the gateway's API listener under `prefix` (`/api/v1/ota`, `/red`). */
-  mount(prefix: string, handler: RequestHandler | Router): void;
+  /**
+   * Serves `handler` on the gateway's API listener under `prefix` (`/api/v1/ota`, `/red`). Every
+   * request needs an API token (`opts` says which scope) unless the handler authenticates itself.
+   */
+  mount(prefix: string, handler: RequestHandler | Router, opts?: MountOptions): void;
   /**
    * Serves `handler` on a listener of its own (the update server). Unknown paths and errors are
    * answered in the one error shape; `errorFields` adds a protocol's own fields to it.

@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import express from 'express';
 import type { z } from 'zod';
 import {
@@ -7,6 +8,7 @@ import {
   type HttpListener,
   type JsonBodyOptions,
   type Logger,
+  type MountOptions,
   type NextFunction,
   type Request,
   type RequestHandler,
@@ -14,6 +16,7 @@ import {
   type Router,
 } from '../contracts/index.js';
 import { listenOn } from '../listen.js';
+import type { PathPolicy } from './guard.js';
 import { sendError, statusOf } from './respond.js';
 
 /** Request bodies are read up to this by default. */
@@ -32,6 +35,8 @@ export class HttpLayer implements HttpHost {
   private readonly mounts = express.Router();
   private readonly listeners = new Set<HttpListener>();
   private api: HttpListener | undefined;
+  /** The guard's policy per mounted prefix (lower case), longest first. */
+  private policies: Array<{ readonly prefix: string; readonly policy: PathPolicy }> = [];
 
   constructor(private readonly log: Logger) {}
 
@@ -70,8 +75,28 @@ export class HttpLayer implements HttpHost {
     };
   }
 
-  mount(prefix: string, handler: RequestHandler | Router): void {
+  mount(prefix: string, handler: RequestHandler | Router, opts: MountOptions = {}): void {
     this.mounts.use(prefix, handler);
+    if (opts.scope !== undefined || opts.ownAuth) this.setPolicy(prefix, opts);
+  }
+
+  /** A path (and what is under it) that needs no credentials at all (`/healthz`). */
+  open(prefix: string): void {
+    this.setPolicy(prefix, { open: true });
+  }
+
+  /**
+   * The policy of `path` (lower case, as express matches paths case-insensitively): the longest
+   * prefix given to mount() or open(), else the default (a token; scope by method).
+   */
+  policy(path: string): PathPolicy {
+    const p = path.toLowerCase();
+    return this.policies.find((x) => p === x.prefix || p.startsWith(`${x.prefix}/`))?.policy ?? {};
+  }
+
+  private setPolicy(prefix: string, policy: PathPolicy): void {
+    const p = prefix.toLowerCase().replace(/\/+$/, '');
+    this.policies = [...this.policies.filter((x) => x.prefix !== p), { prefix: p, policy }].sort((a, b) => b.prefix.length - a.prefix.length);
   }
 
   sendError(res: Response | ServerResponse, status: number, message: string, details?: Readonly<Record<string, unknown>>): void {
@@ -83,12 +108,13 @@ export class HttpLayer implements HttpHost {
   }
 
   /**
-   * The local API listener: the mounts first (in the order they were made), then `routes`, then
-   * the answers for unknown paths and failures.
+   * The local API listener: `guard` first (credentials, Host and Origin: runtime/http/guard.ts),
+   * then the mounts (in the order they were made), then `routes`, then the answers for unknown
+   * paths and failures. With `tls` it speaks HTTPS only.
    */
-  async listenApi(host: string, port: number, routes: Router): Promise<HttpListener> {
-    const app = this.app(routes, { name: 'api' }, this.mounts);
-    this.api = await this.serve(app, host, port, 5000);
+  async listenApi(host: string, port: number, routes: Router, opts: { tls?: { cert: string; key: string }; guard?: RequestHandler } = {}): Promise<HttpListener> {
+    const app = this.app(routes, { name: 'api', ...(opts.guard ? { guard: opts.guard } : {}) }, this.mounts);
+    this.api = await this.serve(app, host, port, 5000, opts.tls);
     return this.api;
   }
 
@@ -107,11 +133,12 @@ export class HttpLayer implements HttpHost {
     await Promise.all([...this.listeners].map((l) => l.close()));
   }
 
-  private app(handler: Router, opts: { name: string; errorFields?: ErrorFields }, mounts?: Router): express.Express {
+  private app(handler: Router, opts: { name: string; errorFields?: ErrorFields; guard?: RequestHandler }, mounts?: Router): express.Express {
     const app = express();
     app.disable('x-powered-by');
     app.disable('etag');
     app.set('query parser', 'simple');
+    if (opts.guard) app.use(opts.guard);
     if (mounts) app.use(mounts);
     app.use(handler);
     const fields = opts.errorFields;
@@ -128,16 +155,19 @@ export class HttpLayer implements HttpHost {
         this.sendError(res, known.status, known.message, { ...known.details, ...fields?.(known.status, known.message) });
         return;
       }
-      this.log.error({ listener: opts.name, err: errorMessage(err), url: req.originalUrl }, 'http handler failed');
+      // The path only: a query string may carry a credential (Node-RED's access_token).
+      this.log.error({ listener: opts.name, err: errorMessage(err), path: req.path.slice(0, 200) }, 'http handler failed');
       this.sendError(res, 500, 'internal error', fields?.(500, 'internal error'));
     });
     return app;
   }
 
-  private async serve(app: express.Express, host: string, port: number, keepAliveTimeoutMs: number): Promise<HttpListener> {
-    const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  private async serve(app: express.Express, host: string, port: number, keepAliveTimeoutMs: number, tls?: { cert: string; key: string }): Promise<HttpListener> {
+    const handle = (req: IncomingMessage, res: ServerResponse): void => {
       app(req, res);
-    });
+    };
+    // An https.Server is an http.Server to its users (requests, upgrades, close).
+    const server: Server = tls ? createTlsServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, handle) : createServer(handle);
     server.keepAliveTimeout = keepAliveTimeoutMs;
     const bound = await listenOn(server, host, port);
     let closing: Promise<void> | undefined;

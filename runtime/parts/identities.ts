@@ -88,7 +88,8 @@ export const identitiesPart: Part = {
       if (config.identities.revoked.includes(id)) throw new HttpError(409, `"${id}" is revoked by the config (identities.revoked): remove it there`);
       sendJson(res, 200, { restored: broker.identities.restore(id) ? id : null });
     });
-    http.mount('/api/v1/identities', r);
+    // Identities are the site's access control: admin scope.
+    http.mount('/api/v1/identities', r, { scope: 'admin' });
     const uplink = site.get('uplink');
     uplink.subscribe(cloudTopics.identityCommands(config.cloud.topicPrefix, config.gateway.id), (_topic, payload) => {
       try {

@@ -1,6 +1,18 @@
-import { dirname, join } from 'node:path';
+import { createHmac } from 'node:crypto';
+import { join } from 'node:path';
+import { LoginLimiter, limitLogins } from '../http/login-limiter.js';
 import { HostedNodeRed, makeNodeHost } from '../node-red.js';
+import { gatewaySecret } from '../security/secret-files.js';
+import { stateDir } from './http.js';
 import type { Part } from './site.js';
+
+/**
+ * The key Node-RED encrypts flow credentials with: an HMAC of the gateway's secret under a fixed
+ * label, so the raw secret never leaves the gateway and a key derived for another use differs.
+ */
+export function nodeRedCredentialSecret(dir: string): string {
+  return createHmac('sha256', gatewaySecret(dir)).update('outpost/node-red/credentialSecret/v1').digest('hex');
+}
 
 /** Node-RED hosted by the gateway at /red, with the Outpost palette (docs/rules.md); only with `nodeRed.enabled` and admin credentials. */
 export const nodeRedPart: Part = {
@@ -11,12 +23,17 @@ export const nodeRedPart: Part = {
     const http = site.get('http');
     const pipeline = site.get('rules').pipeline;
     const sequence = site.get('store').sequence;
-    const { points } = site.opts;
+    const { points, clock, metrics } = site.opts;
+    // Failed editor logins slow down per address (before Node-RED's own /red handler sees them).
+    const limiter = new LoginLimiter(clock);
+    http.mount('/red/auth/token', limitLogins(limiter, metrics.counter('outpost_http_refused_total', 'Requests to the local API refused before any route ran', ['reason'])), { ownAuth: true });
     return new HostedNodeRed({
-      userDir: config.nodeRed.userDir ?? join(dirname(config.storage.path), 'node-red'),
+      userDir: config.nodeRed.userDir ?? join(stateDir(config), 'node-red'),
+      credentialSecret: nodeRedCredentialSecret(stateDir(config)),
       admin: config.http.admin,
       server: () => http.apiServer,
-      mount: (prefix, handler) => http.mount(prefix, handler),
+      // The editor authenticates its users itself (http.admin); the API guard checks Host and Origin.
+      mount: (prefix, handler) => http.mount(prefix, handler, { ownAuth: true }),
       host: (ctx) =>
         makeNodeHost({
           gateway: config.gateway.id,

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CLI, GatewayProcess } from '../helpers/gateway-process.js';
+import { gatewayApi, TEST_API_TOKENS, TEST_TOKENS } from '../helpers/api.js';
 
 const exec = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'outpost-cli-'));
@@ -12,7 +13,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 async function outpost(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args], { timeout: 20_000 });
+    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args], { timeout: 20_000, env: { ...process.env, OUTPOST_TOKEN: TEST_TOKENS.read } });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
@@ -75,13 +76,15 @@ describe('outpost CLI', () => {
     const file = join(dir, 'ok.yaml');
     writeFileSync(
       file,
-      `gateway: { id: gw }\nbroker: { port: 0 }\nhttp: { port: 0 }\ncloud: { url: "mqtt://127.0.0.1:9" }\nstorage: { path: ${JSON.stringify(join(dir, 'gw.db'))} }\n`,
+      `gateway: { id: gw }\nbroker: { port: 0 }\nhttp: { port: 0, tokens: ${JSON.stringify(TEST_API_TOKENS)} }\ncloud: { url: "mqtt://127.0.0.1:9" }\nstorage: { path: ${JSON.stringify(join(dir, 'gw.db'))} }\n`,
     );
     const gw = await GatewayProcess.start(file);
-    const res = await fetch(`http://127.0.0.1:${gw.httpPort}/api/v1/status`);
+    const api = gatewayApi(gw.httpPort, dir, TEST_TOKENS.read);
+    const res = await api.fetch(`${api.base}/api/v1/status`);
     expect(res.status).toBe(200);
     expect(((await res.json()) as { gateway: string }).gateway).toBe('gw');
-    const status = await outpost('status', '--url', `http://127.0.0.1:${gw.httpPort}`);
+    // The certificate pinned from the state directory that --config names; the token from the environment.
+    const status = await outpost('status', '--config', file, '--url', api.base);
     expect(status.code).toBe(0);
     expect(status.stdout).toContain('"gateway": "gw"');
     expect(await gw.terminate()).toBe(0);

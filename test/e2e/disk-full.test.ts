@@ -9,6 +9,7 @@ import { forwardAll } from '../helpers/site-gateway.js';
 import { cloudBehindDeadLink } from '../helpers/cloud-behind-link.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 import { TEST_GROUP_SECRET, testIdentities } from '../helpers/broker-access.js';
+import { gatewayApi } from '../helpers/api.js';
 
 const cleanup: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -55,7 +56,8 @@ describe('a full store', () => {
     );
     expect(site.children.reduce((n, c) => n + c.published, 0) * 3).toBeGreaterThan(ackedWhenFull);
     expect(gw.status().outbox.dropped).toBe(0);
-    const res = await fetch(`http://127.0.0.1:${gw.ports.http}/healthz`);
+    const api = gatewayApi(gw.ports.http, dir, undefined);
+    const res = await api.fetch(`${api.base}/healthz`);
     expect(res.status).toBe(200);
 
     // Space returns when the outbox drains to the cloud: intake resumes without a restart.

@@ -9,6 +9,7 @@ import { Gateway } from '../../runtime/gateway.js';
 import { createLogger } from '../../runtime/logger.js';
 import { profiles, SimModbusSlave } from '../../sim/modbus-slave.js';
 import { pointEntries } from '../../sim/site.js';
+import { gatewayApi, json, TEST_API_TOKENS, TEST_TOKENS, type GatewayApi } from '../helpers/api.js';
 
 const run = promisify(execFile);
 const cleanup: Array<() => Promise<unknown>> = [];
@@ -16,7 +17,7 @@ afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
 });
 
-async function plcAndGateway(): Promise<{ plc: SimModbusSlave; api: string }> {
+async function plcAndGateway(): Promise<{ plc: SimModbusSlave; api: GatewayApi; dir: string }> {
   const plc = await SimModbusSlave.start({ points: profiles.plc() });
   cleanup.push(() => plc.stop());
   const dir = mkdtempSync(join(tmpdir(), 'outpost-write-'));
@@ -24,7 +25,7 @@ async function plcAndGateway(): Promise<{ plc: SimModbusSlave; api: string }> {
   const config = parseConfig({
     gateway: { id: 'write-gw' },
     broker: { host: '127.0.0.1', port: 0 },
-    http: { host: '127.0.0.1', port: 0 },
+    http: { host: '127.0.0.1', port: 0, tokens: TEST_API_TOKENS },
     devices: [
       {
         id: 'plc-1',
@@ -40,15 +41,11 @@ async function plcAndGateway(): Promise<{ plc: SimModbusSlave; api: string }> {
   });
   const gateway = await Gateway.start(config, { log: createLogger({ level: 'silent' }) });
   cleanup.push(() => gateway.stop());
-  return { plc, api: `http://127.0.0.1:${gateway.ports.http}` };
+  return { plc, api: gatewayApi(gateway.ports.http, dir, TEST_TOKENS.operate), dir };
 }
 
-async function write(api: string, device: string, point: string, value: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(`${api}/api/v1/devices/${device}/points/${point}/write`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ value }),
-  });
+async function write(api: GatewayApi, device: string, point: string, value: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await api.fetch(`${api.base}/api/v1/devices/${device}/points/${point}/write`, json({ value }));
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
@@ -85,11 +82,14 @@ describe('Modbus writes through the local API and the CLI', () => {
   });
 
   it('`outpost write` sends the value and prints the verified result', async () => {
-    const { plc, api } = await plcAndGateway();
-    const { stdout } = await run(process.execPath, ['dist/runtime/cli.js', 'write', 'plc-1', 'speed-setpoint', '42.5', '--url', api], { timeout: 20_000 });
+    const { plc, api, dir } = await plcAndGateway();
+    // As an operator runs it: the token in the environment, the gateway's certificate pinned.
+    const conn = ['--url', api.base, '--ca', join(dir, 'http.crt')];
+    const env = { ...process.env, OUTPOST_TOKEN: TEST_TOKENS.operate };
+    const { stdout } = await run(process.execPath, ['dist/runtime/cli.js', 'write', 'plc-1', 'speed-setpoint', '42.5', ...conn], { timeout: 20_000, env });
     expect(JSON.parse(stdout)).toMatchObject({ readBack: 42.5 });
     expect(plc.unit.holding[100]).toBe(425);
-    const bad = await run(process.execPath, ['dist/runtime/cli.js', 'write', 'plc-1', 'speed', '1', '--url', api]).catch((e: { code: number; stderr: string }) => e);
+    const bad = await run(process.execPath, ['dist/runtime/cli.js', 'write', 'plc-1', 'speed', '1', ...conn], { env }).catch((e: { code: number; stderr: string }) => e);
     expect('code' in bad && bad.code).toBe(1);
     expect(bad.stderr).toMatch(/write refused \(HTTP 400\): .*not writable/);
   });

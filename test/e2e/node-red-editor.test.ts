@@ -1,3 +1,4 @@
+import { createHash, X509Certificate } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -7,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../runtime/config/load.js';
 import { Gateway } from '../../runtime/gateway.js';
 import { createLogger } from '../../runtime/logger.js';
+import { gatewayApi } from '../helpers/api.js';
 
 const require = createRequire(import.meta.url);
 const bcrypt = require('bcryptjs') as { hashSync(p: string, rounds: number): string };
@@ -33,15 +35,23 @@ describe('the Node-RED editor at /red', () => {
     });
     const gateway = await Gateway.start(config, { log: createLogger({ level: 'silent' }) });
     cleanup.push(() => gateway.stop());
-    const base = `http://127.0.0.1:${gateway.ports.http}`;
-    const res = await fetch(`${base}/red/auth/token`, {
+    const api = gatewayApi(gateway.ports.http, dir, undefined);
+    const base = api.base;
+    const res = await api.fetch(`${base}/red/auth/token`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ client_id: 'node-red-editor', grant_type: 'password', scope: '*', username: 'admin', password: 's3cret' }),
     });
     const { access_token: token } = (await res.json()) as { access_token: string };
 
-    const browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+    // The browser trusts the gateway's self-signed certificate by pinning its public key, as an
+    // operator's browser would after checking the fingerprint, not by ignoring certificate errors.
+    const spki = createHash('sha256').update(new X509Certificate(api.cert).publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
+    const browser = await puppeteer.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', `--ignore-certificate-errors-spki-list=${spki}`],
+    });
     cleanup.push(() => browser.close());
     const page = await browser.newPage();
     const errors: string[] = [];

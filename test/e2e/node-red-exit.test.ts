@@ -9,6 +9,7 @@ import { SimCloud } from '../../sim/cloud.js';
 import { GatewayProcess } from '../helpers/gateway-process.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 import { deviceCredentials, testIdentities } from '../helpers/broker-access.js';
+import { gatewayApi } from '../helpers/api.js';
 
 const require = createRequire(import.meta.url);
 const bcrypt = require('bcryptjs') as { hashSync(p: string, rounds: number): string };
@@ -46,6 +47,10 @@ interface Site {
   readonly gw: GatewayProcess;
   readonly cloud: SimCloud;
   readonly base: string;
+  /** The gateway's state directory (its API certificate). */
+  readonly dir: string;
+  /** The API's certificate, pinned by the clients. */
+  readonly cert: string;
   readonly token: string;
 }
 
@@ -78,7 +83,7 @@ async function gatewayWithFlow(): Promise<Site> {
     }),
   );
   const gw = await startGateway(file);
-  const base = `http://127.0.0.1:${gw.httpPort}`;
+  const { base, cert, fetch } = gatewayApi(gw.httpPort, dir, undefined);
   const res = await fetch(`${base}/red/auth/token`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -92,7 +97,7 @@ async function gatewayWithFlow(): Promise<Site> {
     body: JSON.stringify({ flows: FLOW }),
   });
   expect(deploy.status).toBe(200);
-  return { file, gw, cloud, base, token };
+  return { file, gw, cloud, base, dir, cert, token };
 }
 
 /** The pump publishes telemetry to the gateway's broker, 20 a second, until the cloud has what every path of the flow sent. */
@@ -124,7 +129,7 @@ async function terminateWithin(gw: GatewayProcess, boundMs: number): Promise<{ c
 
 /** The editor's WebSocket as the browser opens it: authenticated with the token, subscribed to debug and status. */
 async function openEditorComms(site: Site): Promise<{ ws: WebSocket; topics: string[]; closed: Promise<void> }> {
-  const ws = new WebSocket(`${site.base.replace('http', 'ws')}/red/comms`);
+  const ws = new WebSocket(`${site.base.replace('https', 'wss')}/red/comms`, { ca: site.cert });
   cleanup.push(() => Promise.resolve(ws.terminate()));
   const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
   const topics: string[] = [];
@@ -183,7 +188,8 @@ describe('outpost start with Node-RED flows', () => {
 
     // Node-RED keeps its sessions in its user directory: the token from before the restart still opens the admin API.
     const gw = await startGateway(site.file);
-    const flows = await fetch(`http://127.0.0.1:${gw.httpPort}/red/flows`, { headers: { authorization: `Bearer ${site.token}`, accept: 'application/json' } });
+    const api = gatewayApi(gw.httpPort, site.dir, undefined);
+    const flows = await api.fetch(`${api.base}/red/flows`, { headers: { authorization: `Bearer ${site.token}`, accept: 'application/json' } });
     expect(flows.status).toBe(200);
     await waitFor('the deployed flow running again', () => (byDevice.get('ticker') ?? 0) >= ticks + 5, 15_000);
     const end = await terminateWithin(gw, EXIT_BOUND_MS);

@@ -10,6 +10,7 @@ import { SimCloud } from '../../sim/cloud.js';
 import { profiles, SimModbusSlave } from '../../sim/modbus-slave.js';
 import { pointEntries } from '../../sim/site.js';
 import { sleep, waitFor } from '../helpers/wait.js';
+import { gatewayApi, type GatewayApi } from '../helpers/api.js';
 
 const require = createRequire(import.meta.url);
 const bcrypt = require('bcryptjs') as { hashSync(p: string, rounds: number): string };
@@ -19,8 +20,8 @@ afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
 });
 
-async function token(base: string, password: string): Promise<string> {
-  const res = await fetch(`${base}/red/auth/token`, {
+async function token(api: GatewayApi, password: string): Promise<string> {
+  const res = await api.fetch(`${api.base}/red/auth/token`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ client_id: 'node-red-admin', grant_type: 'password', scope: '*', username: 'admin', password }),
@@ -49,12 +50,14 @@ describe('Node-RED hosted by the gateway', () => {
     });
     const gateway = await Gateway.start(config, { log: createLogger({ level: 'silent' }) });
     cleanup.push(() => gateway.stop());
-    const base = `http://127.0.0.1:${gateway.ports.http}`;
+    // The editor's own login, over the API's TLS (certificate pinned); no API token.
+    const api = gatewayApi(gateway.ports.http, dir, undefined);
+    const { base, fetch } = api;
 
     // The editor and its API are behind the admin credentials.
     expect((await fetch(`${base}/red/flows`)).status).toBe(401);
     expect((await fetch(`${base}/red/auth/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ client_id: 'node-red-admin', grant_type: 'password', scope: '*', username: 'admin', password: 'wrong' }) })).status).toBe(403);
-    const auth = { authorization: `Bearer ${await token(base, 's3cret')}` };
+    const auth = { authorization: `Bearer ${await token(api, 's3cret')}` };
     const nodes = (await (await fetch(`${base}/red/nodes`, { headers: { ...auth, accept: 'application/json' } })).json()) as Array<{ types: string[]; enabled: boolean }>;
     const types = nodes.filter((n) => n.enabled).flatMap((n) => n.types);
     expect(types).toEqual(expect.arrayContaining(['outpost in', 'outpost out', 'outpost window', 'outpost write']));

@@ -8,6 +8,7 @@ import { ArtifactOrigin } from '../../sim/ota/artifact-origin.js';
 import { ReleaseSigner } from '../../sim/ota/release-signer.js';
 import { GatewayProcess } from '../helpers/gateway-process.js';
 import { waitFor } from '../helpers/wait.js';
+import { gatewayApi, TEST_API_TOKENS, TEST_TOKENS } from '../helpers/api.js';
 
 const cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -32,7 +33,7 @@ describe('OTA: kill -9 in the middle of an artifact download', () => {
       JSON.stringify({
         gateway: { id: 'kill9-ota' },
         broker: { host: '127.0.0.1', port: 0 },
-        http: { host: '127.0.0.1', port: 0 },
+        http: { host: '127.0.0.1', port: 0, tokens: TEST_API_TOKENS },
         cloud: { url: cloud.url, backoff: { initialMs: 100, maxMs: 500 } },
         storage: { path: join(dir, 'outpost.db') },
         ota: { trustedKeys: { k1: signer.publicKeyPem }, server: { host: '127.0.0.1', port: 0, closedNetwork: true } },
@@ -67,9 +68,9 @@ describe('OTA: kill -9 in the middle of an artifact download', () => {
 
     const second = await GatewayProcess.start(file);
     cleanup.push(() => second.terminate());
-    const api = `http://127.0.0.1:${second.httpPort}/api/v1/ota`;
+    const client = gatewayApi(second.httpPort, dir, TEST_TOKENS.read);
     await waitFor('release ready after the restart', async () => {
-      const s = (await (await fetch(api)).json()) as { releases?: Array<{ state: string }> };
+      const s = (await (await client.fetch(`${client.base}/api/v1/ota`)).json()) as { releases?: Array<{ state: string }> };
       return s.releases?.[0]?.state === 'ready' || s.releases?.[0]?.state === 'done';
     }, 15_000);
     // Resumed, not started again: the origin sent each byte once (plus the stalled prefix, once).

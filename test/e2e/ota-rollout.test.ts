@@ -9,6 +9,7 @@ import type { DdiDevice, DdiDeviceOptions } from '../../sim/ota/ddi-device.js';
 import { ReleaseSigner } from '../../sim/ota/release-signer.js';
 import { ddiDevices, GROUP_SECRET, GW, manifest, otaSite, rollout, targetAuth, type Site } from '../helpers/ota-site.js';
 import { waitFor } from '../helpers/wait.js';
+import { gatewayApi, TEST_TOKENS } from '../helpers/api.js';
 
 const cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -148,9 +149,10 @@ describe('OTA control: local API, CLI and cloud commands', () => {
 
   it('pauses, resumes and aborts a rollout over the local API and from the cloud; the CLI shows a bar per phase', async () => {
     const s = await site();
-    const api = `http://127.0.0.1:${s.gateway.ports.http}/api/v1/ota`;
+    const client = gatewayApi(s.gateway.ports.http, s.dir, TEST_TOKENS.operate);
+    const api = `${client.base}/api/v1/ota`;
     const post = async (path: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> => {
-      const res = await fetch(`${api}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: body === undefined ? '' : JSON.stringify(body) });
+      const res = await client.fetch(`${api}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: body === undefined ? '' : JSON.stringify(body) });
       return { status: res.status, body: (await res.json()) as Record<string, unknown> };
     };
     // A release given locally, signed as the cloud would.
@@ -166,7 +168,10 @@ describe('OTA control: local API, CLI and cloud commands', () => {
     expect(ds.every((d) => d.version === '1.0.0')).toBe(true);
     // The CLI as a user runs it (asynchronously: the gateway lives in this process).
     const cli = join(import.meta.dirname, '../../dist/runtime/cli.js');
-    const { stdout: shown } = await promisify(execFile)(process.execPath, [cli, 'ota', 'status', '--url', `http://127.0.0.1:${s.gateway.ports.http}`], { encoding: 'utf8' });
+    const { stdout: shown } = await promisify(execFile)(process.execPath, [cli, 'ota', 'status', '--url', client.base, '--ca', join(s.dir, 'http.crt')], {
+      encoding: 'utf8',
+      env: { ...process.env, OUTPOST_TOKEN: TEST_TOKENS.read },
+    });
     expect(shown).toContain('sensor-fw-2.0.0 (2.0.0): paused');
     expect(shown).toMatch(/phase 1 \( 50 %\) \[[.#]+\]/);
     // Resumed from the cloud: a retained signed command, applied once.

@@ -11,6 +11,7 @@ import { CLI } from '../helpers/gateway-process.js';
 import { startSiteAndGateway } from '../helpers/site-gateway.js';
 import { waitFor } from '../helpers/wait.js';
 import { deviceCredentials } from '../helpers/broker-access.js';
+import { TEST_TOKENS } from '../helpers/api.js';
 
 const exec = promisify(execFile);
 const cleanup: Array<() => Promise<void>> = [];
@@ -53,8 +54,10 @@ describe('a reading the cloud broker refuses', () => {
     await waitFor('the good point of the message', () => consumer.ledger.has('poisoner:p1:ok'), 15_000);
     expect(consumer.ledger.has('poisoner:p1:blob')).toBe(false);
 
-    const url = `http://127.0.0.1:${sg.gateway.ports.http}`;
-    const list = JSON.parse((await exec(process.execPath, [CLI, 'dead-letters', '--url', url])).stdout) as {
+    // As an operator runs it: the token in the environment, the gateway's certificate pinned.
+    const conn = ['--url', `https://127.0.0.1:${sg.gateway.ports.http}`, '--ca', join(sg.dir, 'http.crt')];
+    const env = { ...process.env, OUTPOST_TOKEN: TEST_TOKENS.operate };
+    const list = JSON.parse((await exec(process.execPath, [CLI, 'dead-letters', ...conn], { env })).stdout) as {
       count: number;
       items: Array<{ id: number; stream: string; reason: string; reading: { id: string } }>;
     };
@@ -62,7 +65,7 @@ describe('a reading the cloud broker refuses', () => {
     expect(list.items[0]).toMatchObject({ stream: 'telemetry', reading: { id: 'poisoner:p1:blob' } });
     expect(list.items[0]!.reason).toMatch(/connection lost|refused/);
 
-    const replay = JSON.parse((await exec(process.execPath, [CLI, 'dead-letters', '--url', url, '--replay', '--ids', String(list.items[0]!.id)])).stdout) as {
+    const replay = JSON.parse((await exec(process.execPath, [CLI, 'dead-letters', ...conn, '--replay', '--ids', String(list.items[0]!.id)], { env })).stdout) as {
       replayed: number;
     };
     expect(replay.replayed).toBe(1);

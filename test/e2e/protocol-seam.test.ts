@@ -14,6 +14,7 @@ import { SimCloud } from '../../sim/cloud.js';
 import { registerFileProtocol } from '../fixtures/protocols/register-file/protocol.js';
 import { RegisterFiles } from '../fixtures/protocols/register-file/register-file.js';
 import { waitFor } from '../helpers/wait.js';
+import { gatewayApi, json, TEST_API_TOKENS, TEST_TOKENS, type GatewayApi } from '../helpers/api.js';
 
 const cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -28,7 +29,7 @@ function siteConfig(cloudUrl: string, storage: string, opts: { tempAddress?: num
   return {
     gateway: { id: 'seam-gw' },
     broker: { host: '127.0.0.1', port: 0 },
-    http: { host: '127.0.0.1', port: 0 },
+    http: { host: '127.0.0.1', port: 0, tokens: TEST_API_TOKENS },
     devices: [
       {
         id: 'boiler-1',
@@ -72,12 +73,8 @@ async function cloudReadings(cloud: SimCloud): Promise<Envelope[]> {
   return readings;
 }
 
-async function write(api: string, device: string, point: string, value: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(`${api}/api/v1/devices/${device}/points/${point}/write`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ value }),
-  });
+async function write(api: GatewayApi, device: string, point: string, value: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await api.fetch(`${api.base}/api/v1/devices/${device}/points/${point}/write`, json({ value }));
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
@@ -116,7 +113,7 @@ describe('a protocol added through the registry alone (test/fixtures/protocols/r
     const config = parseConfig(siteConfig(cloud.url, join(dir, 'o.db')), 'site.yaml', registry);
     const gateway = await Gateway.start(config, { protocols: registry, log: createLogger({ level: 'silent' }) });
     cleanup.push(() => gateway.stop());
-    const api = `http://127.0.0.1:${gateway.ports.http}`;
+    const api = gatewayApi(gateway.ports.http, dir, TEST_TOKENS.operate);
 
     await waitFor('the boiler temperature at the cloud', () => atCloud.some((r) => r.device === 'boiler-1' && r.point === 'temp' && r.value === 21.5 && r.quality === 'good'));
     expect(gateway.status().drivers).toContainEqual(expect.objectContaining({ name: 'register-file' }));

@@ -10,6 +10,7 @@ import { profiles, SimModbusSlave } from '../../sim/modbus-slave.js';
 import { pointEntries } from '../../sim/site.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 import { deviceCredentials, TEST_GROUP_SECRET } from '../helpers/broker-access.js';
+import { gatewayApi, json, TEST_API_TOKENS, TEST_TOKENS } from '../helpers/api.js';
 
 const cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -21,7 +22,7 @@ function siteYaml(port: number, dir: string, rules: string, streams = '[{ name: 
 gateway: { id: reload-gw }
 broker: { host: 127.0.0.1, port: 0, grants: [{ identities: [watcher], subscribe: ['#'] }] }
 identities: { groups: [{ name: test, secret: ${TEST_GROUP_SECRET} }] }
-http: { host: 127.0.0.1, port: 0 }
+http: { host: 127.0.0.1, port: 0, tokens: ${JSON.stringify(TEST_API_TOKENS)} }
 devices:
   - id: meter-1
     protocol: modbus-tcp
@@ -53,7 +54,8 @@ describe('rules hot reload', () => {
     writeFileSync(file, siteYaml(meter.port, dir, ruleA));
     const gateway = await Gateway.start(await loadConfig(file), { log: createLogger({ level: 'silent' }), configFile: file });
     cleanup.push(() => gateway.stop());
-    const api = `http://127.0.0.1:${gateway.ports.http}/api/v1/rules/reload`;
+    const client = gatewayApi(gateway.ports.http, dir, TEST_TOKENS.operate);
+    const reload = (): Promise<Response> => client.fetch(`${client.base}/api/v1/rules/reload`, json({}));
     const local = await mqtt.connectAsync(`mqtt://127.0.0.1:${gateway.ports.broker}`, { ...deviceCredentials('watcher'), reconnectPeriod: 0 });
     cleanup.push(() => local.endAsync(true));
     const topics: string[] = [];
@@ -62,7 +64,7 @@ describe('rules hot reload', () => {
     await waitFor('rule a publishing', () => topics.some((t) => t.startsWith('a/')));
 
     writeFileSync(file, siteYaml(meter.port, dir, ruleB));
-    const res = await fetch(api, { method: 'POST' });
+    const res = await reload();
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ rules: 1, applied: ['b'], kept: [], removed: ['a'] });
     const switchedAt = topics.length;
@@ -74,12 +76,12 @@ describe('rules hot reload', () => {
 
     // An invalid file: refused with its problems, rule b keeps running.
     writeFileSync(file, siteYaml(meter.port, dir, `  - { id: c, type: filter, where: "value > > 1" }`));
-    const bad = await fetch(api, { method: 'POST' });
+    const bad = await reload();
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { problems: string[] }).problems).toEqual(['rules[0].where: The symbol ">" cannot be used as a unary operator (at character 9)']);
     // Streams changed: not applied while running.
     writeFileSync(file, siteYaml(meter.port, dir, ruleA, '[{ name: telemetry }, { name: other }]'));
-    const refused = await fetch(api, { method: 'POST' });
+    const refused = await reload();
     expect(refused.status).toBe(409);
     expect(((await refused.json()) as { error: string }).error).toMatch(/streams changed: restart/);
     const mark = topics.length;
@@ -105,7 +107,8 @@ describe('rules hot reload', () => {
     cleanup.push(() => gateway.stop());
     await sleep(500);
     writeFileSync(file, siteYaml(meter.port, dir, `${win}\n  - { id: x, type: filter, match: { point: energy } }`));
-    const res = await fetch(`http://127.0.0.1:${gateway.ports.http}/api/v1/rules/reload`, { method: 'POST' });
+    const client = gatewayApi(gateway.ports.http, dir, TEST_TOKENS.operate);
+    const res = await client.fetch(`${client.base}/api/v1/rules/reload`, json({}));
     expect(await res.json()).toEqual({ rules: 2, applied: ['x'], kept: ['w'], removed: [] });
     await sleep(300);
     await gateway.stop();

@@ -11,6 +11,8 @@ export class GatewayProcess {
     readonly proc: ChildProcess,
     readonly brokerPort: number,
     readonly httpPort: number,
+    /** The API certificate's SHA-256 fingerprint from the start line (undefined without TLS). */
+    readonly fingerprint: string | undefined,
     private readonly exited: Promise<number | null>,
   ) {}
 
@@ -24,14 +26,14 @@ export class GatewayProcess {
     let out = '';
     let err = '';
     proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-    const ports = await new Promise<[number, number]>((resolve, reject) => {
+    const ports = await new Promise<[number, number, string | undefined]>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`gateway did not start within 15 s: ${err}`)), 15_000);
       proc.stdout?.on('data', (d: Buffer) => {
         out += d.toString();
-        const m = /broker on [^:]+:(\d+), api on http:\/\/[^:]+:(\d+)/.exec(out);
+        const m = /broker on [^:]+:(\d+), api on https?:\/\/[^:]+:(\d+)(?: \(certificate sha256 ([0-9A-F:]+)\))?\n/.exec(out);
         if (m) {
           clearTimeout(timer);
-          resolve([Number(m[1]), Number(m[2])]);
+          resolve([Number(m[1]), Number(m[2]), m[3]]);
         }
       });
       void exited.then((code) => {
@@ -39,7 +41,7 @@ export class GatewayProcess {
         reject(new Error(`gateway exited with ${code} before it started: ${err}`));
       });
     });
-    return new GatewayProcess(proc, ports[0], ports[1], exited);
+    return new GatewayProcess(proc, ports[0], ports[1], ports[2], exited);
   }
 
   get brokerUrl(): string {

@@ -11,6 +11,7 @@ import { SimCloud } from '../../sim/cloud.js';
 import { ArtifactOrigin } from '../../sim/ota/artifact-origin.js';
 import { DdiDevice, groupTargetToken, type DdiDeviceOptions } from '../../sim/ota/ddi-device.js';
 import { ReleaseSigner } from '../../sim/ota/release-signer.js';
+import { TEST_API_TOKENS } from './api.js';
 
 export const GW = 'ota-gw';
 /** The update server's group secret at the test site: each device's target token derives from it. */
@@ -50,7 +51,7 @@ export async function otaSite(
   const input: SiteConfigInput = {
     gateway: { id: GW },
     broker: { host: '127.0.0.1', port: 0 },
-    http: { host: '127.0.0.1', port: 0 },
+    http: { host: '127.0.0.1', port: 0, tokens: TEST_API_TOKENS },
     cloud: { url: cloud.url, lingerMs: 0, backoff: { initialMs: 100, maxMs: 500 }, ...site.cloud },
     storage: { path: join(dir, 'outpost.db') },
     ota: {

@@ -7,6 +7,7 @@ import { Gateway } from '../../runtime/gateway.js';
 import { createLogger } from '../../runtime/logger.js';
 import { SimSite, type SiteSpec } from '../../sim/site.js';
 import { TEST_GROUP_SECRET, testIdentities } from './broker-access.js';
+import { TEST_API_TOKENS } from './api.js';
 
 /** Every reading of every device goes to the cloud: what the loss tests need to count. */
 export const forwardAll: SiteConfigInput['rules'] = [{ id: 'all', type: 'filter', match: { device: '*', point: '*' } }];
@@ -33,7 +34,7 @@ export async function startSiteAndGateway(
     // The simulated children are listed; other test devices (authenticated all the same) are welcome.
     broker: { host: '127.0.0.1', port: 0, acceptUnknownDevices: true },
     identities: testIdentities,
-    http: { host: '127.0.0.1', port: 0 },
+    http: { host: '127.0.0.1', port: 0, tokens: TEST_API_TOKENS },
     devices: site.devices(),
     rules,
     ...(streams ? { streams } : {}),

@@ -14,6 +14,7 @@ import { SimCloud } from '../../sim/cloud.js';
 import { profiles, SimModbusSlave } from '../../sim/modbus-slave.js';
 import { pointEntries } from '../../sim/site.js';
 import { sleep, waitFor } from '../helpers/wait.js';
+import { gatewayApi, json, TEST_API_TOKENS, TEST_TOKENS } from '../helpers/api.js';
 
 /**
  * The attacks of the first paragraph of the security issue, against a gateway configured like
@@ -51,7 +52,7 @@ async function site(dir = mkdtempSync(join(tmpdir(), 'outpost-attack-'))): Promi
       clients: [{ id: 'operator', passwordHash: await hashPassword('operator password', { ln: 10 }) }],
       groups: [{ name: 'sensors', devices: 'sensor-*', secret: SENSORS }, { name: 'panels', devices: 'panel-*', secret: SENSORS }],
     },
-    http: { host: '127.0.0.1', port: 0 },
+    http: { host: '127.0.0.1', port: 0, tokens: TEST_API_TOKENS },
     devices: [
       { id: 'plc-1', protocol: 'modbus-tcp', host: plc.host, port: plc.port, pollIntervalMs: 100, points: pointEntries(plc.points).map((p) => (p.name === 'speed-setpoint' ? { ...p, range: { min: 0, max: 50 } } : p)) },
       { id: 'pump-3', protocol: 'mqtt', points: { flow: { type: 'number', min: 0, max: 200 }, temperature: { type: 'number' } } },
@@ -157,10 +158,13 @@ describe('attacks on a gateway configured like examples/site.yaml', () => {
   it('revoking a device cuts its live connection at once (API, CLI through the store, cloud command) and holds across a restart', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'outpost-attack-'));
     const s = await site(dir);
-    const api = `http://127.0.0.1:${s.gateway.ports.http}`;
+    const api = gatewayApi(s.gateway.ports.http, dir, TEST_TOKENS.admin);
     const live = await attempt(s.url, sensor('sensor-1'));
     const cut = new Promise<void>((r) => live.once('close', () => r()));
-    const res = await fetch(`${api}/api/v1/identities/sensor-1/revoke`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"reason":"stolen"}' });
+    // An operate token may not; an admin token may.
+    const operate = gatewayApi(s.gateway.ports.http, dir, TEST_TOKENS.operate);
+    expect((await operate.fetch(`${operate.base}/api/v1/identities/sensor-1/revoke`, json({ reason: 'stolen' }))).status).toBe(403);
+    const res = await api.fetch(`${api.base}/api/v1/identities/sensor-1/revoke`, json({ reason: 'stolen' }));
     expect(res.status).toBe(200);
     await cut;
     await expect(attempt(s.url, sensor('sensor-1'))).rejects.toThrow(/Not authorized/);

@@ -107,7 +107,12 @@ export function secretFields(raw: unknown): string[] {
     if (value === null || typeof value !== 'object') return;
     const entries: [PropertyKey, unknown][] = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
     // A field naming a file (secretFile, keyFile, caFile) holds a path: the secret is in that file.
-    for (const [k, v] of entries) walk(v, [...path, k], secretAbove || (typeof k === 'string' && isSecretName(k) && !k.endsWith('File')));
+    for (const [k, v] of entries) {
+      // Labels of a secret (a token's name and scopes) are not the secret, nor is the SHA-256 of a
+      // random 32-byte token (it cannot be reversed; a password hash can be attacked, and counts).
+      if (typeof k === 'string' && (k === 'name' || k === 'scopes' || k === 'id' || k === 'sha256')) continue;
+      walk(v, [...path, k], secretAbove || (typeof k === 'string' && isSecretName(k) && !k.endsWith('File')));
+    }
   };
   walk(raw, [], false);
   return found;

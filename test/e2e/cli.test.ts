@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -57,8 +57,11 @@ describe('outpost CLI', () => {
     expect(r.stderr).toMatch(/line \d+/);
   });
 
-  it('validate accepts the documented example config', async () => {
-    const r = await outpost('validate', 'examples/site.yaml');
+  it('validate accepts the documented example config (owner-only, as a config holding secrets must be)', async () => {
+    const file = join(dir, 'example.yaml');
+    copyFileSync('examples/site.yaml', file);
+    chmodSync(file, 0o600);
+    const r = await outpost('validate', file);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('valid');

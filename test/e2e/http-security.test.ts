@@ -60,6 +60,8 @@ beforeAll(async () => {
       cloud: { url: 'mqtt://127.0.0.1:9' },
       storage: { path: join(dir, 'state', 'o.db') },
     }),
+    // It holds the editor's password hash: owner-only, as the gateway asks of such a file.
+    { mode: 0o600 },
   );
   gateway = await Gateway.start(await loadConfig(configFile), { log: createLogger({ level: 'silent' }), configFile });
   api = gatewayApi(gateway.ports.http, join(dir, 'state'));

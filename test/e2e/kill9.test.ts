@@ -26,7 +26,7 @@ describe('kill -9 while the cloud is down', () => {
       configFile,
       stringify({
         gateway: { id: 'kill-gw' },
-        broker: { host: '127.0.0.1', port: 0 },
+        broker: { host: '127.0.0.1', port: 0, acceptUnknownDevices: true },
         identities: testIdentities,
         http: { host: '127.0.0.1', port: 0 },
         rules: [{ id: 'all', type: 'filter', match: { device: '*', point: '*' } }],

@@ -89,7 +89,7 @@ describe('one lifecycle for every part', () => {
 
     const config = parseConfig({
       gateway: { id: 'life-gw' },
-      broker: { host: '127.0.0.1', port: 0 },
+      broker: { host: '127.0.0.1', port: 0, acceptUnknownDevices: true },
       identities: testIdentities,
       http: { host: '127.0.0.1', port: 0 },
       devices: [{ id: 'plc-1', protocol: 'modbus-tcp', host: plc.host, port: plc.port, pollIntervalMs: 100, points: pointEntries(plc.points) }],

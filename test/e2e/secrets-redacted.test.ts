@@ -15,6 +15,7 @@ import { ReleaseSigner } from '../../sim/ota/release-signer.js';
 import { SimSite } from '../../sim/site.js';
 import { waitFor } from '../helpers/wait.js';
 import { TEST_GROUP_SECRET, testIdentities } from '../helpers/broker-access.js';
+import { gatewayApi, TEST_API_TOKENS, TEST_TOKENS } from '../helpers/api.js';
 
 /**
  * A gateway whose config is full of marker secrets (every one contains MARKER), run in-process
@@ -69,6 +70,7 @@ describe('secrets in the config', () => {
       http: {
         host: '127.0.0.1',
         port: 0,
+        tokens: TEST_API_TOKENS,
         admin: { username: 'admin', passwordHash: `$2b$10$${MARKER}adminhash`.padEnd(60, 'x') },
       },
       devices: site.devices(),
@@ -90,8 +92,8 @@ describe('secrets in the config', () => {
           port: 0,
           tenant: 'site-a',
           pollSeconds: 1,
-          gatewayToken: `${MARKER}-gw-token`,
-          targetTokens: { 'sensor-001': `${MARKER}-target-token` },
+          groupSecret: `${MARKER}-ota-group-secret-0123456789`,
+          targetTokenHashes: { 'sensor-001': createHash('sha256').update(`${MARKER}-target-token`).digest('hex') },
         },
       },
     });
@@ -109,7 +111,8 @@ describe('secrets in the config', () => {
       product: 'fw',
       version,
       issuedAt: Date.now(),
-      target: { devices: ['sensor-*'] },
+      expiresAt: Date.now() + 86_400_000,
+      target: { gateways: [GW], devices: ['sensor-*'] },
       artifact: { name: `fw-${version}.swu`, url, size: body.length, sha256: sha(body) },
       rollout: { phases: [{ share: 100 }], failureThreshold: 0.5, maxRetries: 1 },
     });
@@ -137,9 +140,10 @@ describe('secrets in the config', () => {
     const status = JSON.stringify(gateway.status());
     const metrics = await gateway.metrics.text();
     // The HTTP API as a client meets it (it may answer 401 once it requires tokens; the body must hold no secret either way).
+    const api = gatewayApi(gateway.ports.http, join(dir, 'state'), TEST_TOKENS.read);
     const http = await Promise.all(
       ['/api/v1/status', '/metrics', '/api/v1/ota'].map(async (p) => {
-        const res = await fetch(`http://127.0.0.1:${gateway.ports.http}${p}`);
+        const res = await api.fetch(`${api.base}${p}`);
         return `${p} ${res.status} ${await res.text()}`;
       }),
     );

@@ -50,7 +50,7 @@ describe('sync windows on a metered link', () => {
 
     // An alarm outside a window opens the link at once.
     await waitFor('an idle link', () => gateway.status().link === 'idle', 10_000);
-    const device = mqtt.connect(`mqtt://127.0.0.1:${gateway.ports.broker}`, deviceCredentials('alarmer'));
+    const device = mqtt.connect(`mqtt://127.0.0.1:${gateway.ports.broker}`, deviceCredentials('boiler-9'));
     cleanup.push(() => device.endAsync().then(() => undefined));
     const sent = Date.now();
     await device.publishAsync('outpost/v1/dev/boiler-9/telemetry', JSON.stringify({ id: 'a1', points: { alarm: true } }), { qos: 1 });

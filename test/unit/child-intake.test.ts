@@ -19,7 +19,8 @@ class FakeBroker implements LocalBroker {
   deliver(topic: string, payload: string | object): void {
     this.observer?.({ topic, payload: Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload)), retain: true });
   }
-  publish(topic: string, payload: string | object, clientId = 'child'): Promise<void> {
+  /** As the device of the topic, by default (the broker lets a device publish only under its own id). */
+  publish(topic: string, payload: string | object, clientId = topic.split('/')[3] ?? ''): Promise<void> {
     if (!this.handler) throw new Error('no interceptor installed');
     const text = typeof payload === 'string' ? payload : JSON.stringify(payload);
     return this.handler({ clientId, topic, payload: Buffer.from(text, 'utf8'), qos: 1 });

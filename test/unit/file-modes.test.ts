@@ -35,7 +35,7 @@ cloud: { url: "mqtts://site-7:url-pass@cloud.example:8883", password: cloud-pass
 http: { admin: { username: admin, passwordHash: "$2b$10$abcdefghijklmnopqrstuuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" } }
 ota:
   trustedKeys: { rel-1: "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=" }
-  server: { gatewayToken: gw-token-123, targetTokens: { dev-1: target-token-1 } }
+  server: { groupSecret: group-secret-0123456789abcdef-0123456789, targetTokenHashes: { dev-1: 'aa00000000000000000000000000000000000000000000000000000000000000' } }
 storage: { path: /tmp/outpost-modes.db }
 `;
 
@@ -78,10 +78,9 @@ describe('the store files', () => {
 describe('a config file that holds secrets', () => {
   it('names its secret fields, not the public keys or the paths of PEM files', () => {
     expect(secretFields({ cloud: { url: 'mqtts://u:p@h', password: 'x', tls: { key: '/k.pem', rejectUnauthorized: false } } })).toEqual(['cloud.url', 'cloud.password']);
-    expect(secretFields({ ota: { trustedKeys: { k: 'MCow…' }, server: { gatewayToken: 'g', targetTokens: { d1: 't1', d2: 't2' } } } })).toEqual([
-      'ota.server.gatewayToken',
-      'ota.server.targetTokens.d1',
-      'ota.server.targetTokens.d2',
+    expect(secretFields({ ota: { trustedKeys: { k: 'MCow…' }, server: { groupSecret: 'g', groupSecretFile: '/etc/outpost/ota.key' } }, identities: { groups: [{ name: 'v', secret: 's', secretFile: '/k' }] } })).toEqual([
+      'ota.server.groupSecret',
+      'identities.groups[0].secret',
     ]);
     expect(secretFields({ cloud: { url: 'mqtt://h:1883', username: 'site-7' }, devices: [{ id: 'a', host: 'h' }] })).toEqual([]);
   });
@@ -100,7 +99,7 @@ describe('a config file that holds secrets', () => {
     expect(msg).toContain(file);
     expect(msg).toContain(`chmod 600 ${file}`);
     expect(msg).toContain('cloud.password');
-    expect(msg).toContain('ota.server.gatewayToken');
+    expect(msg).toContain('ota.server.groupSecret');
     expect(JSON.stringify(w.lines)).not.toMatch(/url-pass|cloud-pass|gw-token-123|target-token-1|\$2b\$/);
   });
 

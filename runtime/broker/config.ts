@@ -20,6 +20,11 @@ const rate = z.strictObject({ perSecond: z.number().positive().max(1_000_000), b
 
 /** Limits of the broker's listeners; every one has a safe default (docs/security.md). */
 const limitsSchema = z.strictObject({
+  /**
+   * Payload bytes of PUBLISHes being validated and committed at once, across every connection;
+   * beyond it a publish waits its turn (its PUBACK comes later). Bounds memory under a flood.
+   */
+  maxIntakeBytes: z.number().int().min(64 * 1024).max(1024 * 1024 * 1024).default(4 * 1024 * 1024),
   /** A packet announcing more is refused before its body is read (the connection is closed). */
   maxPacketBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(64 * 1024),
   maxTopicBytes: z.number().int().min(16).max(65535).default(256),

@@ -220,14 +220,41 @@ export class EmbeddedBroker implements LocalBroker, Component {
       payload: Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload),
       qos: packet.qos,
     };
-    Promise.all(this.handlers.map((h) => h(msg))).then(
-      () => callback(null),
-      (err: unknown) => {
-        // Not stored: no PUBACK. aedes closes the connection and the device resends.
-        this.log?.warn({ client: client.id, topic: packet.topic, err: errorMessage(err) }, 'publish not accepted');
-        callback(err as Error);
-      },
-    );
+    const bytes = msg.payload.length;
+    const run = (): void => {
+      this.intakeBytes += bytes;
+      Promise.all(this.handlers.map((h) => h(msg)))
+        .then(
+          () => callback(null),
+          (err: unknown) => {
+            // Not stored: no PUBACK. aedes closes the connection and the device resends.
+            this.log?.warn({ client: client.id, topic: packet.topic, err: errorMessage(err) }, 'publish not accepted');
+            callback(err as Error);
+          },
+        )
+        .finally(() => {
+          this.intakeBytes -= bytes;
+          this.admitWaiting();
+        });
+    };
+    // A message becomes many readings while it is validated and committed (a 60 KiB message of
+    // 1,000 points, several hundred KiB): bounding the payload bytes in that stage bounds the
+    // gateway's memory whatever the number of connections. The others wait with their PUBACK.
+    if (this.intakeBytes > 0 && this.intakeBytes + bytes > this.access.limits.maxIntakeBytes) this.intakeWaiting.push({ bytes, run });
+    else run();
+  }
+
+  private intakeBytes = 0;
+  private readonly intakeWaiting: Array<{ bytes: number; run: () => void }> = [];
+
+  private admitWaiting(): void {
+    const budget = this.access.limits.maxIntakeBytes;
+    while (this.intakeWaiting.length > 0) {
+      const next = this.intakeWaiting[0]!;
+      if (this.intakeBytes > 0 && this.intakeBytes + next.bytes > budget) return;
+      this.intakeWaiting.shift();
+      next.run();
+    }
   }
 
   /** null when `client` may connect, else the CONNACK refusal. */

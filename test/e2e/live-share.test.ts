@@ -24,7 +24,8 @@ async function backlogLeftWhenLiveArrives(liveShare: number): Promise<{ backlog:
     maxBytesPerS: 8_000,
   });
   cleanup.push(() => sg.close());
-  await sleep(2000);
+  // A backlog of some thousands of readings (on a loaded machine the children take longer to make it).
+  await waitFor('a backlog', () => sg.gateway.status().outbox.depth > 3500, 30_000);
   await sg.site.stopChildren();
   const backlog = sg.gateway.status().outbox.depth;
   link.restore();

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { SimCloud } from '../../sim/cloud.js';
 import { LinkProxy } from '../../sim/link-proxy.js';
 import { startSiteAndGateway } from '../helpers/site-gateway.js';
-import { sleep, waitFor } from '../helpers/wait.js';
+import { waitFor } from '../helpers/wait.js';
 import { deviceCredentials } from '../helpers/broker-access.js';
 
 const cleanup: Array<() => Promise<void>> = [];

@@ -79,6 +79,19 @@ export class PacketGuard extends Duplex {
     this.socket.write(chunk, encoding, callback);
   }
 
+  /**
+   * What aedes wrote while the socket was busy (PUBACKs of a batch, deliveries), as one write: on
+   * TLS each socket write is a record of its own, so a PUBACK per record costs more than the
+   * message it acknowledges.
+   */
+  override _writev(chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>, callback: (error?: Error | null) => void): void {
+    if (this.socket.destroyed) {
+      callback();
+      return;
+    }
+    this.socket.write(chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk)), callback);
+  }
+
   override _final(callback: (error?: Error | null) => void): void {
     this.socket.end(callback);
   }

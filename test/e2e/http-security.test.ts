@@ -242,6 +242,7 @@ describe('TLS', { timeout: 60_000 }, () => {
 
   it('prints the fingerprint in the start line and keeps the certificate across restarts; `outpost status --config` pins it', async () => {
     const d = mkdtempSync(join(tmpdir(), 'outpost-http-tls-'));
+    const running: GatewayProcess[] = [];
     try {
       const file = join(d, 'site.json');
       writeFileSync(
@@ -255,6 +256,8 @@ describe('TLS', { timeout: 60_000 }, () => {
         }),
       );
       const first = await GatewayProcess.start(file);
+      // A failed assertion must not leave the gateway process running.
+      running.push(first);
       const printed = first.fingerprint;
       expect(printed).toBe(fingerprint(readFileSync(join(d, 'http.crt'), 'utf8')));
       writeFileSync(join(d, 'token'), `${TEST_TOKENS.read}\n`);
@@ -263,9 +266,11 @@ describe('TLS', { timeout: 60_000 }, () => {
       expect(JSON.parse(status.stdout)).toMatchObject({ gateway: 'tls-gw', api: { certificateSha256: printed } });
       expect(await first.terminate()).toBe(0);
       const second = await GatewayProcess.start(file);
+      running.push(second);
       expect(second.fingerprint).toBe(printed);
       expect(await second.terminate()).toBe(0);
     } finally {
+      for (const g of running.splice(0)) await g.kill9();
       rmSync(d, { recursive: true, force: true });
     }
   });

@@ -1,6 +1,8 @@
 import Database from 'better-sqlite3';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -15,6 +17,9 @@ import { profiles, SimModbusSlave } from '../../sim/modbus-slave.js';
 import { pointEntries } from '../../sim/site.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 import { gatewayApi, json, TEST_API_TOKENS, TEST_TOKENS } from '../helpers/api.js';
+import { CLI } from '../helpers/gateway-process.js';
+
+const run = promisify(execFile);
 
 /**
  * The attacks of the first paragraph of the security issue, against a gateway configured like
@@ -172,9 +177,10 @@ describe('attacks on a gateway configured like examples/site.yaml', () => {
     // Another process (the CLI) writes the store; the gateway cuts the device within a second or two.
     const live2 = await attempt(s.url, sensor('sensor-2'));
     const cut2 = new Promise<void>((r) => live2.once('close', () => r()));
-    const db = new Database(join(dir, 'o.db'));
-    db.prepare("INSERT INTO identity_revocations (id, at, source, reason) VALUES ('sensor-2', ?, 'cli', NULL)").run(Date.now());
-    db.close();
+    const configFile = join(dir, 'site.json');
+    writeFileSync(configFile, JSON.stringify(s.config), { mode: 0o600 });
+    const cli = await run(process.execPath, [CLI, 'identity', 'revoke', 'sensor-2', '--config', configFile, '--reason', 'lost']);
+    expect(cli.stdout).toBe('sensor-2: revoked\n');
     await cut2;
 
     // The cloud revokes a third.

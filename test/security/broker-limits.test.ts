@@ -137,6 +137,13 @@ describe('broker limits', () => {
     expect(await refused(metrics, 'publish-rate')).toBeGreaterThan(0);
   });
 
+  it('keeps the keepalive within its range: a client asking for none (0) is still timed out when silent', async () => {
+    const { url } = await broker({ limits: { minKeepaliveS: 1, maxKeepaliveS: 1 } });
+    const d = await device(url, 'silent-1', { keepalive: 0 });
+    // It never pings; the broker's timer (1.5 × the 1 s ceiling) closes the connection.
+    await new Promise<void>((r) => d.once('close', () => r()));
+  });
+
   it('bounds subscriptions per client', async () => {
     const { url } = await broker({ limits: { maxSubscriptionsPerClient: 2 } });
     const d = await device(url, 'subs-1');

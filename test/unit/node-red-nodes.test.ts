@@ -3,6 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { makeEnvelope, type Envelope } from '../../runtime/contracts/index.js';
 import type { FlowReading, OutpostNodeHost } from '../../runtime/node-red.js';
 import { PALETTE_DIR } from '../../runtime/node-red.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * Each Outpost node in node-red-node-test-helper's runtime, against a fake gateway host: what
@@ -136,15 +137,22 @@ describe('Outpost palette nodes', () => {
     expect(host.windows[0]!.closed).toBe(true);
   });
 
-  it('outpost write: writes payload to its point and passes the read-back on; a refusal is an error', async () => {
-    const { n, out } = await load('outpost-write', { type: 'outpost write', device: 'plc-1', point: 'speed-setpoint' });
+  it('outpost write: writes payload to its point and passes the read-back on; a refusal is an error; an untrusted source writes nothing', async () => {
+    const { n, out } = await load('outpost-write', { type: 'outpost write', device: 'plc-1', point: 'speed-setpoint', sources: 'plc-1' });
+    const errors: unknown[] = [];
+    (n as unknown as { on(e: string, f: (x: unknown) => void): void }).on('call:error', (e) => errors.push(e));
     const got = nextMessage(out);
-    n.receive({ payload: 48.5 });
+    n.receive({ payload: 48.5, reading: { device: 'plc-1', point: 'speed', value: 48.4 } });
     expect((await got).payload).toEqual({ device: 'plc-1', point: 'speed-setpoint', value: 48.5, readBack: 48.5 });
     host.failWrite = true;
-    const errored = new Promise<unknown>((resolve) => (n as unknown as { on(e: string, f: (x: unknown) => void): void }).on('call:error', resolve));
-    n.receive({ payload: 1 });
-    expect(String(((await errored) as { args: unknown[] }).args[0])).toMatch(/illegal data address/);
+    n.receive({ payload: 1, reading: { device: 'plc-1', point: 'speed', value: 1 } });
+    await waitFor('the write error', () => errors.length === 1);
+    expect(String((errors[0] as { args: unknown[] }).args[0])).toMatch(/illegal data address/);
+    // A reading from another device (or none) is not a trusted source: refused, nothing written.
+    n.receive({ payload: 55.5, reading: { device: 'pump-3', point: 'speed', value: 55.3 } });
+    n.receive({ payload: 55.5 });
+    await waitFor('the refusals', () => errors.length === 3);
+    expect(String((errors[1] as { args: unknown[] }).args[0])).toMatch(/"pump-3" is not from a trusted source/);
     expect(host.writes).toEqual([
       ['plc-1', 'speed-setpoint', 48.5],
       ['plc-1', 'speed-setpoint', 1],

@@ -3,6 +3,8 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load.js';
 import { Gateway } from './gateway.js';
+import { ListenError } from './listen.js';
+import type { SiteConfig } from './config/schema.js';
 import { createLogger } from './logger.js';
 import { loadRules, replay } from './rules-test.js';
 import { errorMessage } from './contracts/index.js';
@@ -113,6 +115,24 @@ async function validate(args: string[]): Promise<number> {
   }
 }
 
+/**
+ * Why the gateway did not start, in one line that names the config field and what to do (a port
+ * in use, a store another gateway holds, a storage path that cannot be opened); never a stack.
+ */
+function startFailure(cfg: SiteConfig, err: unknown): string {
+  if (err instanceof ListenError) {
+    const ports: Array<[string, number | null | undefined, string | undefined]> = [
+      ['broker.port', cfg.broker.port, cfg.broker.host],
+      ['broker.tls.port', cfg.broker.tls?.port, cfg.broker.tls?.host ?? cfg.broker.host],
+      ['http.port', cfg.http.port, cfg.http.host],
+      ['ota.server.port', cfg.ota?.server.port, cfg.ota?.server.host],
+    ];
+    const field = ports.find(([, port, host]) => port === err.port && host === err.host)?.[0] ?? 'a listener';
+    return `${field} ${err.message}`;
+  }
+  return errorMessage(err);
+}
+
 function reportConfigError(err: unknown): number {
   if (err instanceof ConfigError) {
     process.stderr.write(`${err.message}\n`);
@@ -134,11 +154,26 @@ async function start(args: string[]): Promise<number> {
     return reportConfigError(err);
   }
   const log = createLogger();
+  // Signals are taken from here on: a SIGTERM that arrives while the gateway starts, or right
+  // after its start line, stops it gracefully once started (without a handler Node would just die).
+  let signalled: NodeJS.Signals | undefined;
+  let wake: (() => void) | undefined;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signalled ??= sig;
+    wake?.();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   let gateway: Gateway;
   try {
     gateway = await Gateway.start(cfg, { log, configFile: values.config });
   } catch (err) {
-    return reportConfigError(err);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    if (err instanceof ConfigError) return reportConfigError(err);
+    // Gateway.start stopped what it had started; the process exits without a stack.
+    process.stderr.write(`outpost ${cfg.gateway.id}: not started: ${startFailure(cfg, err)}\n`);
+    return 1;
   }
   const api = gateway.status().api;
   // One line a supervisor (and test/helpers/gateway-process.ts) reads: the ports, and the API
@@ -151,23 +186,17 @@ async function start(args: string[]): Promise<number> {
         : '') +
       (cfg.ota && gateway.ports.ota !== undefined ? `outpost ${cfg.gateway.id}: update server (hawkBit DDI) on http://${cfg.ota.server.host}:${gateway.ports.ota}/${cfg.ota.server.tenant}\n` : ''),
   );
-  await new Promise<void>((resolve) => {
-    const onSignal = (sig: NodeJS.Signals): void => {
-      log.info({ signal: sig }, 'stopping');
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      resolve();
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-    // SIGHUP: read the config file's rules again, as `outpost rules reload` does.
-    process.on('SIGHUP', () => {
-      loadConfig(values.config!).then(
-        (next) => gateway.reloadRules(next),
-        (err: unknown) => log.error({ err: errorMessage(err) }, 'rules not reloaded: invalid config; running rules kept'),
-      ).catch((err: unknown) => log.error({ err: errorMessage(err) }, 'rules not reloaded'));
-    });
+  // SIGHUP: read the config file's rules again, as `outpost rules reload` does.
+  process.on('SIGHUP', () => {
+    loadConfig(values.config!).then(
+      (next) => gateway.reloadRules(next),
+      (err: unknown) => log.error({ err: errorMessage(err) }, 'rules not reloaded: invalid config; running rules kept'),
+    ).catch((err: unknown) => log.error({ err: errorMessage(err) }, 'rules not reloaded'));
   });
+  if (signalled === undefined) await new Promise<void>((resolve) => (wake = resolve));
+  log.info({ signal: signalled }, 'stopping');
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
   await gateway.stop();
   return 0;
 }

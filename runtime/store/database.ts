@@ -21,8 +21,14 @@ export interface OpenOptions {
  */
 export function openDatabase(opts: OpenOptions): Db {
   const onDisk = opts.path !== ':memory:' && opts.path !== '';
-  if (onDisk) createOwnerOnly(opts.path);
-  const db = new Database(opts.path);
+  let db: Db;
+  try {
+    if (onDisk) createOwnerOnly(opts.path);
+    db = new Database(opts.path);
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new Error(`storage.path ${opts.path}: cannot open the database (${why}): it must be a file in a directory the gateway may write`, { cause: err });
+  }
   db.pragma('journal_mode = WAL');
   // A -wal or -shm left by an older gateway keeps the mode it was created with; SQLite reuses it.
   if (onDisk) for (const f of databaseFiles(opts.path).slice(1)) if (existsSync(f)) restrictToOwner(f);

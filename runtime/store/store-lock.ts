@@ -1,4 +1,5 @@
-import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { hostname } from 'node:os';
 
 /** Another gateway process holds the store. */
@@ -54,6 +55,8 @@ export class StoreLock {
 
   static acquire(dbPath: string): StoreLock {
     const path = `${dbPath}.lock`;
+    // The store's directory, as openDatabase would make it (owner-only), when this is the first start.
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
         const fd = openSync(path, 'wx', 0o600);

@@ -51,7 +51,7 @@ describe('rules hot reload', () => {
     const file = join(dir, 'site.yaml');
     const ruleA = `  - { id: a, type: filter, route: mqtt, mqtt: { topic: "a/{device}/{point}" } }`;
     const ruleB = `  - { id: b, type: filter, where: 'point = "temperature"', route: mqtt, mqtt: { topic: "b/{device}/{point}" } }`;
-    writeFileSync(file, siteYaml(meter.port, dir, ruleA));
+    writeFileSync(file, siteYaml(meter.port, dir, ruleA), { mode: 0o600 });
     const gateway = await Gateway.start(await loadConfig(file), { log: createLogger({ level: 'silent' }), configFile: file });
     cleanup.push(() => gateway.stop());
     const client = gatewayApi(gateway.ports.http, dir, TEST_TOKENS.operate);
@@ -102,7 +102,7 @@ describe('rules hot reload', () => {
     cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
     const file = join(dir, 'site.yaml');
     const win = `  - { id: w, type: window, kind: count, count: 40000, match: { point: power }, aggregates: [count] }`;
-    writeFileSync(file, siteYaml(meter.port, dir, win));
+    writeFileSync(file, siteYaml(meter.port, dir, win), { mode: 0o600 });
     const gateway = await Gateway.start(await loadConfig(file), { log: createLogger({ level: 'silent' }), configFile: file });
     cleanup.push(() => gateway.stop());
     await sleep(500);

@@ -44,7 +44,7 @@ Usage:
 CONN, how the verbs that talk to a running gateway reach it:
   --config FILE      its site config: the URL from http, and its certificate pinned from the
                      state directory (http.crt beside the store)
-  --url URL          default https://127.0.0.1:8080, or from --config
+  --url URL          default https://127.0.0.1:8080, or OUTPOST_URL, or from --config (or OUTPOST_CONFIG)
   --token-file FILE  the API token (else the environment variable OUTPOST_TOKEN)
   --ca FILE          the certificate to trust (else OUTPOST_CA; else from --config; else the
                      system's CAs)
@@ -418,7 +418,23 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    process.stderr.write(`outpost: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 1;
+    process.stderr.write(`outpost: ${failureLine(err)}\n`);
+    process.exitCode = (err as { code?: unknown }).code?.toString().startsWith('ERR_PARSE_ARGS') ? 2 : 1;
   },
 );
+
+/**
+ * What went wrong, in one line a user can act on: an unknown option gets the usage hint, a gateway
+ * that cannot be reached gets where to point the CLI; never a stack (OUTPOST_DEBUG=1 shows one).
+ */
+function failureLine(err: unknown): string {
+  if (process.env.OUTPOST_DEBUG === '1' && err instanceof Error && err.stack) return err.stack;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) return `${errorMessage(err)} (outpost help lists the verbs and their options)`;
+  const cause = (err as { cause?: { code?: string; address?: string; port?: number } }).cause;
+  if (err instanceof TypeError && err.message === 'fetch failed' && cause) {
+    const where = cause.address !== undefined ? ` at ${cause.address}:${String(cause.port)}` : '';
+    return `cannot reach the gateway${where} (${cause.code ?? errorMessage(cause)}): is it running? Point the CLI at it with --config FILE (its API address), --url URL, or OUTPOST_URL`;
+  }
+  return errorMessage(err);
+}

@@ -41,7 +41,8 @@ export function apiEndpoint(config: SiteConfig): { url: string; certFile?: strin
 }
 
 /**
- * Where and how to connect: `--url` (else the config's http section, else https://127.0.0.1:8080),
+ * Where and how to connect: `--url` or OUTPOST_URL (else the http section of `--config` or
+ * OUTPOST_CONFIG, else https://127.0.0.1:8080),
  * the token from `--token-file` or OUTPOST_TOKEN, and the certificate to trust from `--ca` or
  * OUTPOST_CA, else the gateway's own from its state directory when `--config` is given. Without
  * any, the system's CAs verify the server as usual: verification is never turned off.
@@ -49,12 +50,14 @@ export function apiEndpoint(config: SiteConfig): { url: string; certFile?: strin
 export async function resolveConnection(args: ConnectionArgs, env: NodeJS.ProcessEnv = process.env): Promise<GatewayConnection> {
   let url = 'https://127.0.0.1:8080';
   let caFile: string | undefined;
-  if (args.config !== undefined) {
-    const endpoint = apiEndpoint(await loadConfig(args.config));
+  const config = args.config ?? env.OUTPOST_CONFIG;
+  if (config !== undefined && config !== '') {
+    const endpoint = apiEndpoint(await loadConfig(config));
     url = endpoint.url;
     caFile = endpoint.certFile;
   }
-  if (args.url !== undefined) url = args.url;
+  const explicit = args.url ?? env.OUTPOST_URL;
+  if (explicit !== undefined && explicit !== '') url = explicit;
   const caPath = args.ca ?? env.OUTPOST_CA ?? caFile;
   const tokenFile = args['token-file'];
   const token = tokenFile !== undefined ? (await readFile(tokenFile, 'utf8')).trim() : env.OUTPOST_TOKEN?.trim();

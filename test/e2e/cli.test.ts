@@ -12,8 +12,12 @@ const dir = mkdtempSync(join(tmpdir(), 'outpost-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 async function outpost(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return outpostWith({}, ...args);
+}
+
+async function outpostWith(env: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args], { timeout: 20_000, env: { ...process.env, OUTPOST_TOKEN: TEST_TOKENS.read } });
+    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args], { timeout: 20_000, env: { ...process.env, OUTPOST_TOKEN: TEST_TOKENS.read, ...env } });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
@@ -90,7 +94,22 @@ describe('outpost CLI', () => {
     const status = await outpost('status', '--config', file, '--url', api.base);
     expect(status.code).toBe(0);
     expect(status.stdout).toContain('"gateway": "gw"');
+    // The same from the environment alone: OUTPOST_URL gives the address (the config asked for
+    // port 0), OUTPOST_CONFIG the certificate to pin.
+    const fromEnv = await outpostWith({ OUTPOST_CONFIG: file, OUTPOST_URL: api.base }, 'status');
+    expect(fromEnv.stderr).toBe('');
+    expect(fromEnv.code).toBe(0);
+    expect(fromEnv.stdout).toContain('"gateway": "gw"');
     expect(await gw.terminate()).toBe(0);
+  });
+
+  it('an unknown option gets one line naming it and where the usage is, exit 2, never a stack', async () => {
+    for (const args of [['status', '--bogus'], ['identity', 'list', '--nope'], ['start', '--config', 'x.yaml', '--extra']]) {
+      const r = await outpost(...args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr.trim().split('\n')[0], args.join(' ')).toMatch(/Unknown option '--(bogus|nope|extra)'/);
+      expect(r.stderr, args.join(' ')).not.toMatch(/\n\s+at /);
+    }
   });
 });
 

@@ -32,6 +32,7 @@ Usage:
                                   control a rollout (also from the cloud)
   outpost ota submit SIGNED.json [CONN]
                                   give the gateway a signed release locally (as the cloud would)
+  outpost hash-password           bcrypt hash of a password on stdin, for http.admin.passwordHash (the editor)
   outpost identity hash-password|key|revoke|restore|list|ca|cert …
                                   child device identities and credentials (outpost identity help)
   outpost tokens create --config FILE --name NAME --scope read|operate|admin
@@ -83,6 +84,17 @@ async function main(argv: string[]): Promise<number> {
       const { hashTokenCommand } = await import('./tokens-cli.js');
       return hashTokenCommand(rest);
     }
+    case 'hash-password': {
+      // The editor's admin password (http.admin.passwordHash), as Node-RED expects it: bcrypt.
+      const input = await readStdinLine();
+      if (input.length < 8) {
+        process.stderr.write('outpost hash-password: give a password of at least 8 characters on stdin (echo -n PASSWORD | outpost hash-password)\n');
+        return 2;
+      }
+      const bcrypt = (await import('bcryptjs')).default;
+      process.stdout.write(`${bcrypt.hashSync(input, 10)}\n`);
+      return 0;
+    }
     case 'identity': {
       const { identityCommand } = await import('./identity/cli.js');
       return identityCommand(rest);
@@ -113,6 +125,13 @@ async function validate(args: string[]): Promise<number> {
   } catch (err) {
     return reportConfigError(err);
   }
+}
+
+/** The first line of standard input (a password piped in, never an argument that `ps` would show). */
+async function readStdinLine(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '';
 }
 
 /**
@@ -184,6 +203,7 @@ async function start(args: string[]): Promise<number> {
       (cfg.broker.tls && gateway.ports.brokerTls !== undefined
         ? `outpost ${cfg.gateway.id}: mqtts on ${cfg.broker.tls.host ?? cfg.broker.host}:${gateway.ports.brokerTls} (certificate sha256 ${String((gateway.status() as { brokerTlsSha256?: string }).brokerTlsSha256 ?? '?')})\n`
         : '') +
+      (cfg.nodeRed?.enabled ? `outpost ${cfg.gateway.id}: Node-RED editor on ${api.scheme}://${cfg.http.host}:${gateway.ports.http}/red\n` : '') +
       (cfg.ota && gateway.ports.ota !== undefined ? `outpost ${cfg.gateway.id}: update server (hawkBit DDI) on http://${cfg.ota.server.host}:${gateway.ports.ota}/${cfg.ota.server.tenant}\n` : ''),
   );
   // SIGHUP: read the config file's rules again, as `outpost rules reload` does.

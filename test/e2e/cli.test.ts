@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -101,6 +101,21 @@ describe('outpost CLI', () => {
     expect(fromEnv.code).toBe(0);
     expect(fromEnv.stdout).toContain('"gateway": "gw"');
     expect(await gw.terminate()).toBe(0);
+  });
+
+  it('hash-password makes the editor\'s bcrypt hash from any directory, the password on stdin', async () => {
+    const r = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+      const child = spawn(process.execPath, [CLI, 'hash-password'], { cwd: tmpdir() });
+      let stdout = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.on('close', (code) => resolve({ code, stdout }));
+      child.stdin.end('correct horse battery\n');
+    });
+    expect(r.code).toBe(0);
+    const hash = r.stdout.trim();
+    expect(hash).toMatch(/^\$2[aby]\$10\$[./A-Za-z0-9]{53}$/);
+    const bcrypt = (await import('bcryptjs')).default;
+    expect(bcrypt.compareSync('correct horse battery', hash)).toBe(true);
   });
 
   it('an unknown option gets one line naming it and where the usage is, exit 2, never a stack', async () => {

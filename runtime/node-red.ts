@@ -60,6 +60,8 @@ export interface FlowReading {
   readonly quality?: Quality | undefined;
   readonly ts?: number | undefined;
   readonly unit?: string | undefined;
+  /** The output's id, derived from the input reading's (deduplicated in the cloud); default: a new one. */
+  readonly id?: string | undefined;
 }
 
 /** A window of the rule engine inside a flow. */
@@ -165,8 +167,11 @@ export function makeNodeHost(opts: {
       const ts = reading.ts ?? now;
       if (typeof ts !== 'number' || !Number.isSafeInteger(ts) || ts <= 0 || ts > now + 5 * 60_000) throw new Error(`ts: expected ms since the epoch, not in the future, not ${JSON.stringify(ts)}`);
       if (reading.unit !== undefined && (typeof reading.unit !== 'string' || reading.unit.length === 0 || reading.unit.length > 32)) throw new Error(`unit: expected short text, not ${JSON.stringify(reading.unit)}`);
-      const { seq, id } = opts.sequence.next();
-      const envelope = makeEnvelope({ id, device: reading.device, point: reading.point, value: v, quality, ts, seq, unit: reading.unit });
+      if (reading.id !== undefined && (typeof reading.id !== 'string' || reading.id.length === 0 || reading.id.length > 256 || !/^[\x20-\x7e]+$/.test(reading.id))) {
+        throw new Error(`id: expected printable ASCII of up to 256 characters, not ${JSON.stringify(reading.id)}`);
+      }
+      const next = opts.sequence.next();
+      const envelope = makeEnvelope({ id: reading.id ?? next.id, device: reading.device, point: reading.point, value: v, quality, ts, seq: next.seq, unit: reading.unit });
       await opts.pipeline.append([{ envelope, stream }]);
       return envelope;
     },

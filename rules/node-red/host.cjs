@@ -9,9 +9,31 @@ module.exports.hostOf = function hostOf(RED, node) {
   return host;
 };
 
-/** A reading from a message: msg.reading (as `outpost in` sends it), else payload/topic. */
-module.exports.readingOf = function readingOf(msg, defaults) {
-  if (msg.reading && typeof msg.reading === 'object') return msg.reading;
+/**
+ * A reading from a message, as core nodes treat messages: `msg.payload` is the value and
+ * `msg.topic` ("device/point") the name, whatever `msg.reading` says; `msg.reading` (what `outpost
+ * in` attaches) fills in the rest — device and point when the topic names none, the time, the unit,
+ * the quality unless `msg.quality` is set — and its id, from which the output's id derives (`id`
+ * of the input reading + "/" + `idSuffix` + "/" + point), so the cloud deduplicates a reading that a rule and a
+ * flow, or a replay, send twice.
+ */
+module.exports.readingOf = function readingOf(msg, defaults, idSuffix) {
+  if (msg.reading && typeof msg.reading === 'object') {
+    const r = msg.reading;
+    const named = typeof msg.topic === 'string' && msg.topic.includes('/') ? msg.topic.split('/', 2) : [r.device, r.point];
+    const device = named[0] || r.device;
+    const point = named[1] || r.point;
+    return {
+      device,
+      point,
+      value: msg.payload === undefined ? r.value : msg.payload,
+      quality: msg.quality !== undefined ? msg.quality : r.quality,
+      ts: typeof r.ts === 'number' ? r.ts : undefined,
+      unit: msg.unit !== undefined ? msg.unit : r.unit,
+      // One input may become several outputs (a function splitting it): the point keeps them apart.
+      id: typeof r.id === 'string' && idSuffix ? `${r.id}/${idSuffix}/${point}` : undefined,
+    };
+  }
   const [device, point] = typeof msg.topic === 'string' && msg.topic.includes('/') ? msg.topic.split('/', 2) : [defaults.device, msg.topic || defaults.point];
   return {
     device: msg.device || device || defaults.device,

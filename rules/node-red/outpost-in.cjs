@@ -7,7 +7,7 @@ module.exports = function (RED) {
     const host = hostOf(RED, this);
     if (!host) return;
     const unsubscribe = host.subscribe({ device: config.device || '*', point: config.point || '*' }, (reading) => {
-      this.send({ topic: `${reading.device}/${reading.point}`, payload: reading.value, reading });
+      this.send({ topic: `${reading.device}/${reading.point}`, payload: reading.value, quality: reading.quality, reading });
     });
     this.status({ fill: 'green', shape: 'dot', text: `${config.device || '*'} / ${config.point || '*'}` });
     this.on('close', (done) => {

@@ -9,7 +9,7 @@ module.exports = function (RED) {
     const stream = config.stream || 'telemetry';
     let sent = 0;
     this.on('input', (msg, send, done) => {
-      const reading = readingOf(msg, { device: config.device || 'node-red', point: config.point || 'value' });
+      const reading = readingOf(msg, { device: config.device || 'node-red', point: config.point || 'value' }, `nr:${this.id}`);
       // done() only once the reading is committed to the outbox: Node-RED's completion then means durable.
       host.send(reading, stream).then(
         (envelope) => {

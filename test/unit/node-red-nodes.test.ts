@@ -109,6 +109,29 @@ describe('Outpost palette nodes', () => {
     ]);
   });
 
+  it('outpost out: msg.payload and msg.topic win over msg.reading (as core nodes treat them); the id derives from the input reading\'s and the node\'s', async () => {
+    const { n, out } = await load('outpost-out', { type: 'outpost out', stream: 'telemetry' });
+    const input = { ...reading('plc-1', 'speed', 1.65), id: 'gw:7:12' };
+    // A function node did msg.payload = Math.round(msg.payload * 60) and kept msg.reading.
+    let got = nextMessage(out);
+    n.receive({ topic: 'plc-1/speed', payload: 99, reading: input });
+    await got;
+    // A stale reading keeps its quality through a flow; msg.quality overrides it.
+    got = nextMessage(out);
+    n.receive({ topic: 'plc-1/rpm', payload: 100, quality: 'stale', reading: input });
+    await got;
+    // The same input again (a redelivery) gets the same id: the cloud deduplicates it.
+    got = nextMessage(out);
+    n.receive({ topic: 'plc-1/speed', payload: 99, reading: input });
+    await got;
+    const node = (n as unknown as { id: string }).id;
+    expect(host.sent.map((x) => x.reading)).toEqual([
+      expect.objectContaining({ device: 'plc-1', point: 'speed', value: 99, id: `gw:7:12/nr:${node}/speed` }),
+      expect.objectContaining({ device: 'plc-1', point: 'rpm', value: 100, quality: 'stale', id: `gw:7:12/nr:${node}/rpm` }),
+      expect.objectContaining({ device: 'plc-1', point: 'speed', value: 99, id: `gw:7:12/nr:${node}/speed` }),
+    ]);
+  });
+
   it('outpost out: an unknown stream is an error for Catch nodes, nothing sent on', async () => {
     const { n, out } = await load('outpost-out', { type: 'outpost out', stream: 'nope' });
     let passed = false;

@@ -59,7 +59,7 @@ export function decodePoint(words: readonly number[], offset: number, point: Mod
     let w = words[offset]! & 0xffff;
     if (byteSwap(point.order)) w = ((w & 0xff) << 8) | (w >> 8);
     const raw = point.type === 'int16' && w >= 0x8000 ? w - 0x10000 : w;
-    return point.scale === 1 && point.offset === 0 ? raw : raw * point.scale + point.offset;
+    return point.scale === 1 && point.offset === 0 ? raw : scaled(raw, point);
   }
   if (point.type === 'string') {
     // Characters stay in register order; BADC/DCBA only swap the two characters of each register.
@@ -101,9 +101,40 @@ export function decodePoint(words: readonly number[], offset: number, point: Mod
     raw = Number(raw);
   }
   if (!Number.isFinite(raw)) return new DecodeError(`${point.name}: ${point.type} register value is not a finite number`);
-  if (point.scale === 1 && point.offset === 0) return raw;
-  const value = raw * point.scale + point.offset;
+  if (point.scale === 1 && point.offset === 0 && point.type !== 'float32') return raw;
+  const value = scaled(raw, point);
   return Number.isFinite(value) ? value : new DecodeError(`${point.name}: ${raw} × ${point.scale} + ${point.offset} is not a finite number`);
+}
+
+/** Digits after the decimal point of `x` as written (0.1 → 1, 0.025 → 3, 1e-7 → 7). */
+function decimalsOf(x: number): number {
+  if (Number.isInteger(x)) return 0;
+  const [mantissa = '', exp] = x.toExponential().split('e');
+  const fraction = mantissa.split('.')[1]?.length ?? 0;
+  return Math.max(0, fraction - Number(exp));
+}
+
+/** Per point: the power of ten its scaled values are rounded to (computed once). */
+const roundingOf = new WeakMap<ModbusPoint, number>();
+
+/**
+ * raw × scale + offset without binary noise: 454 × 0.1 is 45.400000000000006 in floating point,
+ * but a register scaled by 0.1 holds tenths, so the value is rounded to the decimals of the scale
+ * and the offset (docs/config.md). A float register keeps the precision of its type: float32
+ * values to 7 significant digits (what a float32 holds), float64 values as they are.
+ */
+function scaled(raw: number, point: ModbusPoint): number {
+  let factor = roundingOf.get(point);
+  if (factor === undefined) {
+    factor = 10 ** Math.min(15, Math.max(decimalsOf(point.scale), decimalsOf(point.offset)));
+    roundingOf.set(point, factor);
+  }
+  if (point.type === 'float32') {
+    const v = Number(raw.toPrecision(7));
+    return point.scale === 1 && point.offset === 0 ? v : Number((v * point.scale + point.offset).toPrecision(7));
+  }
+  if (point.type === 'float64') return raw * point.scale + point.offset;
+  return Math.round((raw * point.scale + point.offset) * factor) / factor;
 }
 
 /**

@@ -60,6 +60,21 @@ describe('register decoding', () => {
     expect(decodePoint([615], 0, scaled)).toBeCloseTo(21.5, 10);
   });
 
+  it('rounds scaled values to the decimals of scale and offset, float32 values to the 7 digits a float32 holds', () => {
+    // Without it: 454 × 0.1 = 45.400000000000006, 1808 × 0.001 = 1.8080000000000001.
+    expect(decodePoint([454], 0, pt('uint16', { scale: 0.1 }))).toBe(45.4);
+    expect(decodePoint([1808], 0, pt('uint16', { scale: 0.001 }))).toBe(1.808);
+    expect(decodePoint([0xff85], 0, pt('int16', { scale: 0.01 }))).toBe(-1.23);
+    expect(decodePoint([0, 615], 0, pt('uint32', { scale: 0.1, offset: -40.05 }))).toBe(21.45);
+    expect(decodePoint([0, 3], 0, pt('int32', { scale: 0.025 }))).toBe(0.075);
+    // 230.1 as float32 is 230.10000610351562 in a double.
+    const f = pt('float32');
+    expect(decodePoint(encodePoint(230.1, f), 0, f)).toBe(230.1);
+    expect(decodePoint(encodePoint(230.1, pt('float32', { scale: 0.1 })), 0, pt('float32', { scale: 0.1 }))).toBe(230.1);
+    // float64 keeps its full precision.
+    expect(decodePoint(encodePoint(0.1 + 0.2, pt('float64')), 0, pt('float64'))).toBe(0.1 + 0.2);
+  });
+
   it('reads bits of a register, coils, and fixed-length strings', () => {
     expect(decodePoint([0b1000_0000_0000_0100], 0, pt('bool', { bit: 2 }))).toBe(true);
     expect(decodePoint([0b1000_0000_0000_0100], 0, pt('bool', { bit: 15 }))).toBe(true);

@@ -119,6 +119,8 @@ export const windowRuleSchema = z
     allowedLatenessMs: z.number().int().min(0).default(0),
     groupBy: z.array(z.enum(['device', 'point', 'unit'])).default(['device', 'point']),
     aggregates: z.array(z.enum(AGGREGATES)).min(1),
+    /** Decimals the numeric aggregates are rounded to (an average of 1.808 is not 1.8079999999999998). */
+    precision: z.number().int().min(0).max(15).default(6),
     route: z.literal('cloud').default('cloud'),
     stream: idSchema.default('telemetry'),
   })

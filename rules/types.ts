@@ -70,6 +70,8 @@ export interface WindowRuleSpec {
    * config may use) unless the engine was given another registry.
    */
   readonly aggregates: readonly string[];
+  /** Decimals numeric aggregates are rounded to (default 6). */
+  readonly precision?: number | undefined;
   readonly route: 'cloud';
   readonly stream: string;
 }

@@ -122,7 +122,7 @@ export class WindowRule {
     const values = this.keepValues ? acc.values : undefined;
     const sorted = values === undefined || values.length === 0 ? NO_VALUES : [...values].sort((a, b) => a - b);
     for (const a of this.aggregates) {
-      const value: Value = a.compute(acc, sorted);
+      const value: Value = rounded(a.compute(acc, sorted), this.spec.precision ?? 6);
       const { seq } = this.sequence.next();
       emit({
         route: this.spec.route,
@@ -185,4 +185,13 @@ export class WindowRule {
   restore(row: RuleStateRow): void {
     this.groups.restore(row);
   }
+}
+
+/**
+ * An aggregate rounded to `decimals` (sums and averages of decimal readings carry binary noise:
+ * 1.8079999999999998). Integers and values too large for the decimals to matter are left as they are.
+ */
+function rounded(value: number | null, decimals: number): number | null {
+  if (value === null || Number.isInteger(value) || Math.abs(value) >= 1e15) return value;
+  return Number(value.toFixed(decimals));
 }

@@ -96,6 +96,25 @@ describe('tumbling window', () => {
     expect(rules.nextDeadline()).toBeUndefined();
   });
 
+  it('rounds aggregates to the rule\'s precision (6 decimals by default), without binary noise', () => {
+    const values = [1.804, 1.812, 1.808, 1.81, 1.806];
+    const noisy = values.reduce((a, b) => a + b, 0) / values.length;
+    expect(noisy).not.toBe(1.808); // 1.8079999999999998 in floating point
+    for (const [rule, want] of [
+      [window, 1.808],
+      [{ ...window, precision: 2 }, 1.81],
+    ] as const) {
+      const clock = new ManualClock(10_000);
+      const rules = new Rules([{ ...rule, aggregates: ['avg', 'sum'] }], clock, sequence);
+      run(rules, values.map((v) => reading('m1', 'power', v)));
+      const out: Out[] = [];
+      rules.tick(11_000, collect(out));
+      const got = Object.fromEntries(out.map((o) => [o.envelope.point, o.envelope.value]));
+      expect(got['power.avg']).toBe(want);
+      expect(got['power.sum']).toBe(rule === window ? 9.04 : 9.04);
+    }
+  });
+
   it('reports an all-bad window as bad quality instead of a number', () => {
     const clock = new ManualClock(0);
     const rules = new Rules([{ ...window, aggregates: ['avg', 'count'] }], clock, sequence);
@@ -255,7 +274,7 @@ describe('windows', () => {
     const vals = [4, 8, 6, 2, 10];
     const out = feed(rules, clock, [...vals.map((v, i): [number, Envelope] => [100 + i, at(v)]), [110, at(null, 0, 'm1', 'bad')]], 1000);
     const got = Object.fromEntries(out.map((o) => [o.envelope.point, o.envelope.value]));
-    expect(got).toEqual({ 'p.avg': 6, 'p.min': 2, 'p.max': 10, 'p.sum': 30, 'p.count': 5, 'p.first': 4, 'p.last': 10, 'p.stddev': Math.sqrt(8), 'p.p50': 6, 'p.p95': 9.6, 'p.p99': 9.92 });
+    expect(got).toEqual({ 'p.avg': 6, 'p.min': 2, 'p.max': 10, 'p.sum': 30, 'p.count': 5, 'p.first': 4, 'p.last': 10, 'p.stddev': 2.828427 /* √8 to the default 6 decimals */, 'p.p50': 6, 'p.p95': 9.6, 'p.p99': 9.92 });
     expect(out.every((o) => o.envelope.ts === 1000)).toBe(true);
     expect(out.find((o) => o.envelope.point === 'p.avg')!.envelope.unit).toBe('kW');
     expect(out.find((o) => o.envelope.point === 'p.count')!.envelope.unit).toBeUndefined();

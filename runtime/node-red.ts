@@ -64,6 +64,26 @@ export interface FlowReading {
   readonly id?: string | undefined;
 }
 
+/** What Node-RED hands a log handler. */
+interface NodeRedLogMessage {
+  readonly level: number;
+  readonly msg?: unknown;
+  readonly type?: string;
+  readonly id?: string;
+  readonly name?: string;
+}
+
+/** Node-RED's log messages (level 10 fatal … 30 warn) as the gateway's, at warn or error. */
+export function nodeRedLogHandler(log: Logger): (m: NodeRedLogMessage) => void {
+  return (m) => {
+    if (m.level > 30) return;
+    const text = m.msg instanceof Error ? m.msg.message : typeof m.msg === 'string' ? m.msg : JSON.stringify(m.msg);
+    const fields = { component: 'node-red', ...(m.id ? { node: m.id } : {}), ...(m.type ? { type: m.type } : {}), ...(m.name ? { name: m.name } : {}) };
+    if (m.level <= 20) log.error(fields, `node-red: ${text}`);
+    else log.warn(fields, `node-red: ${text}`);
+  };
+}
+
 /** A window of the rule engine inside a flow. */
 export interface FlowWindow {
   process(reading: Envelope): void;
@@ -309,7 +329,9 @@ export class HostedNodeRed implements Component {
       httpNodeRoot: false,
       nodesDir: [PALETTE_DIR],
       adminAuth: { type: 'credentials', users: [{ username: this.opts.admin.username, password: this.opts.admin.passwordHash, permissions: '*' }] },
-      logging: { console: { level: 'off', metrics: false, audit: false } },
+      // Node-RED's own warnings and errors (a node's node.warn/node.error, a failed write caught
+      // nowhere, an invalid node) into the gateway's log, with the node that raised them.
+      logging: { console: { level: 'off', metrics: false, audit: false }, outpost: { level: 'warn', metrics: false, audit: false, handler: () => nodeRedLogHandler(ctx.log) } },
       externalModules: { autoInstall: false, palette: { allowInstall: false, allowUpload: false }, modules: { allowInstall: false } },
       editorTheme: { tours: false, projects: { enabled: false }, header: { title: 'Outpost · Node-RED' } },
       telemetry: { enabled: false, updateNotification: false },

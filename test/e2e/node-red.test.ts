@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
@@ -48,7 +48,8 @@ describe('Node-RED hosted by the gateway', () => {
       cloud: { url: cloud.url, backoff: { initialMs: 100, maxMs: 500 } },
       storage: { path: join(dir, 'o.db') },
     });
-    const gateway = await Gateway.start(config, { log: createLogger({ level: 'silent' }) });
+    const logFile = join(dir, 'gateway.log');
+    const gateway = await Gateway.start(config, { log: createLogger({ level: 'warn', destination: logFile }) });
     cleanup.push(() => gateway.stop());
     // The editor's own login, over the API's TLS (certificate pinned); no API token.
     const api = gatewayApi(gateway.ports.http, dir, undefined);
@@ -64,8 +65,10 @@ describe('Node-RED hosted by the gateway', () => {
 
     const flow = [
       { id: 't1', type: 'tab', label: 'power to cloud' },
-      { id: 'in1', z: 't1', type: 'outpost in', device: 'meter-1', point: 'power', wires: [['out1']] },
+      { id: 'in1', z: 't1', type: 'outpost in', device: 'meter-1', point: 'power', wires: [['out1', 'fn1']] },
       { id: 'out1', z: 't1', type: 'outpost out', stream: 'flows', wires: [[]] },
+      // Node-RED's own warnings reach the gateway's log.
+      { id: 'fn1', z: 't1', type: 'function', name: 'warner', func: "if (!context.get('w')) { context.set('w', 1); node.warn('flow warning 42'); } return null;", outputs: 1, wires: [[]] },
     ];
     const deploy = await fetch(`${base}/red/flows`, {
       method: 'POST',
@@ -89,5 +92,8 @@ describe('Node-RED hosted by the gateway', () => {
     expect(cloud.ledger.unique).toBe(stats.produced);
     // Only the flow sent anything (no rules): every reading in the cloud is a power reading of meter-1.
     expect(cloud.ledger.byDevice.get('meter-1')).toBeGreaterThanOrEqual(stats.produced);
+    await waitFor('the flow warning in the gateway log', () => existsSync(logFile) && readFileSync(logFile, 'utf8').includes('node-red: flow warning 42'), 5000);
+    const line = readFileSync(logFile, 'utf8').split('\n').find((l) => l.includes('flow warning 42'))!;
+    expect(JSON.parse(line)).toMatchObject({ level: 40, component: 'node-red', node: 'fn1', type: 'function', name: 'warner' });
   });
 });

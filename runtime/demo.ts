@@ -46,6 +46,15 @@ export interface DemoSummary {
 }
 
 /** The demo site's rules: what an engineer would send to the cloud from such a site. */
+/** What each rule of the demo does, in the words the header prints. */
+const RULE_TEXT: Record<string, string> = {
+  'pumps-raw': 'every pump reading to the cloud as it comes',
+  'meter-electrical': 'every meter reading to the cloud',
+  'meter-temperature-plausible': 'meter temperatures between -40 and 150 degC only',
+  'power-5s': 'avg/min/max/count of meter power per 5 s window',
+  boilers: 'every boiler reading to the cloud',
+};
+
 function demoRules(): SiteConfigInput['rules'] {
   return [
     { id: 'pumps-raw', type: 'filter', match: { device: 'pump-*', point: '*' } },
@@ -187,7 +196,11 @@ export async function runDemo(args: string[]): Promise<number> {
       `Outpost demo: gateway ${config.gateway.id}, ${site.slaves.size} Modbus slaves, ${site.children.length} MQTT child devices, cloud on ${cloud.url}\n` +
         `API https://127.0.0.1:${gateway.ports.http}/api/v1/status · /metrics · certificate sha256 ${gateway.status().api.certificateSha256 ?? '-'} · log ${logFile}\n` +
         `  try: OUTPOST_TOKEN=$(cat ${tokenFile}) outpost status --url https://127.0.0.1:${gateway.ports.http} --ca ${join(dir, 'http.crt')}\n` +
-        `The cloud link drops for ${outageForS}s every ${outageEveryS}s. ${durationS ? `Running ${durationS}s.` : 'Ctrl-C to stop.'}\n`,
+        `Site: ${[...site.slaves.keys()].join(', ')} (Modbus TCP, polled every 0.5 s); ${site.children.map((c) => c.id).join(', ')} (MQTT, authenticated by enrollment-group keys); ${valveCount} valve controllers polling the update server.\n` +
+        `Rules: ${(config.rules ?? []).map((r) => `${r.id} (${RULE_TEXT[r.id] ?? r.type})`).join('; ')}.\n` +
+        `The cloud link drops for ${outageForS}s every ${outageEveryS}s. ${durationS ? `Running ${durationS}s.` : 'Ctrl-C to stop.'}\n` +
+        `Each line: in = readings the gateway took from the site · to cloud = what the rules put in the outbox (windows add aggregates, so it can pass "in") · outbox = queued for the cloud · delivered = acknowledged by the cloud broker · children, modbus = devices connected.\n` +
+        `OTA: a signed release arrives from the cloud after 5 s; the gateway fetches it once and rolls it out to the valves in three phases (a few installs fail on purpose and are retried).\n`,
     );
   }
 
@@ -253,8 +266,15 @@ export async function runDemo(args: string[]): Promise<number> {
         (ota ? `OTA ${ota.release}: ${ota.state}, ${ota.phases.reduce((n, p) => n + p.succeeded, 0)} of ${valveCount} valves updated; ${origin.bytesSent} bytes from the cloud origin for a ${image.length}-byte image.\n` : ''),
     );
   }
-  if (summary.lost === 0) rmSync(dir, { recursive: true, force: true });
-  else process.stderr.write(`readings were lost; store and log kept in ${dir}\n`);
+  if (summary.lost !== 0) process.stderr.write(`readings were lost; store and log kept in ${dir}\n`);
+  // A script (--json) gets its summary only; a person gets the log to read afterwards.
+  else if (json) rmSync(dir, { recursive: true, force: true });
+  if (!json) {
+    process.stdout.write(
+      `The gateway's log, store and certificates are kept in ${dir} (log: ${logFile}); remove the directory when done.\n` +
+        `Next: copy examples/site.yaml, describe your devices (docs/config.md), check it with \`outpost validate site.yaml\`, run it with \`outpost start --config site.yaml\`; docs/security.md says how devices enroll.\n`,
+    );
+  }
   return summary.lost === 0 ? 0 : 1;
 }
 

@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -139,6 +139,19 @@ describe('outpost demo', () => {
     expect(summary.delivered).toBe(summary.produced);
     expect(r.code).toBe(0);
   });
+  it('explains what it runs and each figure, keeps its log, and ends with what to try next', async () => {
+    const r = await outpost('demo', '--duration', '5', '--valves', '2');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^Site: .*meter-1.*pump-1/m);
+    expect(r.stdout).toMatch(/^Rules: pumps-raw \(every pump reading/m);
+    expect(r.stdout).toMatch(/^Each line: in = readings the gateway took/m);
+    expect(r.stdout).toMatch(/^OTA: a signed release/m);
+    expect(r.stdout).toMatch(/^Next: copy examples\/site.yaml/m);
+    const log = /\(log: (\S+)\)/.exec(r.stdout)?.[1];
+    expect(log && existsSync(log)).toBe(true);
+    rmSync(join(log!, '..'), { recursive: true, force: true });
+  });
+
   it('rules test replays recorded readings through the rules and prints what they emit', async () => {
     const rules = join(dir, 'rules.yaml');
     writeFileSync(

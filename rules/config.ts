@@ -63,7 +63,18 @@ export const filterRuleSchema = z
       .transform((r) => (r === 'modbus' ? 'write' : r)),
     /** Outbox stream of routes cloud and alert. */
     stream: idSchema.default('telemetry'),
-    alert: z.strictObject({ severity: z.enum(['info', 'warning', 'critical']).default('warning'), message: expression.optional() }).optional(),
+    alert: z
+      .strictObject({
+        severity: z.enum(['info', 'warning', 'critical']).default('warning'),
+        message: expression.optional(),
+        /** transition: raised once when the condition starts, cleared once when it ends (default); every: an alert per matching reading. */
+        mode: z.enum(['transition', 'every']).default('transition'),
+        /** Transition mode: the condition that clears a raised alert (a hysteresis band); default: the raise condition no longer holds. */
+        clearWhere: expression.optional(),
+        /** Transition mode: the condition must hold this long before the alert is raised. */
+        holdMs: z.number().int().min(0).default(0),
+      })
+      .optional(),
     mqtt: z
       .strictObject({
         /** Topic with {device} and {point} filled in. */

@@ -35,6 +35,7 @@ export class FilterRule {
   private readonly setPoint: Compiled | undefined;
   private readonly setUnit: Compiled | undefined;
   private readonly alertMessage: Compiled | undefined;
+  private readonly clearWhere: Compiled | undefined;
   private readonly stateful: boolean;
   private readonly groupBy: readonly GroupKey[];
   private readonly groups = new Map<string, GroupState>();
@@ -59,6 +60,7 @@ export class FilterRule {
     this.setPoint = spec.set?.point === undefined ? undefined : compileExpression(spec.set.point, READING_FIELDS);
     this.setUnit = spec.set?.unit === undefined ? undefined : compileExpression(spec.set.unit, READING_FIELDS);
     this.alertMessage = spec.alert?.message === undefined ? undefined : compileExpression(spec.alert.message, READING_FIELDS);
+    this.clearWhere = spec.alert?.clearWhere === undefined ? undefined : compileExpression(spec.alert.clearWhere, READING_FIELDS);
     this.stateful = spec.deadband !== undefined || spec.changeOfValue === true || spec.rateLimit !== undefined;
     this.groupBy = spec.groupBy ?? ['device', 'point'];
   }
@@ -74,6 +76,10 @@ export class FilterRule {
 
   process(r: Envelope, now: number, emit: (out: RuleOutput) => void): void {
     if (!this.matches(r.device, r.point)) return;
+    if (this.spec.route === 'alert' && (this.spec.alert?.mode ?? 'transition') === 'transition') {
+      this.alertTransition(r, now, emit);
+      return;
+    }
     if (!this.passes(r as unknown as Scope, r.quality, r.value, now)) return;
     const out = this.spec.set && (r.quality === 'good' || this.spec.bad === 'filter') ? this.transform(r) : r;
     if (out) this.route(out, emit);
@@ -98,9 +104,63 @@ export class FilterRule {
     }
   }
 
-  /** The alert reading for `e`: value "severity: message", point "{point}.alert". */
-  private alertOf(e: Envelope): Envelope | undefined {
-    const severity = this.spec.alert?.severity ?? 'warning';
+  /** Per device point: whether its alert is raised, and since when its condition holds (holdMs). */
+  private readonly alerts = new Map<string, { active: boolean; pendingSince?: number | undefined }>();
+
+  /**
+   * An alarm as industrial alarms behave (ISA-18.2 style): raised once when the condition starts to
+   * hold (after `holdMs`, when given), cleared once when it stops (or when `clearWhere` holds: a
+   * hysteresis band), whatever the number of readings in between. Bad or stale readings neither
+   * raise nor clear. The state is kept in memory: after a restart a condition that still holds
+   * raises its alert once more.
+   */
+  private alertTransition(r: Envelope, now: number, emit: (out: RuleOutput) => void): void {
+    if (r.quality !== 'good') return;
+    const scope = r as unknown as Scope;
+    let holds: boolean;
+    try {
+      holds = this.inRange(r.value) && (!this.where || boolize(this.where(scope)));
+    } catch (err) {
+      this.failed('where', err);
+      return;
+    }
+    const key = `${r.device}\u0000${r.point}`;
+    let st = this.alerts.get(key);
+    if (!st) {
+      if (this.alerts.size >= FilterRule.maxGroups) this.alerts.delete(this.alerts.keys().next().value!);
+      st = { active: false };
+      this.alerts.set(key, st);
+    }
+    const stream = this.spec.stream;
+    if (!st.active) {
+      if (!holds) {
+        st.pendingSince = undefined;
+        return;
+      }
+      st.pendingSince ??= now;
+      if (now - st.pendingSince < (this.spec.alert?.holdMs ?? 0)) return;
+      st.active = true;
+      st.pendingSince = undefined;
+      const a = this.alertOf(r);
+      if (a) emit({ route: 'cloud', stream, envelope: a });
+      return;
+    }
+    let clears: boolean;
+    try {
+      clears = this.clearWhere ? boolize(this.clearWhere(scope)) : !holds;
+    } catch (err) {
+      this.failed('clearWhere', err);
+      return;
+    }
+    if (!clears) return;
+    st.active = false;
+    const c = this.alertOf(r, 'cleared');
+    if (c) emit({ route: 'cloud', stream, envelope: c });
+  }
+
+  /** The alert reading for `e`: value "severity: message" (or "cleared: message"), point "{point}.alert". */
+  private alertOf(e: Envelope, state?: 'cleared'): Envelope | undefined {
+    const severity = state ?? this.spec.alert?.severity ?? 'warning';
     let message: string;
     try {
       message = this.alertMessage ? asText('message', this.alertMessage(e as unknown as Scope)) : `${e.point} = ${JSON.stringify(e.value)}${e.unit ? ` ${e.unit}` : ''} (${e.quality})`;
@@ -109,7 +169,7 @@ export class FilterRule {
       return undefined;
     }
     const seq = this.sequence ? this.sequence.next().seq : e.seq;
-    return makeEnvelope({ id: `${e.id}/${this.spec.id}`, device: e.device, point: `${e.point}.alert`, value: `${severity}: ${message}`, quality: 'good', ts: e.ts, seq, rule: this.spec.id });
+    return makeEnvelope({ id: `${e.id}/${this.spec.id}${state ? `/${state}` : ''}`, device: e.device, point: `${e.point}.alert`, value: `${severity}: ${message}`, quality: 'good', ts: e.ts, seq, rule: this.spec.id });
   }
 
   /** Marks (sets to 1) the positions of `batch` this rule passes. Only for rules that `select`. */

@@ -36,7 +36,15 @@ export interface FilterRuleSpec {
    */
   readonly route: 'cloud' | 'alert' | 'mqtt' | 'write';
   readonly stream: string;
-  readonly alert?: { readonly severity: 'info' | 'warning' | 'critical'; readonly message?: string | undefined } | undefined;
+  readonly alert?:
+    | {
+        readonly severity: 'info' | 'warning' | 'critical';
+        readonly message?: string | undefined;
+        readonly mode?: 'transition' | 'every' | undefined;
+        readonly clearWhere?: string | undefined;
+        readonly holdMs?: number | undefined;
+      }
+    | undefined;
   readonly mqtt?: { readonly topic: string; readonly qos: 0 | 1; readonly retain: boolean } | undefined;
   readonly write?: { readonly device: string; readonly point: string; readonly minIntervalMs: number; readonly sources: readonly string[] } | undefined;
 }

@@ -216,6 +216,36 @@ describe('filter rules with expressions and operators', () => {
     expect(got).toEqual([0, 0, 1000, 1000, 2000, 2000]);
   });
 
+  it('alerts on transitions by default: raised once while the condition holds, cleared once, with hysteresis and a hold time', () => {
+    const hot = { ...base, id: 'hot', where: 'value > 80', route: 'alert', stream: 'alarms', alert: { severity: 'critical', message: '"too hot: " & $string(value)' } } as const;
+    const alerts = (spec: RuleSpec, readings: Array<[number, number | null, number?]>, clock = new ManualClock()): Array<[unknown, number]> => {
+      const rules = new Rules([spec], clock, sequence);
+      const outs: RuleOutput[] = [];
+      for (const [value, t, q] of readings.map(([v, tt, q]) => [v, tt ?? 0, q] as const)) {
+        clock.t = t ?? 0;
+        rules.process(at('m1', 't', value, t ?? 0, q === 1 ? 'bad' : 'good'), (o) => outs.push(o));
+      }
+      return outs.map((o) => [o.envelope?.value, o.envelope?.ts ?? -1]);
+    };
+    // Five readings over 80 in five seconds: one alert, then one clear (an issue report: 5 alerts in 5 s).
+    expect(alerts(hot, [[50, 0], [85, 1000], [90, 2000], [95, 3000], [88, 4000], [86, 5000], [70, 6000], [60, 7000]])).toEqual([
+      ['critical: too hot: 85', 1000],
+      ['cleared: too hot: 70', 6000],
+    ]);
+    // A bad reading neither raises nor clears.
+    expect(alerts(hot, [[85, 0], [0, 1000, 1], [90, 2000]])).toEqual([['critical: too hot: 85', 0]]);
+    // Hysteresis: cleared only below 75, so 79 (not above 80 any more) keeps it raised.
+    expect(alerts({ ...hot, alert: { ...hot.alert, clearWhere: 'value < 75' } }, [[85, 0], [79, 1000], [82, 2000], [74, 3000], [81, 4000]])).toEqual([
+      ['critical: too hot: 85', 0],
+      ['cleared: too hot: 74', 3000],
+      ['critical: too hot: 81', 4000],
+    ]);
+    // Hold time: raised only once the condition held 2 s; a short spike raises nothing.
+    expect(alerts({ ...hot, alert: { ...hot.alert, holdMs: 2000 } }, [[85, 0], [60, 500], [85, 1000], [86, 2000], [87, 3000], [88, 4000]])).toEqual([['critical: too hot: 87', 3000]]);
+    // mode every: the former behaviour, an alert per reading.
+    expect(alerts({ ...hot, alert: { ...hot.alert, mode: 'every' } }, [[85, 0], [90, 1000]]).length).toBe(2);
+  });
+
   it('routes: an alert reading, a local topic with names made safe, a write only for good readings', () => {
     const rules = new Rules(
       [

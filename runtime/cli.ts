@@ -32,6 +32,9 @@ Usage:
                                   control a rollout (also from the cloud)
   outpost ota submit SIGNED.json [CONN]
                                   give the gateway a signed release locally (as the cloud would)
+  outpost sim --modbus meter|plc|boiler[@PORT]... [--children N --broker URL --group-secret-file F]
+                                  simulated devices on chosen ports, to try a site config before the
+                                  plant is wired; prints their device entries
   outpost hash-password           bcrypt hash of a password on stdin, for http.admin.passwordHash (the editor)
   outpost identity hash-password|key|revoke|restore|list|ca|cert …
                                   child device identities and credentials (outpost identity help)
@@ -94,6 +97,11 @@ async function main(argv: string[]): Promise<number> {
       const bcrypt = (await import('bcryptjs')).default;
       process.stdout.write(`${bcrypt.hashSync(input, 10)}\n`);
       return 0;
+    }
+    case 'sim': {
+      // The simulator is loaded only here and by the demo (the gateway itself never imports it).
+      const { simCommand } = await import('./sim-cli.js');
+      return simCommand(rest);
     }
     case 'identity': {
       const { identityCommand } = await import('./identity/cli.js');

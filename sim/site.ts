@@ -51,7 +51,7 @@ export function pointEntries(points: readonly SimPoint[]): ModbusPointEntry[] {
   }));
 }
 
-const pumpPoints: Record<string, SignalSpec> = {
+export const pumpPoints: Record<string, SignalSpec> = {
   flow: { kind: 'walk', start: 12, step: 0.4, min: 0, max: 30 },
   pressure: { kind: 'sine', amplitude: 0.5, periodMs: 12_000, offset: 3.2 },
   running: { kind: 'constant', value: 1 },

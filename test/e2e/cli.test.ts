@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CLI, GatewayProcess } from '../helpers/gateway-process.js';
+import { waitFor } from '../helpers/wait.js';
 import { gatewayApi, TEST_API_TOKENS, TEST_TOKENS } from '../helpers/api.js';
 
 const exec = promisify(execFile);
@@ -194,4 +195,55 @@ describe('outpost demo', () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/rules\[0\]\.where: .*character/);
   });
+});
+
+describe('outpost sim', () => {
+  it('starts simulated Modbus devices and authenticated MQTT children on chosen ports and prints their device entries; a gateway reads them', async () => {
+    const { spawn: spawnChild } = await import('node:child_process');
+    const { parse } = await import('yaml');
+    const secretFile = join(dir, 'group.key');
+    writeFileSync(secretFile, 'outpost-sim-test-group-secret-0001\n', { mode: 0o600 });
+    // First the gateway's broker (a port of its own), then the simulator pointed at it.
+    const sim = spawnChild(process.execPath, [CLI, 'sim', '--modbus', 'meter', '--modbus', 'plc@0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    sim.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      await waitFor('the device entries', () => out.includes('plc-1'), 15_000);
+      const entries = parse(out) as Array<{ id: string; protocol: string; port: number }>;
+      expect(entries.map((e) => [e.id, e.protocol])).toEqual([
+        ['meter-1', 'modbus-tcp'],
+        ['plc-1', 'modbus-tcp'],
+      ]);
+      const file = join(dir, 'sim-site.yaml');
+      writeFileSync(
+        file,
+        `gateway: { id: sim-gw }\nbroker: { port: 0 }\nhttp: { port: 0, tokens: ${JSON.stringify(TEST_API_TOKENS)} }\nidentities: { groups: [{ name: pumps, secretFile: ${JSON.stringify(secretFile)} }] }\ndevices: ${JSON.stringify(entries)}\ncloud: { url: "mqtt://127.0.0.1:9" }\nstorage: { path: ${JSON.stringify(join(dir, 'sim.db'))} }\n`,
+        { mode: 0o600 },
+      );
+      const validate = await outpost('validate', file);
+      expect(validate.code).toBe(0);
+      const gw = await GatewayProcess.start(file);
+      try {
+        const api = gatewayApi(gw.httpPort, dir, TEST_TOKENS.read);
+        await waitFor('readings from both simulated devices', async () => {
+          const s = (await (await api.fetch(`${api.base}/api/v1/status`)).json()) as { readingsIn?: number; drivers?: Array<{ name: string; devices?: Array<{ state?: string }> }> };
+          return (s.readingsIn ?? 0) > 10;
+        }, 15_000);
+        // Children that authenticate with the group's keys.
+        const kids = spawnChild(process.execPath, [CLI, 'sim', '--children', '2', '--broker', gw.brokerUrl, '--group-secret-file', secretFile, '--interval-ms', '100'], { stdio: 'ignore' });
+        try {
+          await waitFor('two children connected', async () => {
+            const s = (await (await api.fetch(`${api.base}/api/v1/status`)).json()) as { children?: { connected: number } };
+            return s.children?.connected === 2;
+          }, 15_000);
+        } finally {
+          kids.kill('SIGTERM');
+        }
+      } finally {
+        await gw.terminate();
+      }
+    } finally {
+      sim.kill('SIGTERM');
+    }
+  }, 60_000);
 });

@@ -87,21 +87,28 @@ describe('outpost CLI', () => {
       `gateway: { id: gw }\nbroker: { port: 0 }\nhttp: { port: 0, tokens: ${JSON.stringify(TEST_API_TOKENS)} }\ncloud: { url: "mqtt://127.0.0.1:9" }\nstorage: { path: ${JSON.stringify(join(dir, 'gw.db'))} }\n`,
     );
     const gw = await GatewayProcess.start(file);
-    const api = gatewayApi(gw.httpPort, dir, TEST_TOKENS.read);
-    const res = await api.fetch(`${api.base}/api/v1/status`);
-    expect(res.status).toBe(200);
-    expect(((await res.json()) as { gateway: string }).gateway).toBe('gw');
-    // The certificate pinned from the state directory that --config names; the token from the environment.
-    const status = await outpost('status', '--config', file, '--url', api.base);
-    expect(status.code).toBe(0);
-    expect(status.stdout).toContain('"gateway": "gw"');
-    // The same from the environment alone: OUTPOST_URL gives the address (the config asked for
-    // port 0), OUTPOST_CONFIG the certificate to pin.
-    const fromEnv = await outpostWith({ OUTPOST_CONFIG: file, OUTPOST_URL: api.base }, 'status');
-    expect(fromEnv.stderr).toBe('');
-    expect(fromEnv.code).toBe(0);
-    expect(fromEnv.stdout).toContain('"gateway": "gw"');
-    expect(await gw.terminate()).toBe(0);
+    // A failed assertion must not leave the gateway process running.
+    let stopped = false;
+    try {
+      const api = gatewayApi(gw.httpPort, dir, TEST_TOKENS.read);
+      const res = await api.fetch(`${api.base}/api/v1/status`);
+      expect(res.status).toBe(200);
+      expect(((await res.json()) as { gateway: string }).gateway).toBe('gw');
+      // The certificate pinned from the state directory that --config names; the token from the environment.
+      const status = await outpost('status', '--config', file, '--url', api.base);
+      expect(status.code).toBe(0);
+      expect(status.stdout).toContain('"gateway": "gw"');
+      // The same from the environment alone: OUTPOST_URL gives the address (the config asked for
+      // port 0), OUTPOST_CONFIG the certificate to pin.
+      const fromEnv = await outpostWith({ OUTPOST_CONFIG: file, OUTPOST_URL: api.base }, 'status');
+      expect(fromEnv.stderr).toBe('');
+      expect(fromEnv.code).toBe(0);
+      expect(fromEnv.stdout).toContain('"gateway": "gw"');
+      stopped = true;
+      expect(await gw.terminate()).toBe(0);
+    } finally {
+      if (!stopped) await gw.kill9();
+    }
   });
 
   it('hash-password makes the editor\'s bcrypt hash from any directory, the password on stdin', async () => {

@@ -40,6 +40,25 @@ function cn(name: string): string {
   return `CN=${name}`;
 }
 
+type X509 = typeof import('@peculiar/x509');
+
+/** A new key pair and a certificate for it signed by itself, valid from yesterday for `days`. */
+async function selfSignedWith(name: string, days: number, extensions: (x509: X509, keys: webcrypto.CryptoKeyPair) => Promise<unknown[]>): Promise<PemPair> {
+  const x509 = await lib();
+  const keys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']);
+  const now = Date.now();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serial(),
+    name: cn(name),
+    notBefore: new Date(now - DAY),
+    notAfter: new Date(now + days * DAY),
+    keys,
+    signingAlgorithm: ALG,
+    extensions: (await extensions(x509, keys)) as Parameters<typeof x509.X509CertificateGenerator.createSelfSigned>[0]['extensions'],
+  });
+  return { cert: cert.toString('pem'), key: keyPem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)) };
+}
+
 /** SHA-256 fingerprint of a PEM certificate, as `AB:CD:…`. */
 export function fingerprint(certPem: string): string {
   return new X509Certificate(certPem).fingerprint256;
@@ -47,46 +66,24 @@ export function fingerprint(certPem: string): string {
 
 /** A self-signed server certificate for `hosts` (DNS names and IP addresses), valid `days`. */
 export async function selfSigned(name: string, hosts: readonly string[], days = 825): Promise<PemPair> {
-  const x509 = await lib();
-  const keys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']);
-  const now = Date.now();
   const names = hosts.map((h) => (isIP(h) ? { type: 'ip' as const, value: h } : { type: 'dns' as const, value: h }));
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: serial(),
-    name: cn(name),
-    notBefore: new Date(now - DAY),
-    notAfter: new Date(now + days * DAY),
-    keys,
-    signingAlgorithm: ALG,
-    extensions: [
+  return selfSignedWith(name, days, (x509) =>
+    Promise.resolve([
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
       new x509.SubjectAlternativeNameExtension(names),
-    ],
-  });
-  return { cert: cert.toString('pem'), key: keyPem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)) };
+    ]),
+  );
 }
 
 /** A certificate authority (self-signed, may sign end-entity certificates only). */
 export async function createCa(name: string, days = 3650): Promise<PemPair> {
-  const x509 = await lib();
-  const keys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']);
-  const now = Date.now();
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: serial(),
-    name: cn(name),
-    notBefore: new Date(now - DAY),
-    notAfter: new Date(now + days * DAY),
-    keys,
-    signingAlgorithm: ALG,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-    ],
-  });
-  return { cert: cert.toString('pem'), key: keyPem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)) };
+  return selfSignedWith(name, days, async (x509, keys) => [
+    new x509.BasicConstraintsExtension(true, 0, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+    await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+  ]);
 }
 
 /**

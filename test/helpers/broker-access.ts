@@ -1,3 +1,4 @@
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { AccessPolicy } from '../../runtime/broker/acl.js';
 import { brokerSchema, type BrokerConfig } from '../../runtime/broker/config.js';
 import type { BrokerAccess } from '../../runtime/broker/embedded-broker.js';
@@ -36,4 +37,18 @@ export function brokerAccess(
     policy: new AccessPolicy(config.grants),
     limits: config.limits,
   };
+}
+
+/**
+ * Connects to `url`: resolves once connected, rejects with the broker's refusal (CONNACK) or when
+ * the connection closes before one. `track` gets the client for the test's cleanup.
+ */
+export function attemptConnect(url: string, opts: IClientOptions, track: (c: MqttClient) => void): Promise<MqttClient> {
+  const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 3000, ...opts });
+  track(c);
+  return new Promise((resolve, reject) => {
+    c.once('connect', () => resolve(c));
+    c.once('error', reject);
+    c.once('close', () => reject(new Error('closed before CONNACK')));
+  });
 }

@@ -16,6 +16,7 @@ import { SimCloud } from '../../sim/cloud.js';
 import { profiles, SimModbusSlave } from '../../sim/modbus-slave.js';
 import { pointEntries } from '../../sim/site.js';
 import { sleep, waitFor } from '../helpers/wait.js';
+import { attemptConnect } from '../helpers/broker-access.js';
 import { gatewayApi, json, TEST_API_TOKENS, TEST_TOKENS } from '../helpers/api.js';
 import { CLI } from '../helpers/gateway-process.js';
 
@@ -83,13 +84,7 @@ const sensor = (id: string): IClientOptions => ({ clientId: id, username: id, pa
 
 /** Connected, or rejected with the broker's refusal (or the connection closed before CONNACK). */
 function attempt(url: string, opts: IClientOptions): Promise<MqttClient> {
-  const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 3000, ...opts });
-  cleanup.push(() => c.endAsync(true));
-  return new Promise((resolve, reject) => {
-    c.once('connect', () => resolve(c));
-    c.once('error', reject);
-    c.once('close', () => reject(new Error('closed before CONNACK')));
-  });
+  return attemptConnect(url, opts, (c) => cleanup.push(() => c.endAsync(true)));
 }
 
 /** true when the broker acknowledged the publish; false when it refused (it closes the connection). */

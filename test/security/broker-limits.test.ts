@@ -9,7 +9,7 @@ import type { brokerSchema } from '../../runtime/broker/config.js';
 import { systemClock } from '../../runtime/contracts/index.js';
 import { PromMetrics } from '../../runtime/metrics.js';
 import { createCa, issue, selfSigned } from '../../runtime/security/certificates.js';
-import { brokerAccess, deviceCredentials } from '../helpers/broker-access.js';
+import { attemptConnect, brokerAccess, deviceCredentials } from '../helpers/broker-access.js';
 import { silentLogger } from '../helpers/fakes.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -32,13 +32,7 @@ async function broker(b: BrokerInput = {}, identities?: BrokerAccessOptions['ide
 
 /** Connected, or rejected when the broker refuses (CONNACK) or closes the connection before answering. */
 function attempt(url: string, opts: IClientOptions): Promise<MqttClient> {
-  const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 3000, ...opts });
-  cleanup.push(() => c.endAsync(true));
-  return new Promise((resolve, reject) => {
-    c.once('connect', () => resolve(c));
-    c.once('error', reject);
-    c.once('close', () => reject(new Error('closed before CONNACK')));
-  });
+  return attemptConnect(url, opts, (c) => cleanup.push(() => c.endAsync(true)));
 }
 
 function device(url: string, id: string, opts: IClientOptions = {}): Promise<MqttClient> {

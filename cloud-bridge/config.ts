@@ -68,6 +68,12 @@ export const cloudSchema = z.strictObject({
    * flight) before it is halved; a single reading that fails this often is dead-lettered.
    */
   maxAttempts: z.number().int().min(2).max(1000).default(8),
+  /**
+   * Batches in flight with no acknowledgement for this long (a broker that drops a message
+   * without a word, a stalled connection): the connection is closed and they count as failed.
+   * Raise it on links so slow that a batch takes longer to transmit.
+   */
+  ackTimeoutMs: durationMsSchema.min(1000).max(600_000).default(20_000),
   /** Readings per uplink message. */
   batchSize: z.number().int().min(1).max(10000).default(500),
   /** Uplink messages awaiting PUBACK at once. */

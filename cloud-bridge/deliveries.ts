@@ -1,14 +1,32 @@
 import type { MqttClient } from 'mqtt';
-import { errorMessage, type Clock, type Counter, type Gauge, type Logger, type Metrics } from '../runtime/contracts/index.js';
+import { Backoff, errorMessage, type Clock, type Counter, type Gauge, type Logger, type Metrics } from '../runtime/contracts/index.js';
 import { BatchPicker, type PickedBatch } from './batch-picker.js';
 import { DrainCursors } from './drain-cursors.js';
 import { FlightControl } from './flight.js';
 import type { UplinkGate } from './link-gate.js';
 import { PoisonGuard, type SentBatch } from './poison-guard.js';
+import { classifyReasonCode, type Refusal } from './refusals.js';
 import { encodeBatch } from './uplink-payload.js';
 import type { UplinkOptions, UplinkOutbox } from './uplink-options.js';
 
-export type DeliveryOptions = Pick<UplinkOptions, 'gatewayId' | 'batchSize' | 'maxInFlight' | 'maxAttempts' | 'liveShare' | 'lingerMs' | 'qos' | 'compression'>;
+export type DeliveryOptions = Pick<
+  UplinkOptions,
+  'gatewayId' | 'batchSize' | 'maxInFlight' | 'maxAttempts' | 'liveShare' | 'lingerMs' | 'qos' | 'compression' | 'backoff' | 'random'
+>;
+
+/** Dead letters in a row, with no acknowledgement between them, after which the uplink stops dead-lettering. */
+const DEAD_LETTERS_WITHOUT_ACK = 3;
+
+/** The uplink's batches keep failing since `since`: shown in the status as the link failing. */
+export interface DeliveryFailure {
+  readonly since: number;
+  readonly failures: number;
+  readonly reason: string;
+  /** Batches are held back until then (a refusal that is about the link, not a reading). */
+  readonly heldUntil?: number;
+  /** Streams whose bad reading is being narrowed down, and how many rows are still suspect. */
+  readonly isolating: Array<{ stream: string; suspects: number }>;
+}
 
 /**
  * The uplink's batches from PUBLISH to acknowledgement, on the session the uplink keeps (uplink.ts).
@@ -30,7 +48,24 @@ export class Deliveries {
   private generation = 0;
   /** A batch size changed or a reading was dead-lettered since the last reconnect. */
   private mustStartFresh = false;
-  private readonly m: { bytes: Counter; ackFailures: Counter; deadLettered: Counter; batches: Counter; publishErrors: Counter; inFlight: Gauge };
+  /** Since the last acknowledgement with nothing left to isolate: what keeps failing. */
+  private failure: { since: number; failures: number; reason: string } | undefined;
+  /** Batches wait until then: the broker refused one for a reason that is about the link. */
+  private heldUntil = 0;
+  private readonly holdBackoff: Backoff;
+  private deadLettersWithoutAck = 0;
+  /** When the oldest batch in flight was sent, or the last acknowledgement came, whichever is later. */
+  private progressAt = 0;
+  private readonly m: {
+    bytes: Counter;
+    ackFailures: Counter;
+    deadLettered: Counter;
+    batches: Counter;
+    publishErrors: Counter;
+    refusals: Counter;
+    inFlight: Gauge;
+    failing: Gauge;
+  };
 
   constructor(
     private readonly opts: DeliveryOptions,
@@ -43,6 +78,7 @@ export class Deliveries {
     private readonly onSettled: () => void,
   ) {
     this.guard = new PoisonGuard(opts.maxAttempts);
+    this.holdBackoff = new Backoff(opts.backoff.initialMs, opts.backoff.maxMs, opts.random);
     this.flight = new FlightControl(opts.batchSize, opts.maxInFlight, clock);
     this.cursors = new DrainCursors(opts.liveShare);
     this.picker = new BatchPicker(outbox, this.cursors, this.guard, (priority) => gate.batchDelay(priority), opts.lingerMs, clock);
@@ -52,7 +88,9 @@ export class Deliveries {
       bytes: metrics.counter('outpost_uplink_bytes_total', 'Uplink payload bytes published (resends included)'),
       batches: metrics.counter('outpost_uplink_batches_total', 'Uplink messages acknowledged by the cloud broker'),
       publishErrors: metrics.counter('outpost_uplink_publish_failures_total', 'Uplink messages not acknowledged (resent later)'),
+      refusals: metrics.counter('outpost_uplink_refusals_total', 'Uplink batches that failed, by kind: poison (about a reading) or link (rights, quota, broker state)', ['kind']),
       inFlight: metrics.gauge('outpost_uplink_in_flight', 'Uplink messages awaiting PUBACK'),
+      failing: metrics.gauge('outpost_uplink_failing', '1 while uplink batches keep failing (refused, connection lost or not acknowledged)'),
     };
   }
 
@@ -63,6 +101,8 @@ export class Deliveries {
 
   /** The next batch, if the flight limits leave room; else how long until one may go, if any is held back. */
   next(): { batch: PickedBatch } | { waitMs: number } | undefined {
+    const held = this.heldUntil - this.clock.now();
+    if (held > 0) return { waitMs: held };
     const room = this.flight.room();
     return room > 0 ? this.picker.next(room) : undefined;
   }
@@ -102,10 +142,25 @@ export class Deliveries {
    * failed (a batch that gets its connection dropped, maybe again on every resend right after
    * CONNACK, is what a poison message does), and less goes in flight for a while.
    */
-  connectionLost(): void {
+  connectionLost(refusal: Refusal = { kind: 'poison', reason: 'connection lost with the batch in flight' }): void {
     if (this.unacked.size === 0) return;
-    this.refused([...this.unacked], 'connection lost with the batch in flight');
+    this.refused([...this.unacked], refusal);
     this.flight.lost();
+  }
+
+  /**
+   * Nothing was acknowledged for `ms` while batches were in flight (a broker that drops a message
+   * without a word, a connection that stalled): how long it has been, or 0.
+   */
+  stalledFor(now: number): number {
+    return this.flight.inFlight > 0 ? now - this.progressAt : 0;
+  }
+
+  /** Batches keep failing: why, since when; undefined while they go through. */
+  failing(): DeliveryFailure | undefined {
+    if (!this.failure) return undefined;
+    const held = this.heldUntil > this.clock.now() ? { heldUntil: this.heldUntil } : {};
+    return { ...this.failure, ...held, isolating: this.guard.isolating() };
   }
 
   /** The uplink stopped: what settles after this is not counted against the flight limits. */
@@ -125,6 +180,7 @@ export class Deliveries {
     this.m.inFlight.set(this.flight.inFlight);
     this.log.debug({ stream, first, last, rows: rows.length, inFlight: this.flight.inFlight }, 'batch sent');
     const sent: SentBatch = { stream, first, last, rows: rows.length };
+    if (this.unacked.size === 0) this.progressAt = this.clock.now();
     this.unacked.add(sent);
     client.publish(this.topic, payload, { qos: this.opts.qos }, (err) => {
       this.unacked.delete(sent);
@@ -138,9 +194,10 @@ export class Deliveries {
   private failed(sent: SentBatch, live: boolean, err: Error, generation: number): void {
     this.m.publishErrors.inc();
     if (generation !== this.generation) return;
+    this.progressAt = this.clock.now();
     // An MQTT 5 reason code of 0x80 or more in the PUBACK [MQTT-3.4.2.1]: the broker refused this batch.
     const code = (err as { code?: unknown }).code;
-    if (typeof code === 'number' && code >= 0x80) this.refused([sent], `refused by the cloud broker: ${errorMessage(err)} (0x${code.toString(16)})`);
+    if (typeof code === 'number' && code >= 0x80) this.refused([sent], classifyReasonCode(code, 'refused by the cloud broker'));
     this.flight.settled(sent.rows);
     this.m.inFlight.set(this.flight.inFlight);
     this.cursors.rewind(sent.stream, sent.first, live);
@@ -158,6 +215,12 @@ export class Deliveries {
     // Acknowledged: safe to delete even if the link dropped since. If the store cannot
     // write (disk full), the rows stay and go again later: a duplicate, never a loss.
     this.guard.acked(sent);
+    this.progressAt = this.clock.now();
+    this.deadLettersWithoutAck = 0;
+    if (this.guard.isolating().length === 0) {
+      this.holdBackoff.reset();
+      this.recovered();
+    }
     try {
       this.outbox.ack(stream, first, last);
     } catch (err) {
@@ -171,20 +234,62 @@ export class Deliveries {
     this.onSettled();
   }
 
-  /** Counts failed batches against their stream; dead-letters a reading that keeps failing alone. */
-  private refused(batches: readonly SentBatch[], reason: string): void {
+  /**
+   * Failed batches. About a reading: counted against their stream by the poison guard, which
+   * dead-letters a reading that keeps failing alone. About the link: nothing is counted, every
+   * batch waits for a growing backoff.
+   */
+  private refused(batches: readonly SentBatch[], refusal: Refusal): void {
+    const now = this.clock.now();
+    this.m.refusals.inc({ kind: refusal.kind });
+    if (!this.failure) {
+      this.failure = { since: now, failures: 0, reason: refusal.reason };
+      this.m.failing.set(1);
+      this.log.warn({ reason: refusal.reason }, 'uplink batches failing');
+    }
+    this.failure.failures++;
+    this.failure.reason = refusal.reason;
+    if (refusal.kind === 'link') {
+      this.hold(now, refusal.reason);
+      return;
+    }
     const { deadLetters, changed } = this.guard.failed(batches);
     // The batches in flight must not be sent again as they were: the next connection starts a
     // fresh session and reads the outbox again, in smaller batches or without the dead letter.
     if (changed) this.mustStartFresh = true;
     for (const { stream, rowid } of deadLetters) {
+      if (this.deadLettersWithoutAck >= DEAD_LETTERS_WITHOUT_ACK) {
+        // Reading after reading fails alone: the broker refuses them all (a broker that closes the
+        // connection on an ACL refusal looks so). Dead-lettering the stream would empty it: hold.
+        const reason = `the cloud broker refuses every reading (${DEAD_LETTERS_WITHOUT_ACK} dead-lettered in a row, none acknowledged since): ${refusal.reason}`;
+        this.failure.reason = reason;
+        this.hold(now, reason);
+        continue;
+      }
       try {
-        const n = this.outbox.deadLetter(stream, [rowid], reason, this.clock.now());
+        const n = this.outbox.deadLetter(stream, [rowid], refusal.reason, now);
+        this.deadLettersWithoutAck++;
         this.m.deadLettered.inc(undefined, n);
-        this.log.error({ stream, rowid, reason }, 'reading moved to the dead-letter table');
+        this.log.error({ stream, rowid, reason: refusal.reason }, 'reading moved to the dead-letter table');
       } catch (err) {
         this.log.error({ stream, rowid, err: errorMessage(err) }, 'dead-lettering failed');
       }
     }
+    // The bad readings are out of the way: unless another stream is still being narrowed, what
+    // failed is resolved (the next failure, if any, starts a new episode).
+    if (deadLetters.length > 0 && this.heldUntil <= now && this.guard.isolating().length === 0) this.recovered();
+  }
+
+  private recovered(): void {
+    if (!this.failure) return;
+    this.log.info({ failures: this.failure.failures, forMs: this.clock.now() - this.failure.since }, 'uplink batches go through again');
+    this.failure = undefined;
+    this.m.failing.set(0);
+  }
+
+  private hold(now: number, reason: string): void {
+    const ms = Math.max(this.opts.backoff.initialMs, this.holdBackoff.next());
+    this.heldUntil = Math.max(this.heldUntil, now + ms);
+    this.log.warn({ reason, retryInMs: ms }, 'uplink batches held back');
   }
 }

@@ -6,35 +6,64 @@ export interface SentBatch {
   readonly rows: number;
 }
 
-interface Head {
-  first: number;
-  /** Rows per batch while this head is being isolated. */
+/** A stream whose oldest rows keep failing: where the bad reading must be. */
+interface Suspects {
+  /** Rows up to this row id are not suspect (acknowledged, or before the window). */
+  after: number;
+  /** The window's first row id, when known (the first row of the batch that failed). */
+  first: number | undefined;
+  /** The bad reading is among the first `window` rows after `after`. */
+  window: number;
+  /** Rows to put in the next batch that starts there. */
   size: number;
+  /** Failures of a single-reading batch (the window is 1). */
   failures: number;
 }
 
 /**
- * Keeps one bad reading from blocking its stream forever. A broker may refuse a message (an MQTT 5
- * reason code) or drop the connection over it (too large, malformed for its rules); each time the
- * oldest batch of a stream fails so, it counts. After `maxAttempts` failures the batch is halved,
- * and so on, until the one reading that fails alone `maxAttempts` times goes to the dead-letter
- * table. Any acknowledgement of the oldest batch clears the count. A flapping link can at worst
- * shrink batches for a while; dead letters are counted, kept and can be replayed.
+ * Keeps one bad reading from blocking its stream. A broker may refuse a message (an MQTT 5 reason
+ * code), drop the connection over it (too large, malformed for its rules), answer with a packet the
+ * client rejects, or never acknowledge it. Each time the oldest batch of a stream fails so, the
+ * guard narrows where the bad reading can be, by bisection: the failed batch is the window and the
+ * next try is its first half; when a half goes through, the bad reading is in the rest, whose
+ * first half goes next. Once the window is one reading, that reading is dead-lettered after it
+ * failed alone `maxAttempts` times. A batch of n rows is so isolated in at most ⌈log2 n⌉ +
+ * maxAttempts failures. A flapping link can at worst shrink batches for about one batch's worth of
+ * rows (the window is used up by acknowledgements); dead letters are counted, kept and can be
+ * replayed.
  */
 export class PoisonGuard {
-  private readonly heads = new Map<string, Head>();
+  private readonly heads = new Map<string, Suspects>();
 
   constructor(private readonly maxAttempts: number) {}
 
   /** Rows to put in the next batch of `stream` that starts after row `after`. */
   limitFor(stream: string, after: number, defaultLimit: number): number {
     const head = this.heads.get(stream);
-    return head && after < head.first ? Math.min(head.size, defaultLimit) : defaultLimit;
+    return head && after <= head.after ? Math.min(head.size, defaultLimit) : defaultLimit;
+  }
+
+  /** Streams being narrowed, with the size of their suspect window (for the status). */
+  isolating(): Array<{ stream: string; suspects: number }> {
+    return [...this.heads].map(([stream, h]) => ({ stream, suspects: h.window }));
   }
 
   acked(batch: SentBatch): void {
     const head = this.heads.get(batch.stream);
-    if (head && batch.first <= head.first && head.first <= batch.last) this.heads.delete(batch.stream);
+    // Only the batch that holds the window's first row counts: the one that failed there, or after
+    // part of the window went through, the next one acknowledged (acknowledgements come in the order
+    // the batches were sent), or one read again from an older row that reaches into the window.
+    if (!head || batch.last <= head.after || (head.first !== undefined && batch.first > head.first)) return;
+    const rest = head.window - batch.rows;
+    if (rest <= 0) {
+      this.heads.delete(batch.stream);
+      return;
+    }
+    head.after = batch.last;
+    head.first = undefined;
+    head.window = rest;
+    head.size = Math.ceil(rest / 2);
+    head.failures = 0;
   }
 
   /**
@@ -52,21 +81,28 @@ export class PoisonGuard {
     let changed = false;
     for (const b of oldest.values()) {
       let head = this.heads.get(b.stream);
-      if (!head || head.first !== b.first) {
-        head = { first: b.first, size: b.rows, failures: 0 };
+      // The oldest batch in flight starts where the window does, unless it starts before it (read
+      // again from an earlier row) or after it (a later batch failed while the window's was still
+      // in flight): a new search from this batch.
+      const startsWindow = head !== undefined && b.first > head.after && (head.first === undefined || head.first === b.first);
+      if (!head || !startsWindow) {
+        head = { after: b.first - 1, first: b.first, window: b.rows, size: b.rows, failures: 0 };
         this.heads.set(b.stream, head);
       }
-      head.size = Math.min(head.size, b.rows);
+      head.first = b.first;
+      head.window = Math.min(head.window, b.rows);
+      if (head.window > 1) {
+        head.size = Math.ceil(head.window / 2);
+        head.failures = 0;
+        changed = true;
+        continue;
+      }
+      head.size = 1;
       head.failures++;
       if (head.failures < this.maxAttempts) continue;
       changed = true;
-      if (head.size > 1) {
-        head.size = Math.ceil(head.size / 2);
-        head.failures = 0;
-      } else {
-        out.push({ stream: b.stream, rowid: b.first });
-        this.heads.delete(b.stream);
-      }
+      out.push({ stream: b.stream, rowid: b.first });
+      this.heads.delete(b.stream);
     }
     return { deadLetters: out, changed };
   }

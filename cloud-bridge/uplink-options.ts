@@ -19,6 +19,8 @@ export interface UplinkOptions {
   readonly protocolVersion: 4 | 5;
   /** Failures of a stream's oldest batch before it is halved; of a single reading before it is dead-lettered. */
   readonly maxAttempts: number;
+  /** Batches in flight with no acknowledgement for this long: the connection is closed and they count as failed. */
+  readonly ackTimeoutMs: number;
   /** Share of the link for live data while a backlog drains (0: strictly oldest first). */
   readonly liveShare: number;
   /** When set, the link is up only inside these windows (and while priority 0 streams hold rows). */

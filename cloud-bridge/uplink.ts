@@ -15,11 +15,12 @@ import {
   type Metrics,
   type TimerHandle,
 } from '../runtime/contracts/index.js';
-import { Deliveries } from './deliveries.js';
+import { Deliveries, type DeliveryFailure } from './deliveries.js';
 import { Downlinks } from './downlinks.js';
 import { UplinkGate } from './link-gate.js';
 import type { LinkBudget, UsageStore } from './link-budget.js';
 import { NetWatch } from './net-watch.js';
+import { classifyReasonCode, type Refusal } from './refusals.js';
 import type { LinkState, UplinkOptions, UplinkOutbox } from './uplink-options.js';
 
 export type { LinkState, UplinkOptions, UplinkOutbox } from './uplink-options.js';
@@ -56,6 +57,13 @@ export class Uplink implements Component {
   private deferredUntil = 0;
   /** The broker accepted the current connection (what is lost with it then counts against its batches). */
   private connackSeen = false;
+  /** The last connection attempt reached the broker (a failing delivery is then the broker's answer, not the network). */
+  private reachable = false;
+  /** Why the current connection is being closed, when the gateway or the broker closed it over a batch. */
+  private lossRefusal: Refusal | undefined;
+  private stallTimer: TimerHandle | undefined;
+  /** QoS 2: the clean first connection is being closed on purpose, to open the session the broker keeps. */
+  private reopeningSession = false;
   private readonly netWatch: NetWatch | undefined;
   private readonly m: { connects: Counter; linkUp: Gauge };
 
@@ -92,9 +100,15 @@ export class Uplink implements Component {
     return this.gate.status();
   }
 
-  /** The link's state and what it spent: a section of the gateway's status. */
-  status(): { link: LinkState; uplink: ReturnType<LinkBudget['status']> } {
-    return { link: this.state, uplink: this.gate.status() };
+  /**
+   * The link's state and what it spent: a section of the gateway's status. `failing`: the broker
+   * is reachable but batches keep failing (refused, the connection dropped over them, or never
+   * acknowledged); `uplink.failing` says why and since when.
+   */
+  status(): { link: LinkState | 'failing'; uplink: ReturnType<LinkBudget['status']> & { failing?: DeliveryFailure } } {
+    const failing = this.deliveries.failing();
+    if (!failing || this.state === 'stopped' || this.state === 'idle') return { link: this.state, uplink: this.gate.status() };
+    return { link: this.reachable ? 'failing' : this.state, uplink: { ...this.gate.status(), failing } };
   }
 
   /** The cloud link as other parts use it: downlink subscriptions and artifact downloads through the link's gate. */
@@ -164,6 +178,7 @@ export class Uplink implements Component {
     this.gate.stop();
     this.netWatch?.stop();
     this.deliveries.stopped();
+    this.endStallCheck();
     if (this.retryTimer) this.clock.clearTimeout(this.retryTimer);
     if (this.deferTimer) this.clock.clearTimeout(this.deferTimer);
     const client = this.client;
@@ -239,6 +254,9 @@ export class Uplink implements Component {
         // (MQTT 3.1.1 keeps no session opened with clean = 1).
         client.options.clean = false;
         this.backoff.reset();
+        // Not a failure of what is in flight: the batches are sent again on the session opened next.
+        this.connackSeen = false;
+        this.reopeningSession = true;
         client.stream.destroy();
         return;
       }
@@ -250,12 +268,26 @@ export class Uplink implements Component {
     });
     client.on('error', (err) => {
       this.log.warn({ err: errorMessage(err) }, 'cloud link error');
+      // An error on an open connection is a packet the client could not take (a reason code MQTT
+      // does not allow there, a malformed packet): the stream cannot be trusted past it, and the
+      // batches in flight would wait for a keepalive timeout. Close it now [MQTT-4.13.1-1].
+      if (client === this.client && client.connected && !client.stream.destroyed) {
+        this.lossRefusal = { kind: 'poison', reason: `protocol error from the cloud broker: ${errorMessage(err)}` };
+        client.stream.destroy();
+      }
+    });
+    client.on('disconnect', (packet) => {
+      const code = packet.reasonCode ?? 0;
+      this.log.warn({ reasonCode: code, reason: packet.properties?.reasonString }, 'the cloud broker disconnected');
+      if (code >= 0x80) this.lossRefusal = classifyReasonCode(code, 'the cloud broker disconnected');
     });
     client.on('close', () => this.linkLost(client));
   }
 
   private linkUp(client: MqttClient, sessionPresent: boolean): void {
     this.state = 'up';
+    this.reachable = true;
+    this.lossRefusal = undefined;
     this.backoff.reset();
     if (!sessionPresent) this.deliveries.sessionLost();
     this.deliveries.connected();
@@ -279,9 +311,13 @@ export class Uplink implements Component {
   private linkLost(client: MqttClient): void {
     this.m.linkUp.set(0);
     if (this.state === 'stopped' || this.state === 'idle') return;
+    this.endStallCheck();
     // Counted only for connections the broker accepted: a broker out of reach is no poison.
-    if (this.connackSeen) this.deliveries.connectionLost();
+    if (this.connackSeen) this.deliveries.connectionLost(this.lossRefusal);
+    else if (!this.reopeningSession) this.reachable = false;
+    this.reopeningSession = false;
     this.connackSeen = false;
+    this.lossRefusal = undefined;
     const wasUp = this.state === 'up';
     this.state = 'down';
     const delay = this.backoff.next();
@@ -333,12 +369,43 @@ export class Uplink implements Component {
       }
       this.deliveries.send(client, next.batch);
     }
+    this.armStallCheck();
     if (this.deliveries.inFlight === 0) this.maybeIdle();
     if (this.isDrained()) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
       for (const w of waiters) w();
     }
+  }
+
+  /**
+   * Batches in flight and no acknowledgement for ackTimeoutMs (a broker that drops a message
+   * without a word, a connection that stalled): the connection is closed, and the batches count
+   * as failed, so that a message the broker never acknowledges is isolated like one it refuses.
+   */
+  private armStallCheck(): void {
+    if (this.stallTimer || this.state !== 'up' || this.deliveries.inFlight === 0) return;
+    const limit = this.opts.ackTimeoutMs;
+    this.stallTimer = this.clock.setTimeout(
+      () => {
+        this.stallTimer = undefined;
+        const client = this.client;
+        if (this.state !== 'up' || !client) return;
+        if (this.deliveries.stalledFor(this.clock.now()) < limit) {
+          this.armStallCheck();
+          return;
+        }
+        this.lossRefusal = { kind: 'poison', reason: `not acknowledged by the cloud broker within ${limit / 1000} s` };
+        this.log.warn({ ackTimeoutMs: limit, inFlight: this.deliveries.inFlight }, 'no acknowledgement from the cloud broker; closing the connection');
+        client.stream.destroy();
+      },
+      Math.max(1, limit - this.deliveries.stalledFor(this.clock.now())),
+    );
+  }
+
+  private endStallCheck(): void {
+    if (this.stallTimer) this.clock.clearTimeout(this.stallTimer);
+    this.stallTimer = undefined;
   }
 
   private deferPump(ms: number): void {

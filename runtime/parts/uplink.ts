@@ -90,6 +90,7 @@ export const uplinkPart: Part = {
         qos: c.qos,
         protocolVersion: c.protocolVersion,
         maxAttempts: c.maxAttempts,
+        ackTimeoutMs: c.ackTimeoutMs,
         liveShare: c.liveShare,
         syncWindows: c.syncWindows,
         tls: c.tls && readTls(c.tls),

@@ -79,7 +79,7 @@ describe('link chaos between gateway and cloud', () => {
     link.clear();
     link.restore();
     const healed = Date.now();
-    await waitFor('the uplink to recover', () => gateway.status().link === 'up', BACKOFF_CAP_MS + 10_000, 10);
+    await waitFor('the uplink to recover', () => gateway.status().link === 'up', BACKOFF_CAP_MS + 10_000, 10, () => JSON.stringify({ link: gateway.status().link, uplink: gateway.status().uplink }));
     expect(Date.now() - healed).toBeLessThan(BACKOFF_CAP_MS + 10_000);
     expect(link.faults).toBeGreaterThanOrEqual((200 * chaosMs) / CHAOS_MS);
 

@@ -9,6 +9,7 @@ import { migrate, openDatabase } from '../../runtime/store/database.js';
 import { runtimeMigrations } from '../../runtime/store/runtime-schema.js';
 import { cloudBehindDeadLink } from '../helpers/cloud-behind-link.js';
 import { silentLogger } from '../helpers/fakes.js';
+import { uplinkOptions } from '../helpers/uplink-options.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 
 const cleanup: Array<() => Promise<unknown>> = [];
@@ -41,26 +42,18 @@ describe('reconnect when the host network changes', () => {
     outbox.committed();
     let addresses = iface('10.64.0.7');
     const uplink = new Uplink(
-      {
+      uplinkOptions(link.url, {
         gatewayId: 'gw-net',
-        url: link.url,
         clientId: 'gw-net',
-        topicPrefix: 'outpost',
         batchSize: 100,
-        maxInFlight: 4,
-        keepaliveS: 30,
         // Ten minutes, and the jitter always near its ceiling: only a network change ends the wait.
         backoff: { initialMs: 600_000, maxMs: 600_000 },
         random: () => 0.999,
         compression: 'deflate',
-        qos: 1,
-        protocolVersion: 4,
         maxAttempts: 8,
-        liveShare: 0,
-        lingerMs: 0,
         netWatchMs: 50,
         interfaces: () => addresses,
-      },
+      }),
       outbox,
       systemClock,
       silentLogger,

@@ -63,7 +63,7 @@ describe('a reading the cloud broker refuses', () => {
     };
     expect(list.count).toBe(1);
     expect(list.items[0]).toMatchObject({ stream: 'telemetry', reading: { id: 'poisoner:p1:blob' } });
-    expect(list.items[0]!.reason).toMatch(/connection lost|refused/);
+    expect(list.items[0]!.reason).toMatch(/connection lost|refused|protocol error from the cloud broker/);
 
     const replay = JSON.parse((await exec(process.execPath, [CLI, 'dead-letters', ...conn, '--replay', '--ids', String(list.items[0]!.id)], { env })).stdout) as {
       replayed: number;

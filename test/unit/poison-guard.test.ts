@@ -31,13 +31,22 @@ function isolate(guard: PoisonGuard, stream: string, rows: number, poison: numbe
 }
 
 describe('poison guard', () => {
-  it('halves a stream’s oldest batch after maxAttempts failures, down to the one bad reading, then dead-letters it', () => {
+  it('bisects a stream’s failing oldest batch down to the one bad reading, then dead-letters it after maxAttempts failures alone', () => {
     const guard = new PoisonGuard(3);
     const { sizes, deadLetter } = isolate(guard, 'telemetry', 8, 1, 8);
-    expect(sizes).toEqual([8, 8, 8, 4, 4, 4, 2, 2, 2, 1, 1, 1]);
+    expect(sizes).toEqual([8, 4, 2, 1, 1, 1]);
     expect(deadLetter).toBe(1);
     // Isolated: the stream goes back to full batches.
     expect(guard.limitFor('telemetry', 0, 8)).toBe(8);
+  });
+
+  it('isolates a bad reading anywhere in a batch of 500 within ⌈log2 500⌉ + maxAttempts failures', () => {
+    for (const poison of [1, 2, 137, 250, 251, 499, 500]) {
+      const guard = new PoisonGuard(8);
+      const { sizes, deadLetter } = isolate(guard, 's', 600, poison, 500);
+      expect(deadLetter).toBe(poison);
+      expect(sizes.length).toBeLessThanOrEqual(9 + 8);
+    }
   });
 
   it('only narrows batches that start at the failing head; later rows of the stream go in full batches', () => {
@@ -63,43 +72,48 @@ describe('poison guard', () => {
     expect(deadLetter).toBe(6);
   });
 
-  it('an acknowledgement of the oldest batch clears its failures', () => {
+  it('acknowledgements use up the suspect rows; when all went through (a flapping link, no bad reading), batches are full again', () => {
     const guard = new PoisonGuard(3);
-    guard.failed([batch('s', 1, 8)]);
-    guard.failed([batch('s', 1, 8)]);
-    guard.acked(batch('s', 1, 8));
-    // Counting starts again: two more failures do not halve it.
-    expect(guard.failed([batch('s', 1, 8)]).changed).toBe(false);
-    expect(guard.failed([batch('s', 1, 8)]).changed).toBe(false);
-    expect(guard.limitFor('s', 0, 8)).toBe(8);
     expect(guard.failed([batch('s', 1, 8)]).changed).toBe(true);
     expect(guard.limitFor('s', 0, 8)).toBe(4);
+    guard.acked(batch('s', 1, 4));
+    // The bad reading, if any, is among rows 5–8: their first half goes next.
+    expect(guard.limitFor('s', 4, 8)).toBe(2);
+    expect(guard.isolating()).toEqual([{ stream: 's', suspects: 4 }]);
+    guard.acked(batch('s', 5, 2));
+    expect(guard.limitFor('s', 6, 8)).toBe(1);
+    guard.acked(batch('s', 7, 1));
+    guard.acked(batch('s', 8, 1));
+    expect(guard.isolating()).toEqual([]);
+    expect(guard.limitFor('s', 8, 8)).toBe(8);
   });
 
   it('an acknowledgement of a later batch does not clear the head', () => {
     const guard = new PoisonGuard(2);
     guard.failed([batch('s', 1, 8)]);
     guard.acked(batch('s', 9, 8));
-    expect(guard.failed([batch('s', 1, 8)]).changed).toBe(true);
+    expect(guard.limitFor('s', 0, 8)).toBe(4);
   });
 
-  it('a new oldest row (the old one left by other means) starts the count again', () => {
+  it('a failed batch that starts before the suspect rows (read again from an older row) starts a new search', () => {
     const guard = new PoisonGuard(2);
+    guard.failed([batch('s', 5, 2)]);
+    expect(guard.limitFor('s', 4, 8)).toBe(1);
     guard.failed([batch('s', 1, 8)]);
-    expect(guard.failed([batch('s', 2, 8)]).changed).toBe(false);
-    expect(guard.failed([batch('s', 2, 8)]).changed).toBe(true);
+    expect(guard.limitFor('s', 0, 8)).toBe(4);
   });
 
   it('keeps each stream’s count apart, and counts only the oldest batch of a stream per failure', () => {
     const guard = new PoisonGuard(2);
-    // A connection lost with three batches of `a` and one of `b` in flight: one failure each.
-    expect(guard.failed([batch('a', 9, 8), batch('a', 1, 8), batch('b', 100, 4), batch('a', 17, 8)]).changed).toBe(false);
-    const second = guard.failed([batch('a', 1, 8), batch('b', 100, 4)]);
-    expect(second).toEqual({ deadLetters: [], changed: true });
+    // A connection lost with three batches of `a` and one of `b` in flight: each stream's oldest is halved.
+    expect(guard.failed([batch('a', 9, 8), batch('a', 1, 8), batch('b', 100, 4), batch('a', 17, 8)])).toEqual({ deadLetters: [], changed: true });
     expect(guard.limitFor('a', 0, 8)).toBe(4);
+    expect(guard.limitFor('a', 8, 8)).toBe(8);
     expect(guard.limitFor('b', 99, 8)).toBe(2);
-    // `b` acknowledged: `a` stays narrowed.
+    // `b` acknowledged, its half and then the rest: `a` stays narrowed.
     guard.acked(batch('b', 100, 2));
+    expect(guard.limitFor('b', 101, 8)).toBe(1);
+    guard.acked(batch('b', 102, 2));
     expect(guard.limitFor('b', 99, 8)).toBe(8);
     expect(guard.limitFor('a', 0, 8)).toBe(4);
     expect(guard.limitFor('c', 0, 8)).toBe(8);

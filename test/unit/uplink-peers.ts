@@ -2,6 +2,7 @@ import { Aedes, type Client } from 'aedes';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { UplinkOutbox } from '../../cloud-bridge/uplink.js';
+export { uplinkOptions } from '../helpers/uplink-options.js';
 import { makeEnvelope, type OutboxRow, type OutboxStats } from '../../runtime/contracts/index.js';
 import { decodeUplinkPayload, uplinkBatchSchema, type UplinkBatch } from '../../runtime/contracts/topics.js';
 
@@ -234,22 +235,31 @@ export class AedesCloud {
 }
 
 /**
- * A scripted MQTT 5 cloud broker (aedes speaks 3.1.1 only), enough for the uplink: CONNACK, PUBACK
- * with the reason code `verdict` gives a batch (0: accepted; 0x80 and above: refused [MQTT-3.4.2.1]),
- * SUBACK, PINGRESP. Nothing is delivered to anyone.
+ * What the scripted broker does with a batch: a PUBACK reason code (0: accepted; 0x80 and above:
+ * refused [MQTT-3.4.2.1]), or one of the ways brokers are seen to refuse otherwise: a PUBACK with a
+ * reason code MQTT 5 does not allow there (Mosquitto answers 0x95 to a message over its
+ * message_size_limit), a DISCONNECT with a reason code, the connection closed, or no answer at all.
+ */
+export type Verdict = number | { invalidPuback: number } | { disconnect: number } | 'close' | 'silent';
+
+/**
+ * A scripted MQTT 5 cloud broker (aedes speaks 3.1.1 only), enough for the uplink: CONNACK, the
+ * `verdict` on each batch, SUBACK, PINGRESP. Nothing is delivered to anyone.
  */
 export class Mqtt5Cloud {
   readonly received: ReceivedBatch[] = [];
-  readonly refused: Array<{ batch: UplinkBatch; reasonCode: number }> = [];
+  readonly refused: Array<{ batch: UplinkBatch; reasonCode: number; verdict: Verdict }> = [];
+  /** TCP connections accepted. */
+  connections = 0;
   private readonly sockets = new Set<Socket>();
 
   private constructor(
     private readonly server: Server,
     readonly port: number,
-    private readonly verdict: (batch: UplinkBatch) => number,
+    public verdict: (batch: UplinkBatch) => Verdict,
   ) {}
 
-  static async start(verdict: (batch: UplinkBatch) => number): Promise<Mqtt5Cloud> {
+  static async start(verdict: (batch: UplinkBatch) => Verdict): Promise<Mqtt5Cloud> {
     const server = createServer();
     const port = await listen(server);
     const cloud = new Mqtt5Cloud(server, port, verdict);
@@ -271,6 +281,7 @@ export class Mqtt5Cloud {
   }
 
   private serve(socket: Socket): void {
+    this.connections++;
     this.sockets.add(socket);
     socket.on('close', () => this.sockets.delete(socket));
     socket.on('error', () => undefined);
@@ -290,10 +301,26 @@ export class Mqtt5Cloud {
           }
           const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
           const batch = decode(payload);
-          const reasonCode = this.verdict(batch);
-          if (reasonCode >= 0x80) this.refused.push({ batch, reasonCode });
-          else this.received.push({ batch, bytes: payload.length });
-          send({ cmd: 'puback', messageId: packet.messageId, reasonCode });
+          const verdict = this.verdict(batch);
+          const messageId = packet.messageId ?? 0;
+          if (typeof verdict === 'number') {
+            if (verdict >= 0x80) this.refused.push({ batch, reasonCode: verdict, verdict });
+            else this.received.push({ batch, bytes: payload.length });
+            send({ cmd: 'puback', messageId, reasonCode: verdict });
+          } else if (verdict === 'close') {
+            this.refused.push({ batch, reasonCode: 0, verdict });
+            socket.destroy();
+          } else if (verdict === 'silent') {
+            this.refused.push({ batch, reasonCode: 0, verdict });
+          } else if ('invalidPuback' in verdict) {
+            this.refused.push({ batch, reasonCode: verdict.invalidPuback, verdict });
+            // PUBACK, remaining length 3: packet id, reason code (mqtt-packet will not generate it).
+            socket.write(Buffer.from([0x40, 3, messageId >> 8, messageId & 0xff, verdict.invalidPuback]));
+          } else {
+            this.refused.push({ batch, reasonCode: verdict.disconnect, verdict });
+            send({ cmd: 'disconnect', reasonCode: verdict.disconnect });
+            socket.end();
+          }
           break;
         }
         case 'subscribe':

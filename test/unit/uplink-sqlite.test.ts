@@ -8,6 +8,7 @@ import { makeEnvelope } from '../../runtime/contracts/index.js';
 import { PromMetrics } from '../../runtime/metrics.js';
 import { migrate, openDatabase } from '../../runtime/store/database.js';
 import { runtimeMigrations } from '../../runtime/store/runtime-schema.js';
+import { uplinkOptions } from '../helpers/uplink-options.js';
 import { ManualClock, silentLogger } from '../helpers/fakes.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 import { AedesCloud, Mqtt5Cloud } from './uplink-peers.js';
@@ -40,22 +41,7 @@ const ids = (n: number): string[] => Array.from({ length: n }, (_, i) => `r${i}`
 
 function uplink(url: string, outbox: SqliteOutbox, clock: ManualClock, protocolVersion: 4 | 5 = 4): Uplink {
   const u = new Uplink(
-    {
-      gatewayId: 'gw-sql',
-      url,
-      clientId: 'gw-sql',
-      topicPrefix: 'outpost',
-      batchSize: 8,
-      maxInFlight: 4,
-      keepaliveS: 30,
-      backoff: { initialMs: 1000, maxMs: 8000 },
-      compression: 'deflate',
-      qos: 1,
-      protocolVersion,
-      maxAttempts: 2,
-      liveShare: 0,
-      lingerMs: 0,
-    },
+    uplinkOptions(url, { gatewayId: 'gw-sql', clientId: 'gw-sql', batchSize: 8, compression: 'deflate', protocolVersion, maxAttempts: 2, random: undefined }),
     outbox,
     clock,
     silentLogger,

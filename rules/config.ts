@@ -108,6 +108,9 @@ export const filterRuleSchema = z
   .refine((r) => r.route !== 'mqtt' || r.mqtt !== undefined, { message: 'route mqtt needs mqtt: { topic }', path: ['mqtt'] })
   .refine((r) => r.route !== 'write' || r.write !== undefined, { message: 'route write needs write: { device, point }', path: ['write'] });
 
+/** Window kinds (rules/window-kinds.ts); the Node-RED editor offers the same list. */
+export const WINDOW_KIND_NAMES = ['tumbling', 'hopping', 'sliding', 'session', 'count'] as const;
+
 export const windowRuleSchema = z
   .strictObject({
     id: idSchema,
@@ -115,7 +118,7 @@ export const windowRuleSchema = z
     match: match.default({ device: '*', point: '*' }),
     /** JSONata expression: only readings it is true for enter the window. */
     where: expression.optional(),
-    kind: z.enum(['tumbling', 'hopping', 'sliding', 'session', 'count']).default('tumbling'),
+    kind: z.enum(WINDOW_KIND_NAMES).default('tumbling'),
     /** Length of tumbling (aligned to multiples of it since the epoch), hopping and sliding windows. */
     windowMs: durationMsSchema.min(100).optional(),
     /** Hopping windows: one starts every hopMs (aligned likewise). */

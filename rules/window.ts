@@ -86,6 +86,13 @@ export class WindowRule {
     });
   }
 
+  /** Windows open across all groups (for a status line). */
+  openWindows(): number {
+    let n = 0;
+    for (const g of this.groups.values()) n += g.open.length;
+    return n;
+  }
+
   process(r: Envelope, now: number, emit: (out: RuleOutput) => void): void {
     if (!this.match.reading(r.device, r.point)) return;
     if (this.where) {

@@ -87,6 +87,8 @@ export function nodeRedLogHandler(log: Logger): (m: NodeRedLogMessage) => void {
 /** A window of the rule engine inside a flow. */
 export interface FlowWindow {
   process(reading: Envelope): void;
+  /** Windows open now (all groups). */
+  open(): number;
   close(): void;
 }
 
@@ -212,6 +214,7 @@ export function makeNodeHost(opts: {
       timer.unref();
       return {
         process: (r) => rule.process(r, Date.now(), out),
+        open: () => rule.openWindows(),
         close: () => clearInterval(timer),
       };
     },

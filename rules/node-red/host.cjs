@@ -1,4 +1,5 @@
 'use strict';
+/* global setInterval, clearInterval */
 /**
  * The gateway's side of the Outpost nodes: RED.settings.outpost (see runtime/node-red.ts,
  * OutpostNodeHost). Property access, not RED.settings.get(): that returns a copy.
@@ -43,4 +44,38 @@ module.exports.readingOf = function readingOf(msg, defaults, idSuffix) {
     ts: typeof msg.ts === 'number' ? msg.ts : undefined,
     unit: msg.unit,
   };
+};
+
+/**
+ * A node's status kept up to date without a status message per reading: `render()` (returning a
+ * Node-RED status object) is asked once a second and shown when it changed. `stop()`, on close,
+ * ends the timer and clears the status, so a redeployed node starts from a clean one.
+ */
+module.exports.liveStatus = function liveStatus(node, render, everyMs = 1000) {
+  let shown = '';
+  const show = () => {
+    const status = render();
+    const key = JSON.stringify(status);
+    if (key === shown) return;
+    shown = key;
+    node.status(status);
+  };
+  show();
+  const timer = setInterval(show, everyMs);
+  if (typeof timer.unref === 'function') timer.unref();
+  return {
+    /** Shows the status now (after an event worth showing at once). */
+    now: show,
+    stop() {
+      clearInterval(timer);
+      node.status({});
+    },
+  };
+};
+
+/** "3 s", "2 min", "1 h" ago, for status lines. */
+module.exports.ago = function ago(ms) {
+  if (ms < 60_000) return `${Math.max(0, Math.round(ms / 1000))} s`;
+  if (ms < 3_600_000) return `${Math.round(ms / 60_000)} min`;
+  return `${Math.round(ms / 3_600_000)} h`;
 };

@@ -4,6 +4,12 @@ import { makeEnvelope, type Envelope } from '../../runtime/contracts/index.js';
 import type { FlowReading, OutpostNodeHost } from '../../runtime/node-red.js';
 import { PALETTE_DIR } from '../../runtime/node-red.js';
 import { waitFor } from '../helpers/wait.js';
+import { noneLeftSince, openHandles } from '../contracts/open-handles.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { WINDOW_KIND_NAMES } from '../../rules/config.js';
+import { AGGREGATES } from '../../rules/aggregates.js';
+import { MAX_WINDOW_VALUES } from '../../rules/accumulator.js';
 
 /**
  * Each Outpost node in node-red-node-test-helper's runtime, against a fake gateway host: what
@@ -23,6 +29,7 @@ interface Helper {
 }
 interface NodeUnderTest {
   on(event: string, fn: (msg: Record<string, unknown>) => void): void;
+  status(s: Record<string, unknown>): void;
   receive(msg: Record<string, unknown>): void;
   error?: unknown;
 }
@@ -54,14 +61,30 @@ class FakeHost implements OutpostNodeHost {
     return this.failWrite ? Promise.reject(new Error('exception 2 (illegal data address)')) : Promise.resolve({ device, point, value, readBack: value });
   }
   readonly windows: Array<{ spec: Record<string, unknown>; emit: (r: Envelope) => void; got: Envelope[]; closed: boolean }> = [];
-  window(spec: Record<string, unknown>, emit: (r: Envelope) => void): { process(r: Envelope): void; close(): void } {
+  window(spec: Record<string, unknown>, emit: (r: Envelope) => void): { process(r: Envelope): void; open(): number; close(): void } {
     const w = { spec, emit, got: [] as Envelope[], closed: false };
     this.windows.push(w);
-    return { process: (r) => w.got.push(r), close: () => (w.closed = true) };
+    // One window open per reading received until one is emitted: enough for the status line.
+    return { process: (r) => w.got.push(r), open: () => w.got.length, close: () => (w.closed = true) };
   }
 }
 
 const reading = (device: string, point: string, value: number): Envelope => makeEnvelope({ id: `r:${value}`, device, point, value, quality: 'good', ts: 1000, seq: value, unit: 'kW' });
+/** Every status the node shows from now on, the last one last. */
+function statuses(n: NodeUnderTest): Array<Record<string, unknown>> {
+  const seen: Array<Record<string, unknown>> = [];
+  const show = n.status.bind(n);
+  n.status = (s) => {
+    seen.push(s);
+    show(s);
+  };
+  return seen;
+}
+const lastText = (seen: Array<Record<string, unknown>>): string => {
+  const text = seen.at(-1)?.text;
+  return typeof text === 'string' ? text : '';
+};
+
 const nextMessage = (n: NodeUnderTest): Promise<Record<string, unknown>> => new Promise((resolve) => n.on('input', resolve));
 
 let host: FakeHost;
@@ -89,6 +112,20 @@ describe('Outpost palette nodes', () => {
     expect(msg).toMatchObject({ topic: 'meter-1/power', payload: 1400, reading: { id: 'r:1400', unit: 'kW' } });
     await helper.unload();
     expect(host.subscribers[0]!.live).toBe(false);
+  });
+
+  it('outpost in: its status says whether readings arrive (none yet, how many, how long ago), is cleared on close, and leaves no timer', async () => {
+    const before = openHandles();
+    const { n } = await load('outpost-in', { type: 'outpost in', device: 'meter-*', point: 'power' });
+    const seen = statuses(n);
+    await waitFor('the waiting status', () => /meter-\* \/ power: no readings yet/.test(lastText(seen)) || seen.length === 0, 3000);
+    host.subscribers[0]!.fn(reading('meter-1', 'power', 1));
+    host.subscribers[0]!.fn(reading('meter-2', 'power', 2));
+    await waitFor('the count in the status', () => /2 readings, last \d s ago/.test(lastText(seen)), 3000, 25, () => JSON.stringify(seen));
+    expect(seen.at(-1)).toMatchObject({ fill: 'green', shape: 'dot' });
+    await helper.unload();
+    await waitFor('the status cleared', () => seen.length > 0 && Object.keys(seen.at(-1)!).length === 0, 3000);
+    expect(noneLeftSince(before)).toBe(true);
   });
 
   it('outpost out: sends msg.reading, or payload with topic device/point, to its stream; completes after the host commits', async () => {
@@ -158,6 +195,29 @@ describe('Outpost palette nodes', () => {
     expect(await got).toMatchObject({ topic: 'meter-1/power.avg', payload: 5 });
     await helper.unload();
     expect(host.windows[0]!.closed).toBe(true);
+  });
+
+  it('outpost window: its status shows the open windows and the last output, is cleared on close (a redeploy starts clean), and leaves no timer', async () => {
+    const before = openHandles();
+    const { n } = await load('outpost-window', { type: 'outpost window', kind: 'tumbling', windowMs: '60000', aggregates: 'avg', time: 'event', allowedLatenessMs: '5000', precision: '2' });
+    expect(host.windows[0]!.spec).toEqual({ kind: 'tumbling', windowMs: 60000, aggregates: ['avg'], time: 'event', allowedLatenessMs: 5000, precision: 2 });
+    const seen = statuses(n);
+    n.receive({ reading: reading('meter-1', 'power', 5) });
+    n.receive({ reading: reading('meter-2', 'power', 6) });
+    await waitFor('the open windows in the status', () => /^2 open · no output yet/.test(lastText(seen)), 3000, 25, () => JSON.stringify(seen));
+    host.windows[0]!.emit(makeEnvelope({ id: 'w', device: 'meter-1', point: 'power.avg', value: 5.5, quality: 'good', ts: 2, seq: 9 }));
+    await waitFor('the last output in the status', () => /^2 open · last power\.avg=5\.5 \d s ago/.test(lastText(seen)), 3000, 25, () => JSON.stringify(seen));
+    await helper.unload();
+    await waitFor('the status cleared', () => Object.keys(seen.at(-1) ?? { x: 1 }).length === 0, 3000);
+    expect(noneLeftSince(before)).toBe(true);
+  });
+
+  it('outpost window: the editor offers exactly the kinds and aggregates the gateway accepts', () => {
+    const html = readFileSync(join(PALETTE_DIR, 'outpost-window.html'), 'utf8');
+    const list = (name: string): unknown => JSON.parse(html.match(new RegExp(`var ${name} = (\\[[^\\]]*\\]);`))![1]!.replace(/'/g, '"'));
+    expect(list('KINDS')).toEqual([...WINDOW_KIND_NAMES]);
+    expect(list('AGGREGATES')).toEqual([...AGGREGATES]);
+    expect(Number(html.match(/var MAX_COUNT = (\d+);/)![1])).toBe(MAX_WINDOW_VALUES);
   });
 
   it('outpost write: writes payload to its point and passes the read-back on; a refusal is an error; an untrusted source writes nothing', async () => {

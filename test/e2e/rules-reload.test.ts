@@ -70,8 +70,11 @@ describe('rules hot reload', () => {
     const switchedAt = topics.length;
     await waitFor('rule b publishing', () => topics.slice(switchedAt).some((t) => t.startsWith('b/')));
     await sleep(300);
-    const after = topics.slice(switchedAt + 5);
-    expect(after.length).toBeGreaterThan(0);
+    // Rule a's last publications may still be on their way when the reload answers (more of them on a
+    // loaded machine); from rule b's first publication on, only rule b publishes.
+    const firstB = topics.findIndex((t, i) => i >= switchedAt && t.startsWith('b/'));
+    const after = topics.slice(firstB);
+    expect(after.length).toBeGreaterThan(1);
     expect(after.every((t) => t === 'b/meter-1/temperature')).toBe(true);
 
     // An invalid file: refused with its problems, rule b keeps running.

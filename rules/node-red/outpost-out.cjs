@@ -24,6 +24,8 @@ module.exports = function (RED) {
         },
       );
     });
+    // A redeployed node starts without the last status.
+    this.on('close', () => this.status({}));
   }
   RED.nodes.registerType('outpost out', OutpostOut);
 };

@@ -241,4 +241,18 @@ describe('Outpost palette nodes', () => {
       ['plc-1', 'speed-setpoint', 1],
     ]);
   });
+
+  it('outpost out and outpost write: the last status is cleared on close, so a redeployed flow starts clean', async () => {
+    for (const [name, config, msg] of [
+      ['outpost-out', { type: 'outpost out', stream: 'telemetry' }, { topic: 'a/b', payload: 1 }],
+      ['outpost-write', { type: 'outpost write', device: 'plc-1', point: 'speed-setpoint', sources: 'plc-1' }, { payload: 2, reading: { device: 'plc-1', point: 'speed', value: 2 } }],
+    ] as const) {
+      const { n } = await load(name, config);
+      const seen = statuses(n);
+      n.receive({ ...msg });
+      await waitFor(`${name}: a status`, () => lastText(seen) !== '', 3000);
+      await helper.unload();
+      await waitFor(`${name}: the status cleared`, () => Object.keys(seen.at(-1) ?? { x: 1 }).length === 0, 3000, 25, () => JSON.stringify(seen));
+    }
+  });
 });

@@ -148,6 +148,17 @@ function compile(node: Node, fields: ReadonlySet<string>): Compiled {
 function compilePath(node: Node, fields: ReadonlySet<string>): Compiled {
   const steps = node.steps ?? [];
   const step = steps[0];
+  // A field declared as `name.*` is a map of names to values (a device's labels): `labels.line`.
+  const key = steps[1];
+  if (steps.length === 2 && step?.type === 'name' && key?.type === 'name' && fields.has(`${String(step.value)}.*`)) {
+    for (const s of steps) if (s.stages?.length || s.predicate?.length || s.group || s.focus || s.index || s.tuple) return refuse(s, 'a filter or index on a field');
+    const map = String(step.value);
+    const name = String(key.value);
+    return (s) => {
+      const m = s[map];
+      return m !== null && typeof m === 'object' && Object.hasOwn(m, name) ? (m as Record<string, unknown>)[name] : undefined;
+    };
+  }
   if (steps.length !== 1 || !step || step.type !== 'name') return refuse(step ?? node, 'a path into a structure (readings are flat)');
   if (step.stages?.length || step.predicate?.length || step.group || step.focus || step.index || step.tuple || node.keepArray) return refuse(step, 'a filter or index on a field');
   const name = String(step.value);

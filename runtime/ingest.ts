@@ -102,11 +102,18 @@ export class IngestPipeline implements ReadingSink {
     this.armWindowTimer();
   }
 
+  /** Called after each commit with the readings it took; see addTap. */
+  private readonly taps = new Set<(readings: readonly Readings[]) => void>();
+
   /**
-   * Called after each commit with the readings it took (for Node-RED's `outpost in`); null: none.
-   * Runs outside the transaction; what it does cannot undo the commit.
+   * Calls `fn` after each commit with the readings it took (Node-RED's `outpost in`, the device
+   * registry's last-seen and bound twin properties); returns the removal. Runs outside the
+   * transaction; what it does cannot undo the commit, and one that throws does not stop the others.
    */
-  tap: ((readings: readonly Readings[]) => void) | null = null;
+  addTap(fn: (readings: readonly Readings[]) => void): () => void {
+    this.taps.add(fn);
+    return () => this.taps.delete(fn);
+  }
 
   submit(readings: Readings): Promise<void> {
     return this.enqueue(readings, undefined);
@@ -171,11 +178,14 @@ export class IngestPipeline implements ReadingSink {
     } catch (err) {
       this.log.error({ err: errorMessage(err) }, 'uplink notify failed');
     }
-    if (this.tap && batch.length > 0) {
-      try {
-        this.tap(batch.map((p) => p.readings));
-      } catch (err) {
-        this.log.error({ err: errorMessage(err) }, 'reading tap failed');
+    if (this.taps.size > 0 && batch.length > 0) {
+      const taken = batch.map((p) => p.readings);
+      for (const tap of this.taps) {
+        try {
+          tap(taken);
+        } catch (err) {
+          this.log.error({ err: errorMessage(err) }, 'reading tap failed');
+        }
       }
     }
     if (this.local.length > 0) {

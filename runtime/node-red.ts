@@ -162,6 +162,7 @@ export function makeNodeHost(opts: {
       }
     }
   };
+  let removeTap: (() => void) | undefined;
   let windows = 0;
   return {
     gateway: opts.gateway,
@@ -169,10 +170,13 @@ export function makeNodeHost(opts: {
     subscribe(match, fn) {
       const s = { device: compileGlob(match.device || '*'), point: compileGlob(match.point || '*'), fn };
       subscribers.add(s);
-      opts.pipeline.tap = deliver;
+      removeTap ??= opts.pipeline.addTap(deliver);
       return () => {
         subscribers.delete(s);
-        if (subscribers.size === 0) opts.pipeline.tap = null;
+        if (subscribers.size === 0) {
+          removeTap?.();
+          removeTap = undefined;
+        }
       };
     },
     async send(reading, stream) {

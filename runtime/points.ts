@@ -1,7 +1,7 @@
 import { WriteRefused, type Driver, type PointWriter, type WriteResult, type WriteValue } from './contracts/index.js';
 
-/** Who asked for a write: the rules' write guard, or another path (the API, a flow). */
-export type WriteOrigin = 'rules' | 'api' | 'flow';
+/** Who asked for a write: the rules' write guard, or another path (the API, a flow, a bound twin property). */
+export type WriteOrigin = 'rules' | 'api' | 'flow' | 'twin';
 
 /**
  * The write capability of the site's drivers as one PointWriter: a write goes to the driver that

@@ -7,6 +7,8 @@ import { apiTokenSchema, isLoopback } from '../http/scopes.js';
 import { defaultProtocols, type ProtocolRegistry } from '../protocols.js';
 import { brokerSchema } from '../broker/config.js';
 import { identitiesSchema } from '../identity/config.js';
+import { configurationSchema } from '../devices/configurations.js';
+import { deviceInventoryFields } from '../devices/config.js';
 
 /**
  * The site config, validated once at the edge into typed objects with defaults filled. Each room
@@ -22,7 +24,8 @@ export type DeviceEntry = DeviceConfig & { readonly [field: string]: unknown };
 export type DeviceEntryInput = { id: string; protocol: string; [field: string]: unknown };
 
 function build(registry: ProtocolRegistry) {
-  const options = registry.entries().map((e) => e.schema);
+  // Every device entry, whatever its protocol, may say what it is and bind twin properties (docs/devices.md).
+  const options = registry.entries().map((e) => e.schema.extend(deviceInventoryFields));
   const device = z.discriminatedUnion('protocol', options as unknown as [z.ZodObject, ...z.ZodObject[]]);
   const devices = z.array(device).default([]) as unknown as z.ZodDefault<z.ZodType<DeviceEntry[], DeviceEntryInput[]>>;
   return z
@@ -84,6 +87,8 @@ function build(registry: ProtocolRegistry) {
       ota: otaSchema.optional(),
       devices,
       rules: z.array(ruleSchema).default([]),
+      /** Desired state for every current and future device a target condition selects (docs/devices.md). */
+      configurations: z.array(configurationSchema).default([]),
       streams: z.array(streamSchema).min(1).default([{ name: 'telemetry', priority: 5, overflow: 'drop-oldest' }]),
       cloud: cloudSchema,
       storage: z.strictObject({
@@ -120,6 +125,27 @@ function build(registry: ProtocolRegistry) {
           if (protocol) ctx.addIssue({ code: 'custom', path: ['identities', kind, i, 'id'], message: `"${a.id}" is a ${protocol} device: its readings come from its driver, never from an MQTT client` });
         });
       }
+      const configurations = new Set<string>();
+      cfg.configurations.forEach((c, i) => {
+        if (configurations.has(c.id)) ctx.addIssue({ code: 'custom', path: ['configurations', i, 'id'], message: `duplicate configuration id "${c.id}"` });
+        configurations.add(c.id);
+      });
+      // A bound twin property is written through the device's write capability: a writable point.
+      cfg.devices.forEach((d, i) => {
+        const twin = d.twin as Record<string, string> | undefined;
+        if (!twin) return;
+        const entry = registry.get(d.protocol);
+        if (!entry?.capabilities.write) {
+          ctx.addIssue({ code: 'custom', path: ['devices', i, 'twin'], message: `${d.protocol} devices cannot be written: bind twin properties of devices with writable points (children get desired state on their topics)` });
+          return;
+        }
+        const points = entry.points(d);
+        for (const [path, point] of Object.entries(twin)) {
+          const p = points.find((x) => x.name === point);
+          if (!p) ctx.addIssue({ code: 'custom', path: ['devices', i, 'twin', path], message: `device "${d.id}" has no point "${point}"` });
+          else if (!p.writable) ctx.addIssue({ code: 'custom', path: ['devices', i, 'twin', path], message: `point "${point}" of "${d.id}" is not writable (set writable: true)` });
+        }
+      });
       const rules = new Set<string>();
       const streams = new Set<string>();
       cfg.streams.forEach((st, i) => {

@@ -24,6 +24,14 @@ export const localTopics = {
 export const childStatusSchema = z.strictObject({
   state: z.enum(['online', 'offline']),
   ts: z.number().int().positive().optional(),
+  /**
+   * In a birth: what the device is (`model`, `firmware`, anything else it wants to be targeted
+   * by), kept in the inventory and used by configurations' target conditions (docs/devices.md).
+   */
+  attributes: z
+    .record(z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'attribute names use letters, digits, "_" and "-"'), z.union([z.string().max(256), z.number().finite(), z.boolean()]))
+    .refine((a) => Object.keys(a).length <= 32, 'at most 32 attributes')
+    .optional(),
 });
 
 /** Returns the device id when `topic` is a child's status topic, else undefined. */
@@ -97,7 +105,9 @@ export const envelopeSchema = z.strictObject({
   id: z.string().min(1),
   device: z.string().min(1),
   point: z.string().min(1),
-  value: scalar,
+  // Readings carry strings of at most 1024 characters; the gateway's own `$` records (twins,
+  // inventory, call answers: runtime/contracts/twins.ts) carry JSON text of at most 64 KiB.
+  value: z.union([z.number().finite(), z.boolean(), z.string().max(64 * 1024), z.null()]),
   quality: z.enum(['good', 'bad', 'stale']),
   ts: z.number(),
   seq: z.number(),

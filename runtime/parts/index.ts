@@ -1,4 +1,5 @@
 import { brokerListenerPart, brokerPart } from './broker.js';
+import { devicesPart } from './devices.js';
 import { driversPart } from './drivers.js';
 import { httpPart } from './http.js';
 import { identitiesPart } from './identities.js';
@@ -18,7 +19,8 @@ import { uplinkPart } from './uplink.js';
  * The order is what makes a stop lose nothing:
  * - intake stops first: the maintenance timer, then the broker's listener (no new child message);
  * - then what produces readings or writes: Node-RED flows, OTA, the drivers (each hands over what it
- *   has in flight: a child's message is committed or not acknowledged);
+ *   has in flight: a child's message is committed or not acknowledged), the device registry (its
+ *   waiting twin records handed to the outbox);
  * - then the rules commit what is pending (after the write guard stopped);
  * - then the uplink delivers what the outbox holds for the drain time it was given, and closes;
  * - then the HTTP API (it answered status all along), the broker's core, and the store last.
@@ -31,6 +33,7 @@ export const PARTS: readonly Part[] = [
   httpPart,
   uplinkPart,
   rulesPart,
+  devicesPart,
   driversPart,
   otaPart,
   identitiesPart,

@@ -9,6 +9,7 @@ import type { Uplink } from '../../cloud-bridge/uplink.js';
 import type { OutboxComponent } from './outbox.js';
 import type { RulesComponent } from './rules.js';
 import type { StoreComponent } from './store.js';
+import type { DevicesComponent } from './devices.js';
 
 /**
  * What a part provides to the parts after it, by name. A part's service is usable once the part
@@ -21,6 +22,7 @@ export interface Services {
   http: HttpLayer;
   uplink: Uplink;
   rules: RulesComponent;
+  devices: DevicesComponent;
 }
 
 export interface SiteOptions {

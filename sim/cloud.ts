@@ -3,6 +3,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { decodeUplinkPayload, uplinkBatchSchema } from '../runtime/contracts/topics.js';
 import { DeliveryLedger } from './ledger.js';
+import { CloudTwins } from './cloud-twins.js';
 
 /** Decodes one uplink message into the ledger; false when it breaks the published contract. */
 function ingest(ledger: DeliveryLedger, payload: Buffer): boolean {
@@ -36,7 +37,13 @@ export class SimCloud {
   private readonly sockets = new Set<Socket>();
   private boundPort = 0;
 
-  private constructor(private readonly prefix: string) {}
+  /** The cloud side of twins, configurations and calls (its records come in with the batches). */
+  readonly twins: CloudTwins;
+
+  private constructor(private readonly prefix: string) {
+    this.twins = new CloudTwins(prefix, (topic, payload, retain) => this.publish(topic, payload, retain));
+    this.ledger.onRecord = (gateway, r) => this.twins.record(gateway, r);
+  }
 
   static async start(opts: { port?: number; topicPrefix?: string } = {}): Promise<SimCloud> {
     const cloud = new SimCloud(opts.topicPrefix ?? 'outpost');
@@ -62,10 +69,15 @@ export class SimCloud {
 
   /** Publishes a retained QoS 1 message from the cloud side (releases, commands). */
   publishRetained(topic: string, payload: string): Promise<void> {
+    return this.publish(topic, payload, true);
+  }
+
+  /** Publishes a QoS 1 message from the cloud side. */
+  publish(topic: string, payload: string, retain: boolean): Promise<void> {
     const aedes = this.aedes;
     if (!aedes) return Promise.reject(new Error('cloud broker not running'));
     return new Promise((resolve, reject) => {
-      aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, retain: true, dup: false }, (err) => (err ? reject(err) : resolve()));
+      aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, retain, dup: false }, (err) => (err ? reject(err) : resolve()));
     });
   }
 

@@ -31,9 +31,23 @@ export class DeliveryLedger {
   readonly otaEvents: Array<{ device: string; event: Record<string, unknown> }> = [];
   private readonly lastSeq = new Map<string, number>();
 
+  /**
+   * Where the gateway's own records go (points starting with `$`: twins, inventory, configuration
+   * counts, call answers; runtime/contracts/twins.ts). They are not readings: the ledger does not
+   * count them.
+   */
+  onRecord: ((gateway: string, r: LedgerReading) => void) | undefined;
+  /** Gateway records received (duplicates included). */
+  records = 0;
+
   recordBatch(gateway: string, readings: readonly LedgerReading[]): void {
     this.batches++;
     for (const r of readings) {
+      if (r.point.startsWith('$')) {
+        this.records++;
+        this.onRecord?.(gateway, r);
+        continue;
+      }
       this.received++;
       if (this.ids.has(r.id)) continue;
       this.ids.add(r.id);

@@ -693,13 +693,16 @@ export class DeviceRegistry {
    * link is down, a property that keeps changing waits here as its latest value only.
    */
   async flushOutgoing(): Promise<void> {
-    if (this.flushing || this.stopped || this.deps.streamDepth() > 0) return;
+    if (this.flushing || this.stopped) return;
+    this.waiting = this.deps.store.outgoingCount();
+    if (this.deps.streamDepth() > 0) return;
     const records = this.deps.store.outgoing(OUTGOING_PER_FLUSH);
     if (records.length === 0) return;
     this.flushing = true;
     try {
       await this.deps.outbox.append(records.map((r) => ({ stream: this.deps.stream, envelope: this.envelope(r) })));
       this.deps.store.taken(records);
+      this.waiting = this.deps.store.outgoingCount();
     } catch (err) {
       this.deps.log.warn({ err: errorMessage(err) }, 'twin records not handed to the outbox; kept for the next try');
     } finally {
@@ -712,9 +715,8 @@ export class DeviceRegistry {
     return Object.freeze({ id, device: r.device, point: r.point, value: r.value, quality: 'good' as const, ts: r.at, seq });
   }
 
-  waitingRecords(): number {
-    return this.deps.store.outgoingCount();
-  }
+  /** Records waiting to go up, as of the last flush (status is answered also after stop). */
+  private waiting = 0;
 
   // ---- views --------------------------------------------------------------------------------
 
@@ -770,7 +772,7 @@ export class DeviceRegistry {
       devices: rows.length,
       online: rows.filter((r) => r.online).length,
       configurations: this.configurations.length,
-      waitingRecords: this.deps.store.outgoingCount(),
+      waitingRecords: this.waiting,
       evaluating: this.dirty.size,
     };
   }

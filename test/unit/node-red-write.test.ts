@@ -13,7 +13,9 @@ function writeNode(config: Record<string, string>): { input: (msg: Record<string
     settings: { outpost: { write: (...args: unknown[]) => (writes.push(args), Promise.resolve({ readBack: args[2] })) } },
     nodes: {
       createNode(node: Record<string, unknown>) {
-        node.on = (_e: string, f: Input) => (handler = f);
+        node.on = (e: string, f: Input) => {
+          if (e === 'input') handler = f;
+        };
         node.status = () => undefined;
         node.error = () => undefined;
       },

@@ -38,6 +38,8 @@ export interface GatewayStatus {
   readonly api: { scheme: 'http' | 'https'; certificateSha256?: string };
   /** Releases, rollouts and the artifact cache, when OTA is configured. */
   readonly ota?: OtaStatus;
+  /** The device registry: devices in the inventory, online, configurations, records waiting to go up, calls in flight. */
+  readonly devices: { count: number; online: number; configurations: number; waitingRecords: number; evaluating: number; callsInFlight: number };
   /** Memory of the gateway process, MiB. */
   readonly memory: { rss: number; heapUsed: number; external: number };
 }

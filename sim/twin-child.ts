@@ -28,7 +28,8 @@ function merge(doc: Doc, patch: Doc): Doc {
  * A child device that follows the twin contract (docs/devices.md): a persistent session, a birth
  * with its attributes, the retained desired document and its versioned patches applied in order
  * (a patch only onto the version it was made from, a document only when newer), every applied
- * version reported back with the document as its reported state.
+ * version reported back with the document as its reported state, and reported again on every
+ * connection.
  */
 export class SimTwinChild {
   private client: MqttClient | undefined;
@@ -69,8 +70,10 @@ export class SimTwinChild {
     client.on('connect', (ack) => {
       // A kept session keeps its subscriptions; a new one subscribes. The birth goes out every time.
       const subscribed = ack.sessionPresent ? Promise.resolve() : client.subscribeAsync([`outpost/v1/dev/${id}/desired/#`, `outpost/v1/dev/${id}/cmd/#`], { qos: 1 }).then(() => undefined);
+      // After the birth, what it runs: a report sent before a connection broke may never have arrived.
       subscribed
         .then(() => client.publishAsync(`outpost/v1/dev/${id}/status`, JSON.stringify({ state: 'online', attributes: this.opts.attributes ?? {} }), { qos: 1, retain: true }))
+        .then(() => (this.version > 0 ? client.publishAsync(twinTopics.reported(id), JSON.stringify({ version: this.version, reported: this.desired }), { qos: 1 }) : undefined))
         .catch(() => undefined);
     });
     await new Promise<void>((resolve, reject) => {

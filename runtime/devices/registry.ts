@@ -769,7 +769,7 @@ export class DeviceRegistry {
   status(): Record<string, unknown> {
     const rows = [...this.rows.values()];
     return {
-      devices: rows.length,
+      count: rows.length,
       online: rows.filter((r) => r.online).length,
       configurations: this.configurations.length,
       waitingRecords: this.waiting,

@@ -52,7 +52,7 @@ export class DevicesComponent implements Component {
   }
 
   status(): Record<string, unknown> {
-    return { ...this.registry.status(), callsInFlight: this.calls.inFlight };
+    return { devices: { ...this.registry.status(), callsInFlight: this.calls.inFlight } };
   }
 }
 

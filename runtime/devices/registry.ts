@@ -541,10 +541,10 @@ export class DeviceRegistry {
 
   // ---- evaluation ---------------------------------------------------------------------------
 
-  /** Whether target condition `target` selects device `id` (throws ExpressionError for a bad condition). */
-  matches(target: string, id: string): boolean {
-    const row = this.rows.get(id);
-    return row !== undefined && compileTarget(target)(this.facts(row));
+  /** The devices target condition `target` selects now (throws ExpressionError for a bad condition). */
+  targeted(target: string): string[] {
+    const matches = compileTarget(target);
+    return [...this.rows.values()].filter((r) => matches(this.facts(r))).map((r) => r.id).sort();
   }
 
   facts(row: DeviceRow): DeviceFacts {

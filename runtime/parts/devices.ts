@@ -242,8 +242,7 @@ export const devicesPart: Part = {
     // A configuration checked as the gateway would take it (from the site config or the cloud), without applying it.
     rc.post('/check', http.jsonBody(configurationBody), (req, res) => {
       const c = req.body as z.output<typeof configurationBody>;
-      const targeted = registry.list().filter((d) => registry.matches(c.target, d.id)).map((d) => d.id);
-      sendJson(res, 200, { targeted });
+      sendJson(res, 200, { targeted: registry.targeted(c.target) });
     });
     http.mount('/api/v1/configurations', rc);
 

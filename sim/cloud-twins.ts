@@ -35,6 +35,8 @@ export class CloudTwins {
   readonly inventory = new Map<string, Record<string, unknown>>();
   readonly configurationStatus = new Map<string, Record<string, unknown>>();
   readonly callAnswers = new Map<string, Record<string, unknown>>();
+  /** Records received per gateway, device and point (duplicates included). */
+  readonly received = new Map<string, number>();
   /** Messages sent down and their bytes (desired documents, configurations, calls). */
   sent = { messages: 0, bytes: 0 };
 
@@ -55,6 +57,7 @@ export class CloudTwins {
       return;
     }
     const k = this.key(gateway, r.device);
+    this.received.set(`${k}\u0000${r.point}`, (this.received.get(`${k}\u0000${r.point}`) ?? 0) + 1);
     if (r.point === TWIN_POINTS.reported) this.reported.set(k, merge(this.reported.get(k) ?? {}, body as Doc));
     else if (r.point === TWIN_POINTS.inventory) this.inventory.set(k, body as Record<string, unknown>);
     else if (r.point === TWIN_POINTS.desired) this.onEdgeDesired(gateway, r.device, body as EdgeDesired);

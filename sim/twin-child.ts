@@ -118,6 +118,11 @@ export class SimTwinChild {
     this.client?.publish(twinTopics.reported(this.opts.deviceId), JSON.stringify({ version, reported: doc }), { qos: 1 });
   }
 
+  /** Reports a change of its own (a measured property), as a merge patch. */
+  async report(patch: Doc): Promise<void> {
+    await this.client?.publishAsync(twinTopics.reported(this.opts.deviceId), JSON.stringify({ reported: patch }), { qos: 1 });
+  }
+
   /** Goes away without a goodbye (its will says offline); its session stays on the broker. */
   async kill(): Promise<void> {
     const client = this.client;

@@ -70,6 +70,9 @@ storage: { path: ${JSON.stringify(join(dir, 'o.db'))} }
     expect((await edit({ limit: 45 })).status).toBe(200);
     await cloud.twins.edit(GW, 'pump-1', { speed: 25, mode: 'boost', limit: 60 });
     await waitFor('the child has the edge edits', () => child.desired.speed === 15 && child.desired.limit === 45);
+    // Meanwhile a measured property flaps: 200 reports while the link is down.
+    const reportsBefore = cloud.twins.received.get(`${GW}\u0000pump-1\u0000$twin/reported`) ?? 0;
+    for (let i = 1; i <= 200; i++) await child.report({ temperature: i });
 
     // Resync. The policy: speed v2 on both sides, a tie -> the edge's 15; mode edited only by the
     // cloud -> boost (v2); limit v3 at the edge beats v2 in the cloud -> 45.
@@ -83,7 +86,21 @@ storage: { path: ${JSON.stringify(join(dir, 'o.db'))} }
     const versions = child.applied.map((a) => a.version);
     expect(versions).toEqual([...versions].sort((a, b) => a - b));
     expect(new Set(versions).size).toBe(versions.length);
-    // And the cloud heard what the child reports.
-    await waitFor('reported in the cloud', () => (cloud.twins.reported.get(`${GW}\u0000pump-1`) as { mode?: string } | undefined)?.mode === 'boost');
+    // And the cloud heard what the child reports: the flapping property as its latest value, in a
+    // few records (what waited in the outbox when the link went down, then the coalesced rest).
+    await waitFor('reported in the cloud', () => {
+      const reported = cloud.twins.reported.get(`${GW}\u0000pump-1`) as { mode?: string; temperature?: number } | undefined;
+      return reported?.mode === 'boost' && reported.temperature === 200;
+    });
+    const reportsAfter = cloud.twins.received.get(`${GW}\u0000pump-1\u0000$twin/reported`) ?? 0;
+    expect(reportsAfter - reportsBefore).toBeLessThanOrEqual(4);
+
+    // A call from the cloud: the answer comes back as a record.
+    await cloud.twins.call(GW, { id: 'call-1', device: 'pump-1', method: 'selftest', payload: { level: 2 }, timeoutMs: 5000 });
+    await waitFor('the answer in the cloud', () => cloud.twins.callAnswers.has('call-1'));
+    expect(cloud.twins.callAnswers.get('call-1')).toMatchObject({ method: 'selftest', status: 200, payload: { method: 'selftest', echo: { level: 2 } } });
+    await cloud.twins.call(GW, { id: 'call-2', device: 'nobody', method: 'selftest' });
+    await waitFor('the refusal in the cloud', () => cloud.twins.callAnswers.has('call-2'));
+    expect(cloud.twins.callAnswers.get('call-2')).toMatchObject({ error: 'unknown-device' });
   }, 60_000);
 });

@@ -39,6 +39,7 @@ configurations:
   - { id: p31-speed, target: 'model = "P-3.1"', priority: 10, desired: { maxSpeed: 20, mode: auto } }
   - { id: line2, target: 'labels.line = "2"', priority: 5, desired: { maxSpeed: 15, alarm: { high: 80 } } }
   - { id: plc-speed, target: 'id = "plc-1"', desired: { drive: { speed: 42.5 } } }
+  - { id: zone-a, target: 'tags.zone = "A"', desired: { lamp: "on" } }
 streams: [{ name: telemetry }, { name: twins, priority: 1 }]
 cloud: { url: "mqtt://127.0.0.1:9" }
 storage: { path: ${JSON.stringify(join(dir, 'o.db'))} }
@@ -164,6 +165,16 @@ describe('twins and configurations on one gateway', () => {
     const timedOut = await send('/api/v1/devices/pump-9/calls', { method: 'ping', timeoutMs: 300 });
     expect(timedOut.status).toBe(504);
     expect(silent.calls.length).toBe(1);
+
+    // Tags set by an operator: the configuration that targets them reaches the device at once.
+    expect(silent.desired.at(-1)?.desired.lamp).toBeUndefined();
+    expect((await send('/api/v1/devices/pump-9/tags', { tags: { zone: 'A' } }, 'PUT')).status).toBe(200);
+    await waitFor('zone A configuration on pump-9', () => silent.desired.at(-1)?.desired.lamp === 'on');
+    const check = await send('/api/v1/configurations/check', { target: 'tags.zone = "A" or model = "P-3.1"', desired: { x: 1 } });
+    expect(check.body).toEqual({ targeted: ['pump-1', 'pump-7', 'pump-9'] });
+    const badTarget = await send('/api/v1/configurations/check', { target: 'model = = 1', desired: { x: 1 } });
+    expect(badTarget.status).toBe(400);
+    expect(badTarget.body.error).toMatch(/target: .*\(at character \d+\)/);
 
     // The device list names each device with its configurations.
     const list = (await get('/api/v1/devices')).body.devices as Array<{ id: string; configurations: string[] }>;

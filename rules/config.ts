@@ -55,10 +55,11 @@ export const filterRuleSchema = z
     rateLimit: z.strictObject({ count: z.number().int().positive().default(1), perMs: durationMsSchema }).optional(),
     /**
      * cloud (outbox), alert (an alert reading to the outbox), mqtt (local broker), write (a device
-     * point, through its driver's write capability). `modbus` is the deprecated name of `write`.
+     * point, through its driver's write capability), call (a method of a child device). `modbus` is
+     * the deprecated name of `write`.
      */
     route: z
-      .enum(['cloud', 'alert', 'mqtt', 'write', 'modbus'])
+      .enum(['cloud', 'alert', 'mqtt', 'write', 'call', 'modbus'])
       .default('cloud')
       .transform((r) => (r === 'modbus' ? 'write' : r)),
     /** Outbox stream of routes cloud and alert. */
@@ -100,13 +101,29 @@ export const filterRuleSchema = z
           .min(1, 'a rule that writes names the devices it trusts: sources: [DEVICE, …]'),
       })
       .optional(),
+    call: z
+      .strictObject({
+        /** The child device whose method is called, with the reading as payload. */
+        device: idSchema,
+        method: idSchema,
+        /** How long to wait for its answer. */
+        timeoutMs: z.number().int().min(100).max(300_000).default(10_000),
+        /** As for write: the devices whose readings this rule trusts to drive the call. */
+        sources: z
+          .array(z.string().min(1).max(128).regex(/^[A-Za-z0-9_.*?-]+$/, 'a device id or pattern'), {
+            error: (iss) => (iss.input === undefined ? 'a rule that calls names the devices it trusts: sources: [DEVICE, …]' : undefined),
+          })
+          .min(1, 'a rule that calls names the devices it trusts: sources: [DEVICE, …]'),
+      })
+      .optional(),
   })
   .refine((r) => r.min === undefined || r.max === undefined || r.min <= r.max, {
     message: 'min must not be greater than max',
     path: ['min'],
   })
   .refine((r) => r.route !== 'mqtt' || r.mqtt !== undefined, { message: 'route mqtt needs mqtt: { topic }', path: ['mqtt'] })
-  .refine((r) => r.route !== 'write' || r.write !== undefined, { message: 'route write needs write: { device, point }', path: ['write'] });
+  .refine((r) => r.route !== 'write' || r.write !== undefined, { message: 'route write needs write: { device, point }', path: ['write'] })
+  .refine((r) => r.route !== 'call' || r.call !== undefined, { message: 'route call needs call: { device, method, sources }', path: ['call'] });
 
 /** Window kinds (rules/window-kinds.ts); the Node-RED editor offers the same list. */
 export const WINDOW_KIND_NAMES = ['tumbling', 'hopping', 'sliding', 'session', 'count'] as const;

@@ -41,7 +41,7 @@ export class Rules implements RuleEngine {
     let emitted: Set<string> | undefined;
     const once = (out: RuleOutput): void => {
       emitted ??= new Set();
-      const target = out.route === 'cloud' ? out.stream : out.route === 'mqtt' ? out.topic : `${out.device}\u0000${out.point}`;
+      const target = out.route === 'cloud' ? out.stream : out.route === 'mqtt' ? out.topic : out.route === 'call' ? `${out.device}\u0000${out.method}` : `${out.device}\u0000${out.point}`;
       const key = `${out.route}\u0000${target}\u0000${out.envelope?.id ?? ''}`;
       if (emitted.has(key)) return;
       emitted.add(key);

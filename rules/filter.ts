@@ -53,7 +53,7 @@ export class FilterRule {
     private readonly failures?: Counter,
   ) {
     this.match = compileMatch(spec.match);
-    const sources = (spec.write?.sources ?? []).map((p) => compileGlob(p));
+    const sources = (spec.write?.sources ?? spec.call?.sources ?? []).map((p) => compileGlob(p));
     this.trusted = (device) => sources.some((m) => m(device));
     this.where = spec.where === undefined ? undefined : compileExpression(spec.where, READING_FIELDS);
     this.setValue = spec.set?.value === undefined ? undefined : compileExpression(spec.set.value, READING_FIELDS);
@@ -86,7 +86,7 @@ export class FilterRule {
   }
 
   private route(e: Envelope, emit: (out: RuleOutput) => void): void {
-    const { route, stream, mqtt, write } = this.spec;
+    const { route, stream, mqtt, write, call } = this.spec;
     if (route === 'cloud') emit({ route, stream, envelope: e });
     else if (route === 'mqtt' && mqtt) emit({ route, topic: fillTopic(mqtt.topic, e), qos: mqtt.qos, retain: mqtt.retain, envelope: e });
     else if (route === 'write' && write) {
@@ -98,6 +98,14 @@ export class FilterRule {
         return;
       }
       emit({ route, device: write.device, point: write.point, minIntervalMs: write.minIntervalMs, envelope: e });
+    } else if (route === 'call' && call) {
+      // The same trust as a write: a call drives a device.
+      if (e.quality !== 'good') return;
+      if (!this.trusted(e.device)) {
+        this.failed('untrusted-source', new Error(`reading from "${e.device}", not one of call.sources`));
+        return;
+      }
+      emit({ route, rule: this.spec.id, device: call.device, method: call.method, timeoutMs: call.timeoutMs, envelope: e });
     } else if (route === 'alert') {
       const a = this.alertOf(e);
       if (a) emit({ route: 'cloud', stream, envelope: a });

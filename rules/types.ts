@@ -32,9 +32,10 @@ export interface FilterRuleSpec {
    * cloud: the outbox stream `stream`; alert: an alert reading (value "severity: message") to
    * `stream`; mqtt: published on the local broker at `topic` ({device} and {point} filled in);
    * write: the reading's value written to `write.device`/`write.point` (any driver with the write
-   * capability; `modbus`, the earlier name of this route, is still accepted in configs).
+   * capability; `modbus`, the earlier name of this route, is still accepted in configs); call: the
+   * method `call.method` of child `call.device`, with the reading as payload.
    */
-  readonly route: 'cloud' | 'alert' | 'mqtt' | 'write';
+  readonly route: 'cloud' | 'alert' | 'mqtt' | 'write' | 'call';
   readonly stream: string;
   readonly alert?:
     | {
@@ -47,6 +48,7 @@ export interface FilterRuleSpec {
     | undefined;
   readonly mqtt?: { readonly topic: string; readonly qos: 0 | 1; readonly retain: boolean } | undefined;
   readonly write?: { readonly device: string; readonly point: string; readonly minIntervalMs: number; readonly sources: readonly string[] } | undefined;
+  readonly call?: { readonly device: string; readonly method: string; readonly timeoutMs: number; readonly sources: readonly string[] } | undefined;
 }
 
 export type { AggregateFn } from './aggregates.js';

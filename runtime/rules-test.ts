@@ -72,7 +72,7 @@ export function replay(config: SiteConfig, lines: readonly string[], write: (lin
     const readings = o.batch ? [...o.batch] : [o.envelope];
     for (const reading of readings) {
       outputs++;
-      const target = o.route === 'cloud' ? { stream: o.stream } : o.route === 'mqtt' ? { topic: o.topic } : { write: { device: o.device, point: o.point } };
+      const target = o.route === 'cloud' ? { stream: o.stream } : o.route === 'mqtt' ? { topic: o.topic } : o.route === 'call' ? { call: { device: o.device, method: o.method } } : { write: { device: o.device, point: o.point } };
       write(JSON.stringify({ route: o.route, ...target, reading }));
     }
   };

@@ -161,6 +161,12 @@ function build(registry: ProtocolRegistry) {
         if (!streams.has(r.stream)) {
           ctx.addIssue({ code: 'custom', path: ['rules', i, 'stream'], message: `no stream named "${r.stream}" under streams` });
         }
+        if (r.type === 'filter' && r.route === 'call' && r.call) {
+          const d = cfg.devices.find((x) => x.id === r.call!.device);
+          if (d && !registry.get(d.protocol)?.capabilities.brokerIdentity) {
+            ctx.addIssue({ code: 'custom', path: ['rules', i, 'call', 'device'], message: `"${d.id}" is a ${d.protocol} device: methods are called on MQTT children (write its points instead)` });
+          }
+        }
         if (r.type === 'filter' && r.route === 'write' && r.write) {
           const { device, point } = r.write;
           const d = cfg.devices.find((x) => x.id === device);

@@ -1,8 +1,8 @@
 import type { Envelope } from './envelope.js';
 import type { ReadingBatch } from './reading-batch.js';
 
-/** Where a rule's output goes: the outbox, a topic of the local broker, or a device point (a write). */
-export type Route = 'cloud' | 'mqtt' | 'write';
+/** Where a rule's output goes: the outbox, a topic of the local broker, a device point (a write), or a method of a child (a call). */
+export type Route = 'cloud' | 'mqtt' | 'write' | 'call';
 
 /** To the cloud through the outbox stream `stream` (alerts too). */
 export type CloudOutput = {
@@ -33,8 +33,22 @@ export interface WriteOutput {
   readonly batch?: undefined;
 }
 
-export type RuleOutput = CloudOutput | MqttOutput | WriteOutput;
-export type LocalOutput = MqttOutput | WriteOutput;
+/**
+ * A method called on a child device once committed (docs/devices.md, "Calls"), with the reading as
+ * its payload; the answer (or why there is none) goes to the cloud as a `$call/{id}` record.
+ */
+export interface CallOutput {
+  readonly route: 'call';
+  readonly rule: string;
+  readonly device: string;
+  readonly method: string;
+  readonly timeoutMs: number;
+  readonly envelope: Envelope;
+  readonly batch?: undefined;
+}
+
+export type RuleOutput = CloudOutput | MqttOutput | WriteOutput | CallOutput;
+export type LocalOutput = MqttOutput | WriteOutput | CallOutput;
 
 /** Persisted state of one open window or operator memory, keyed by the engine. */
 export interface RuleStateRow {

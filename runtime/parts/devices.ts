@@ -208,6 +208,20 @@ export const devicesPart: Part = {
       );
     });
 
+    // Rules that call a method: the reading is the payload, the answer goes to the cloud.
+    site.get('rules').serve('call', (o) => {
+      if (o.route !== 'call') return;
+      const id = `${o.rule}-${o.envelope.seq}`;
+      const { device, point, value, quality, ts } = o.envelope;
+      calls.call({ id, device: o.device, method: o.method, payload: { reading: { id: o.envelope.id, device, point, value, quality, ts } }, timeoutMs: o.timeoutMs, wait: false }).then(
+        (a) => registry.queueCallAnswer(o.device, id, { rule: o.rule, method: o.method, status: a.status, payload: a.payload, ms: a.ms }),
+        (err: unknown) => {
+          log.warn({ rule: o.rule, device: o.device, method: o.method, err: errorMessage(err) }, 'rule call failed');
+          registry.queueCallAnswer(o.device, id, { rule: o.rule, method: o.method, error: err instanceof CallError ? err.kind : 'error', message: errorMessage(err) });
+        },
+      );
+    });
+
     // The API.
     const http = site.get('http');
     const r = http.router();

@@ -93,6 +93,11 @@ export class RulesComponent implements Component {
     await Promise.resolve();
   }
 
+  /** Serves the outputs of `route` from another part (calls: the device registry). */
+  serve(route: LocalOutput['route'], fn: LocalRoute): void {
+    this.routes.set(route, fn);
+  }
+
   /** Writes stop first (drivers are stopping), then what is pending is committed. */
   async stop(): Promise<void> {
     this.guard?.stop();

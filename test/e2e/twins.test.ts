@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../runtime/config/load.js';
+import { configSchema } from '../../runtime/config/schema.js';
 import { Gateway } from '../../runtime/gateway.js';
 import { createLogger } from '../../runtime/logger.js';
 import { twinTopics } from '../../runtime/contracts/index.js';
@@ -40,6 +41,8 @@ configurations:
   - { id: line2, target: 'labels.line = "2"', priority: 5, desired: { maxSpeed: 15, alarm: { high: 80 } } }
   - { id: plc-speed, target: 'id = "plc-1"', desired: { drive: { speed: 42.5 } } }
   - { id: zone-a, target: 'tags.zone = "A"', desired: { lamp: "on" } }
+rules:
+  - { id: start-pump, type: filter, match: { device: plc-1, point: run }, rateLimit: { count: 1, perMs: 60000 }, route: call, call: { device: pump-1, method: start, sources: [plc-1] } }
 streams: [{ name: telemetry }, { name: twins, priority: 1 }]
 cloud: { url: "mqtt://127.0.0.1:9" }
 storage: { path: ${JSON.stringify(join(dir, 'o.db'))} }
@@ -77,6 +80,21 @@ async function child(port: number, id: string, attributes: Record<string, string
 }
 
 describe('twins and configurations on one gateway', () => {
+  it('refuses at intake a configuration whose target is not an expression, and a rule that calls a method of a Modbus device', () => {
+    const problems = (yaml: Record<string, unknown>): string[] => {
+      const r = configSchema.safeParse({ gateway: { id: 'g' }, cloud: { url: 'mqtt://127.0.0.1:9' }, storage: { path: '/tmp/x.db' }, ...yaml });
+      return r.success ? [] : r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    };
+    expect(problems({ configurations: [{ id: 'c', target: 'model = = "x"', desired: { a: 1 } }] })[0]).toMatch(/^configurations\.0\.target: .*\(at character \d+\)$/);
+    expect(problems({ configurations: [{ id: 'c', target: 'true', desired: { a: [1] } }] })).toEqual(['configurations.0.desired: desired.a: arrays are not allowed in twin documents (use an object keyed by position)']);
+    expect(
+      problems({
+        devices: [{ id: 'plc', protocol: 'modbus-tcp', host: '127.0.0.1', points: [{ name: 'sp', table: 'holding', address: 1 }], twin: { speed: 'sp' } }],
+        rules: [{ id: 'r', type: 'filter', route: 'call', call: { device: 'plc', method: 'm', sources: ['*'] } }],
+      }),
+    ).toEqual(['devices.0.twin.speed: point "sp" of "plc" is not writable (set writable: true)', 'rules.0.call.device: "plc" is a modbus-tcp device: methods are called on MQTT children (write its points instead)']);
+  });
+
   it('configurations reach current and new children by priority, bound Modbus properties are written, edits and explain show the winner, calls are answered', async () => {
     const plc = await SimModbusSlave.start({ points: profiles.plc() });
     cleanup.push(() => plc.stop());
@@ -144,6 +162,10 @@ describe('twins and configurations on one gateway', () => {
     expect(bad.body.error).toMatch(/desired\.max\.speed: keys use letters/);
     expect(bad.body.error).toMatch(/desired\.list: arrays are not allowed/);
     expect((await get('/api/v1/devices/nope')).status).toBe(404);
+
+    // A rule calls a method when its reading passes (the reading is the payload).
+    await waitFor('the rule call', () => pump1.calls.some((c) => c.topic.endsWith('/cmd/start')));
+    expect(pump1.calls.find((c) => c.topic.endsWith('/cmd/start'))!.body.payload).toMatchObject({ reading: { device: 'plc-1', point: 'run', value: true } });
 
     // Calls: answered; an offline device fails at once, or is called when it returns if asked to wait.
     const answered = await send('/api/v1/devices/pump-1/calls', { method: 'reboot', payload: { delayS: 1 }, timeoutMs: 5000 });

@@ -42,7 +42,7 @@ const collect =
   (out: Out[]) =>
   (o: RuleOutput): void => {
     // Local routes are listed under their target: the topic, or device/point.
-    const stream = o.route === 'cloud' ? o.stream : o.route === 'mqtt' ? o.topic : `${o.device}/${o.point}`;
+    const stream = o.route === 'cloud' ? o.stream : o.route === 'mqtt' ? o.topic : o.route === 'call' ? `${o.device}/${o.method}` : `${o.device}/${o.point}`;
     if (o.batch) for (const envelope of o.batch) out.push({ route: o.route, stream, envelope });
     else out.push({ route: o.route, stream, envelope: o.envelope });
   };

@@ -22,6 +22,21 @@ Usage:
                                   readings the cloud refused: list them, or put them back in
                                   their streams (all, or the given ids)
   outpost write DEVICE POINT VALUE [CONN]   write a Modbus point (true/false, a number, or --string TEXT), verified by reading it back
+  outpost devices [list] [CONN] [--json]
+                                  the inventory: protocol, model, online, last seen, desired and
+                                  applied versions, configurations
+  outpost devices show|explain ID [CONN] [--json]
+                                  one device's twin; or each desired property, what set it, what
+                                  it overrides and whether the device reports it
+  outpost twin get ID [CONN] [--json]
+                                  a device's desired and reported documents
+  outpost twin set ID PATH=VALUE... | --patch JSON [CONN] [--json]
+                                  change its desired state directly (VALUE is JSON when it parses,
+                                  else text; PATH=null removes the direct value); prints the version
+  outpost call DEVICE METHOD [--payload JSON] [--timeout-ms N] [--wait] [CONN] [--json]
+                                  call a method on an MQTT child; prints its status and payload
+  outpost configurations [CONN] [--json]
+                                  configurations with how many devices they target, applied or not
   outpost rules test RULES --input READINGS.jsonl
                                   replay recorded readings through the rules of RULES (a site
                                   config, or a file with rules:); prints what they would emit
@@ -44,6 +59,10 @@ Usage:
   outpost tokens revoke NAME --config FILE
                                   refused from the next request on, no restart
   outpost hash-token [--stdin]    a new token and its SHA-256 for http.tokens (or the hash of stdin)
+
+Exit codes of the device verbs (devices, twin, call, configurations): 0 done; 1 the gateway
+refused or failed (an unknown or offline device, a call with no answer in time or answered with a
+status of 400 or more, a gateway that cannot be reached); 2 a usage error.
 
 CONN, how the verbs that talk to a running gateway reach it:
   --config FILE      its site config: the URL from http, and its certificate pinned from the
@@ -75,6 +94,13 @@ async function main(argv: string[]): Promise<number> {
       return deadLetters(rest);
     case 'ota':
       return otaWithConnection(rest);
+    case 'devices':
+    case 'twin':
+    case 'call':
+    case 'configurations': {
+      const { devicesCommand } = await import('./devices-cli.js');
+      return devicesCommand(command, rest, connect);
+    }
     case 'tokens': {
       const { tokensCommand } = await import('./tokens-cli.js');
       try {

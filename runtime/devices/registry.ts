@@ -210,7 +210,8 @@ export class DeviceRegistry {
     const row: DeviceRow = {
       id: d.id,
       protocol: d.protocol,
-      source: held?.source === 'config' || d.source === 'config' ? (d.source === 'config' ? 'config' : held!.source) : d.source,
+      // The site config's word on a device wins; otherwise it keeps how it first came in.
+      source: d.source === 'config' ? 'config' : (held?.source ?? d.source),
       attributes: { ...held?.attributes, ...d.attributes },
       labels: d.labels,
       tags: held?.tags ?? {},
@@ -300,8 +301,8 @@ export class DeviceRegistry {
   private seen(device: string, now: number, good: boolean): void {
     const row = this.rows.get(device);
     if (!row) {
-      // A child that sends telemetry without a birth (accepted unknown devices only reach here).
-      if (device.startsWith('nr:') || device === 'node-red') return;
+      // A child that sends telemetry without a birth (only accepted unknown devices reach here:
+      // readings of flows and OTA events go to the outbox directly, not through this tap).
       this.deps.store.transaction(() => this.upsert({ id: device, protocol: this.deps.childProtocol, source: 'telemetry', attributes: {}, labels: {} }, now, true));
       this.schedule();
       return;
@@ -311,11 +312,19 @@ export class DeviceRegistry {
     else if (row.protocol === this.deps.childProtocol && !row.online && good) this.setOnline(device, true, now);
   }
 
+  /** `device\u0000path` -> the value last reported for a bound property (its point is polled often). */
+  private readonly boundValues = new Map<string, Scalar>();
+
   private boundReading(r: Envelope, bound: ReadonlyMap<string, string>, now: number): void {
     const path = bound.get(r.point);
     if (path === undefined || r.quality !== 'good') return;
-    const held = this.deps.store.reported(r.device).get(path);
-    if (held && held.value === r.value) return;
+    const key = `${r.device}\u0000${path}`;
+    if (!this.boundValues.has(key)) {
+      const held = this.deps.store.reported(r.device).get(path);
+      if (held) this.boundValues.set(key, held.value);
+    }
+    if (this.boundValues.get(key) === r.value) return;
+    this.boundValues.set(key, r.value);
     this.deps.store.putReported(r.device, new Map([[path, r.value]]), now);
     this.queueReported(r.device, this.leafPatch(path, r.value), now);
     this.statusDirty = true;
@@ -638,6 +647,7 @@ export class DeviceRegistry {
           const r = await this.deps.write(id, point, value);
           this.mWrites.inc({ outcome: 'written' });
           const now = this.deps.clock.now();
+          this.boundValues.set(`${id}\u0000${path}`, r.readBack);
           this.deps.store.putReported(id, new Map([[path, r.readBack]]), now);
           this.queueReported(id, this.leafPatch(path, r.readBack), now);
           if (r.clampedFrom !== undefined) rejected[path] = `clamped to ${String(r.value)} (the point's range)`;

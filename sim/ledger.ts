@@ -33,29 +33,29 @@ export class DeliveryLedger {
 
   /**
    * Where the gateway's own records go (points starting with `$`: twins, inventory, configuration
-   * counts, call answers; runtime/contracts/twins.ts). They are not readings: the ledger does not
-   * count them.
+   * counts, call answers; runtime/contracts/twins.ts), each once. They count in `unique` and
+   * `uniqueFrom` (the outbox accounts for them like readings) but in no per-device figure.
    */
   onRecord: ((gateway: string, r: LedgerReading) => void) | undefined;
-  /** Gateway records received (duplicates included). */
+  /** Gateway records received, each once. */
   records = 0;
 
   recordBatch(gateway: string, readings: readonly LedgerReading[]): void {
     this.batches++;
     for (const r of readings) {
+      this.received++;
+      if (this.ids.has(r.id)) continue;
+      this.ids.add(r.id);
+      this.perGateway.set(gateway, (this.perGateway.get(gateway) ?? 0) + 1);
       if (r.point.startsWith('$')) {
         this.records++;
         this.onRecord?.(gateway, r);
         continue;
       }
-      this.received++;
-      if (this.ids.has(r.id)) continue;
-      this.ids.add(r.id);
       const key = `${r.device}\u0000${r.point}`;
       const last = this.lastSeq.get(key);
       if (last !== undefined && r.seq < last) this.orderViolations++;
       else this.lastSeq.set(key, r.seq);
-      this.perGateway.set(gateway, (this.perGateway.get(gateway) ?? 0) + 1);
       this.byDevice.set(r.device, (this.byDevice.get(r.device) ?? 0) + 1);
       if (r.quality === 'bad') this.bad.set(r.device, (this.bad.get(r.device) ?? 0) + 1);
       if (r.quality === 'stale') this.stale.set(r.device, (this.stale.get(r.device) ?? 0) + 1);

@@ -31,6 +31,7 @@ describe('site config', () => {
     expect(cfg.rules.map((r) => r.id)).toEqual(['breaker-alarm', 'pump-raw', 'temperature-plausible', 'power-1min', 'current-p95', 'meter-hot', 'follow-speed', 'pump-panel']);
     expect(cfg.streams.map((s) => [s.name, s.priority])).toEqual([
       ['alarms', 0],
+      ['twins', 1],
       ['telemetry', 5],
       ['bulk', 9],
     ]);

@@ -107,6 +107,19 @@ export interface OutpostNodeHost {
   write(device: string, point: string, value: WriteValue): Promise<unknown>;
   /** A window rule (the fields of a `type: window` rule, without id/route/stream) emitting to `emit`. */
   window(spec: Record<string, unknown>, emit: (reading: Envelope) => void): FlowWindow;
+  /** A device's twin as the API shows it (docs/devices.md); rejects for an unknown device. */
+  twin(device: string): Promise<unknown>;
+  /** Direct desired edits (a JSON merge patch); resolves with the new effective document and its version. */
+  patchDesired(device: string, patch: unknown): Promise<{ version: number; desired: unknown }>;
+  /** A method call to a child; resolves with its answer, rejects when there is none (offline, timeout…). */
+  call(device: string, method: string, payload: unknown, opts: { timeoutMs: number; wait: boolean }): Promise<{ status: number; payload?: unknown; ms: number }>;
+}
+
+/** The device registry as flows reach it (runtime/devices). */
+export interface FlowDevices {
+  show(device: string): unknown;
+  editDesired(device: string, patch: unknown): { version: number; doc: unknown };
+  call(req: { device: string; method: string; payload?: unknown; timeoutMs: number; wait: boolean }): Promise<{ status: number; payload?: unknown; ms: number }>;
 }
 
 export interface NodeRedOptions {
@@ -133,6 +146,7 @@ export function makeNodeHost(opts: {
   pipeline: IngestPipeline;
   sequence: SequenceSource;
   write: (device: string, point: string, value: WriteValue) => Promise<unknown>;
+  devices: FlowDevices;
   metrics: Metrics;
   log: Logger;
 }): OutpostNodeHost {
@@ -202,6 +216,17 @@ export function makeNodeHost(opts: {
       return envelope;
     },
     write: opts.write,
+    twin: (device) => Promise.resolve().then(() => opts.devices.show(device)),
+    patchDesired: (device, patch) =>
+      Promise.resolve().then(() => {
+        const s = opts.devices.editDesired(device, patch);
+        return { version: s.version, desired: s.doc };
+      }),
+    call: (device, method, payload, o) => {
+      if (typeof method !== 'string' || !FLOW_FIELDS.test(method)) return Promise.reject(new Error(`method: expected a name of letters, digits, "_.:-", not ${JSON.stringify(method)}`));
+      const timeoutMs = Number.isInteger(o.timeoutMs) && o.timeoutMs >= 100 && o.timeoutMs <= 300_000 ? o.timeoutMs : 10_000;
+      return opts.devices.call({ device, method, payload, timeoutMs, wait: o.wait === true });
+    },
     window(spec, emit) {
       const parsed = windowRuleSchema.safeParse({ ...spec, id: `node-red-${++windows}`, type: 'window' });
       if (!parsed.success) throw new Error(formatIssues(spec, parsed.error.issues).join('; '));

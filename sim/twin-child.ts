@@ -118,6 +118,11 @@ export class SimTwinChild {
     this.client?.publish(twinTopics.reported(this.opts.deviceId), JSON.stringify({ version, reported: doc }), { qos: 1 });
   }
 
+  /** One telemetry message (QoS 1), as any child sends readings. */
+  async telemetry(points: Record<string, number | boolean | string>): Promise<void> {
+    await this.client?.publishAsync(`outpost/v1/dev/${this.opts.deviceId}/telemetry`, JSON.stringify({ points }), { qos: 1 });
+  }
+
   /** Reports a change of its own (a measured property), as a merge patch. */
   async report(patch: Doc): Promise<void> {
     await this.client?.publishAsync(twinTopics.reported(this.opts.deviceId), JSON.stringify({ reported: patch }), { qos: 1 });

@@ -24,6 +24,7 @@ export const nodeRedPart: Part = {
     const pipeline = site.get('rules').pipeline;
     const sequence = site.get('store').sequence;
     const { points, clock, metrics } = site.opts;
+    const { registry, calls } = site.get('devices');
     // Failed editor logins slow down per address (before Node-RED's own /red handler sees them).
     const limiter = new LoginLimiter(clock);
     http.mount('/red/auth/token', limitLogins(limiter, metrics.counter('outpost_http_refused_total', 'Requests to the local API refused before any route ran', ['reason'])), { ownAuth: true });
@@ -43,6 +44,7 @@ export const nodeRedPart: Part = {
           metrics: ctx.metrics,
           log: ctx.log,
           write: (device, point, value) => points.write(device, point, value, 'flow'),
+          devices: { show: (d) => registry.show(d), editDesired: (d, patch) => registry.editDesired(d, patch), call: (req) => calls.call(req) },
         }),
     });
   },

@@ -11,6 +11,8 @@ import { profiles, SimModbusSlave } from '../../sim/modbus-slave.js';
 import { pointEntries } from '../../sim/site.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 import { gatewayApi, type GatewayApi } from '../helpers/api.js';
+import { SimTwinChild } from '../../sim/twin-child.js';
+import { deviceCredentials, testIdentities } from '../helpers/broker-access.js';
 
 const require = createRequire(import.meta.url);
 const bcrypt = require('bcryptjs') as { hashSync(p: string, rounds: number): string };
@@ -96,5 +98,47 @@ describe('Node-RED hosted by the gateway', () => {
     await waitFor('the flow warning in the gateway log', () => existsSync(logFile) && readFileSync(logFile, 'utf8').includes('node-red: flow warning 42'), 5000);
     const line = readFileSync(logFile, 'utf8').split('\n').find((l) => l.includes('flow warning 42'))!;
     expect(JSON.parse(line)).toMatchObject({ level: 40, component: 'node-red', node: 'fn1', type: 'function', name: 'warner' });
+  });
+
+  it('a flow patches a child\'s desired state (outpost twin) and calls its method (outpost call) when a reading arrives', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'outpost-nr-twin-'));
+    cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
+    const config = parseConfig({
+      gateway: { id: 'nr-twin-gw' },
+      broker: { host: '127.0.0.1', port: 0, acceptUnknownDevices: true },
+      identities: testIdentities,
+      http: { host: '127.0.0.1', port: 0, admin: { username: 'admin', passwordHash: bcrypt.hashSync('s3cret', 8) } },
+      nodeRed: { enabled: true },
+      cloud: { url: 'mqtt://127.0.0.1:9' },
+      storage: { path: join(dir, 'o.db') },
+    });
+    const gateway = await Gateway.start(config, { log: createLogger({ level: 'silent' }) });
+    cleanup.push(() => gateway.stop());
+    const child = new SimTwinChild({ url: `mqtt://127.0.0.1:${gateway.ports.broker}`, deviceId: 'pump-1', password: deviceCredentials('pump-1').password, attributes: { model: 'P-3.1' } });
+    await child.start();
+    cleanup.push(() => child.kill());
+    const api = gatewayApi(gateway.ports.http, dir, undefined);
+    const auth = { authorization: `Bearer ${await token(api, 's3cret')}` };
+    // A temperature over 50 from the pump: lower its max speed and call its cooling routine.
+    const flow = [
+      { id: 't1', type: 'tab', label: 'cool down' },
+      { id: 'in1', z: 't1', type: 'outpost in', device: 'pump-1', point: 'temperature', wires: [['sw1']] },
+      { id: 'sw1', z: 't1', type: 'switch', property: 'payload', rules: [{ t: 'gt', v: '50', vt: 'num' }], checkall: 'true', outputs: 1, wires: [['fn1', 'call1']] },
+      { id: 'fn1', z: 't1', type: 'function', func: 'msg.payload = { maxSpeed: 10 }; msg.topic = msg.reading.device; return msg;', outputs: 1, wires: [['twin1']] },
+      { id: 'twin1', z: 't1', type: 'outpost twin', action: 'patch', wires: [[]] },
+      { id: 'call1', z: 't1', type: 'outpost call', device: 'pump-1', method: 'cool', timeoutMs: 5000, wires: [[]] },
+    ];
+    const deploy = await api.fetch(`${api.base}/red/flows`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json', 'Node-RED-API-Version': 'v2', 'Node-RED-Deployment-Type': 'full' },
+      body: JSON.stringify({ flows: flow }),
+    });
+    expect(deploy.status).toBe(200);
+    await sleep(500);
+    // The child sends its temperature as telemetry.
+    await child.telemetry({ temperature: 61 });
+    await waitFor('the desired state from the flow', () => child.desired.maxSpeed === 10, 10_000);
+    await waitFor('the call from the flow', () => child.calls.length === 1, 10_000);
+    expect(child.calls[0]).toMatchObject({ payload: 61 });
   });
 });

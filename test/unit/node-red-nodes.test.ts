@@ -60,6 +60,19 @@ class FakeHost implements OutpostNodeHost {
     this.writes.push([device, point, value]);
     return this.failWrite ? Promise.reject(new Error('exception 2 (illegal data address)')) : Promise.resolve({ device, point, value, readBack: value });
   }
+  readonly patches: Array<[string, unknown]> = [];
+  readonly calls: Array<{ device: string; method: string; payload: unknown; opts: { timeoutMs: number; wait: boolean } }> = [];
+  twin(device: string): Promise<unknown> {
+    return device === 'pump-1' ? Promise.resolve({ id: 'pump-1', desired: { version: 3, document: { maxSpeed: 20 } } }) : Promise.reject(new Error(`no device "${device}" in the inventory`));
+  }
+  patchDesired(device: string, patch: unknown): Promise<{ version: number; desired: unknown }> {
+    this.patches.push([device, patch]);
+    return Promise.resolve({ version: 4, desired: patch });
+  }
+  call(device: string, method: string, payload: unknown, opts: { timeoutMs: number; wait: boolean }): Promise<{ status: number; payload?: unknown; ms: number }> {
+    this.calls.push({ device, method, payload, opts });
+    return device === 'pump-1' ? Promise.resolve({ status: 200, payload: { done: method }, ms: 12 }) : Promise.reject(new Error(`"${device}" is offline`));
+  }
   readonly windows: Array<{ spec: Record<string, unknown>; emit: (r: Envelope) => void; got: Envelope[]; closed: boolean }> = [];
   window(spec: Record<string, unknown>, emit: (r: Envelope) => void): { process(r: Envelope): void; open(): number; close(): void } {
     const w = { spec, emit, got: [] as Envelope[], closed: false };
@@ -254,5 +267,51 @@ describe('Outpost palette nodes', () => {
       await helper.unload();
       await waitFor(`${name}: the status cleared`, () => Object.keys(seen.at(-1) ?? { x: 1 }).length === 0, 3000, 25, () => JSON.stringify(seen));
     }
+  });
+
+  it('outpost twin: reads a twin or patches desired state, the device from the node, msg.device or msg.topic; errors reach Catch; status cleared on close', async () => {
+    const { n, out } = await load('outpost-twin', { type: 'outpost twin', action: 'get' });
+    const errors: unknown[] = [];
+    (n as unknown as { on(e: string, f: (x: unknown) => void): void }).on('call:error', (e) => errors.push(e));
+    const seen = statuses(n);
+    let got = nextMessage(out);
+    n.receive({ topic: 'pump-1' });
+    expect(await got).toMatchObject({ device: 'pump-1', payload: { desired: { version: 3 } } });
+    n.receive({ device: 'ghost' });
+    await waitFor('the unknown device error', () => errors.length === 1);
+    expect(String((errors[0] as { args: unknown[] }).args[0])).toMatch(/no device "ghost"/);
+    await helper.unload();
+    await waitFor('the status cleared', () => Object.keys(seen.at(-1) ?? { x: 1 }).length === 0, 3000);
+
+    const patching = await load('outpost-twin', { type: 'outpost twin', action: 'patch', device: 'pump-1' });
+    const perrors: unknown[] = [];
+    (patching.n as unknown as { on(e: string, f: (x: unknown) => void): void }).on('call:error', (e) => perrors.push(e));
+    got = nextMessage(patching.out);
+    patching.n.receive({ payload: { maxSpeed: 12 } });
+    expect((await got).payload).toEqual({ version: 4, desired: { maxSpeed: 12 } });
+    expect(host.patches).toEqual([['pump-1', { maxSpeed: 12 }]]);
+    patching.n.receive({ payload: 42 });
+    await waitFor('the bad patch error', () => perrors.length === 1);
+    expect(String((perrors[0] as { args: unknown[] }).args[0])).toMatch(/msg.payload must be an object/);
+    expect(host.patches.length).toBe(1);
+  });
+
+  it('outpost call: calls the method with msg.payload and passes the answer on; no answer is an error for Catch; status cleared on close', async () => {
+    const { n, out } = await load('outpost-call', { type: 'outpost call', method: 'reboot', timeoutMs: '5000', wait: true });
+    const errors: unknown[] = [];
+    (n as unknown as { on(e: string, f: (x: unknown) => void): void }).on('call:error', (e) => errors.push(e));
+    const seen = statuses(n);
+    const got = nextMessage(out);
+    n.receive({ topic: 'pump-1', payload: { delayS: 1 } });
+    expect(await got).toMatchObject({ device: 'pump-1', method: 'reboot', status: 200, payload: { done: 'reboot' }, ms: 12 });
+    expect(host.calls[0]).toEqual({ device: 'pump-1', method: 'reboot', payload: { delayS: 1 }, opts: { timeoutMs: 5000, wait: true } });
+    n.receive({ device: 'pump-7', payload: 1 });
+    await waitFor('the offline error', () => errors.length === 1);
+    expect(String((errors[0] as { args: unknown[] }).args[0])).toMatch(/"pump-7" is offline/);
+    n.receive({ payload: 1 });
+    await waitFor('the missing device error', () => errors.length === 2);
+    expect(String((errors[1] as { args: unknown[] }).args[0])).toMatch(/needs a device/);
+    await helper.unload();
+    await waitFor('the status cleared', () => seen.length > 0 && Object.keys(seen.at(-1)!).length === 0, 3000);
   });
 });

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock, resolveLeaf, type Counter, type Metrics } from '../../runtime/contracts/index.js';
 import { CallError, Calls } from '../../runtime/devices/calls.js';
 import { byPrecedence, compileConfiguration, effectiveDesired, type DeviceFacts } from '../../runtime/devices/configurations.js';
-import { applyPatch, checkDoc, diffDocs, MAX_DOC_BYTES } from '../../runtime/devices/twin-doc.js';
+import { applyPatch, checkDoc, diffDocs, MAX_DOC_BYTES, type TwinDoc } from '../../runtime/devices/twin-doc.js';
 
 const counter: Counter = { inc: () => undefined, bind: () => ({ inc: () => undefined }) };
 const metrics: Metrics = { counter: () => counter, gauge: () => ({ set: () => undefined }) };
@@ -32,11 +32,13 @@ describe('twin documents', () => {
 
 describe('effective desired state', () => {
   const device = (over: Partial<DeviceFacts> = {}): DeviceFacts => ({ id: 'pump-1', protocol: 'mqtt', online: true, attributes: { model: 'P-3.1' }, labels: { line: '2' }, tags: {}, ...over });
-  const configs = [
-    { id: 'b-line', target: 'labels.line = "2"', desired: { maxSpeed: 15, alarm: { high: 80 } }, priority: 5 },
-    { id: 'a-model', target: 'model = "P-3.1"', desired: { maxSpeed: 20, mode: 'auto' }, priority: 10 },
-    { id: 'a-same', target: 'true', desired: { mode: 'manual', alarm: 3 }, priority: 5 },
-  ].map((c) => compileConfiguration({ ...c, origin: 'site', version: 1, labels: {} }));
+  const configs = (
+    [
+      { id: 'b-line', target: 'labels.line = "2"', desired: { maxSpeed: 15, alarm: { high: 80 } }, priority: 5 },
+      { id: 'a-model', target: 'model = "P-3.1"', desired: { maxSpeed: 20, mode: 'auto' }, priority: 10 },
+      { id: 'a-same', target: 'true', desired: { mode: 'manual', alarm: 3 }, priority: 5 },
+    ] as Array<{ id: string; target: string; desired: TwinDoc; priority: number }>
+  ).map((c) => compileConfiguration({ ...c, origin: 'site', version: 1, labels: {} }));
 
   it('takes direct edits first, then configurations by priority then id, whatever order they come in', () => {
     const direct = new Map([['lamp', { value: 'off', version: 2 }], ['speed', { value: null, version: 3 }]]);

@@ -1,17 +1,8 @@
-import { cloudTwinTopics, resolveLeaf, TWIN_POINTS, type CloudDesired, type EdgeDesired, type VersionedLeaf } from '../runtime/contracts/index.js';
+import { applyMergePatch, cloudTwinTopics, resolveLeaf, TWIN_POINTS, type CloudDesired, type EdgeDesired, type VersionedLeaf } from '../runtime/contracts/index.js';
 import type { LedgerReading } from './ledger.js';
 
 type Doc = Record<string, unknown>;
 
-function merge(doc: Doc, patch: Doc): Doc {
-  const out: Doc = { ...doc };
-  for (const [k, v] of Object.entries(patch)) {
-    if (v === null) delete out[k];
-    else if (typeof v === 'object' && !Array.isArray(v)) out[k] = merge(typeof out[k] === 'object' && out[k] !== null ? (out[k] as Doc) : {}, v as Doc);
-    else out[k] = v;
-  }
-  return out;
-}
 
 function leaves(doc: Doc, prefix = '', out = new Map<string, unknown>()): Map<string, unknown> {
   for (const [k, v] of Object.entries(doc)) {
@@ -58,7 +49,7 @@ export class CloudTwins {
     }
     const k = this.key(gateway, r.device);
     this.received.set(`${k}\u0000${r.point}`, (this.received.get(`${k}\u0000${r.point}`) ?? 0) + 1);
-    if (r.point === TWIN_POINTS.reported) this.reported.set(k, merge(this.reported.get(k) ?? {}, body as Doc));
+    if (r.point === TWIN_POINTS.reported) this.reported.set(k, applyMergePatch(this.reported.get(k) ?? {}, body as Doc));
     else if (r.point === TWIN_POINTS.inventory) this.inventory.set(k, body as Record<string, unknown>);
     else if (r.point === TWIN_POINTS.desired) this.onEdgeDesired(gateway, r.device, body as EdgeDesired);
     else if (r.point.startsWith('$configuration/')) this.configurationStatus.set(this.key(gateway, r.point.slice('$configuration/'.length)), body as Record<string, unknown>);

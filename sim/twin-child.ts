@@ -1,5 +1,5 @@
 import mqtt, { type MqttClient } from 'mqtt';
-import { twinTopics, type ChildCall, type ChildDesired, type ChildDesiredPatch } from '../runtime/contracts/index.js';
+import { applyMergePatch, twinTopics, type ChildCall, type ChildDesired, type ChildDesiredPatch } from '../runtime/contracts/index.js';
 
 export interface SimTwinChildOptions {
   /** The gateway's local broker. */
@@ -14,15 +14,6 @@ export interface SimTwinChildOptions {
 
 type Doc = Record<string, unknown>;
 
-function merge(doc: Doc, patch: Doc): Doc {
-  const out: Doc = { ...doc };
-  for (const [k, v] of Object.entries(patch)) {
-    if (v === null) delete out[k];
-    else if (typeof v === 'object' && !Array.isArray(v)) out[k] = merge(typeof out[k] === 'object' && out[k] !== null ? (out[k] as Doc) : {}, v as Doc);
-    else out[k] = v;
-  }
-  return out;
-}
 
 /**
  * A child device that follows the twin contract (docs/devices.md): a persistent session, a birth
@@ -98,7 +89,7 @@ export class SimTwinChild {
       const p = body as ChildDesiredPatch;
       // Only onto the version it was made from; a gap is closed by the retained document.
       if (p.from !== this.version) this.ignored++;
-      else this.apply(p.version, merge(this.desired, p.patch), 'patch');
+      else this.apply(p.version, applyMergePatch(this.desired, p.patch), 'patch');
     } else if (topic.startsWith(`outpost/v1/dev/${id}/cmd/`)) {
       const call = body as ChildCall;
       this.calls.push(call);

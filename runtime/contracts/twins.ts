@@ -97,6 +97,22 @@ export function resolveLeaf(edge: VersionedLeaf | undefined, cloud: VersionedLea
   return cloud.version > edge.version ? { leaf: cloud, from: 'cloud' } : { leaf: edge, from: 'edge' };
 }
 
+/**
+ * A JSON merge patch (RFC 7396) applied to `doc`: null deletes, objects merge, anything else
+ * replaces. Patches of desired and reported state use it on both sides of every link.
+ */
+export function applyMergePatch<T extends Record<string, unknown>>(doc: T, patch: Readonly<Record<string, unknown>>): T {
+  const out: Record<string, unknown> = { ...doc };
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else if (typeof v === 'object' && !Array.isArray(v)) {
+      const held = out[k];
+      out[k] = applyMergePatch(held !== null && typeof held === 'object' && !Array.isArray(held) ? (held as Record<string, unknown>) : {}, v as Record<string, unknown>);
+    } else out[k] = v;
+  }
+  return out as T;
+}
+
 /** `{prefix}/v1/gw/{gw}/configurations/{id}`, retained. */
 export const cloudConfigurationSchema = z.strictObject({
   v: z.literal(1),

@@ -1,3 +1,5 @@
+import { applyMergePatch } from '../contracts/index.js';
+
 /**
  * Twin documents (docs/devices.md): JSON objects whose leaves are scalars (number, boolean,
  * string, null), nested at most MAX_DEPTH levels, with at most MAX_LEAVES leaves and MAX_DOC_BYTES
@@ -122,13 +124,7 @@ export function patchLeaves(patch: TwinDoc): Map<string, Scalar> {
 
 /** `doc` with the merge patch applied (RFC 7396): null deletes, objects merge, anything else replaces. */
 export function applyPatch(doc: TwinDoc, patch: TwinDoc): TwinDoc {
-  const out: TwinDoc = { ...doc };
-  for (const [k, v] of Object.entries(patch)) {
-    if (v === null) delete out[k];
-    else if (isObject(v)) out[k] = applyPatch(isObject(out[k]) ? (out[k]) : {}, v);
-    else out[k] = v;
-  }
-  return out;
+  return applyMergePatch(doc, patch);
 }
 
 /** The merge patch that turns `from` into `to` (RFC 7396), or undefined when they are equal. */

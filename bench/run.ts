@@ -12,6 +12,7 @@ import { rulesBenchmark } from './rules.js';
 import { actuationBenchmark } from './actuation.js';
 import { nodeRedFlowBenchmark } from './node-red-flow.js';
 import { otaBenchmark } from './ota.js';
+import { twinsBenchmark } from './twins.js';
 import { errorMessage } from '../runtime/contracts/index.js';
 
 /** Sizes of the benchmarks that are not counted in messages; each has its own option. */
@@ -21,16 +22,17 @@ interface Sizes {
   readonly seconds: number;
   readonly imageMb: number;
   readonly chunkCacheMb: number;
+  readonly children: number;
 }
 
-const DEFAULT_SIZES: Sizes = { rows: 200_000, readings: 300_000, seconds: 20, imageMb: 8, chunkCacheMb: 32 };
+const DEFAULT_SIZES: Sizes = { rows: 200_000, readings: 300_000, seconds: 20, imageMb: 8, chunkCacheMb: 32, children: 2000 };
 
 /**
  * Every benchmark, in run order. A new benchmark is a module exporting a `Benchmark` (or a
  * function of its size that returns one), listed here.
  */
 function benchmarks(sizes: Sizes): readonly Benchmark[] {
-  return [ingestBenchmark, ingestSecurityBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark, nodeRedFlowBenchmark, actuationBenchmark, otaBenchmark(sizes.imageMb, sizes.chunkCacheMb)];
+  return [ingestBenchmark, ingestSecurityBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark, nodeRedFlowBenchmark, actuationBenchmark, otaBenchmark(sizes.imageMb, sizes.chunkCacheMb), twinsBenchmark(sizes.children)];
 }
 
 const NAMES = benchmarks(DEFAULT_SIZES).map((b) => b.name);
@@ -46,6 +48,7 @@ Each benchmark runs Outpost and a baseline on the same load in the same run and 
   --seconds S       uplink-bytes: seconds the demo site runs per setting (default ${DEFAULT_SIZES.seconds})
   --image-mb N      ota: release image size in MiB (default ${DEFAULT_SIZES.imageMb})
   --chunk-cache-mb N  ota: the update server's in-memory chunk cache in MiB, 0 for none (default ${DEFAULT_SIZES.chunkCacheMb})
+  --children N      twins: child devices in the fleet (default ${DEFAULT_SIZES.children})
   --timeout S       hard limit per scenario in seconds (default 120)
   --json            print one JSON object keyed by benchmark name, plus "machine"
   --list            list the benchmarks
@@ -117,6 +120,7 @@ async function runSelected(): Promise<number> {
       seconds: { type: 'string', default: String(DEFAULT_SIZES.seconds) },
       'image-mb': { type: 'string', default: String(DEFAULT_SIZES.imageMb) },
       'chunk-cache-mb': { type: 'string', default: String(DEFAULT_SIZES.chunkCacheMb) },
+      children: { type: 'string', default: String(DEFAULT_SIZES.children) },
       timeout: { type: 'string', default: '120' },
       json: { type: 'boolean', default: false },
       list: { type: 'boolean', default: false },
@@ -133,6 +137,7 @@ async function runSelected(): Promise<number> {
     seconds: positiveInt('seconds', values.seconds),
     imageMb: positiveInt('image-mb', values['image-mb']),
     chunkCacheMb: nonNegativeInt('chunk-cache-mb', values['chunk-cache-mb']),
+    children: positiveInt('children', values.children),
   });
   if (values.list) {
     for (const b of all) process.stdout.write(`${b.name.padEnd(14)} ${b.description}\n`);

@@ -10,6 +10,8 @@ export interface SimTwinChildOptions {
   readonly attributes?: Readonly<Record<string, string>>;
   /** Answers calls with `{status: 200, payload: {method, echo}}` (default), or not at all. */
   readonly answerCalls?: boolean;
+  /** Called each time it applies a desired version (benchmarks time it). */
+  readonly onApply?: (version: number, desired: Readonly<Record<string, unknown>>) => void;
 }
 
 type Doc = Record<string, unknown>;
@@ -104,6 +106,7 @@ export class SimTwinChild {
     this.version = version;
     this.desired = doc;
     this.applied.push({ version, via });
+    this.opts.onApply?.(version, doc);
     // Reported: the whole document (a merge patch that also removes what was dropped is not
     // needed here: the simulated device reports what it runs).
     this.client?.publish(twinTopics.reported(this.opts.deviceId), JSON.stringify({ version, reported: doc }), { qos: 1 });

@@ -103,6 +103,8 @@ export class Deliveries {
   next(): { batch: PickedBatch } | { waitMs: number } | undefined {
     const held = this.heldUntil - this.clock.now();
     if (held > 0) return { waitMs: held };
+    // A lone suspect reading is judged only by failures it had alone in flight: one batch at a time.
+    if (this.guard.hasLoneSuspect() && this.unacked.size > 0) return undefined;
     const room = this.flight.room();
     return room > 0 ? this.picker.next(room) : undefined;
   }

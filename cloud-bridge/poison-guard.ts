@@ -28,7 +28,9 @@ interface Suspects {
  * next try is its first half; when a half goes through, the bad reading is in the rest, whose
  * first half goes next. Once the window is one reading, that reading is dead-lettered after it
  * failed alone `maxAttempts` times. A batch of n rows is so isolated in at most ⌈log2 n⌉ +
- * maxAttempts failures. A flapping link can at worst shrink batches for about one batch's worth of
+ * maxAttempts failures, counting for the last step only failures of the suspect alone in flight
+ * (with several streams in flight, a closed connection cannot say which one broke it, so an innocent
+ * reading of another stream is never dead-lettered for it). A flapping link can at worst shrink batches for about one batch's worth of
  * rows (the window is used up by acknowledgements); dead letters are counted, kept and can be
  * replayed.
  */
@@ -41,6 +43,16 @@ export class PoisonGuard {
   limitFor(stream: string, after: number, defaultLimit: number): number {
     const head = this.heads.get(stream);
     return head && after <= head.after ? Math.min(head.size, defaultLimit) : defaultLimit;
+  }
+
+  /**
+   * Whether some stream is down to one suspect reading. Its failures count only when it was alone
+   * in flight (a closed connection says nothing about which of several batches caused it), so
+   * batches then go one at a time.
+   */
+  hasLoneSuspect(): boolean {
+    for (const h of this.heads.values()) if (h.window === 1) return true;
+    return false;
   }
 
   /** Streams being narrowed, with the size of their suspect window (for the status). */
@@ -72,8 +84,9 @@ export class PoisonGuard {
    * (what was in flight must then not be sent again as it was).
    */
   failed(batches: Iterable<SentBatch>): { deadLetters: Array<{ stream: string; rowid: number }>; changed: boolean } {
+    const all = [...batches];
     const oldest = new Map<string, SentBatch>();
-    for (const b of batches) {
+    for (const b of all) {
       const o = oldest.get(b.stream);
       if (!o || b.first < o.first) oldest.set(b.stream, b);
     }
@@ -98,6 +111,9 @@ export class PoisonGuard {
         continue;
       }
       head.size = 1;
+      // A failure with other batches in flight (of another stream, which may hold the bad reading)
+      // is no evidence against this one: it counts once the reading failed alone.
+      if (all.length > 1) continue;
       head.failures++;
       if (head.failures < this.maxAttempts) continue;
       changed = true;

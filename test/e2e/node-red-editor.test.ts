@@ -98,7 +98,7 @@ describe('the Node-RED editor at /red', () => {
     const palette = await page.$$eval('#red-ui-palette-container-outpost .red-ui-palette-node', (els: Array<{ getAttribute(name: string): string | null }>) =>
       els.map((e) => e.getAttribute('data-palette-type')),
     );
-    expect(palette.sort()).toEqual(['outpost in', 'outpost out', 'outpost window', 'outpost write']);
+    expect(palette.sort()).toEqual(['outpost call', 'outpost in', 'outpost out', 'outpost twin', 'outpost window', 'outpost write']);
 
     // The editor validates windows as the gateway does: the hopping window without a hop is
     // marked invalid (the red triangle; Deploy asks before deploying invalid nodes).

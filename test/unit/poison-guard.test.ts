@@ -119,6 +119,21 @@ describe('poison guard', () => {
     expect(guard.limitFor('c', 0, 8)).toBe(8);
   });
 
+  it('never dead-letters an innocent reading of another stream that was in flight when the connection broke', () => {
+    const guard = new PoisonGuard(2);
+    // Stream "twins" has one good row in flight each time "telemetry"'s bad row breaks the connection.
+    for (let i = 0; i < 10; i++) {
+      const { deadLetters } = guard.failed([batch('telemetry', 3, 1), batch('twins', 50, 1)]);
+      expect(deadLetters).toEqual([]);
+    }
+    expect(guard.hasLoneSuspect()).toBe(true);
+    // Alone, the bad row fails twice and is dead-lettered; the twins row alone goes through.
+    expect(guard.failed([batch('telemetry', 3, 1)]).deadLetters).toEqual([]);
+    expect(guard.failed([batch('telemetry', 3, 1)]).deadLetters).toEqual([{ stream: 'telemetry', rowid: 3 }]);
+    guard.acked(batch('twins', 50, 1));
+    expect(guard.isolating()).toEqual([]);
+  });
+
   it('isolates bad readings in several streams failing on the same connections, delivering every other reading', () => {
     const guard = new PoisonGuard(2);
     const streams = [
@@ -144,8 +159,9 @@ describe('poison guard', () => {
         }
       }
       if (failing.length === 0) break;
-      // The connection drops with both in flight: one failure for each stream.
-      const { deadLetters } = guard.failed(failing);
+      // The connection drops with both in flight: one failure for each stream. Once a stream is
+      // down to one suspect, batches go one at a time (as the uplink sends them then).
+      const { deadLetters } = guard.failed(guard.hasLoneSuspect() ? failing.slice(0, 1) : failing);
       dead.push(...deadLetters);
       for (const d of deadLetters) {
         const s = streams.find((x) => x.name === d.stream)!;

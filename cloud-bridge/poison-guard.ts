@@ -18,7 +18,15 @@ interface Suspects {
   size: number;
   /** Failures of a single-reading batch (the window is 1). */
   failures: number;
+  /** The largest batch acknowledged while narrowing: what went through. */
+  good: number;
+  /** Failures while narrowing, and the smallest batch among them. */
+  narrowed: number;
+  smallestFailed: number;
 }
+
+/** Batches that grow back by doubling after this many acknowledged at the learned size. */
+const GROW_AFTER = 8;
 
 /**
  * Keeps one bad reading from blocking its stream. A broker may refuse a message (an MQTT 5 reason
@@ -36,13 +44,21 @@ interface Suspects {
  */
 export class PoisonGuard {
   private readonly heads = new Map<string, Suspects>();
+  /**
+   * Per stream, a batch size learned from a narrowing that ended without a bad reading: every row
+   * went through in smaller batches, so the batches were too large for the broker (a message size
+   * limit it does not announce). Later batches keep to it, doubling again after GROW_AFTER
+   * acknowledgements, so a stream with a backlog is not narrowed again batch after batch.
+   */
+  private readonly learned = new Map<string, { rows: number; streak: number; growAfter: number }>();
 
   constructor(private readonly maxAttempts: number) {}
 
   /** Rows to put in the next batch of `stream` that starts after row `after`. */
   limitFor(stream: string, after: number, defaultLimit: number): number {
     const head = this.heads.get(stream);
-    return head && after <= head.after ? Math.min(head.size, defaultLimit) : defaultLimit;
+    const limit = Math.min(defaultLimit, this.learned.get(stream)?.rows ?? defaultLimit);
+    return head && after <= head.after ? Math.min(head.size, limit) : limit;
   }
 
   /**
@@ -62,13 +78,23 @@ export class PoisonGuard {
 
   acked(batch: SentBatch): void {
     const head = this.heads.get(batch.stream);
+    const learned = this.learned.get(batch.stream);
+    if (learned && !head && batch.rows >= learned.rows && ++learned.streak >= learned.growAfter) {
+      learned.rows *= 2;
+      learned.streak = 0;
+      if (learned.rows >= 1 << 20) this.learned.delete(batch.stream);
+    }
     // Only the batch that holds the window's first row counts: the one that failed there, or after
     // part of the window went through, the next one acknowledged (acknowledgements come in the order
     // the batches were sent), or one read again from an older row that reaches into the window.
     if (!head || batch.last <= head.after || (head.first !== undefined && batch.first > head.first)) return;
     const rest = head.window - batch.rows;
+    head.good = Math.max(head.good, batch.rows);
     if (rest <= 0) {
       this.heads.delete(batch.stream);
+      // Everything went through, in batches smaller than every one that failed, after failing more
+      // than once: the size was the problem, not a reading (a single failure is a flapping link).
+      if (head.narrowed >= 2 && head.good < head.smallestFailed) this.learned.set(batch.stream, { rows: head.good, streak: 0, growAfter: GROW_AFTER });
       return;
     }
     head.after = batch.last;
@@ -93,17 +119,26 @@ export class PoisonGuard {
     const out: Array<{ stream: string; rowid: number }> = [];
     let changed = false;
     for (const b of oldest.values()) {
+      // A batch grown back to a size learned too small failed: back to half, and grow more slowly.
+      const learned = this.learned.get(b.stream);
+      if (learned && b.rows >= learned.rows && b.rows > 1) {
+        learned.rows = Math.ceil(b.rows / 2);
+        learned.streak = 0;
+        learned.growAfter *= 2;
+      }
       let head = this.heads.get(b.stream);
       // The oldest batch in flight starts where the window does, unless it starts before it (read
       // again from an earlier row) or after it (a later batch failed while the window's was still
       // in flight): a new search from this batch.
       const startsWindow = head !== undefined && b.first > head.after && (head.first === undefined || head.first === b.first);
       if (!head || !startsWindow) {
-        head = { after: b.first - 1, first: b.first, window: b.rows, size: b.rows, failures: 0 };
+        head = { after: b.first - 1, first: b.first, window: b.rows, size: b.rows, failures: 0, good: 0, narrowed: 0, smallestFailed: b.rows };
         this.heads.set(b.stream, head);
       }
       head.first = b.first;
       head.window = Math.min(head.window, b.rows);
+      head.narrowed++;
+      head.smallestFailed = Math.min(head.smallestFailed, b.rows);
       if (head.window > 1) {
         head.size = Math.ceil(head.window / 2);
         head.failures = 0;

@@ -119,6 +119,31 @@ describe('poison guard', () => {
     expect(guard.limitFor('c', 0, 8)).toBe(8);
   });
 
+  it('learns a batch size the broker takes when every row goes through in smaller batches, and grows back', () => {
+    const guard = new PoisonGuard(2);
+    // A broker that refuses any batch over 20 rows (a message size limit it does not announce); 1000 rows of backlog.
+    let next = 1;
+    let failures = 0;
+    const sizes: number[] = [];
+    while (next <= 1000) {
+      const size = Math.min(guard.limitFor('t', next - 1, 500), 1000 - next + 1);
+      const b = batch('t', next, size);
+      if (size > 20) {
+        failures++;
+        expect(guard.failed([b]).deadLetters).toEqual([]);
+        continue;
+      }
+      guard.acked(b);
+      sizes.push(size);
+      next += size;
+    }
+    // Narrowed once (500 -> 250 -> 125 -> 63 -> 32 -> 16), then kept to what went through, doubling
+    // after 8 batches: one more refusal each time it grows past the limit.
+    expect(failures).toBeLessThanOrEqual(5 + Math.ceil(1000 / (16 * 8)));
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(20);
+    expect(guard.isolating()).toEqual([]);
+  });
+
   it('never dead-letters an innocent reading of another stream that was in flight when the connection broke', () => {
     const guard = new PoisonGuard(2);
     // Stream "twins" has one good row in flight each time "telemetry"'s bad row breaks the connection.

@@ -28,6 +28,8 @@ Usage:
   outpost devices show|explain ID [CONN] [--json]
                                   one device's twin; or each desired property, what set it, what
                                   it overrides and whether the device reports it
+  outpost devices remove ID [CONN]
+                                  forget a device that left the site (not one of the site config)
   outpost twin get ID [CONN] [--json]
                                   a device's desired and reported documents
   outpost twin set ID PATH=VALUE... | --patch JSON [CONN] [--json]

@@ -67,10 +67,13 @@ async function devicesVerb(args: string[], connect: Connect): Promise<number> {
     print(values.json ? body : renderDeviceList(body as DeviceList, Date.now()), values.json);
     return 0;
   }
-  if (sub !== 'show' && sub !== 'explain') throw usage(`outpost devices: unknown verb "${sub}" (list, show ID or explain ID)`);
+  if (sub !== 'show' && sub !== 'explain' && sub !== 'remove') throw usage(`outpost devices: unknown verb "${sub}" (list, show ID, explain ID or remove ID)`);
   if (id === undefined || extra.length > 0) throw usage(`outpost devices ${sub}: give one device ID (outpost devices lists them)`);
   const api = await reach(connect, values);
-  if (sub === 'show') {
+  if (sub === 'remove') {
+    const body = await request(api, 'DELETE', devicePath(id));
+    print(values.json ? body : `${id}: removed from the inventory\n`, values.json);
+  } else if (sub === 'show') {
     const body = await request(api, 'GET', devicePath(id));
     print(values.json ? body : renderDevice(body as TwinView, Date.now()), values.json);
   } else {
@@ -174,7 +177,7 @@ function devicePath(id: string): string {
 /** One request to the API; its JSON answer, or a CliFailure naming what went wrong and what to do. */
 async function request(
   api: Api,
-  method: 'GET' | 'PATCH' | 'POST',
+  method: 'GET' | 'PATCH' | 'POST' | 'DELETE',
   path: string,
   body?: unknown,
   opts: { timeoutMs?: number; refusal?: (r: Refused) => string } = {},
@@ -185,7 +188,9 @@ async function request(
   try {
     const res = await api.fetch(`${api.url}${path}`, {
       method,
-      ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+      // A state-changing request carries the JSON content type even without a body (the API's CSRF guard asks for it).
+      ...(method === 'GET' ? {} : { headers: { 'content-type': 'application/json' } }),
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       signal: AbortSignal.timeout(timeoutMs),
     });
     status = res.status;

@@ -151,6 +151,17 @@ export class DeviceStore {
       .run(d.id, d.protocol, d.source, JSON.stringify(d.attributes), JSON.stringify(d.labels), JSON.stringify(d.tags), d.firstSeen, d.lastSeen, d.online ? 1 : 0);
   }
 
+  /** Forgets a device: its inventory entry, twin and waiting records (not the records it had sent). */
+  removeDevice(id: string): void {
+    for (const sql of [
+      'DELETE FROM devices WHERE id = ?',
+      'DELETE FROM twin_direct WHERE device = ?',
+      'DELETE FROM twin_reported WHERE device = ?',
+      'DELETE FROM twin_state WHERE device = ?',
+      'DELETE FROM twin_outgoing WHERE device = ?',
+    ]) this.db.prepare(sql).run(id);
+  }
+
   touch(id: string, lastSeen: number): void {
     this.db.prepare('UPDATE devices SET last_seen = max(last_seen, ?) WHERE id = ?').run(lastSeen, id);
   }

@@ -460,6 +460,31 @@ export class DeviceRegistry {
     this.schedule();
   }
 
+  /**
+   * Removes a device that left the site: its inventory entry and twin, its retained desired
+   * document on the broker; the cloud gets an `$inventory` record `{"removed": true}`. A device of
+   * the site config (or the gateway) is refused: remove it from the config. A device that comes back
+   * joins again as new.
+   */
+  remove(id: string): void {
+    const row = this.rows.get(id);
+    if (!row) throw new RegistryError('unknown-device', `no device "${id}" in the inventory`);
+    if (row.source === 'config') throw new RegistryError('conflict', `"${id}" is ${id === this.deps.gatewayId ? 'the gateway itself' : 'in the site config'}: remove it there`);
+    const now = this.deps.clock.now();
+    this.deps.store.transaction(() => {
+      this.deps.store.removeDevice(id);
+      this.deps.store.queue(`${id}\u0000inventory`, id, TWIN_POINTS.inventory, JSON.stringify({ removed: true }), now);
+    });
+    const child = this.isChild(id);
+    this.rows.delete(id);
+    this.states.delete(id);
+    this.lastSeen.delete(id);
+    this.dirty.delete(id);
+    this.statusDirty = true;
+    // An empty retained message clears the retained document [MQTT-3.3.1-10].
+    if (child) this.deps.publishLocal(twinTopics.desired(id), '', 1, true).catch((err: unknown) => this.deps.log.warn({ device: id, err: errorMessage(err) }, 'retained desired document not cleared'));
+  }
+
   /** Tags set by an operator (replacing the device's tags). */
   setTags(device: string, tags: Record<string, string | number | boolean>): void {
     const row = this.rows.get(device);

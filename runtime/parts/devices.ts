@@ -239,6 +239,10 @@ export const devicesPart: Part = {
       const s = registry.editDesired(String(req.params.id), req.body);
       return { version: s.version, desired: s.doc };
     }));
+    r.delete('/:id', handle((req) => {
+      registry.remove(String(req.params.id));
+      return { removed: req.params.id };
+    }));
     r.put('/:id/tags', http.jsonBody(tagsBody), handle((req) => {
       registry.setTags(String(req.params.id), (req.body as z.output<typeof tagsBody>).tags);
       return registry.show(String(req.params.id));

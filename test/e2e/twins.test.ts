@@ -10,7 +10,7 @@ import { createLogger } from '../../runtime/logger.js';
 import { twinTopics } from '../../runtime/contracts/index.js';
 import { profiles, SimModbusSlave } from '../../sim/modbus-slave.js';
 import { pointEntries } from '../../sim/site.js';
-import { waitFor } from '../helpers/wait.js';
+import { sleep, waitFor } from '../helpers/wait.js';
 import { deviceCredentials, TEST_GROUP_SECRET } from '../helpers/broker-access.js';
 import { gatewayApi, json, TEST_API_TOKENS, TEST_TOKENS } from '../helpers/api.js';
 
@@ -65,6 +65,7 @@ async function child(port: number, id: string, attributes: Record<string, string
   cleanup.push(() => client.endAsync(true));
   const c: Child = { client, desired: [], patches: [], calls: [] };
   client.on('message', (topic, payload) => {
+    if (payload.length === 0) return; // a retained message cleared (the device was removed)
     const body = JSON.parse(payload.toString()) as never;
     if (topic === twinTopics.desired(id)) c.desired.push(body);
     else if (topic === twinTopics.desiredPatch(id)) c.patches.push(body);
@@ -198,9 +199,25 @@ describe('twins and configurations on one gateway', () => {
     expect(badTarget.status).toBe(400);
     expect(badTarget.body.error).toMatch(/target: .*\(at character \d+\)/);
 
+    // A child that left for good is removed (its retained document goes); a configured one is refused.
+    const removed = await api.fetch(`${api.base}/api/v1/devices/pump-9`, { method: 'DELETE', headers: { 'content-type': 'application/json' } });
+    expect(removed.status).toBe(200);
+    expect((await get('/api/v1/devices/pump-9')).status).toBe(404);
+    const configured = await api.fetch(`${api.base}/api/v1/devices/pump-1`, { method: 'DELETE', headers: { 'content-type': 'application/json' } });
+    expect(configured.status).toBe(409);
+    expect(((await configured.json()) as { error: string }).error).toBe('"pump-1" is in the site config: remove it there');
+    await silent.client.endAsync(true);
+    const again = await mqtt.connectAsync(`mqtt://127.0.0.1:${gateway.ports.broker}`, { ...deviceCredentials('pump-9'), reconnectPeriod: 0 });
+    cleanup.push(() => again.endAsync(true));
+    const retained: string[] = [];
+    again.on('message', (topic) => retained.push(topic));
+    await again.subscribeAsync('outpost/v1/dev/pump-9/desired', { qos: 1 });
+    await sleep(300);
+    expect(retained).toEqual([]);
+
     // The device list names each device with its configurations.
     const list = (await get('/api/v1/devices')).body.devices as Array<{ id: string; configurations: string[] }>;
-    expect(list.map((d) => d.id)).toEqual(['plc-1', 'pump-1', 'pump-7', 'pump-9', 'twins-gw']);
+    expect(list.map((d) => d.id)).toEqual(['plc-1', 'pump-1', 'pump-7', 'twins-gw']);
     expect(list.find((d) => d.id === 'pump-1')!.configurations).toEqual(['p31-speed', 'line2']);
   });
 });

@@ -17,7 +17,11 @@ Usage:
   outpost validate FILE           check a site config; prints every error with its path
   outpost demo [--duration S] [--json]
                                   gateway + simulated site + simulated cloud on this machine
-  outpost status [CONN]           status of a running gateway
+  outpost status [CONN] [--json]  a running gateway at a glance: link, readings, outbox per
+                                  stream, devices, buses, rollouts, memory
+  outpost outbox [CONN] [--json]  the outbox per stream: depth, bytes, produced, delivered,
+                                  expired, dropped, dead-lettered
+  outpost rollouts [CONN]         releases and rollouts with a bar per phase (outpost ota status)
   outpost dead-letters [CONN] [--limit N] [--replay [--ids 1,2,…]]
                                   readings the cloud refused: list them, or put them back in
                                   their streams (all, or the given ids)
@@ -62,9 +66,10 @@ Usage:
                                   refused from the next request on, no restart
   outpost hash-token [--stdin]    a new token and its SHA-256 for http.tokens (or the hash of stdin)
 
-Exit codes of the device verbs (devices, twin, call, configurations): 0 done; 1 the gateway
-refused or failed (an unknown or offline device, a call with no answer in time or answered with a
-status of 400 or more, a gateway that cannot be reached); 2 a usage error.
+Exit codes of the verbs that talk to a gateway (status, outbox, devices, twin, call,
+configurations): 0 done; 1 the gateway refused or failed (an unknown or offline device, a call with
+no answer in time or answered with a status of 400 or more, a gateway that cannot be reached); 2 a
+usage error.
 
 CONN, how the verbs that talk to a running gateway reach it:
   --config FILE      its site config: the URL from http, and its certificate pinned from the
@@ -87,7 +92,12 @@ async function main(argv: string[]): Promise<number> {
       return runDemo(rest);
     }
     case 'status':
-      return status(rest);
+    case 'outbox': {
+      const { statusCommand } = await import('./status-cli.js');
+      return statusCommand(command, rest, connect);
+    }
+    case 'rollouts':
+      return otaWithConnection(['status', ...rest]);
     case 'write':
       return writePoint(rest);
     case 'rules':
@@ -306,25 +316,6 @@ async function rulesCommand(args: string[]): Promise<number> {
   }
   process.stderr.write('usage: outpost rules test RULES --input READINGS.jsonl | outpost rules reload [--config FILE] [--url URL] [--token-file FILE] [--ca FILE]\n');
   return 2;
-}
-
-async function status(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: CONNECTION_OPTIONS });
-  const conn = await connect(values);
-  if (!conn) return 2;
-  const url = `${conn.url}/api/v1/status`;
-  try {
-    const res = await conn.fetch(url, { signal: AbortSignal.timeout(5000) });
-    if (!res.ok) {
-      process.stderr.write(`${url}: HTTP ${res.status}: ${await res.text()}\n`);
-      return 1;
-    }
-    process.stdout.write(`${JSON.stringify(await res.json(), null, 2)}\n`);
-    return 0;
-  } catch (err) {
-    process.stderr.write(`cannot reach the gateway at ${url}: ${errorMessage(err)}\n`);
-    return 1;
-  }
 }
 
 async function deadLetters(args: string[]): Promise<number> {

@@ -63,7 +63,7 @@ async function devicesVerb(args: string[], connect: Connect): Promise<number> {
   if (sub === 'list') {
     if (id !== undefined) throw usage(`outpost devices list takes no device (outpost devices show ${id} shows one)`);
     const api = await reach(connect, values);
-    const body = await request(api, 'GET', '/api/v1/devices');
+    const body = await requestApi(api, 'GET', '/api/v1/devices');
     print(values.json ? body : renderDeviceList(body as DeviceList, Date.now()), values.json);
     return 0;
   }
@@ -71,13 +71,13 @@ async function devicesVerb(args: string[], connect: Connect): Promise<number> {
   if (id === undefined || extra.length > 0) throw usage(`outpost devices ${sub}: give one device ID (outpost devices lists them)`);
   const api = await reach(connect, values);
   if (sub === 'remove') {
-    const body = await request(api, 'DELETE', devicePath(id));
+    const body = await requestApi(api, 'DELETE', devicePath(id));
     print(values.json ? body : `${id}: removed from the inventory\n`, values.json);
   } else if (sub === 'show') {
-    const body = await request(api, 'GET', devicePath(id));
+    const body = await requestApi(api, 'GET', devicePath(id));
     print(values.json ? body : renderDevice(body as TwinView, Date.now()), values.json);
   } else {
-    const body = await request(api, 'GET', `${devicePath(id)}/explain`);
+    const body = await requestApi(api, 'GET', `${devicePath(id)}/explain`);
     print(values.json ? body : renderExplain(body as Explained), values.json);
   }
   return 0;
@@ -91,7 +91,7 @@ async function twinVerb(args: string[], connect: Connect): Promise<number> {
   if (sub === 'get') {
     if (pairs.length > 0 || values.patch !== undefined) throw usage('outpost twin get takes one device ID (outpost twin set changes the desired state)');
     const api = await reach(connect, values);
-    const body = await request(api, 'GET', devicePath(id));
+    const body = await requestApi(api, 'GET', devicePath(id));
     print(values.json ? body : renderTwin(body as TwinView), values.json);
     return 0;
   }
@@ -104,7 +104,7 @@ async function twinVerb(args: string[], connect: Connect): Promise<number> {
     patch = buildPatch(pairs);
   }
   const api = await reach(connect, values);
-  const body = (await request(api, 'PATCH', `${devicePath(id)}/desired`, patch)) as { version: number };
+  const body = (await requestApi(api, 'PATCH', `${devicePath(id)}/desired`, patch)) as { version: number };
   print(values.json ? body : `${id}: desired version ${body.version}\n`, values.json);
   return 0;
 }
@@ -131,7 +131,7 @@ async function callVerb(args: string[], connect: Connect): Promise<number> {
     if (!Number.isInteger(timeoutMs) || timeoutMs < 100 || timeoutMs > 300_000) throw usage(`--timeout-ms: expected an integer from 100 to 300000, got "${values['timeout-ms']}"`);
   }
   const api = await reach(connect, values);
-  const body = (await request(api, 'POST', `${devicePath(device)}/calls`, { method, ...(payload === undefined ? {} : { payload }), timeoutMs, wait: values.wait }, {
+  const body = (await requestApi(api, 'POST', `${devicePath(device)}/calls`, { method, ...(payload === undefined ? {} : { payload }), timeoutMs, wait: values.wait }, {
     // The gateway answers by the call's deadline; the request waits a little longer for that answer.
     timeoutMs: timeoutMs + 5000,
     refusal: (r) => callRefusal(device, r),
@@ -144,7 +144,7 @@ async function configurationsVerb(args: string[], connect: Connect): Promise<num
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: COMMON });
   if (positionals.length > 0) throw usage(`outpost configurations takes no arguments (got "${positionals.join(' ')}")`);
   const api = await reach(connect, values);
-  const body = await request(api, 'GET', '/api/v1/configurations');
+  const body = await requestApi(api, 'GET', '/api/v1/configurations');
   print(values.json ? body : renderConfigurations(body as ConfigurationList), values.json);
   return 0;
 }
@@ -175,7 +175,7 @@ function devicePath(id: string): string {
 }
 
 /** One request to the API; its JSON answer, or a CliFailure naming what went wrong and what to do. */
-async function request(
+export async function requestApi(
   api: Api,
   method: 'GET' | 'PATCH' | 'POST' | 'DELETE',
   path: string,

@@ -95,12 +95,22 @@ describe('outpost CLI', () => {
       expect(res.status).toBe(200);
       expect(((await res.json()) as { gateway: string }).gateway).toBe('gw');
       // The certificate pinned from the state directory that --config names; the token from the environment.
-      const status = await outpost('status', '--config', file, '--url', api.base);
+      const status = await outpost('status', '--config', file, '--url', api.base, '--json');
       expect(status.code).toBe(0);
       expect(status.stdout).toContain('"gateway": "gw"');
+      // People get the status as text: the gateway, the link, and a table of the outbox's streams.
+      const shown = await outpost('status', '--config', file, '--url', api.base);
+      expect(shown.code).toBe(0);
+      expect(shown.stdout).toMatch(/^gateway {3}gw, up \d+ s, boot \d+$/m);
+      expect(shown.stdout).toMatch(/^link {6}\w+/m);
+      expect(shown.stdout).toMatch(/^STREAM +PRIORITY +DEPTH +BYTES +PRODUCED +DELIVERED +EXPIRED +DROPPED +DEAD-LETTERED$/m);
+      expect(shown.stdout).toMatch(/^telemetry +5 +\d+/m);
+      const outbox = await outpost('outbox', '--config', file, '--url', api.base, '--json');
+      expect((JSON.parse(outbox.stdout) as { streams: Array<{ stream: string }> }).streams.map((s) => s.stream)).toContain('telemetry');
+      expect((await outpost('status', 'extra', '--config', file, '--url', api.base)).code).toBe(2);
       // The same from the environment alone: OUTPOST_URL gives the address (the config asked for
       // port 0), OUTPOST_CONFIG the certificate to pin.
-      const fromEnv = await outpostWith({ OUTPOST_CONFIG: file, OUTPOST_URL: api.base }, 'status');
+      const fromEnv = await outpostWith({ OUTPOST_CONFIG: file, OUTPOST_URL: api.base }, 'status', '--json');
       expect(fromEnv.stderr).toBe('');
       expect(fromEnv.code).toBe(0);
       expect(fromEnv.stdout).toContain('"gateway": "gw"');

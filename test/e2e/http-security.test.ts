@@ -161,7 +161,7 @@ describe('the local HTTP API needs credentials', { timeout: 30_000 }, () => {
     expect(readFileSync(join(dir, 'state', 'o.db')).includes(Buffer.from(token))).toBe(false);
     // The config says port 0: the URL names the port the gateway was given.
     const url = ['--url', api.base];
-    const status = await outpost(['status', '--config', configFile, ...url], { OUTPOST_TOKEN: token });
+    const status = await outpost(['status', '--json', '--config', configFile, ...url], { OUTPOST_TOKEN: token });
     expect(status.stderr).toBe('');
     expect(JSON.parse(status.stdout)).toMatchObject({ gateway: 'sec-gw' });
     const listed = await outpost(['tokens', 'list', '--config', configFile]);
@@ -261,7 +261,7 @@ describe('TLS', { timeout: 60_000 }, () => {
       const printed = first.fingerprint;
       expect(printed).toBe(fingerprint(readFileSync(join(d, 'http.crt'), 'utf8')));
       writeFileSync(join(d, 'token'), `${TEST_TOKENS.read}\n`);
-      const status = await outpost(['status', '--config', file, '--url', `https://127.0.0.1:${first.httpPort}`, '--token-file', join(d, 'token')]);
+      const status = await outpost(['status', '--json', '--config', file, '--url', `https://127.0.0.1:${first.httpPort}`, '--token-file', join(d, 'token')]);
       expect(status.stderr).toBe('');
       expect(JSON.parse(status.stdout)).toMatchObject({ gateway: 'tls-gw', api: { certificateSha256: printed } });
       expect(await first.terminate()).toBe(0);

@@ -22,6 +22,8 @@ Usage:
   outpost outbox [CONN] [--json]  the outbox per stream: depth, bytes, produced, delivered,
                                   expired, dropped, dead-lettered
   outpost rollouts [CONN]         releases and rollouts with a bar per phase (outpost ota status)
+  outpost healthcheck [CONN] [--timeout-ms N]
+                                  exit 0 when the gateway answers /healthz in time, else 1 (no token)
   outpost dead-letters [CONN] [--limit N] [--replay [--ids 1,2,…]]
                                   readings the cloud refused: list them, or put them back in
                                   their streams (all, or the given ids)
@@ -98,6 +100,10 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'rollouts':
       return otaWithConnection(['status', ...rest]);
+    case 'healthcheck': {
+      const { healthcheckCommand } = await import('./status-cli.js');
+      return healthcheckCommand(rest, connect);
+    }
     case 'write':
       return writePoint(rest);
     case 'rules':

@@ -110,3 +110,31 @@ export async function statusCommand(command: 'status' | 'outbox', args: string[]
     return err.exitCode;
   }
 }
+
+/**
+ * `outpost healthcheck [CONN] [--timeout-ms N]`: exit 0 when the gateway answers `/healthz` in
+ * time, 1 when it does not (the systemd health timer restarts it then: systemd/outpost-health.*).
+ * Needs no token.
+ */
+export async function healthcheckCommand(args: string[], connect: Connect): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { ...CONNECTION_OPTIONS, 'timeout-ms': { type: 'string', default: '5000' } } });
+  const timeoutMs = Number(values['timeout-ms']);
+  if (positionals.length > 0 || !Number.isInteger(timeoutMs) || timeoutMs < 100) {
+    process.stderr.write('usage: outpost healthcheck [--config FILE | --url URL] [--timeout-ms N ≥ 100]\n');
+    return 2;
+  }
+  const api = await connect(values);
+  if (!api) return 2;
+  try {
+    const res = await api.fetch(`${api.url}/healthz`, { signal: AbortSignal.timeout(timeoutMs) });
+    const body = (await res.json()) as { ok?: unknown };
+    if (res.status === 200 && body.ok === true) {
+      process.stdout.write(`ok: ${api.url}\n`);
+      return 0;
+    }
+    process.stderr.write(`unhealthy: ${api.url}/healthz answered ${res.status}\n`);
+  } catch (err) {
+    process.stderr.write(`unhealthy: no answer from ${api.url}/healthz within ${timeoutMs} ms (${(err as Error).message})\n`);
+  }
+  return 1;
+}

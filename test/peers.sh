@@ -9,6 +9,7 @@
 #   openssl                   certificates for the TLS tests, CMS signing of .swu images
 #   cpio, swupdate            SWUpdate's hawkBit client (suricatta) against the update server
 #   chromium                  the Node-RED editor in a headless browser
+#   systemd                   systemd-analyze checks the shipped service units
 #
 # Installs with apt-get as root, or through sudo when it works without a password; otherwise it
 # names the packages to install and exits 1. OUTPOST_SKIP_PEERS=1 skips the check.
@@ -23,6 +24,7 @@ have mbpoll || need+=(mbpoll)
 have socat || need+=(socat)
 have openssl || need+=(openssl)
 have cpio || need+=(cpio)
+have systemd-analyze || need+=(systemd)
 /usr/bin/python3 -c 'import pymodbus, serial, serial_asyncio' >/dev/null 2>&1 || need+=(python3-pymodbus python3-serial python3-serial-asyncio)
 # Without their recommends: swupdate would pull in a web server, chromium a desktop.
 lean=()

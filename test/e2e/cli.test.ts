@@ -108,6 +108,12 @@ describe('outpost CLI', () => {
       const outbox = await outpost('outbox', '--config', file, '--url', api.base, '--json');
       expect((JSON.parse(outbox.stdout) as { streams: Array<{ stream: string }> }).streams.map((s) => s.stream)).toContain('telemetry');
       expect((await outpost('status', 'extra', '--config', file, '--url', api.base)).code).toBe(2);
+      // The health check the systemd timer runs: no token needed; a gateway that does not answer is 1.
+      const healthy = await outpostWith({ OUTPOST_TOKEN: '' }, 'healthcheck', '--config', file, '--url', api.base);
+      expect([healthy.code, healthy.stdout.trim()]).toEqual([0, `ok: ${api.base}`]);
+      const dead = await outpost('healthcheck', '--config', file, '--url', 'https://127.0.0.1:9', '--timeout-ms', '500');
+      expect(dead.code).toBe(1);
+      expect(dead.stderr).toMatch(/^unhealthy: no answer from https:\/\/127\.0\.0\.1:9\/healthz/);
       // The same from the environment alone: OUTPOST_URL gives the address (the config asked for
       // port 0), OUTPOST_CONFIG the certificate to pin.
       const fromEnv = await outpostWith({ OUTPOST_CONFIG: file, OUTPOST_URL: api.base }, 'status', '--json');

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { deadbandSchema, durationMsSchema, errorMessage, idSchema, topicFilterProblem } from '../runtime/contracts/index.js';
+import { callTimeoutMsSchema, deadbandSchema, durationMsSchema, errorMessage, idSchema, topicFilterProblem } from '../runtime/contracts/index.js';
 import { compileExpression } from './expression.js';
 import { READING_FIELDS } from './filter.js';
 import { MAX_WINDOW_VALUES } from './accumulator.js';
@@ -107,7 +107,7 @@ export const filterRuleSchema = z
         device: idSchema,
         method: idSchema,
         /** How long to wait for its answer. */
-        timeoutMs: z.number().int().min(100).max(300_000).default(10_000),
+        timeoutMs: callTimeoutMsSchema.default(10_000),
         /** As for write: the devices whose readings this rule trusts to drive the call. */
         sources: z
           .array(z.string().min(1).max(128).regex(/^[A-Za-z0-9_.*?-]+$/, 'a device id or pattern'), {

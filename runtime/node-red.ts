@@ -7,11 +7,14 @@ import { fileURLToPath } from 'node:url';
 import { WindowRule } from '../rules/window.js';
 import { windowRuleSchema } from '../rules/config.js';
 import { formatIssues } from './config/load.js';
+import { z } from 'zod';
 import {
+  callTimeoutMsSchema,
   compileGlob,
   errorMessage,
   isBatch,
   makeEnvelope,
+  nameSchema,
   type Component,
   type ComponentContext,
   type Envelope,
@@ -139,6 +142,8 @@ export interface NodeRedOptions {
 
 const FLOW_FIELDS = /^[A-Za-z0-9_.:-]{1,64}$/;
 const FLOW_POINT = /^[A-Za-z0-9_.:-]{1,128}$/;
+/** A flow's call, checked as the API checks one (POST /api/v1/devices/{id}/calls). */
+const flowCallSchema = z.strictObject({ method: nameSchema, timeoutMs: callTimeoutMsSchema, wait: z.boolean() });
 
 export function makeNodeHost(opts: {
   gateway: string;
@@ -223,9 +228,11 @@ export function makeNodeHost(opts: {
         return { version: s.version, desired: s.doc };
       }),
     call: (device, method, payload, o) => {
-      if (typeof method !== 'string' || !FLOW_FIELDS.test(method)) return Promise.reject(new Error(`method: expected a name of letters, digits, "_.:-", not ${JSON.stringify(method)}`));
-      const timeoutMs = Number.isInteger(o.timeoutMs) && o.timeoutMs >= 100 && o.timeoutMs <= 300_000 ? o.timeoutMs : 10_000;
-      return opts.devices.call({ device, method, payload, timeoutMs, wait: o.wait === true });
+      // Refused, not replaced by a default: a flow asking for 50 ms should hear why it gets no 50 ms.
+      const raw = { method, timeoutMs: o.timeoutMs, wait: o.wait };
+      const parsed = flowCallSchema.safeParse(raw);
+      if (!parsed.success) return Promise.reject(new Error(formatIssues(raw, parsed.error.issues).join('; ')));
+      return opts.devices.call({ device, payload, ...parsed.data });
     },
     window(spec, emit) {
       const parsed = windowRuleSchema.safeParse({ ...spec, id: `node-red-${++windows}`, type: 'window' });

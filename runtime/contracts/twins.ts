@@ -63,6 +63,9 @@ export const nameSchema = z
   .max(64)
   .regex(/^[A-Za-z0-9_.-]+$/, 'only letters, digits, "_", "." and "-" are allowed');
 
+/** How long a method call waits for the device's answer (API, rules, flows, the cloud alike). */
+export const callTimeoutMsSchema = z.number().int().min(100).max(300_000);
+
 /** A leaf path of a twin document: keys joined by ".". */
 export const leafPathSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,4}$/, 'a path of keys (letters, digits, "_", "-") joined by "."');
 
@@ -130,7 +133,7 @@ export const cloudCallSchema = z.strictObject({
   device: nameSchema,
   method: nameSchema,
   payload: z.unknown().optional(),
-  timeoutMs: z.number().int().min(100).max(300_000).default(30_000),
+  timeoutMs: callTimeoutMsSchema.default(30_000),
   /** Wait for an offline device until the deadline instead of failing at once. */
   wait: z.boolean().default(false),
 });

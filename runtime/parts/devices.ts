@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import {
+  callTimeoutMsSchema,
   cloudCallSchema,
   cloudConfigurationSchema,
   cloudDesiredSchema,
@@ -68,7 +69,7 @@ function httpError(err: unknown): unknown {
 const callBody = z.strictObject({
   method: nameSchema,
   payload: z.unknown().optional(),
-  timeoutMs: z.number().int().min(100).max(300_000).default(10_000),
+  timeoutMs: callTimeoutMsSchema.default(10_000),
   wait: z.boolean().default(false),
 });
 const tagsBody = z.strictObject({ tags: z.record(z.string().regex(/^[A-Za-z0-9_-]{1,64}$/), z.union([z.string().max(256), z.number().finite(), z.boolean()])) });

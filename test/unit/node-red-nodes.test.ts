@@ -1,8 +1,12 @@
 import { createRequire } from 'node:module';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { makeEnvelope, type Envelope } from '../../runtime/contracts/index.js';
-import type { FlowReading, OutpostNodeHost } from '../../runtime/node-red.js';
-import { PALETTE_DIR } from '../../runtime/node-red.js';
+import type { FlowDevices, FlowReading, OutpostNodeHost } from '../../runtime/node-red.js';
+import { makeNodeHost, PALETTE_DIR } from '../../runtime/node-red.js';
+import type { IngestPipeline } from '../../runtime/ingest.js';
+import { createLogger } from '../../runtime/logger.js';
+import { CallError } from '../../runtime/devices/calls.js';
+import { RegistryError } from '../../runtime/devices/registry.js';
 import { waitFor } from '../helpers/wait.js';
 import { noneLeftSince, openHandles } from '../contracts/open-handles.js';
 import { readFileSync } from 'node:fs';
@@ -63,15 +67,22 @@ class FakeHost implements OutpostNodeHost {
   readonly patches: Array<[string, unknown]> = [];
   readonly calls: Array<{ device: string; method: string; payload: unknown; opts: { timeoutMs: number; wait: boolean } }> = [];
   twin(device: string): Promise<unknown> {
-    return device === 'pump-1' ? Promise.resolve({ id: 'pump-1', desired: { version: 3, document: { maxSpeed: 20 } } }) : Promise.reject(new Error(`no device "${device}" in the inventory`));
+    return device === 'pump-1'
+      ? Promise.resolve({ id: 'pump-1', desired: { version: 3, document: { maxSpeed: 20 } }, applied: { version: 2, rejected: {} }, reported: { maxSpeed: 25 }, direct: {} })
+      : Promise.reject(new Error(`no device "${device}" in the inventory`));
   }
   patchDesired(device: string, patch: unknown): Promise<{ version: number; desired: unknown }> {
     this.patches.push([device, patch]);
     return Promise.resolve({ version: 4, desired: patch });
   }
+  /** Calls to "slow-1" wait here until the test answers them. */
+  readonly held: Array<(answer: { status: number; payload?: unknown; ms: number }) => void> = [];
   call(device: string, method: string, payload: unknown, opts: { timeoutMs: number; wait: boolean }): Promise<{ status: number; payload?: unknown; ms: number }> {
     this.calls.push({ device, method, payload, opts });
-    return device === 'pump-1' ? Promise.resolve({ status: 200, payload: { done: method }, ms: 12 }) : Promise.reject(new Error(`"${device}" is offline`));
+    if (device === 'pump-1') return Promise.resolve({ status: 200, payload: { done: method }, ms: 12 });
+    if (device === 'slow-1') return new Promise((resolve) => this.held.push(resolve));
+    if (device === 'mute-1') return new Promise((_resolve, reject) => setTimeout(() => reject(new Error(`no answer from "${device}" within ${opts.timeoutMs} ms`)), 20));
+    return Promise.reject(new Error(`"${device}" is offline (ask to wait until the deadline to queue the call)`));
   }
   readonly windows: Array<{ spec: Record<string, unknown>; emit: (r: Envelope) => void; got: Envelope[]; closed: boolean }> = [];
   window(spec: Record<string, unknown>, emit: (r: Envelope) => void): { process(r: Envelope): void; open(): number; close(): void } {
@@ -313,5 +324,159 @@ describe('Outpost palette nodes', () => {
     expect(String((errors[1] as { args: unknown[] }).args[0])).toMatch(/needs a device/);
     await helper.unload();
     await waitFor('the status cleared', () => seen.length > 0 && Object.keys(seen.at(-1)!).length === 0, 3000);
+  });
+  it('outpost twin: its status shows the versions read or written, and the error in a red ring', async () => {
+    const { n, out } = await load('outpost-twin', { type: 'outpost twin', action: 'get', device: 'pump-1' });
+    const errors: unknown[] = [];
+    (n as unknown as { on(e: string, f: (x: unknown) => void): void }).on('call:error', (e) => errors.push(e));
+    const seen = statuses(n);
+    // The node's device wins over msg.topic.
+    const got = nextMessage(out);
+    n.receive({ topic: 'ghost' });
+    expect(await got).toMatchObject({ device: 'pump-1', payload: { desired: { version: 3 }, applied: { version: 2 }, reported: { maxSpeed: 25 } } });
+    expect(seen.at(-1)).toEqual({ fill: 'green', shape: 'dot', text: 'pump-1: desired v3, applied v2' });
+    await helper.unload();
+
+    const patching = await load('outpost-twin', { type: 'outpost twin', action: 'patch' });
+    const pseen = statuses(patching.n);
+    const perrors: unknown[] = [];
+    (patching.n as unknown as { on(e: string, f: (x: unknown) => void): void }).on('call:error', (e) => perrors.push(e));
+    // null removes a direct value: it goes to the gateway as it is.
+    const pgot = nextMessage(patching.out);
+    patching.n.receive({ device: 'pump-1', payload: { maxSpeed: null, mode: 'eco' } });
+    expect((await pgot).payload).toEqual({ version: 4, desired: { maxSpeed: null, mode: 'eco' } });
+    expect(host.patches).toEqual([['pump-1', { maxSpeed: null, mode: 'eco' }]]);
+    expect(pseen.at(-1)).toEqual({ fill: 'green', shape: 'dot', text: 'pump-1: desired v4' });
+    patching.n.receive({ payload: { mode: 'eco' } });
+    await waitFor('the missing device error', () => perrors.length === 1);
+    expect(String((perrors[0] as { args: unknown[] }).args[0])).toMatch(/name the device/);
+    expect(pseen.at(-1)).toMatchObject({ fill: 'red', shape: 'ring', text: expect.stringMatching(/name the device/) as unknown });
+    expect(host.patches.length).toBe(1);
+  });
+
+  it('outpost call: the method from msg.method; a timeout is an error for Catch, shown in a red ring', async () => {
+    const { n, out } = await load('outpost-call', { type: 'outpost call', device: 'pump-1', timeoutMs: '' });
+    const errors: unknown[] = [];
+    (n as unknown as { on(e: string, f: (x: unknown) => void): void }).on('call:error', (e) => errors.push(e));
+    const seen = statuses(n);
+    const got = nextMessage(out);
+    n.receive({ method: 'flush', payload: 'now' });
+    expect(await got).toMatchObject({ payload: { done: 'flush' }, status: 200, ms: 12 });
+    // A blank timeout is the default 10 s; not waiting for an offline device is the default.
+    expect(host.calls[0]).toEqual({ device: 'pump-1', method: 'flush', payload: 'now', opts: { timeoutMs: 10000, wait: false } });
+    expect(seen.at(-1)).toEqual({ fill: 'green', shape: 'dot', text: 'pump-1 flush: 200 in 12 ms' });
+    await helper.unload();
+
+    const timing = await load('outpost-call', { type: 'outpost call', method: 'flush', timeoutMs: '200' });
+    const terrors: unknown[] = [];
+    (timing.n as unknown as { on(e: string, f: (x: unknown) => void): void }).on('call:error', (e) => terrors.push(e));
+    const tseen = statuses(timing.n);
+    let passed = false;
+    timing.out.on('input', () => (passed = true));
+    timing.n.receive({ topic: 'mute-1', payload: 1 });
+    await waitFor('the timeout error', () => terrors.length === 1);
+    expect(String((terrors[0] as { args: unknown[] }).args[0])).toMatch(/no answer from "mute-1" within 200 ms/);
+    expect(tseen.at(-1)).toMatchObject({ fill: 'red', shape: 'ring', text: 'no answer from "mute-1" within 200 ms' });
+    await helper.unload();
+
+    // A method or device name the API would refuse never reaches the gateway.
+    const bad = await load('outpost-call', { type: 'outpost call', timeoutMs: '1000' });
+    const berrors: unknown[] = [];
+    (bad.n as unknown as { on(e: string, f: (x: unknown) => void): void }).on('call:error', (e) => berrors.push(e));
+    bad.n.receive({ topic: 'pump-1', method: 'a:b', payload: 1 });
+    bad.n.receive({ topic: 'pump 1', method: 'ok', payload: 1 });
+    await waitFor('the refusals', () => berrors.length === 2);
+    expect(String((berrors[0] as { args: unknown[] }).args[0])).toMatch(/"pump-1" and "a:b"/);
+    expect(host.calls).toEqual([]);
+    expect(passed).toBe(false);
+  });
+
+  it('outpost call: a timeout out of range is refused at deploy (status and error), and no call is made', async () => {
+    for (const timeoutMs of ['50', '400000', '1.5', 'soon']) {
+      const { n } = await load('outpost-call', { type: 'outpost call', device: 'pump-1', method: 'flush', timeoutMs });
+      const seen = statuses(n);
+      const errors: unknown[] = [];
+      (n as unknown as { on(e: string, f: (x: unknown) => void): void }).on('call:error', (e) => errors.push(e));
+      n.receive({ payload: 1 });
+      // One error at deploy (the debug sidebar), one for the message (Catch nodes).
+      await waitFor(`${timeoutMs}: the refusals`, () => errors.length === 2);
+      for (const e of errors) expect(String((e as { args: unknown[] }).args[0])).toMatch(/timeoutMs: a whole number of ms from 100 to 300000/);
+      expect(host.calls).toEqual([]);
+      await helper.unload();
+      expect(seen).toEqual([{}]);
+    }
+  });
+
+  it('outpost call: its status counts the calls in flight, then shows the last outcome; a call settling after close leaves the status cleared', async () => {
+    const { n, out } = await load('outpost-call', { type: 'outpost call', device: 'slow-1', method: 'drain', wait: true });
+    const seen = statuses(n);
+    n.receive({ payload: 1 });
+    n.receive({ payload: 2 });
+    await waitFor('two calls held', () => host.held.length === 2);
+    expect(seen.at(-1)).toEqual({ fill: 'blue', shape: 'dot', text: '2 in flight' });
+    expect(host.calls.map((c) => c.opts)).toEqual([
+      { timeoutMs: 10000, wait: true },
+      { timeoutMs: 10000, wait: true },
+    ]);
+    const got = nextMessage(out);
+    host.held[0]!({ status: 503, payload: { busy: true }, ms: 40 });
+    expect(await got).toMatchObject({ status: 503, payload: { busy: true }, ms: 40 });
+    expect(seen.at(-1)).toEqual({ fill: 'blue', shape: 'dot', text: '1 in flight' });
+    await helper.unload();
+    expect(seen.at(-1)).toEqual({});
+    // The redeployed node (same id) must not get the old node's last outcome.
+    host.held[1]!({ status: 200, ms: 50 });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(seen.at(-1)).toEqual({});
+  });
+});
+
+describe('the gateway side of outpost twin and outpost call (makeNodeHost)', () => {
+  const counter = { inc: () => undefined, bind: () => ({ inc: () => undefined }) };
+  const asked: Array<Parameters<FlowDevices['call']>[0]> = [];
+  const devices: FlowDevices = {
+    show: (d) => {
+      if (d !== 'pump-1') throw new RegistryError('unknown-device', `no device "${d}" in the inventory`);
+      return { id: d, desired: { version: 3, document: {} } };
+    },
+    editDesired: (d, patch) => {
+      if (Array.isArray((patch as Record<string, unknown>).speeds)) throw new RegistryError('invalid', 'desired.speeds: arrays are not allowed in twin documents');
+      return { version: 4, doc: patch, appliedVersion: 3 } as { version: number; doc: unknown };
+    },
+    call: (req) => {
+      asked.push(req);
+      return req.device === 'pump-1' ? Promise.resolve({ id: 'c1', status: 200, payload: 'ok', ms: 3 }) : Promise.reject(new CallError('offline', `"${req.device}" is offline (ask to wait until the deadline to queue the call)`));
+    },
+  };
+  const host = makeNodeHost({
+    gateway: 'gw',
+    streams: ['telemetry'],
+    pipeline: {} as IngestPipeline,
+    sequence: { next: () => ({ id: 'gw:1', seq: 1 }) },
+    write: () => Promise.resolve(undefined),
+    devices,
+    metrics: { counter: () => counter, gauge: () => ({ set: () => undefined }) },
+    log: createLogger({ level: 'silent' }),
+  });
+
+  it('passes the registry\'s twin, patch result and call answer on, and its errors with their messages', async () => {
+    await expect(host.twin('pump-1')).resolves.toEqual({ id: 'pump-1', desired: { version: 3, document: {} } });
+    await expect(host.twin('ghost')).rejects.toThrow('no device "ghost" in the inventory');
+    await expect(host.patchDesired('pump-1', { maxSpeed: null })).resolves.toEqual({ version: 4, desired: { maxSpeed: null } });
+    await expect(host.patchDesired('pump-1', { speeds: [1] })).rejects.toMatchObject({ name: 'RegistryError', kind: 'invalid', message: expect.stringMatching(/^desired\.speeds: arrays/) as unknown });
+    await expect(host.call('pump-1', 'cool', { minutes: 5 }, { timeoutMs: 2000, wait: true })).resolves.toMatchObject({ status: 200, payload: 'ok', ms: 3 });
+    await expect(host.call('pump-7', 'cool', 1, { timeoutMs: 2000, wait: false })).rejects.toMatchObject({ kind: 'offline', message: expect.stringMatching(/^"pump-7" is offline/) as unknown });
+    expect(asked).toEqual([
+      { device: 'pump-1', method: 'cool', payload: { minutes: 5 }, timeoutMs: 2000, wait: true },
+      { device: 'pump-7', method: 'cool', payload: 1, timeoutMs: 2000, wait: false },
+    ]);
+  });
+
+  it('refuses a call the API would refuse (a method name, a timeout out of range) instead of changing it', async () => {
+    asked.length = 0;
+    await expect(host.call('pump-1', 'a:b', 1, { timeoutMs: 2000, wait: false })).rejects.toThrow(/^method: only letters, digits/);
+    await expect(host.call('pump-1', 'cool', 1, { timeoutMs: 50, wait: false })).rejects.toThrow(/^timeoutMs: /);
+    await expect(host.call('pump-1', 'cool', 1, { timeoutMs: 300_001, wait: false })).rejects.toThrow(/^timeoutMs: /);
+    expect(asked).toEqual([]);
   });
 });

@@ -25,6 +25,9 @@ import type { LinkState, UplinkOptions, UplinkOutbox } from './uplink-options.js
 
 export type { LinkState, UplinkOptions, UplinkOutbox } from './uplink-options.js';
 
+/** CONNACK codes that refuse the client itself (3.1.1: 4 bad user name or password, 5 not authorized; 5.0: 0x86, 0x87, 0x8a banned, 0x8c bad authentication method). */
+const CONNECT_REFUSALS = new Set([4, 5, 0x86, 0x87, 0x8a, 0x8c]);
+
 /**
  * Drains the outbox to the cloud broker over MQTT, a batch of readings per message.
  *
@@ -62,6 +65,8 @@ export class Uplink implements Component {
   /** Why the current connection is being closed, when the gateway or the broker closed it over a batch. */
   private lossRefusal: Refusal | undefined;
   private stallTimer: TimerHandle | undefined;
+  /** The broker refused the last CONNECT (credentials, authorization): why, until a connection succeeds. */
+  private connectRefused: string | undefined;
   /** QoS 2: the clean first connection is being closed on purpose, to open the session the broker keeps. */
   private reopeningSession = false;
   private readonly netWatch: NetWatch | undefined;
@@ -105,10 +110,11 @@ export class Uplink implements Component {
    * is reachable but batches keep failing (refused, the connection dropped over them, or never
    * acknowledged); `uplink.failing` says why and since when.
    */
-  status(): { link: LinkState | 'failing'; uplink: ReturnType<LinkBudget['status']> & { failing?: DeliveryFailure } } {
+  status(): { link: LinkState | 'failing'; uplink: ReturnType<LinkBudget['status']> & { failing?: DeliveryFailure; refused?: string } } {
     const failing = this.deliveries.failing();
-    if (!failing || this.state === 'stopped' || this.state === 'idle') return { link: this.state, uplink: this.gate.status() };
-    return { link: this.reachable ? 'failing' : this.state, uplink: { ...this.gate.status(), failing } };
+    const refused = this.connectRefused !== undefined && this.state !== 'up' ? { refused: this.connectRefused } : {};
+    if (!failing || this.state === 'stopped' || this.state === 'idle') return { link: this.state, uplink: { ...this.gate.status(), ...refused } };
+    return { link: this.reachable ? 'failing' : this.state, uplink: { ...this.gate.status(), failing, ...refused } };
   }
 
   /** The cloud link as other parts use it: downlink subscriptions and artifact downloads through the link's gate. */
@@ -268,6 +274,9 @@ export class Uplink implements Component {
     });
     client.on('error', (err) => {
       this.log.warn({ err: errorMessage(err) }, 'cloud link error');
+      // The broker answered CONNECT with a refusal (bad credentials, not authorized, banned…).
+      const code = (err as { code?: unknown }).code;
+      if (!client.connected && typeof code === 'number' && CONNECT_REFUSALS.has(code)) this.connectRefused = `CONNACK ${code}: ${errorMessage(err)}`;
       // An error on an open connection is a packet the client could not take (a reason code MQTT
       // does not allow there, a malformed packet): the stream cannot be trusted past it, and the
       // batches in flight would wait for a keepalive timeout. Close it now [MQTT-4.13.1-1].
@@ -287,6 +296,7 @@ export class Uplink implements Component {
   private linkUp(client: MqttClient, sessionPresent: boolean): void {
     this.state = 'up';
     this.reachable = true;
+    this.connectRefused = undefined;
     this.lossRefusal = undefined;
     this.backoff.reset();
     if (!sessionPresent) this.deliveries.sessionLost();

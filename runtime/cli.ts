@@ -48,7 +48,15 @@ Usage:
   outpost rules test RULES --input READINGS.jsonl
                                   replay recorded readings through the rules of RULES (a site
                                   config, or a file with rules:); prints what they would emit
-  outpost rules reload [CONN]     apply the running gateway's config file rules again (also SIGHUP)
+  outpost rules reload [CONN]     apply the running gateway's config file rules again
+  outpost config check FILE       validate a site config
+  outpost config deploy FILE [CONN] [--no-wait]
+                                  replace the whole running config: only what changed restarts; rolled
+                                  back when it fails its health checks (SIGHUP deploys the config file)
+  outpost config history [CONN] [--json]
+                                  config versions: status, source, hash, what applying them did
+  outpost config rollback [VERSION] [CONN]
+                                  deploy an earlier version again (default: the one before)
   outpost ota status [CONN] [--json]
                                   releases, download progress and rollouts (a bar per phase)
   outpost ota pause|resume|abort RELEASE [CONN]
@@ -97,6 +105,10 @@ async function main(argv: string[]): Promise<number> {
     case 'outbox': {
       const { statusCommand } = await import('./status-cli.js');
       return statusCommand(command, rest, connect);
+    }
+    case 'config': {
+      const { configCommand } = await import('./config-cli.js');
+      return configCommand(rest, connect);
     }
     case 'rollouts':
       return otaWithConnection(['status', ...rest]);
@@ -218,9 +230,11 @@ async function start(args: string[]): Promise<number> {
     process.stderr.write('usage: outpost start --config FILE\n');
     return 2;
   }
-  let cfg;
+  let cfg: SiteConfig;
+  let text: string;
   try {
     cfg = await loadConfig(values.config);
+    text = await readFile(values.config, 'utf8');
   } catch (err) {
     return reportConfigError(err);
   }
@@ -237,7 +251,17 @@ async function start(args: string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
   let gateway: Gateway;
   try {
-    gateway = await Gateway.start(cfg, { log, configFile: values.config });
+    gateway = await Gateway.start(cfg, {
+      log,
+      configFile: values.config,
+      configText: text,
+      // Neither a deployed config nor the one before it could start again: exit, and the
+      // supervisor starts the process on the last good version.
+      onFatal: (err) => {
+        process.stderr.write(`outpost ${cfg.gateway.id}: stopped: no config could be started (${errorMessage(err)})\n`);
+        process.exit(1);
+      },
+    });
   } catch (err) {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
@@ -246,6 +270,8 @@ async function start(args: string[]): Promise<number> {
     process.stderr.write(`outpost ${cfg.gateway.id}: not started: ${startFailure(cfg, err)}\n`);
     return 1;
   }
+  // A version deployed over this very file may run instead of it (runtime/deploy).
+  cfg = gateway.config;
   const api = gateway.status().api;
   // One line a supervisor (and test/helpers/gateway-process.ts) reads: the ports, and the API
   // certificate's fingerprint for clients to pin.
@@ -258,12 +284,15 @@ async function start(args: string[]): Promise<number> {
       (cfg.nodeRed?.enabled ? `outpost ${cfg.gateway.id}: Node-RED editor on ${api.scheme}://${cfg.http.host}:${gateway.ports.http}/red\n` : '') +
       (cfg.ota && gateway.ports.ota !== undefined ? `outpost ${cfg.gateway.id}: update server (hawkBit DDI) on http://${cfg.ota.server.host}:${gateway.ports.ota}/${cfg.ota.server.tenant}\n` : ''),
   );
-  // SIGHUP: read the config file's rules again, as `outpost rules reload` does.
+  // SIGHUP (systemctl reload): deploy the config file as it is now, as `outpost config deploy` does.
   process.on('SIGHUP', () => {
-    loadConfig(values.config!).then(
-      (next) => gateway.reloadRules(next),
-      (err: unknown) => log.error({ err: errorMessage(err) }, 'rules not reloaded: invalid config; running rules kept'),
-    ).catch((err: unknown) => log.error({ err: errorMessage(err) }, 'rules not reloaded'));
+    readFile(values.config!, 'utf8')
+      .then((next) => gateway.deployer.deploy(next, 'sighup').done)
+      .then(
+        (o) => log.info({ version: o.version, status: o.status, reason: o.reason }, 'config file deployed (SIGHUP)'),
+        (err: unknown) =>
+          log.error({ err: errorMessage(err), ...(err instanceof ConfigError ? { problems: err.problems } : {}) }, 'config file not deployed (SIGHUP); running config kept'),
+      );
   });
   if (signalled === undefined) await new Promise<void>((resolve) => (wake = resolve));
   log.info({ signal: signalled }, 'stopping');

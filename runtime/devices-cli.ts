@@ -161,6 +161,8 @@ export interface Refused {
   readonly status: number;
   readonly error: string;
   readonly kind?: string | undefined;
+  /** What was wrong with the request, one line each (an invalid config). */
+  readonly problems?: readonly string[] | undefined;
 }
 
 async function reach(connect: Connect, args: ConnectionArgs): Promise<Api> {
@@ -209,11 +211,12 @@ export async function requestApi(
     if (answer === undefined) throw new CliFailure(1, `${method} ${path}: the gateway's answer is not JSON (is ${api.url} an Outpost gateway?)`);
     return answer;
   }
-  const fields = (answer ?? {}) as { error?: unknown; kind?: unknown };
+  const fields = (answer ?? {}) as { error?: unknown; kind?: unknown; problems?: unknown };
   const refused: Refused = {
     status,
     error: typeof fields.error === 'string' ? fields.error : text.trim().slice(0, 200) || `HTTP ${status}`,
     kind: typeof fields.kind === 'string' ? fields.kind : undefined,
+    problems: Array.isArray(fields.problems) ? fields.problems.map(String) : undefined,
   };
   throw new CliFailure(1, opts.refusal?.(refused) ?? refusalLine(refused));
 }
@@ -223,7 +226,7 @@ export function refusalLine(r: Refused): string {
   if (r.status === 404 && /^no device ".*" in the inventory$/.test(r.error)) return `${r.error} (outpost devices lists them)`;
   if (r.status === 401 || r.status === 403) return r.error;
   if (r.status >= 500) return `the gateway failed (HTTP ${r.status}): ${r.error}`;
-  return `refused by the gateway (HTTP ${r.status}): ${r.error}`;
+  return `refused by the gateway (HTTP ${r.status}): ${r.error}${(r.problems ?? []).map((p) => `\n  ${p}`).join('')}`;
 }
 
 function callRefusal(device: string, r: Refused): string {

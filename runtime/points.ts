@@ -25,6 +25,11 @@ export class PointRouter implements PointWriter {
     for (const device of driver.devices) this.owners.set(device, driver as Driver & Required<Pick<Driver, 'write'>>);
   }
 
+  /** Forgets the devices of `driver` (it stopped), unless another driver took them over. */
+  remove(driver: Driver): void {
+    for (const device of driver.devices ?? []) if (this.owners.get(device) === driver) this.owners.delete(device);
+  }
+
   /** Forgets every driver (they stopped). */
   clear(): void {
     this.owners.clear();

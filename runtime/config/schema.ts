@@ -103,6 +103,19 @@ function build(registry: ProtocolRegistry) {
         /** NORMAL survives a process crash; FULL also survives power loss. */
         synchronous: z.enum(['normal', 'full']).default('normal'),
       }),
+      /** Config deployments at run time (docs/operations.md, "Configuration as a deployment"). */
+      deploy: z
+        .strictObject({
+          /** How long a new config has to prove healthy (cloud link back, changed Modbus connections up) before it is rolled back. */
+          healthWindowMs: z.number().int().min(1000).max(600_000).default(30_000),
+          /**
+           * Keys that may sign a config sent by the cloud: id -> ed25519 public key (PEM or raw
+           * base64), as ota.trustedKeys; default: ota.trustedKeys. Without either, cloud-sent
+           * configs are refused.
+           */
+          trustedKeys: z.record(z.string().min(1).max(64), z.string().min(40).max(4096)).optional(),
+        })
+        .prefault({}),
     })
     .superRefine((cfg, ctx) => {
       const ids = new Set<string>();

@@ -61,6 +61,8 @@ export const cloudTopics = {
   /** Rollout commands `{"action":"pause"|"resume"|"abort","at":ms}`, retained per release. */
   rolloutCommand: (prefix: string, gatewayId: string, release: string) => `${prefix}/v1/gw/${gatewayId}/rollouts/${release}/command`,
   rolloutCommandsFilter: (prefix: string, gatewayId: string) => `${prefix}/v1/gw/${gatewayId}/rollouts/+/command`,
+  /** Signed site configs `{payload, signatures}` (retained; docs/topics.md, runtime/parts/config.ts). */
+  config: (prefix: string, gatewayId: string) => `${prefix}/v1/gw/${gatewayId}/config`,
   /** Identity commands `{"action":"revoke","id":DEVICE,"reason"?:TEXT}` (docs/security.md). */
   identityCommands: (prefix: string, gatewayId: string) => `${prefix}/v1/gw/${gatewayId}/identities/command`,
 };

@@ -1,4 +1,5 @@
 import { brokerListenerPart, brokerPart } from './broker.js';
+import { configPart } from './config.js';
 import { devicesPart } from './devices.js';
 import { driversPart } from './drivers.js';
 import { httpPart } from './http.js';
@@ -32,6 +33,7 @@ export const PARTS: readonly Part[] = [
   brokerPart,
   httpPart,
   uplinkPart,
+  configPart,
   rulesPart,
   devicesPart,
   driversPart,

@@ -116,13 +116,21 @@ export class RulesComponent implements Component {
   reload(next: SiteConfig): RulesReloaded {
     const differs = (['streams', 'devices'] as const).filter((k) => JSON.stringify(next[k]) !== JSON.stringify(this.running[k]));
     if (differs.length > 0) throw new ReloadRefused(`${differs.join(' and ')} changed: restart the gateway to apply that; rules not reloaded`);
+    return this.apply(next);
+  }
+
+  /**
+   * A deployed config's rules (runtime/deploy): as reload, for a config whose other changes the
+   * deployer applies itself (the drivers of changed devices).
+   */
+  apply(next: SiteConfig): RulesReloaded {
     const before = new Map(this.running.rules.map((r) => [r.id, JSON.stringify(r)]));
     const kept = next.rules.filter((r) => before.get(r.id) === JSON.stringify(r)).map((r) => r.id);
     const keptSet = new Set(kept);
     const engine = new Rules(next.rules, this.deps.clock, this.deps.store.sequence, this.deps.metrics);
     this.pipeline.replaceRules(engine, (key) => keptSet.has(key.slice(0, key.indexOf('\u0000'))));
     const nextIds = new Set(next.rules.map((r) => r.id));
-    this.running = { ...this.running, rules: next.rules };
+    this.running = next;
     const result = {
       rules: next.rules.length,
       applied: next.rules.filter((r) => !keptSet.has(r.id)).map((r) => r.id),

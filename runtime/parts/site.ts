@@ -1,3 +1,4 @@
+import type { ConfigDeployer } from '../deploy/deployer.js';
 import type { Clock, Component, Logger } from '../contracts/index.js';
 import type { PromMetrics } from '../metrics.js';
 import type { PointRouter } from '../points.js';
@@ -10,6 +11,7 @@ import type { OutboxComponent } from './outbox.js';
 import type { RulesComponent } from './rules.js';
 import type { StoreComponent } from './store.js';
 import type { DevicesComponent } from './devices.js';
+import type { DriversComponent } from './drivers.js';
 
 /**
  * What a part provides to the parts after it, by name. A part's service is usable once the part
@@ -23,6 +25,7 @@ export interface Services {
   uplink: Uplink;
   rules: RulesComponent;
   devices: DevicesComponent;
+  drivers: DriversComponent;
 }
 
 export interface SiteOptions {
@@ -37,6 +40,8 @@ export interface SiteOptions {
   readonly configFile?: string | undefined;
   /** The gateway's status, for the API. */
   readonly status: () => Record<string, unknown>;
+  /** Config deployments (runtime/deploy): one deployer for the gateway's life, across restarts of its parts. */
+  readonly deployer?: ConfigDeployer | undefined;
 }
 
 /** What parts are built from: the validated config, the gateway-wide services, and what earlier parts provide. */
@@ -47,6 +52,11 @@ export class Site {
 
   get config(): SiteConfig {
     return this.opts.config;
+  }
+
+  /** The parts built from here on get `next` (the deployed config chosen at start: runtime/deploy). */
+  setConfig(next: SiteConfig): void {
+    (this.opts as { config: SiteConfig }).config = next;
   }
 
   provide<K extends keyof Services>(name: K, service: Services[K]): void {

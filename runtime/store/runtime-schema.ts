@@ -9,4 +9,23 @@ export const runtimeMigrations: readonly Migration[] = [
       CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     `,
   },
+  {
+    // Every site config the gateway ran or tried (runtime/deploy/history.ts).
+    version: 2,
+    sql: `
+      CREATE TABLE config_versions (
+        version INTEGER PRIMARY KEY AUTOINCREMENT,
+        sha256 TEXT NOT NULL,
+        source TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        decided_at INTEGER,
+        reason TEXT,
+        plan TEXT,
+        base_file_sha256 TEXT,
+        issued_at INTEGER,
+        text TEXT NOT NULL
+      );
+    `,
+  },
 ];

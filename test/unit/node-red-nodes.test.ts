@@ -452,7 +452,7 @@ describe('the gateway side of outpost twin and outpost call (makeNodeHost)', () 
     gateway: 'gw',
     streams: ['telemetry'],
     pipeline: {} as IngestPipeline,
-    sequence: { next: () => ({ id: 'gw:1', seq: 1 }) },
+    sequence: { next: () => ({ id: 'gw:1', seq: 1 }), reserve: () => ({ seq0: 1, idPrefix: 'gw:' }) },
     write: () => Promise.resolve(undefined),
     devices,
     metrics: { counter: () => counter, gauge: () => ({ set: () => undefined }) },

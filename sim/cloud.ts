@@ -40,13 +40,20 @@ export class SimCloud {
   /** The cloud side of twins, configurations and calls (its records come in with the batches). */
   readonly twins: CloudTwins;
 
+  /**
+   * When set, only clients presenting these credentials connect (CONNACK 4, bad user name or
+   * password, for the others); may be changed while running (a credential rotation at the cloud).
+   */
+  credentials: { username: string; password: string } | undefined;
+
   private constructor(private readonly prefix: string) {
     this.twins = new CloudTwins(prefix, (topic, payload, retain) => this.publish(topic, payload, retain));
     this.ledger.onRecord = (gateway, r) => this.twins.record(gateway, r);
   }
 
-  static async start(opts: { port?: number; topicPrefix?: string } = {}): Promise<SimCloud> {
+  static async start(opts: { port?: number; topicPrefix?: string; credentials?: { username: string; password: string } } = {}): Promise<SimCloud> {
     const cloud = new SimCloud(opts.topicPrefix ?? 'outpost');
+    cloud.credentials = opts.credentials;
     await cloud.listen(opts.port ?? 0);
     return cloud;
   }
@@ -110,6 +117,11 @@ export class SimCloud {
       }
     };
     // QoS 0/1: recorded before the broker acknowledges, as a cloud that persists before PUBACK.
+    aedes.authenticate = (_client, username, password, callback) => {
+      const want = this.credentials;
+      if (!want || (username === want.username && password?.toString() === want.password)) return callback(null, true);
+      callback(Object.assign(new Error('bad user name or password'), { returnCode: 4 as const }), false);
+    };
     aedes.authorizePublish = (_client, packet, callback) => {
       if (packet.qos < 2) record(packet.topic, packet.payload);
       callback(null);

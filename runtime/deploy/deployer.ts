@@ -208,7 +208,7 @@ export class ConfigDeployer {
     } catch (err) {
       problem = `could not be applied: ${errorMessage(err)}`;
     }
-    problem ??= await this.health(plan, before, next);
+    problem ??= await this.health(plan, before, next, previous);
     if (problem === undefined) {
       this.history.activate(version, clock.now());
       count.inc({ source, outcome: 'active' });
@@ -245,11 +245,13 @@ export class ConfigDeployer {
   }
 
   /** Undefined when healthy within the window; else what was wrong. */
-  private async health(plan: DeployPlan, before: Probe, next: SiteConfig): Promise<string | undefined> {
+  private async health(plan: DeployPlan, before: Probe, next: SiteConfig, previous: SiteConfig): Promise<string | undefined> {
     if (plan.kind === 'unchanged') return undefined;
     const { clock } = this.opts;
     const deadline = clock.now() + next.deploy.healthWindowMs;
-    const changedDevices = new Set(plan.kind === 'in-place' ? plan.devices : []);
+    // Devices new or changed by this version: their connections must come up.
+    const old = new Map(previous.devices.map((d) => [d.id, JSON.stringify(d)]));
+    const changedDevices = new Set(next.devices.filter((d) => old.get(d.id) !== JSON.stringify(d)).map((d) => d.id));
     const wasConnected = new Set(before.buses.filter((b) => b.connected).flatMap((b) => b.devices));
     const needLink = before.link === 'up';
     for (;;) {

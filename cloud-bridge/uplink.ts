@@ -85,6 +85,17 @@ export class Uplink implements Component {
   private hop: NodeJS.Immediate | undefined;
   /** When the last connection that was up went down. */
   private downSince: number | undefined;
+  /**
+   * Downlink subscriptions of this connection: `pending` while the SUBSCRIBE awaits its SUBACK
+   * (no batch goes before it, so a broker that closes the connection over the subscription is not
+   * taken for one refusing a batch); `skipped` when the last connection was closed over them (the
+   * uplink goes on without them; they are tried again after `subscribeBackoff`, between batches).
+   */
+  private subscription: 'none' | 'pending' | 'done' | 'skipped' = 'none';
+  private subscribeRefused: string | undefined;
+  private subscribeDue = false;
+  private subscribeTimer: TimerHandle | undefined;
+  private readonly subscribeBackoff: Backoff;
   private readonly m: { connects: Counter; linkUp: Gauge; broker: Gauge; failovers: Counter };
 
   constructor(
@@ -103,6 +114,7 @@ export class Uplink implements Component {
         : undefined;
     this.backoff = new Backoff(opts.backoff.initialMs, opts.backoff.maxMs, opts.random);
     this.brokers = new BrokerList(opts.urls);
+    this.subscribeBackoff = new Backoff(opts.backoff.maxMs, Math.max(opts.backoff.maxMs, 300_000), opts.random);
     this.statusTopic = cloudTopics.status(opts.topicPrefix, opts.gatewayId);
     const topic = cloudTopics.telemetry(opts.topicPrefix, opts.gatewayId);
     this.deliveries = new Deliveries(opts, topic, outbox, this.gate, clock, log, metrics, () => this.pump());
@@ -129,10 +141,11 @@ export class Uplink implements Component {
    * is reachable but batches keep failing (refused, the connection dropped over them, or never
    * acknowledged); `uplink.failing` says why and since when.
    */
-  status(): { link: LinkState | 'failing'; uplink: ReturnType<LinkBudget['status']> & { broker: BrokerInUse; failing?: DeliveryFailure; refused?: string } } {
+  status(): { link: LinkState | 'failing'; uplink: ReturnType<LinkBudget['status']> & { broker: BrokerInUse; failing?: DeliveryFailure; refused?: string; downlinks?: string } } {
     const failing = this.deliveries.failing();
-    const refused = this.connectRefused !== undefined && this.state !== 'up' ? { refused: this.connectRefused } : {};
+    const refused: { refused?: string; downlinks?: string } = this.connectRefused !== undefined && this.state !== 'up' ? { refused: this.connectRefused } : {};
     const broker = this.brokerInUse();
+    if (this.subscribeRefused !== undefined) refused.downlinks = this.subscribeRefused;
     if (!failing || this.state === 'stopped' || this.state === 'idle') return { link: this.state, uplink: { ...this.gate.status(), broker, ...refused } };
     return { link: this.reachable ? 'failing' : this.state, uplink: { ...this.gate.status(), broker, failing, ...refused } };
   }
@@ -211,6 +224,7 @@ export class Uplink implements Component {
     this.netWatch?.stop();
     this.deliveries.stopped();
     this.endStallCheck();
+    this.endSubscribeRetry();
     if (this.hop) clearImmediate(this.hop);
     this.hop = undefined;
     if (this.retryTimer) this.clock.clearTimeout(this.retryTimer);
@@ -348,8 +362,18 @@ export class Uplink implements Component {
     // The URL may carry user info (mqtts://user:pass@host): only its redacted form is logged.
     this.log.info({ url: on.shown, sessionPresent }, 'cloud link up');
     client.publish(this.statusTopic, JSON.stringify({ state: 'online' }), { qos: 1, retain: true });
-    const filters = this.downlinks.filters();
-    if (filters.length > 0) client.subscribe(filters, { qos: 1 });
+    if (this.subscription === 'skipped') {
+      // The last connection was closed over the subscriptions: deliver first, try them later.
+      this.subscribeDue = false;
+      this.endSubscribeRetry();
+      this.subscribeTimer = this.clock.setTimeout(() => {
+        this.subscribeTimer = undefined;
+        this.subscribeDue = true;
+        this.pump();
+      }, this.subscribeBackoff.next());
+    } else {
+      this.subscribeDownlinks(client);
+    }
     for (const fn of this.upListeners) {
       try {
         fn();
@@ -364,8 +388,19 @@ export class Uplink implements Component {
     this.m.linkUp.set(0);
     if (this.state === 'stopped' || this.state === 'idle') return;
     this.endStallCheck();
-    // Counted only for connections the broker accepted: a broker out of reach is no poison.
     const reopening = this.reopeningSession;
+    this.endSubscribeRetry();
+    if (this.subscription === 'pending') {
+      // Closed before the SUBACK, with no batch in flight: the broker would not take the
+      // subscriptions (RabbitMQ 3.x, for one, while the node that held this client id's queue is down).
+      const first = this.subscribeRefused === undefined;
+      this.subscribeRefused = `the cloud broker ${this.brokers.current.shown} closed the connection over the downlink subscriptions; the uplink goes on without them and tries again later`;
+      if (first) this.log.warn({ broker: this.brokers.current.shown }, 'the cloud broker closed the connection over the downlink subscriptions; delivering without them, trying again later');
+      this.subscription = 'skipped';
+    } else if (this.subscription !== 'skipped') {
+      this.subscription = 'none';
+    }
+    // Counted only for connections the broker accepted: a broker out of reach is no poison.
     if (this.connackSeen) this.deliveries.connectionLost(this.lossRefusal);
     else if (!reopening) this.reachable = false;
     this.reopeningSession = false;
@@ -460,6 +495,12 @@ export class Uplink implements Component {
   private pump(): void {
     const client = this.client;
     if (this.state !== 'up' || !client) return;
+    // A retry of refused subscriptions waits for a moment with no batch in flight.
+    if (this.subscribeDue && this.deliveries.inFlight === 0) {
+      this.subscribeDue = false;
+      this.subscribeDownlinks(client);
+    }
+    if (this.subscription === 'pending') return;
     for (let next = this.deliveries.next(); next; next = this.deliveries.next()) {
       if ('waitMs' in next) {
         this.deferPump(next.waitMs);
@@ -499,6 +540,41 @@ export class Uplink implements Component {
       },
       Math.max(1, limit - this.deliveries.stalledFor(this.clock.now())),
     );
+  }
+
+  /** SUBSCRIBE to the downlink filters; batches wait for the SUBACK (at most ackTimeoutMs). */
+  private subscribeDownlinks(client: MqttClient): void {
+    const filters = this.downlinks.filters();
+    if (filters.length === 0) {
+      this.subscription = 'done';
+      return;
+    }
+    this.endSubscribeRetry();
+    this.subscription = 'pending';
+    const done = (err?: Error | null): void => {
+      // mqtt.js fails a pending SUBSCRIBE as its connection closes, before it reports the close:
+      // that is for linkLost to judge.
+      if (client !== this.client || this.state !== 'up' || this.subscription !== 'pending' || client.stream.destroyed) return;
+      this.endSubscribeRetry();
+      this.subscription = 'done';
+      if (err) {
+        this.log.warn({ err: errorMessage(err) }, 'downlink subscriptions not granted');
+      } else {
+        this.subscribeRefused = undefined;
+        this.subscribeBackoff.reset();
+      }
+      this.pump();
+    };
+    this.subscribeTimer = this.clock.setTimeout(() => {
+      this.subscribeTimer = undefined;
+      done(new Error(`no SUBACK within ${this.opts.ackTimeoutMs / 1000} s`));
+    }, this.opts.ackTimeoutMs);
+    client.subscribe(filters, { qos: 1 }, (err) => done(err));
+  }
+
+  private endSubscribeRetry(): void {
+    if (this.subscribeTimer) this.clock.clearTimeout(this.subscribeTimer);
+    this.subscribeTimer = undefined;
   }
 
   private endStallCheck(): void {

@@ -168,6 +168,37 @@ describe('uplink failover between the brokers of a cluster (cloud.urls)', () => 
   });
 });
 
+describe('downlink subscriptions a broker will not take', () => {
+  it('a broker that closes the connection over them gets no batch blamed: the uplink delivers without them, then subscribes again after a backoff', async () => {
+    const [cloud] = await clouds(1);
+    cloud!.refuseSubscriptions = true;
+    const clock = new ManualClock();
+    const outbox = new MemoryOutbox();
+    outbox.add('telemetry', ids('r', 25), clock.now());
+    const u = uplink(uplinkOptions(cloud!.url, { maxAttempts: 2 }), outbox, clock, recordingLogger());
+    const got: string[] = [];
+    u.subscribe('outpost/v1/gw/gw-test/releases/+', (topic) => got.push(topic));
+    await u.start();
+    await waitFor('the connection closed over the subscriptions', () => u.status().uplink.downlinks !== undefined);
+    // The backoff (500 ms), then a connection that delivers without subscribing.
+    await clock.advance(500);
+    await waitFor('an empty outbox', () => outbox.held().length === 0);
+    expect(outbox.deadLetters).toEqual([]);
+    expect(cloud!.readings).toEqual(ids('r', 25));
+    expect(u.status().uplink.downlinks).toContain('closed the connection over the downlink subscriptions');
+
+    // Taken again: after the retry's backoff (jitter at half of backoff.maxMs) they are subscribed, between batches.
+    cloud!.refuseSubscriptions = false;
+    await clock.advance(4000);
+    await waitFor('the subscriptions back', () => u.status().uplink.downlinks === undefined);
+    await waitFor('a downlink message', async () => {
+      await cloud!.publish('outpost/v1/gw/gw-test/releases/r1', 'x');
+      return got.length > 0;
+    });
+    expect(u.linkState).toBe('up');
+  });
+});
+
 describe('cloud.urls in the site config', () => {
   const site = (cloud: string): string => `gateway: { id: gw1 }\n${cloud}\nstorage: { path: /tmp/x.db }\n`;
 

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { BrokerList, brokerTarget } from '../../cloud-bridge/broker-list.js';
 import { Uplink, type UplinkOptions } from '../../cloud-bridge/uplink.js';
 import type { Logger } from '../../runtime/contracts/index.js';
 import { PromMetrics } from '../../runtime/metrics.js';
@@ -196,6 +197,28 @@ describe('downlink subscriptions a broker will not take', () => {
       return got.length > 0;
     });
     expect(u.linkState).toBe('up');
+  });
+});
+
+describe('the broker list', () => {
+  it('reads host, port and user info of each URL as mqtt.js does, and logs it redacted', () => {
+    expect(brokerTarget('mqtts://gw:p%40ss@[::1]:8884', 1)).toEqual({ index: 1, url: 'mqtts://gw:p%40ss@[::1]:8884', shown: expect.not.stringContaining('p%40ss') as unknown, protocol: 'mqtts', host: '::1', port: 8884, username: 'gw', password: 'p@ss' });
+    expect(brokerTarget('mqtt://mq1.example.net', 0)).toMatchObject({ protocol: 'mqtt', host: 'mq1.example.net', port: undefined, username: undefined });
+  });
+
+  it('goes down the list within a round, starts each round at the first, and names a failover only when the broker changed', () => {
+    const list = new BrokerList(['mqtt://a', 'mqtt://b', 'mqtt://c']);
+    expect(list.current.host).toBe('a');
+    expect(list.connected()).toBeUndefined();
+    expect(list.restart().host).toBe('a');
+    expect(list.advance()?.host).toBe('b');
+    expect(list.connected()?.host).toBe('a');
+    expect(list.restart().host).toBe('a');
+    expect(list.advance()?.host).toBe('b');
+    expect(list.connected()).toBeUndefined();
+    expect(list.advance()?.host).toBe('c');
+    expect(list.advance()).toBeUndefined();
+    expect(() => new BrokerList([])).toThrow(/cloud\.url or cloud\.urls/);
   });
 });
 

@@ -15,8 +15,18 @@ export const streamSchema = z.strictObject({
   overflow: z.enum(OVERFLOW_NAMES).default('drop-oldest'),
 });
 
-export const cloudSchema = z.strictObject({
-  url: z.string().regex(/^(mqtt|mqtts|tcp|ssl):\/\/[^\s]+$/, 'expected an mqtt://, mqtts://, tcp:// or ssl:// URL'),
+const brokerUrlSchema = z.string().regex(/^(mqtt|mqtts|tcp|ssl):\/\/[^\s]+$/, 'expected an mqtt://, mqtts://, tcp:// or ssl:// URL');
+
+/** The cloud section's fields; `cloudSchema` adds the rule that exactly one of url and urls is given. */
+const cloudFields = z.strictObject({
+  /** The cloud broker. */
+  url: brokerUrlSchema.optional(),
+  /**
+   * Instead of `url`: the nodes of a clustered cloud broker, in order of preference. Every
+   * connection attempt after a drop starts at the first and moves down the list on failure;
+   * after a round where none answered, the backoff applies (docs/config.md).
+   */
+  urls: z.array(brokerUrlSchema).min(1).max(16).optional(),
   clientId: idSchema.optional(),
   username: z.string().optional(),
   password: z.string().optional(),
@@ -108,6 +118,19 @@ export const cloudSchema = z.strictObject({
    */
   netWatchMs: z.number().int().min(0).max(60_000).default(2000),
 });
+
+export const cloudSchema = cloudFields.superRefine((c, ctx) => {
+  if (c.url !== undefined && c.urls !== undefined) ctx.addIssue({ code: 'custom', path: ['urls'], message: 'give either url or urls, not both' });
+  if (c.url === undefined && c.urls === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['url'], message: 'expected the cloud broker: url (one broker) or urls (the nodes of a cluster, in order of preference)' });
+  }
+  if (c.urls !== undefined && new Set(c.urls).size !== c.urls.length) ctx.addIssue({ code: 'custom', path: ['urls'], message: 'lists the same URL twice' });
+});
+
+/** The cloud broker URLs in order of preference: `urls`, or `url` alone. */
+export function cloudUrls(c: Pick<CloudConfig, 'url' | 'urls'>): string[] {
+  return c.urls ? [...c.urls] : c.url !== undefined ? [c.url] : [];
+}
 
 export type CloudConfig = z.output<typeof cloudSchema>;
 export type StreamConfigEntry = z.output<typeof streamSchema>;

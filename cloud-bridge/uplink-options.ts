@@ -4,7 +4,8 @@ import type { SyncWindowSpec } from './sync-windows.js';
 
 export interface UplinkOptions {
   readonly gatewayId: string;
-  readonly url: string;
+  /** The cloud broker, or the nodes of a cluster in order of preference (failover rule: broker-list.ts). */
+  readonly urls: readonly string[];
   readonly clientId: string;
   readonly username?: string | undefined;
   readonly password?: string | undefined;

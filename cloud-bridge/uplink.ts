@@ -1,10 +1,10 @@
-import mqtt, { type MqttClient } from 'mqtt';
+import mqtt, { type MqttClient, type MqttProtocol } from 'mqtt';
+import { isIP } from 'node:net';
 import { fetchArtifact } from './artifact-fetch.js';
 import {
   Backoff,
   cloudTopics,
   errorMessage,
-  redactUrl,
   type Clock,
   type CloudLink,
   type Component,
@@ -15,6 +15,7 @@ import {
   type Metrics,
   type TimerHandle,
 } from '../runtime/contracts/index.js';
+import { BrokerList, type BrokerTarget } from './broker-list.js';
 import { Deliveries, type DeliveryFailure } from './deliveries.js';
 import { Downlinks } from './downlinks.js';
 import { UplinkGate } from './link-gate.js';
@@ -24,6 +25,13 @@ import { classifyReasonCode, type Refusal } from './refusals.js';
 import type { LinkState, UplinkOptions, UplinkOutbox } from './uplink-options.js';
 
 export type { LinkState, UplinkOptions, UplinkOutbox } from './uplink-options.js';
+
+/** The broker the link is up on or trying: its URL (redacted) and its position in cloud.urls (0: preferred). */
+export interface BrokerInUse {
+  readonly url: string;
+  readonly index: number;
+  readonly of: number;
+}
 
 /** CONNACK codes that refuse the client itself (3.1.1: 4 bad user name or password, 5 not authorized; 5.0: 0x86, 0x87, 0x8a banned, 0x8c bad authentication method). */
 const CONNECT_REFUSALS = new Set([4, 5, 0x86, 0x87, 0x8a, 0x8c]);
@@ -39,7 +47,8 @@ const CONNECT_REFUSALS = new Set([4, 5, 0x86, 0x87, 0x8a, 0x8c]);
  * may then arrive twice (the cloud deduplicates by reading id), but none is ever lost.
  *
  * This file keeps the MQTT session: connecting, reconnecting after the backoff or a network change,
- * closing the link outside the sync windows, and the drain loop. The batches from PUBLISH to
+ * failing over between the brokers of a cluster (which one: broker-list.ts), closing the link
+ * outside the sync windows, and the drain loop. The batches from PUBLISH to
  * acknowledgement are deliveries.ts (which rows go next: batch-picker.ts; how much may be in flight:
  * flight.ts; the message format: uplink-payload.ts); what the link allows (sync windows, rate, daily
  * budget), for batches and for the traffic it is lent to, is link-gate.ts.
@@ -70,7 +79,24 @@ export class Uplink implements Component {
   /** QoS 2: the clean first connection is being closed on purpose, to open the session the broker keeps. */
   private reopeningSession = false;
   private readonly netWatch: NetWatch | undefined;
-  private readonly m: { connects: Counter; linkUp: Gauge };
+  /** The cloud brokers in order of preference, and which one the current attempt is for. */
+  private readonly brokers: BrokerList;
+  /** The next broker of a round, tried once the closed connection has been cleaned up. */
+  private hop: NodeJS.Immediate | undefined;
+  /** When the last connection that was up went down. */
+  private downSince: number | undefined;
+  /**
+   * Downlink subscriptions of this connection: `pending` while the SUBSCRIBE awaits its SUBACK
+   * (no batch goes before it, so a broker that closes the connection over the subscription is not
+   * taken for one refusing a batch); `skipped` when the last connection was closed over them (the
+   * uplink goes on without them; they are tried again after `subscribeBackoff`, between batches).
+   */
+  private subscription: 'none' | 'pending' | 'done' | 'skipped' = 'none';
+  private subscribeRefused: string | undefined;
+  private subscribeDue = false;
+  private subscribeTimer: TimerHandle | undefined;
+  private readonly subscribeBackoff: Backoff;
+  private readonly m: { connects: Counter; linkUp: Gauge; broker: Gauge; failovers: Counter };
 
   constructor(
     private readonly opts: UplinkOptions,
@@ -87,13 +113,18 @@ export class Uplink implements Component {
         ? new NetWatch(clock, opts.netWatchMs, (addresses) => this.networkChanged(addresses), opts.interfaces)
         : undefined;
     this.backoff = new Backoff(opts.backoff.initialMs, opts.backoff.maxMs, opts.random);
+    this.brokers = new BrokerList(opts.urls);
+    this.subscribeBackoff = new Backoff(opts.backoff.maxMs, Math.max(opts.backoff.maxMs, 300_000), opts.random);
     this.statusTopic = cloudTopics.status(opts.topicPrefix, opts.gatewayId);
     const topic = cloudTopics.telemetry(opts.topicPrefix, opts.gatewayId);
     this.deliveries = new Deliveries(opts, topic, outbox, this.gate, clock, log, metrics, () => this.pump());
     this.m = {
       connects: metrics.counter('outpost_uplink_connects_total', 'Connections established to the cloud broker'),
       linkUp: metrics.gauge('outpost_uplink_up', '1 while connected to the cloud broker'),
+      broker: metrics.gauge('outpost_uplink_broker', '1 for the cloud broker the link is up on (by URL, redacted), 0 for the others', ['url']),
+      failovers: metrics.counter('outpost_uplink_failovers_total', 'Connections that came up on another cloud broker than the last one (or, first, than the preferred one)'),
     };
+    for (const t of this.brokers.targets) this.m.broker.set(0, { url: t.shown });
   }
 
   get linkState(): LinkState {
@@ -110,11 +141,19 @@ export class Uplink implements Component {
    * is reachable but batches keep failing (refused, the connection dropped over them, or never
    * acknowledged); `uplink.failing` says why and since when.
    */
-  status(): { link: LinkState | 'failing'; uplink: ReturnType<LinkBudget['status']> & { failing?: DeliveryFailure; refused?: string } } {
+  status(): { link: LinkState | 'failing'; uplink: ReturnType<LinkBudget['status']> & { broker: BrokerInUse; failing?: DeliveryFailure; refused?: string; downlinks?: string } } {
     const failing = this.deliveries.failing();
-    const refused = this.connectRefused !== undefined && this.state !== 'up' ? { refused: this.connectRefused } : {};
-    if (!failing || this.state === 'stopped' || this.state === 'idle') return { link: this.state, uplink: { ...this.gate.status(), ...refused } };
-    return { link: this.reachable ? 'failing' : this.state, uplink: { ...this.gate.status(), failing, ...refused } };
+    const refused: { refused?: string; downlinks?: string } = this.connectRefused !== undefined && this.state !== 'up' ? { refused: this.connectRefused } : {};
+    const broker = this.brokerInUse();
+    if (this.subscribeRefused !== undefined) refused.downlinks = this.subscribeRefused;
+    if (!failing || this.state === 'stopped' || this.state === 'idle') return { link: this.state, uplink: { ...this.gate.status(), broker, ...refused } };
+    return { link: this.reachable ? 'failing' : this.state, uplink: { ...this.gate.status(), broker, failing, ...refused } };
+  }
+
+  /** The broker the link is up on, or else the one being tried (redacted URL, position in the list). */
+  brokerInUse(): BrokerInUse {
+    const t = this.brokers.current;
+    return { url: t.shown, index: t.index, of: this.brokers.targets.length };
   }
 
   /** The cloud link as other parts use it: downlink subscriptions and artifact downloads through the link's gate. */
@@ -185,6 +224,9 @@ export class Uplink implements Component {
     this.netWatch?.stop();
     this.deliveries.stopped();
     this.endStallCheck();
+    this.endSubscribeRetry();
+    if (this.hop) clearImmediate(this.hop);
+    this.hop = undefined;
     if (this.retryTimer) this.clock.clearTimeout(this.retryTimer);
     if (this.deferTimer) this.clock.clearTimeout(this.deferTimer);
     const client = this.client;
@@ -213,6 +255,7 @@ export class Uplink implements Component {
 
   private wake(): void {
     if (this.state !== 'idle') return;
+    this.brokers.restart();
     if (this.client) this.reopen(this.client);
     else this.connect();
   }
@@ -239,7 +282,7 @@ export class Uplink implements Component {
     // left by an earlier run could hold QoS 2 packet ids this run would reuse); every reconnect
     // resumes it, and mqtt.js sends the unacknowledged batches again from its own store: at QoS 2
     // the broker recognizes them and delivers each once.
-    const client = mqtt.connect(this.opts.url, {
+    const client = mqtt.connect(this.brokers.restart().url, {
       clientId: this.opts.clientId,
       protocolVersion: this.opts.protocolVersion,
       ...(this.opts.tls ?? {}),
@@ -273,7 +316,11 @@ export class Uplink implements Component {
       if (packet.cmd === 'connack') this.connackSeen = true;
     });
     client.on('error', (err) => {
-      this.log.warn({ err: errorMessage(err) }, 'cloud link error');
+      // An attempt that fails while another broker of the round is left is no news: the round
+      // goes on, and its outcome is what gets logged (the failover, or the last broker's error).
+      const attempt = this.brokers.current;
+      const quiet = !client.connected && attempt.index < this.brokers.targets.length - 1;
+      this.log[quiet ? 'debug' : 'warn']({ err: errorMessage(err), broker: attempt.shown }, 'cloud link error');
       // The broker answered CONNECT with a refusal (bad credentials, not authorized, banned…).
       const code = (err as { code?: unknown }).code;
       if (!client.connected && typeof code === 'number' && CONNECT_REFUSALS.has(code)) this.connectRefused = `CONNACK ${code}: ${errorMessage(err)}`;
@@ -295,6 +342,15 @@ export class Uplink implements Component {
 
   private linkUp(client: MqttClient, sessionPresent: boolean): void {
     this.state = 'up';
+    const on = this.brokers.current;
+    const replaced = this.brokers.connected();
+    for (const t of this.brokers.targets) this.m.broker.set(t === on ? 1 : 0, { url: t.shown });
+    if (replaced) {
+      this.m.failovers.inc();
+      const downForMs = this.downSince === undefined ? undefined : this.clock.now() - this.downSince;
+      this.log.warn({ from: replaced.shown, to: on.shown, position: on.index + 1, of: this.brokers.targets.length, downForMs }, 'cloud link failed over to another broker');
+    }
+    this.downSince = undefined;
     this.reachable = true;
     this.connectRefused = undefined;
     this.lossRefusal = undefined;
@@ -304,10 +360,20 @@ export class Uplink implements Component {
     this.m.connects.inc();
     this.m.linkUp.set(1);
     // The URL may carry user info (mqtts://user:pass@host): only its redacted form is logged.
-    this.log.info({ url: redactUrl(this.opts.url), sessionPresent }, 'cloud link up');
+    this.log.info({ url: on.shown, sessionPresent }, 'cloud link up');
     client.publish(this.statusTopic, JSON.stringify({ state: 'online' }), { qos: 1, retain: true });
-    const filters = this.downlinks.filters();
-    if (filters.length > 0) client.subscribe(filters, { qos: 1 });
+    if (this.subscription === 'skipped') {
+      // The last connection was closed over the subscriptions: deliver first, try them later.
+      this.subscribeDue = false;
+      this.endSubscribeRetry();
+      this.subscribeTimer = this.clock.setTimeout(() => {
+        this.subscribeTimer = undefined;
+        this.subscribeDue = true;
+        this.pump();
+      }, this.subscribeBackoff.next());
+    } else {
+      this.subscribeDownlinks(client);
+    }
     for (const fn of this.upListeners) {
       try {
         fn();
@@ -322,14 +388,47 @@ export class Uplink implements Component {
     this.m.linkUp.set(0);
     if (this.state === 'stopped' || this.state === 'idle') return;
     this.endStallCheck();
+    const reopening = this.reopeningSession;
+    this.endSubscribeRetry();
+    if (this.subscription === 'pending') {
+      // Closed before the SUBACK, with no batch in flight: the broker would not take the
+      // subscriptions (RabbitMQ 3.x, for one, while the node that held this client id's queue is down).
+      const first = this.subscribeRefused === undefined;
+      this.subscribeRefused = `the cloud broker ${this.brokers.current.shown} closed the connection over the downlink subscriptions; the uplink goes on without them and tries again later`;
+      if (first) this.log.warn({ broker: this.brokers.current.shown }, 'the cloud broker closed the connection over the downlink subscriptions; delivering without them, trying again later');
+      this.subscription = 'skipped';
+    } else if (this.subscription !== 'skipped') {
+      this.subscription = 'none';
+    }
     // Counted only for connections the broker accepted: a broker out of reach is no poison.
     if (this.connackSeen) this.deliveries.connectionLost(this.lossRefusal);
-    else if (!this.reopeningSession) this.reachable = false;
+    else if (!reopening) this.reachable = false;
     this.reopeningSession = false;
     this.connackSeen = false;
     this.lossRefusal = undefined;
     const wasUp = this.state === 'up';
     this.state = 'down';
+    if (wasUp) {
+      this.downSince = this.clock.now();
+      this.m.broker.set(0, { url: this.brokers.current.shown });
+    }
+    // An attempt that failed (no answer, refused) goes on at once to the next broker of the
+    // round; the backoff waits only between rounds. A drop starts the next round at the first.
+    if (!wasUp && !reopening) {
+      const failed = this.brokers.current;
+      const next = this.brokers.advance();
+      if (next) {
+        this.log.debug({ failed: failed.shown, next: next.shown }, 'cloud broker did not answer; trying the next one');
+        // After mqtt.js has finished with the closed connection (this runs inside its 'close').
+        this.hop = setImmediate(() => {
+          this.hop = undefined;
+          if (this.state === 'down') this.reopen(client);
+        });
+        return;
+      }
+    }
+    // The QoS 2 session is reopened on the broker that just answered.
+    if (!reopening) this.brokers.restart();
     const delay = this.backoff.next();
     if (wasUp) this.log.warn({ retryInMs: delay }, 'cloud link down');
     this.retryTimer = this.clock.setTimeout(() => {
@@ -350,6 +449,7 @@ export class Uplink implements Component {
     this.clock.clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
     this.backoff.reset();
+    this.brokers.restart();
     this.log.info({ addresses }, 'network changed; reconnecting now');
     if (this.linkWanted()) this.reopen(client);
     else this.state = 'idle';
@@ -357,6 +457,7 @@ export class Uplink implements Component {
 
   private reopen(client: MqttClient): void {
     this.state = 'connecting';
+    this.aim(client, this.brokers.current);
     if (!this.deliveries.takeFreshSession() && this.opts.qos === 2) {
       // Resume: keep the stores, they hold what is in flight.
       client.reconnect({ incomingStore: client.incomingStore, outgoingStore: client.outgoingStore });
@@ -368,10 +469,38 @@ export class Uplink implements Component {
     }
   }
 
+  /**
+   * Points the client at `target`: mqtt.js reads where to connect from its options on every
+   * (re)connect, so the one client (and its session stores) moves between the brokers.
+   */
+  private aim(client: MqttClient, target: BrokerTarget): void {
+    const o = client.options;
+    const tls = this.opts.tls;
+    // As mqtt.js does for the URL it was given: a client certificate makes mqtt:// mqtts://.
+    o.protocol = (tls?.cert && tls.key && target.protocol === 'mqtt' ? 'mqtts' : target.protocol) as MqttProtocol;
+    o.host = target.host;
+    o.hostname = target.host;
+    // mqtt.js fills in its default port (1883, 8883) when none is set.
+    o.port = target.port;
+    // The name the broker's certificate is checked against: the configured one, else this host
+    // (mqtt.js would otherwise keep the first broker's name for every later one).
+    const servername = tls?.servername ?? (isIP(target.host) === 0 ? target.host : undefined);
+    if (servername === undefined) delete o.servername;
+    else o.servername = servername;
+    o.username = target.username ?? this.opts.username;
+    o.password = target.password ?? this.opts.password;
+  }
+
   /** Sends what the flight limits allow; wakes drain waiters once the outbox is empty and nothing is in flight. */
   private pump(): void {
     const client = this.client;
     if (this.state !== 'up' || !client) return;
+    // A retry of refused subscriptions waits for a moment with no batch in flight.
+    if (this.subscribeDue && this.deliveries.inFlight === 0) {
+      this.subscribeDue = false;
+      this.subscribeDownlinks(client);
+    }
+    if (this.subscription === 'pending') return;
     for (let next = this.deliveries.next(); next; next = this.deliveries.next()) {
       if ('waitMs' in next) {
         this.deferPump(next.waitMs);
@@ -411,6 +540,41 @@ export class Uplink implements Component {
       },
       Math.max(1, limit - this.deliveries.stalledFor(this.clock.now())),
     );
+  }
+
+  /** SUBSCRIBE to the downlink filters; batches wait for the SUBACK (at most ackTimeoutMs). */
+  private subscribeDownlinks(client: MqttClient): void {
+    const filters = this.downlinks.filters();
+    if (filters.length === 0) {
+      this.subscription = 'done';
+      return;
+    }
+    this.endSubscribeRetry();
+    this.subscription = 'pending';
+    const done = (err?: Error | null): void => {
+      // mqtt.js fails a pending SUBSCRIBE as its connection closes, before it reports the close:
+      // that is for linkLost to judge.
+      if (client !== this.client || this.state !== 'up' || this.subscription !== 'pending' || client.stream.destroyed) return;
+      this.endSubscribeRetry();
+      this.subscription = 'done';
+      if (err) {
+        this.log.warn({ err: errorMessage(err) }, 'downlink subscriptions not granted');
+      } else {
+        this.subscribeRefused = undefined;
+        this.subscribeBackoff.reset();
+      }
+      this.pump();
+    };
+    this.subscribeTimer = this.clock.setTimeout(() => {
+      this.subscribeTimer = undefined;
+      done(new Error(`no SUBACK within ${this.opts.ackTimeoutMs / 1000} s`));
+    }, this.opts.ackTimeoutMs);
+    client.subscribe(filters, { qos: 1 }, (err) => done(err));
+  }
+
+  private endSubscribeRetry(): void {
+    if (this.subscribeTimer) this.clock.clearTimeout(this.subscribeTimer);
+    this.subscribeTimer = undefined;
   }
 
   private endStallCheck(): void {

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import type { UsageStore } from '../../cloud-bridge/link-budget.js';
+import { cloudUrls } from '../../cloud-bridge/config.js';
 import { Uplink, type UplinkOptions } from '../../cloud-bridge/uplink.js';
 import { ConfigError } from '../config/load.js';
 import type { SiteConfig } from '../config/schema.js';
@@ -77,7 +78,7 @@ export const uplinkPart: Part = {
     const uplink = new Uplink(
       {
         gatewayId: config.gateway.id,
-        url: c.url,
+        urls: cloudUrls(c),
         clientId: c.clientId ?? `outpost-${config.gateway.id}`,
         username: c.username,
         password: c.password,

@@ -1,10 +1,10 @@
 import type { UplinkOptions } from '../../cloud-bridge/uplink.js';
 
-/** Uplink options for the tests: small batches, no linger, jitter at half its ceiling. */
-export function uplinkOptions(url: string, over: Partial<UplinkOptions> = {}): UplinkOptions {
+/** Uplink options for the tests: small batches, no linger, jitter at half its ceiling. `url`: one broker, or a list in order of preference. */
+export function uplinkOptions(url: string | readonly string[], over: Partial<UplinkOptions> = {}): UplinkOptions {
   return {
     gatewayId: 'gw-test',
-    url,
+    urls: typeof url === 'string' ? [url] : url,
     clientId: 'gw-test',
     topicPrefix: 'outpost',
     batchSize: 10,

@@ -134,6 +134,8 @@ export class AedesCloud {
   connections = 0;
   /** Accept TCP connections but close them at once (the path to the cloud is broken). */
   refuseConnections = false;
+  /** Return an error from authorizeSubscribe (aedes then closes the connection without SUBACK). */
+  refuseSubscriptions = false;
   /** Return an error from authorizePublish for a batch (aedes then closes the connection without PUBACK). */
   refuse: ((batch: UplinkBatch) => boolean) | undefined;
   private holding = false;
@@ -152,6 +154,10 @@ export class AedesCloud {
     const port = await listen(server);
     const cloud = new AedesCloud(aedes, server, port);
     server.on('connection', (socket) => cloud.accept(socket));
+    aedes.authorizeSubscribe = (_client, sub, callback) => {
+      if (cloud.refuseSubscriptions) callback(new Error('refused'), null);
+      else callback(null, sub);
+    };
     aedes.authorizePublish = (client: Client | null, packet, callback) => {
       if (!packet.topic.endsWith('/telemetry')) {
         callback(null);

@@ -261,7 +261,9 @@ class Session {
     if (!client) return;
     // A clean DISCONNECT after the last PUBACK; a connection that does not close in time is cut
     // (what it had not acknowledged is delivered again, and stored once).
-    await Promise.race([client.endAsync(false), sleep(5_000)]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([client.endAsync(false), new Promise((resolve) => (timer = setTimeout(resolve, 5_000)))]);
+    clearTimeout(timer);
     if (!client.disconnected) client.end(true);
   }
 }

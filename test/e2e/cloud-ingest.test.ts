@@ -1,0 +1,148 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { deflateSync } from 'node:zlib';
+import mqtt from 'mqtt';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Mosquitto } from '../../sim/mosquitto.js';
+import { IngestProcess } from '../helpers/ingest-process.js';
+import { ingestAcrossFaults } from '../helpers/ingest-scenario.js';
+import { Postgres } from '../helpers/postgres.js';
+import { waitFor } from '../helpers/wait.js';
+
+const cleanup: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+/** Debian's Mosquitto (persistent sessions kept across its restarts) and a fresh PostgreSQL cluster; both fail, never skip, when missing. */
+async function peers(name: string, withDatabase = true): Promise<{ dir: string; broker: Mosquitto; pg: Postgres }> {
+  const dir = mkdtempSync(join(tmpdir(), `outpost-ingest-${name}-`));
+  cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
+  const broker = await Mosquitto.start({ dir: join(dir, 'mosquitto'), persistence: true });
+  cleanup.push(() => broker.stop());
+  if (!withDatabase) return { dir, broker, pg: undefined as never };
+  const pg = await Postgres.start();
+  cleanup.push(() => pg.stop());
+  return { dir, broker, pg };
+}
+
+describe('outpost cloud-ingest (Debian Mosquitto, PostgreSQL)', () => {
+  it('holds each acknowledged reading exactly once across a gateway kill -9 and a consumer kill -9 mid-stream', { timeout: 240_000 }, async () => {
+    const { dir, broker, pg } = await peers('faults');
+    const figures = await ingestAcrossFaults({
+      brokerUrls: [broker.url],
+      witnessUrl: broker.url,
+      pg,
+      dir,
+      cleanup,
+      faults: [
+        async (ctx) => {
+          await ctx.restartGateway(0);
+          await ctx.moreRows(500);
+        },
+        async (ctx) => {
+          // Readings keep flowing to the broker while the consumer is dead: its session holds them.
+          await ctx.restartConsumer(1_500);
+          await ctx.moreRows(500);
+        },
+        async (ctx) => {
+          await ctx.restartGateway(1);
+          await ctx.restartConsumer(300);
+          await ctx.moreRows(500);
+        },
+      ],
+    });
+    const seen = figures.consumerRuns.reduce((n, r) => n + r.figures.readings, 0);
+    console.log(
+      `cloud-ingest across faults: ${figures.acked} readings acknowledged to children, ${figures.rows} rows (each id once, none missing); ` +
+        `witness received ${figures.witnessReceived} (${figures.witnessDuplicates} duplicates on the wire); consumer runs saw ${seen} readings for ${figures.rows} rows; ${figures.ms} ms`,
+    );
+    expect(figures.consumerRuns).toHaveLength(3);
+    expect(figures.acked).toBeGreaterThan(1000);
+  });
+
+  it('splits the load between two consumers of one share group, with no double rows', { timeout: 180_000 }, async () => {
+    const { dir, broker, pg } = await peers('share');
+    const figures = await ingestAcrossFaults({
+      brokerUrls: [broker.url],
+      witnessUrl: broker.url,
+      pg,
+      dir,
+      cleanup,
+      consumers: [
+        { clientId: 'ingest-a', shareGroup: 'ingest' },
+        { clientId: 'ingest-b', shareGroup: 'ingest' },
+      ],
+      faults: [(ctx) => ctx.moreRows(2_000)],
+    });
+    const [a, b] = figures.consumerRuns.map((r) => r.figures);
+    console.log(`share group: ${figures.rows} rows; consumer a stored ${a?.rows} (${a?.batches} batches), b ${b?.rows} (${b?.batches}); duplicates seen ${(a?.duplicates ?? 0) + (b?.duplicates ?? 0)}; ${figures.ms} ms`);
+    // Each took a real share, and between them they wrote every row once.
+    expect(a!.rows).toBeGreaterThan(figures.rows / 5);
+    expect(b!.rows).toBeGreaterThan(figures.rows / 5);
+    expect(a!.rows + b!.rows).toBe(figures.rows);
+  });
+
+  it('stores a redelivered batch once, and acknowledges what it refuses so the queue moves on', { timeout: 60_000 }, async () => {
+    const { broker, pg } = await peers('refuse');
+    const consumer = await IngestProcess.start({ brokers: [broker.url], database: pg.url, clientId: 'ingest-refuse' });
+    cleanup.push(() => consumer.kill9());
+    const pub = await mqtt.connectAsync(broker.url, { clientId: 'test-gateway', clean: true });
+    cleanup.push(() => pub.endAsync(true));
+    const topic = 'outpost/v1/gw/gw-x/telemetry';
+    const reading = (id: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({ id, device: 'm1', point: 'p', value: 1, quality: 'good', ts: 1764000000000, seq: 1, ...extra });
+    const batch = (readings: unknown[], gateway = 'gw-x'): Buffer => deflateSync(JSON.stringify({ v: 1, gateway, sentAt: 1, readings }));
+    const good = batch([reading('gw-x:1'), reading('gw-x:2', { value: 'text', unit: 'u' }), reading('gw-x:3', { value: null, quality: 'bad' }), reading('gw-x:4', { point: '$inventory', value: '{}' })]);
+    await pub.publishAsync(topic, Buffer.from('garbage'), { qos: 1 });
+    await pub.publishAsync(topic, good, { qos: 1 });
+    await pub.publishAsync(topic, batch([reading('gw-x:5', { quality: 'great' })]), { qos: 1 });
+    await pub.publishAsync(topic, batch([reading('gw-x:6')], 'gw-other'), { qos: 1 });
+    // The same batch again, as a gateway resends it when its PUBACK was lost; then NUL in text,
+    // which PostgreSQL cannot store (refused by the database, not retried for ever).
+    await pub.publishAsync(topic, good, { qos: 1 });
+    await pub.publishAsync(topic, batch([reading('gw-x:7', { value: 'a\u0000b' })]), { qos: 1 });
+    await pub.publishAsync(topic, batch([reading('gw-x:8')]), { qos: 1 });
+    await waitFor('the last batch stored', async () => (await pg.query('SELECT 1 FROM outpost_readings WHERE id = $1', ['gw-x:8'])).length === 1, 15_000, 100, () => consumer.stderr);
+
+    const rows = await pg.query<{ id: string; gateway: string; value: unknown; quality: string; unit: string | null; ts: Date; seq: string }>(
+      'SELECT id, gateway, value, quality, unit, ts, seq FROM outpost_readings ORDER BY id',
+    );
+    expect(rows.map((r) => [r.id, r.gateway, r.value, r.quality, r.unit])).toEqual([
+      ['gw-x:1', 'gw-x', 1, 'good', null],
+      ['gw-x:2', 'gw-x', 'text', 'good', 'u'],
+      ['gw-x:3', 'gw-x', null, 'bad', null],
+      ['gw-x:8', 'gw-x', 1, 'good', null],
+    ]);
+    expect(rows[0]!.ts.getTime()).toBe(1764000000000);
+    expect(rows[0]!.seq).toBe('1');
+    expect(await consumer.terminate()).toBe(0);
+    expect(consumer.last).toMatchObject({
+      final: true,
+      batches: 7,
+      readings: 7,
+      rows: 4,
+      duplicates: 3,
+      records: 2,
+      refused: { 'not-decodable': 1, schema: 1, 'gateway-mismatch': 1, database: 1, topic: 0 },
+    });
+    // Each refusal is logged with its reason (the problem named), none crashed the consumer.
+    expect(consumer.stderr).toContain('readings.0.quality');
+    expect(consumer.stderr).toContain('gateway-mismatch');
+
+    // Nothing was left unacknowledged: a new run of the same session gets nothing again.
+    const again = await IngestProcess.start({ brokers: [broker.url], database: pg.url, clientId: 'ingest-refuse' });
+    cleanup.push(() => again.kill9());
+    await waitFor('a figures line', () => again.last !== undefined, 5_000);
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(await again.terminate()).toBe(0);
+    expect(again.last).toMatchObject({ final: true, batches: 0 });
+  });
+
+  it('refuses to start without a database it can reach, naming it and what to check', async () => {
+    const { broker } = await peers('nodb', false);
+    await expect(IngestProcess.start({ brokers: [broker.url], database: 'postgres://nobody:secret@127.0.0.1:1/x', clientId: 'ingest-nodb' })).rejects.toThrow(
+      /exited with 1 before it started: outpost cloud-ingest: cannot create or open table outpost_readings in postgres:\/\/\*+@127\.0\.0\.1:1\/x.*is PostgreSQL running/s,
+    );
+  });
+});

@@ -39,7 +39,7 @@ export interface IngestScenarioOptions {
   readonly witnessUrl?: string;
   readonly gateways?: number;
   /** The consumers (default one, client id `ingest-e2e`); give them one share group to split the load. */
-  readonly consumers?: ReadonlyArray<{ readonly clientId: string; readonly shareGroup?: string }>;
+  readonly consumers?: ReadonlyArray<{ readonly clientId: string; readonly shareGroup?: string; readonly concurrency?: number }>;
   readonly childrenPerGateway?: number;
   /** Run one after another while the readings flow. */
   readonly faults: ReadonlyArray<(ctx: IngestScenarioContext) => Promise<void>>;
@@ -74,7 +74,7 @@ export async function ingestAcrossFaults(opts: IngestScenarioOptions): Promise<I
   }
 
   const runs: Array<{ clientId: string; run: IngestProcess }> = [];
-  const startConsumer = async (spec: { clientId: string; shareGroup?: string }): Promise<IngestProcess> => {
+  const startConsumer = async (spec: { clientId: string; shareGroup?: string; concurrency?: number }): Promise<IngestProcess> => {
     const c = await IngestProcess.start({ brokers: opts.brokerUrls, database: pg.url, ...spec });
     cleanup.push(() => c.kill9());
     runs.push({ clientId: spec.clientId, run: c });

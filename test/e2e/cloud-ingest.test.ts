@@ -141,6 +141,55 @@ describe('outpost cloud-ingest (Debian Mosquitto, PostgreSQL)', () => {
     expect(again.last).toMatchObject({ final: true, batches: 0 });
   });
 
+  it('keeps batches unacknowledged while the database is away, and stores them once when it is back (also across a SIGTERM)', { timeout: 120_000 }, async () => {
+    const { broker, pg } = await peers('dbdown');
+    const start = async (): Promise<IngestProcess> => {
+      const c = await IngestProcess.start({ brokers: [broker.url], database: pg.url, clientId: 'ingest-dbdown' });
+      cleanup.push(() => c.kill9());
+      return c;
+    };
+    let consumer = await start();
+    const pub = await mqtt.connectAsync(broker.url, { clientId: 'test-gateway-db', clean: true });
+    cleanup.push(() => pub.endAsync(true));
+    let sent = 0;
+    const send = async (batches: number): Promise<void> => {
+      for (let b = 0; b < batches; b++) {
+        const readings = Array.from({ length: 10 }, () => ({ id: `gw-db:${++sent}`, device: 'm1', point: 'p', value: sent, quality: 'good', ts: 1764000000000 + sent, seq: sent }));
+        await pub.publishAsync('outpost/v1/gw/gw-db/telemetry', deflateSync(JSON.stringify({ v: 1, gateway: 'gw-db', sentAt: Date.now(), readings })), { qos: 1 });
+      }
+    };
+    const rows = async (): Promise<number> => Number((await pg.query<{ n: string }>('SELECT count(*) AS n FROM outpost_readings'))[0]?.n);
+    await send(20);
+    await waitFor('the first 200 rows', async () => (await rows()) === 200, 15_000, 100);
+
+    // The database goes away while batches keep coming: they wait at the broker, unacknowledged.
+    await pg.pause();
+    await send(20);
+    await waitFor('a failed write being retried', () => (consumer.last?.retries ?? 0) > 0, 15_000, 100, () => consumer.stderr);
+    expect(consumer.stderr).toContain('database write failed; the batch waits unacknowledged');
+    // SIGTERM now: it drains what it can (nothing: the database is away) and exits without acknowledging.
+    const t = Date.now();
+    expect(await consumer.terminate()).toBe(0);
+    const drainMs = Date.now() - t;
+    expect(drainMs).toBeLessThan(10_000);
+    expect(consumer.last?.final).toBe(true);
+
+    await pg.resume();
+    consumer = await start();
+    await waitFor('all 400 rows after the restart', async () => (await rows()) === 400, 30_000, 100, () => consumer.stderr);
+
+    // Away again while this run keeps going: it retries with backoff and catches up by itself.
+    await pg.pause();
+    await send(20);
+    await new Promise((r) => setTimeout(r, 2_000));
+    await pg.resume();
+    await waitFor('all 600 rows after the second outage', async () => (await rows()) === 600, 30_000, 100, () => consumer.stderr);
+    const [counts] = await pg.query<{ n: string; ids: string; lo: number; hi: number }>('SELECT count(*) AS n, count(DISTINCT id) AS ids, min(value::int) AS lo, max(value::int) AS hi FROM outpost_readings');
+    expect(counts).toEqual({ n: '600', ids: '600', lo: 1, hi: 600 });
+    expect(await consumer.terminate()).toBe(0);
+    console.log(`database outages: 600 readings sent, 600 rows; SIGTERM while the database was away took ${drainMs} ms; last run: ${JSON.stringify(consumer.last)}`);
+  });
+
   it('refuses to start without a database it can reach, naming it and what to check', async () => {
     const { broker } = await peers('nodb', false);
     await expect(IngestProcess.start({ brokers: [broker.url], database: 'postgres://nobody:secret@127.0.0.1:1/x', clientId: 'ingest-nodb' })).rejects.toThrow(

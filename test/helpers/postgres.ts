@@ -20,15 +20,15 @@ export function postgresBin(): string {
  * `postgres` user (who owns the directory). `stop()` always ends it and removes the directory.
  */
 export class Postgres {
-  private exited: Promise<void>;
+  private proc!: ChildProcess;
+  private exited: Promise<void> = Promise.resolve();
+  private stderr = '';
 
   private constructor(
-    private readonly proc: ChildProcess,
     private readonly dir: string,
     readonly port: number,
-  ) {
-    this.exited = proc.exitCode !== null ? Promise.resolve() : new Promise((resolve) => proc.once('exit', () => resolve()));
-  }
+    private readonly launch: () => ChildProcess,
+  ) {}
 
   get url(): string {
     return `postgres://postgres@127.0.0.1:${this.port}/postgres`;
@@ -53,31 +53,41 @@ export class Postgres {
       throw new Error(`initdb failed: ${stderr.trim() || String(err)}`);
     }
     const port = await freePort();
-    const proc = spawn(join(bin, 'postgres'), ['-D', data, '-p', String(port), '-k', sockets, '-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=50'], {
-      ...ids,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let stderr = '';
-    proc.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-    const server = new Postgres(proc, dir, port);
+    const server = new Postgres(dir, port, () =>
+      spawn(join(bin, 'postgres'), ['-D', data, '-p', String(port), '-k', sockets, '-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=50'], {
+        ...ids,
+        stdio: ['ignore', 'ignore', 'pipe'],
+      }),
+    );
+    await server.resume();
+    return server;
+  }
+
+  /** Starts the server (again, on the same port and data); resolves once it accepts connections. */
+  async resume(): Promise<void> {
+    const proc = this.launch();
+    this.proc = proc;
+    this.exited = new Promise((resolve) => proc.once('exit', () => resolve()));
+    this.stderr = '';
+    proc.stderr?.on('data', (d: Buffer) => (this.stderr = (this.stderr + d.toString()).slice(-4000)));
     const deadline = Date.now() + 30_000;
     for (;;) {
       if (proc.exitCode !== null) {
-        await server.stop();
-        throw new Error(`postgres exited with ${proc.exitCode}: ${stderr.trim()}`);
+        await this.stop();
+        throw new Error(`postgres exited with ${proc.exitCode}: ${this.stderr.trim()}`);
       }
-      const c = new pg.Client({ connectionString: server.url, connectionTimeoutMillis: 1_000 });
+      const c = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: 1_000 });
       c.on('error', () => undefined);
       try {
         await c.connect();
         await c.end();
-        return server;
+        return;
       } catch {
         await c.end().catch(() => undefined);
       }
       if (Date.now() > deadline) {
-        await server.stop();
-        throw new Error(`postgres did not accept connections on ${port} within 30 s: ${stderr.trim()}`);
+        await this.stop();
+        throw new Error(`postgres did not accept connections on ${this.port} within 30 s: ${this.stderr.trim()}`);
       }
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -95,14 +105,19 @@ export class Postgres {
     }
   }
 
-  /** Fast shutdown (SIGINT), SIGKILL after 10 s; then the cluster's directory goes. */
-  async stop(): Promise<void> {
+  /** The server goes away (fast shutdown: open connections are cut); its data stays for `resume()`. */
+  async pause(): Promise<void> {
     if (this.proc.exitCode === null && this.proc.signalCode === null) {
       this.proc.kill('SIGINT');
       const timer = setTimeout(() => this.proc.kill('SIGKILL'), 10_000);
       await this.exited;
       clearTimeout(timer);
     }
+  }
+
+  /** Fast shutdown (SIGINT), SIGKILL after 10 s; then the cluster's directory goes. */
+  async stop(): Promise<void> {
+    await this.pause();
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
 import mqtt from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
+import { freePort } from '../../sim/free-port.js';
 import { Mosquitto } from '../../sim/mosquitto.js';
 import { IngestProcess } from '../helpers/ingest-process.js';
 import { ingestAcrossFaults } from '../helpers/ingest-scenario.js';
@@ -88,7 +89,9 @@ describe('outpost cloud-ingest (Debian Mosquitto, PostgreSQL)', () => {
 
   it('stores a redelivered batch once, and acknowledges what it refuses so the queue moves on', { timeout: 60_000 }, async () => {
     const { broker, pg } = await peers('refuse');
-    const consumer = await IngestProcess.start({ brokers: [broker.url], database: pg.url, clientId: 'ingest-refuse' });
+    // The first of two broker URLs is dead (a cluster node down): the consumer goes on to the next.
+    const dead = `mqtt://127.0.0.1:${await freePort()}`;
+    const consumer = await IngestProcess.start({ brokers: [dead, broker.url], database: pg.url, clientId: 'ingest-refuse' });
     cleanup.push(() => consumer.kill9());
     const pub = await mqtt.connectAsync(broker.url, { clientId: 'test-gateway', clean: true });
     cleanup.push(() => pub.endAsync(true));
@@ -131,6 +134,8 @@ describe('outpost cloud-ingest (Debian Mosquitto, PostgreSQL)', () => {
     // Each refusal is logged with its reason (the problem named), none crashed the consumer.
     expect(consumer.stderr).toContain('readings.0.quality');
     expect(consumer.stderr).toContain('gateway-mismatch');
+    expect(consumer.stderr).toContain(`"url":"${dead}","retryInMs"`);
+    expect(consumer.stderr).toContain('could not connect; trying the next broker');
 
     // Nothing was left unacknowledged: a new run of the same session gets nothing again.
     const again = await IngestProcess.start({ brokers: [broker.url], database: pg.url, clientId: 'ingest-refuse' });

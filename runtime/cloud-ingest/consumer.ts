@@ -236,7 +236,7 @@ class Session {
       });
     });
     client.on('error', (err) => {
-      this.log.warn({ url: redactUrl(url), err: errorMessage(err) }, 'broker connection error');
+      this.log.warn({ url: redactUrl(url), err: errorMessage(err) }, connectionHint(err));
     });
     client.on('close', () => {
       const was = this.connected;
@@ -266,6 +266,19 @@ class Session {
     clearTimeout(timer);
     if (!client.disconnected) client.end(true);
   }
+}
+
+/** What a connection error means for the operator, and what to do about it. */
+export function connectionHint(err: unknown): string {
+  const code = (err as { code?: unknown }).code;
+  if (code === 4 || code === 5 || code === 134 || code === 135) {
+    return 'the broker refused the credentials: check --username and --password-file (OUTPOST_INGEST_USERNAME, OUTPOST_INGEST_PASSWORD) and the broker\'s ACL';
+  }
+  if (code === 2 || code === 133) return 'the broker refused the client id: give each consumer its own --client-id';
+  if (typeof code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME/.test(code)) {
+    return "the broker's certificate is not trusted: give the CA that signed it with --ca (OUTPOST_INGEST_CA)";
+  }
+  return 'broker connection error';
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

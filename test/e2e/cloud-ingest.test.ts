@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
@@ -193,6 +194,60 @@ describe('outpost cloud-ingest (Debian Mosquitto, PostgreSQL)', () => {
     expect(counts).toEqual({ n: '600', ids: '600', lo: 1, hi: 600 });
     expect(await consumer.terminate()).toBe(0);
     console.log(`database outages: 600 readings sent, 600 rows; SIGTERM while the database was away took ${drainMs} ms; last run: ${JSON.stringify(consumer.last)}`);
+  });
+
+  it('connects over TLS with the CA and credentials it is given, and names a refusal', { timeout: 90_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'outpost-ingest-tls-'));
+    cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
+    const f = (name: string): string => join(dir, name);
+    const openssl = (...args: string[]): void => void execFileSync('openssl', args, { stdio: 'pipe' });
+    for (const ca of ['ca', 'rogue-ca']) openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=${ca}`, '-keyout', f(`${ca}.key`), '-out', f(`${ca}.pem`));
+    writeFileSync(f('server.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+    openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=server', '-keyout', f('server.key'), '-out', f('server.csr'));
+    openssl('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '2', '-extfile', f('server.ext'), '-out', f('server.pem'));
+    execFileSync('mosquitto_passwd', ['-b', '-c', f('passwd'), 'ingest', 'right-password'], { stdio: 'pipe' });
+    writeFileSync(f('right'), 'right-password\n');
+    writeFileSync(f('wrong'), 'wrong-password\n');
+    const tlsPort = await freePort();
+    const broker = await Mosquitto.start({
+      dir: f('mosquitto'),
+      persistence: true,
+      extra: [`password_file ${f('passwd')}`, `listener ${tlsPort} 127.0.0.1`, `cafile ${f('ca.pem')}`, `certfile ${f('server.pem')}`, `keyfile ${f('server.key')}`, 'tls_version tlsv1.2'],
+    });
+    cleanup.push(() => broker.stop());
+    const pg = await Postgres.start();
+    cleanup.push(() => pg.stop());
+    const tlsUrl = `mqtts://127.0.0.1:${tlsPort}`;
+    const start = async (clientId: string, ca: string, password: string): Promise<IngestProcess> => {
+      const c = await IngestProcess.start({ brokers: [tlsUrl], database: pg.url, clientId, extraArgs: ['--ca', f(ca), '--username', 'ingest', '--password-file', f(password)] });
+      cleanup.push(() => c.kill9());
+      return c;
+    };
+    const rogue = await start('ingest-rogue', 'rogue-ca.pem', 'right');
+    const wrong = await start('ingest-wrong', 'ca.pem', 'wrong');
+    const right = await start('ingest-right', 'ca.pem', 'right');
+    await waitFor('the right consumer connected', () => right.last?.connected === 1, 10_000, 100, () => right.stderr);
+
+    const pub = await mqtt.connectAsync(tlsUrl, { clientId: 'test-gateway-tls', username: 'ingest', password: 'right-password', ca: readFileSync(f('ca.pem')) });
+    cleanup.push(() => pub.endAsync(true));
+    const readings = [{ id: 'gw-tls:1', device: 'm1', point: 'p', value: 1, quality: 'good', ts: 1764000000000, seq: 1 }];
+    await pub.publishAsync('outpost/v1/gw/gw-tls/telemetry', JSON.stringify({ v: 1, gateway: 'gw-tls', sentAt: 1, readings }), { qos: 1 });
+    await waitFor('the reading stored', async () => (await pg.query('SELECT 1 FROM outpost_readings')).length === 1, 10_000, 100, () => right.stderr);
+    // Each refusal says what to do.
+    await waitFor(
+      'the refused ones to have tried',
+      () => wrong.stderr.includes('the broker refused the credentials: check --username and --password-file') && rogue.stderr.includes("the broker's certificate is not trusted: give the CA that signed it with --ca"),
+      10_000,
+      100,
+      () => `${wrong.stderr}\n${rogue.stderr}`,
+    );
+    expect(wrong.last?.connected ?? 0).toBe(0);
+    expect(rogue.last?.connected ?? 0).toBe(0);
+    // The password is never logged.
+    expect(`${wrong.stderr}${rogue.stderr}${right.stderr}`).not.toContain('password\n');
+    expect(`${wrong.stderr}${rogue.stderr}${right.stderr}`).not.toMatch(/right-password|wrong-password/);
+    for (const c of [rogue, wrong, right]) expect(await c.terminate()).toBe(0);
+    expect(right.last).toMatchObject({ final: true, rows: 1 });
   });
 
   it('refuses to start without a database it can reach, naming it and what to check', async () => {

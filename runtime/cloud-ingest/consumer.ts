@@ -133,6 +133,7 @@ export class CloudIngestConsumer {
         const delay = backoff.next();
         this.throttled('db', () => this.log.warn({ err: errorMessage(err), retryInMs: delay, retries: this.figures_.retries }, 'database write failed; the batch waits unacknowledged and is tried again'));
         await sleep(delay, this.drainAbort.signal);
+        if (this.draining) throw new Error('draining: the batch is left to the broker, unacknowledged', { cause: err });
       }
     }
   }

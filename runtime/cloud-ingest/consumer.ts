@@ -35,7 +35,7 @@ export interface IngestFigures {
   refused: Record<RefusalReason, number>;
   /** Database writes that failed and were tried again. */
   retries: number;
-  /** Sessions connected now. */
+  /** Sessions connected and subscribed now. */
   connected: number;
   /** Connections made (the first of each session included). */
   connects: number;
@@ -220,7 +220,6 @@ class Session {
       this.inFlight = work.finally(() => (this.inFlight = undefined));
     };
     client.on('connect', (connack) => {
-      this.connected = true;
       this.backoff.reset();
       this.hooks.connected();
       this.log.info({ url: redactUrl(url), sessionPresent: connack.sessionPresent }, 'connected');
@@ -228,6 +227,9 @@ class Session {
       // (first start, a broker that lost it) it is what starts the flow.
       client.subscribe(this.hooks.filter, { qos: 1 }, (err, granted) => {
         const refused = granted?.find((g) => g.qos === 128);
+        // Connected counts from here: the session receives (a broker keeps nothing for a
+        // subscription it has not made yet, so a first start is ready only now).
+        if (!err && !refused && client === this.client && client.connected) this.connected = true;
         if (err || refused) {
           this.log.error(
             { filter: this.hooks.filter, err: err ? errorMessage(err) : 'SUBACK 0x80' },

@@ -94,6 +94,7 @@ describe('outpost cloud-ingest (Debian Mosquitto, PostgreSQL)', () => {
     const dead = `mqtt://127.0.0.1:${await freePort()}`;
     const consumer = await IngestProcess.start({ brokers: [dead, broker.url], database: pg.url, clientId: 'ingest-refuse' });
     cleanup.push(() => consumer.kill9());
+    await consumer.subscribed();
     const pub = await mqtt.connectAsync(broker.url, { clientId: 'test-gateway', clean: true });
     cleanup.push(() => pub.endAsync(true));
     const topic = 'outpost/v1/gw/gw-x/telemetry';
@@ -155,6 +156,7 @@ describe('outpost cloud-ingest (Debian Mosquitto, PostgreSQL)', () => {
       return c;
     };
     let consumer = await start();
+    await consumer.subscribed();
     const pub = await mqtt.connectAsync(broker.url, { clientId: 'test-gateway-db', clean: true });
     cleanup.push(() => pub.endAsync(true));
     let sent = 0;
@@ -226,7 +228,7 @@ describe('outpost cloud-ingest (Debian Mosquitto, PostgreSQL)', () => {
     const rogue = await start('ingest-rogue', 'rogue-ca.pem', 'right');
     const wrong = await start('ingest-wrong', 'ca.pem', 'wrong');
     const right = await start('ingest-right', 'ca.pem', 'right');
-    await waitFor('the right consumer connected', () => right.last?.connected === 1, 10_000, 100, () => right.stderr);
+    await right.subscribed();
 
     const pub = await mqtt.connectAsync(tlsUrl, { clientId: 'test-gateway-tls', username: 'ingest', password: 'right-password', ca: readFileSync(f('ca.pem')) });
     cleanup.push(() => pub.endAsync(true));

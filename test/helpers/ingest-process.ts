@@ -73,6 +73,16 @@ export class IngestProcess {
     return p;
   }
 
+  /** Waits until `sessions` sessions are connected and subscribed (its figures line says so). */
+  async subscribed(sessions = 1, timeoutMs = 15_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while ((this.last?.connected ?? 0) < sessions) {
+      if (!this.running) throw new Error(`cloud-ingest exited before it subscribed: ${this.stderr}`);
+      if (Date.now() > deadline) throw new Error(`cloud-ingest did not subscribe within ${timeoutMs} ms: ${this.stderr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
   get running(): boolean {
     return this.proc.exitCode === null && this.proc.signalCode === null;
   }

@@ -83,6 +83,8 @@ export async function ingestAcrossFaults(opts: IngestScenarioOptions): Promise<I
   const specs = opts.consumers ?? [{ clientId: 'ingest-e2e' }];
   const consumers: IngestProcess[] = [];
   for (const spec of specs) consumers.push(await startConsumer(spec));
+  // A first start: the broker keeps readings for the consumers' sessions only once they subscribed.
+  for (const [i, c] of consumers.entries()) await c.subscribed(specs[i]!.concurrency ?? 1);
 
   const gateways: GatewayProcess[] = [];
   const configs: string[] = [];

@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { encodeBatch } from '../../cloud-bridge/uplink-payload.js';
+import { figuresLine } from '../../runtime/cloud-ingest/cli.js';
+import { connectionHint } from '../../runtime/cloud-ingest/consumer.js';
 import { decodeBatch, telemetryGateway } from '../../runtime/cloud-ingest/decode.js';
 import { IngestOptionsError, resolveIngestOptions } from '../../runtime/cloud-ingest/options.js';
 
@@ -123,5 +125,24 @@ describe('cloud-ingest options', () => {
 
   it('asks for a broker and a database when neither is given', () => {
     expect(() => resolveIngestOptions({}, {})).toThrow(/--broker: give at least one broker[\s\S]*--database: give the database/);
+  });
+});
+
+describe('cloud-ingest figures and hints', () => {
+  const f = { batches: 30, readings: 300, rows: 290, records: 2, refused: { topic: 0, 'not-decodable': 1, schema: 2, 'gateway-mismatch': 0, database: 0 }, retries: 4, connected: 2, connects: 3 };
+
+  it('prints totals, rates since the line before and refusals by reason', () => {
+    const prev = { ...f, batches: 10, readings: 100 };
+    expect(figuresLine(f, prev, 10, false)).toBe(
+      'cloud-ingest: 30 batches (2/s), 300 readings (20/s), 290 new rows, 10 duplicates, 3 refused (not-decodable 1, schema 2), 4 database retries, 2 sessions connected',
+    );
+    expect(JSON.parse(figuresLine(f, undefined, 10, true, true))).toMatchObject({ final: true, rows: 290, duplicates: 10, batchesPerS: 3, readingsPerS: 30 });
+  });
+
+  it('tells the operator what to do about a refused connection', () => {
+    expect(connectionHint(Object.assign(new Error('Connection refused: Not authorized'), { code: 5 }))).toContain('--password-file');
+    expect(connectionHint(Object.assign(new Error('self-signed certificate in certificate chain'), { code: 'SELF_SIGNED_CERT_IN_CHAIN' }))).toContain('--ca');
+    expect(connectionHint(Object.assign(new Error('Identifier rejected'), { code: 2 }))).toContain('--client-id');
+    expect(connectionHint(new Error('connect ECONNREFUSED'))).toBe('broker connection error');
   });
 });

@@ -25,7 +25,8 @@ export function figuresLine(f: IngestFigures, prev: IngestFigures | undefined, s
     .join(', ');
   return (
     `cloud-ingest${final ? ' (final)' : ''}: ${f.batches} batches (${rate(f.batches, prev?.batches)}/s), ${f.readings} readings (${rate(f.readings, prev?.readings)}/s), ` +
-    `${f.rows} new rows, ${duplicates} duplicates, ${refused} refused${reasons ? ` (${reasons})` : ''}, ${f.retries} database retries, ${f.connected} sessions connected`
+    `${f.rows} new rows, ${duplicates} duplicates, ${refused} refused${reasons ? ` (${reasons})` : ''}, ${f.retries} database retries, ${f.connected} sessions connected` +
+    (f.brokers.length > 0 ? ` (${[...new Set(f.brokers)].join(', ')})` : '')
   );
 }
 

@@ -37,6 +37,8 @@ export interface IngestFigures {
   retries: number;
   /** Sessions connected and subscribed now. */
   connected: number;
+  /** The broker each of those is on (URLs without user info): in a cluster, the node to watch. */
+  brokers: string[];
   /** Connections made (the first of each session included). */
   connects: number;
 }
@@ -61,6 +63,7 @@ export class CloudIngestConsumer {
     retries: 0,
     connected: 0,
     connects: 0,
+    brokers: [],
   };
   private readonly sessions: Session[] = [];
   private draining = false;
@@ -81,7 +84,8 @@ export class CloudIngestConsumer {
   }
 
   figures(): IngestFigures {
-    return { ...this.figures_, refused: { ...this.figures_.refused }, connected: this.sessions.filter((s) => s.connected).length };
+    const on = this.sessions.filter((s) => s.connected);
+    return { ...this.figures_, refused: { ...this.figures_.refused }, connected: on.length, brokers: on.map((s) => redactUrl(s.url)) };
   }
 
   /** Opens the sessions; each connects (and reconnects, with backoff) on its own. */
@@ -174,6 +178,8 @@ class Session {
   private inFlight: Promise<void> | undefined;
   private readonly backoff: Backoff;
   connected = false;
+  /** The broker of the current (or last) connection attempt. */
+  url = '';
 
   constructor(
     private readonly clientId: string,
@@ -187,6 +193,7 @@ class Session {
   connect(): void {
     if (this.closed) return;
     const url = this.opts.brokers[this.attempt % this.opts.brokers.length]!;
+    this.url = url;
     this.attempt++;
     const options: IClientOptions = {
       clientId: this.clientId,

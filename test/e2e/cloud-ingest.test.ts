@@ -95,6 +95,8 @@ describe('outpost cloud-ingest (Debian Mosquitto, PostgreSQL)', () => {
     const consumer = await IngestProcess.start({ brokers: [dead, broker.url], database: pg.url, clientId: 'ingest-refuse' });
     cleanup.push(() => consumer.kill9());
     await consumer.subscribed();
+    // On the second URL, as its figures say.
+    expect(consumer.last?.brokers).toEqual([broker.url]);
     const pub = await mqtt.connectAsync(broker.url, { clientId: 'test-gateway', clean: true });
     cleanup.push(() => pub.endAsync(true));
     const topic = 'outpost/v1/gw/gw-x/telemetry';

@@ -14,6 +14,7 @@ export interface IngestFiguresLine {
   retries: number;
   connected: number;
   connects: number;
+  brokers: string[];
 }
 
 export interface IngestProcessOptions {

@@ -20,6 +20,8 @@ export interface IngestScenarioContext {
   restartConsumer(downMs: number, i?: number): Promise<void>;
   /** Rows in the table now. */
   rows(): Promise<number>;
+  /** The broker(s) consumer `i` (default 0) is connected to, as of its last figures line: the node to kill in a cluster. */
+  consumerBrokers(i?: number): readonly string[];
   /** Waits until the table has grown by `n` rows from now. */
   moreRows(n: number, timeoutMs?: number): Promise<void>;
 }
@@ -61,8 +63,11 @@ export interface IngestScenarioFigures {
  * Gateways (the compiled CLI) with simulated children, publishing to the cloud broker(s); one
  * `outpost cloud-ingest` writing to PostgreSQL; the faults run while readings flow. At the end
  * every reading a gateway acknowledged is in the table exactly once, and (with a witness) the table
- * holds exactly the readings published. A RabbitMQ cluster variant passes its node URLs and a
- * fault that kills a node.
+ * holds exactly the readings published. A cluster variant passes its node URLs and faults that
+ * kill nodes, e.g. with a RabbitMQ cluster helper `cluster` (no share group there):
+ *
+ *   brokerUrls: cluster.urls, gatewayCloud: (urls) => ({ urls }),
+ *   faults: [async (ctx) => { await cluster.kill(cluster.urls.indexOf(ctx.consumerBrokers()[0]!)); await ctx.moreRows(500); }]
  */
 export async function ingestAcrossFaults(opts: IngestScenarioOptions): Promise<IngestScenarioFigures> {
   const started = Date.now();
@@ -122,6 +127,7 @@ export async function ingestAcrossFaults(opts: IngestScenarioOptions): Promise<I
   const ctx: IngestScenarioContext = {
     gateways,
     rows,
+    consumerBrokers: (i = 0) => consumers[i]?.last?.brokers ?? [],
     async restartGateway(i) {
       await gateways[i]!.kill9();
       const gw = await GatewayProcess.start(configs[i]!);

@@ -129,12 +129,12 @@ describe('cloud-ingest options', () => {
 });
 
 describe('cloud-ingest figures and hints', () => {
-  const f = { batches: 30, readings: 300, rows: 290, records: 2, refused: { topic: 0, 'not-decodable': 1, schema: 2, 'gateway-mismatch': 0, database: 0 }, retries: 4, connected: 2, connects: 3 };
+  const f = { batches: 30, readings: 300, rows: 290, records: 2, refused: { topic: 0, 'not-decodable': 1, schema: 2, 'gateway-mismatch': 0, database: 0 }, retries: 4, connected: 2, connects: 3, brokers: ['mqtt://a:1883', 'mqtt://a:1883'] };
 
   it('prints totals, rates since the line before and refusals by reason', () => {
     const prev = { ...f, batches: 10, readings: 100 };
     expect(figuresLine(f, prev, 10, false)).toBe(
-      'cloud-ingest: 30 batches (2/s), 300 readings (20/s), 290 new rows, 10 duplicates, 3 refused (not-decodable 1, schema 2), 4 database retries, 2 sessions connected',
+      'cloud-ingest: 30 batches (2/s), 300 readings (20/s), 290 new rows, 10 duplicates, 3 refused (not-decodable 1, schema 2), 4 database retries, 2 sessions connected (mqtt://a:1883)',
     );
     expect(JSON.parse(figuresLine(f, undefined, 10, true, true))).toMatchObject({ final: true, rows: 290, duplicates: 10, batchesPerS: 3, readingsPerS: 30 });
   });

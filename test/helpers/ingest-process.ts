@@ -52,7 +52,7 @@ export class IngestProcess {
     let out = '';
     let started = false;
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`cloud-ingest did not start within 15 s: ${p.stderr}`)), 15_000);
+      const timer = setTimeout(() => reject(new Error(`cloud-ingest did not start within 60 s: ${p.stderr}`)), 60_000);
       proc.stdout?.on('data', (d: Buffer) => {
         out += d.toString();
         let nl: number;

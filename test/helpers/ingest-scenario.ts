@@ -54,8 +54,11 @@ export interface IngestScenarioFigures {
   /** Readings the witness received, and how many of them were repeats. */
   witnessReceived: number | undefined;
   witnessDuplicates: number | undefined;
-  /** Each consumer run's last figures line (a killed run's is up to a second old), in start order. */
-  consumerRuns: Array<{ clientId: string; figures: IngestFiguresLine }>;
+  /**
+   * Each consumer run in start order, with its last figures line: a killed run's is up to a second
+   * old, and one killed within its first second has none.
+   */
+  consumerRuns: Array<{ clientId: string; figures: IngestFiguresLine | undefined }>;
   ms: number;
 }
 
@@ -183,7 +186,7 @@ export async function ingestAcrossFaults(opts: IngestScenarioOptions): Promise<I
     rows: total,
     witnessReceived: witness?.ledger.received,
     witnessDuplicates: witness?.ledger.duplicates,
-    consumerRuns: runs.flatMap((r) => (r.run.last ? [{ clientId: r.clientId, figures: r.run.last }] : [])),
+    consumerRuns: runs.map((r) => ({ clientId: r.clientId, figures: r.run.last })),
     ms: Date.now() - started,
   };
 }

@@ -76,6 +76,9 @@ Usage:
   outpost tokens revoke NAME --config FILE
                                   refused from the next request on, no restart
   outpost hash-token [--stdin]    a new token and its SHA-256 for http.tokens (or the hash of stdin)
+  outpost cloud-ingest --broker URL --database URL [--share-group G] …
+                                  the reference cloud consumer: every gateway's readings into
+                                  PostgreSQL, each once (outpost cloud-ingest --help)
 
 Exit codes of the verbs that talk to a gateway (status, outbox, devices, twin, call,
 configurations): 0 done; 1 the gateway refused or failed (an unknown or offline device, a call with
@@ -163,6 +166,10 @@ async function main(argv: string[]): Promise<number> {
     case 'identity': {
       const { identityCommand } = await import('./identity/cli.js');
       return identityCommand(rest);
+    }
+    case 'cloud-ingest': {
+      const { cloudIngestCommand } = await import('./cloud-ingest/cli.js');
+      return cloudIngestCommand(rest);
     }
     case undefined:
     case 'help':

@@ -11,6 +11,8 @@
 #   chromium                  the Node-RED editor in a headless browser
 #   systemd                   systemd-analyze checks the shipped service units
 #   rabbitmq-server           a three-node clustered cloud broker (MQTT plugin, quorum queues), sim/rabbit-cluster.ts
+#   postgresql                the database of the reference cloud consumer (outpost cloud-ingest);
+#                             the tests run initdb/postgres themselves on a free port
 #
 # Installs with apt-get as root, or through sudo when it works without a password; otherwise it
 # names the packages to install and exits 1. OUTPOST_SKIP_PEERS=1 skips the check.
@@ -27,6 +29,7 @@ have openssl || need+=(openssl)
 have cpio || need+=(cpio)
 have systemd-analyze || need+=(systemd)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 /usr/bin/python3 -c 'import pymodbus, serial, serial_asyncio' >/dev/null 2>&1 || need+=(python3-pymodbus python3-serial python3-serial-asyncio)
 # Without their recommends: swupdate would pull in a web server, chromium a desktop.
 lean=()
@@ -70,9 +73,15 @@ fi
 rm -f "$log"
 # The tests start the brokers they need on free ports; the packaged services are not wanted.
 if command -v systemctl >/dev/null 2>&1; then
-  for unit in mosquitto rabbitmq-server; do
+  for unit in mosquitto rabbitmq-server postgresql; do
     "${as_root[@]}" systemctl stop "$unit" >/dev/null 2>&1 || true
     "${as_root[@]}" systemctl disable "$unit" >/dev/null 2>&1 || true
+  done
+fi
+# Without systemd, Debian's maintainer script starts the packaged cluster with pg_ctlcluster.
+if command -v pg_lsclusters >/dev/null 2>&1; then
+  pg_lsclusters --no-header 2>/dev/null | while read -r version cluster _; do
+    "${as_root[@]}" pg_ctlcluster "$version" "$cluster" stop >/dev/null 2>&1 || true
   done
 fi
 exit 0

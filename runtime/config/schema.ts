@@ -138,6 +138,17 @@ function build(registry: ProtocolRegistry) {
           if (protocol) ctx.addIssue({ code: 'custom', path: ['identities', kind, i, 'id'], message: `"${a.id}" is a ${protocol} device: its readings come from its driver, never from an MQTT client` });
         });
       }
+      // Children authenticate at an external site broker, not at the gateway.
+      if (cfg.broker.external) {
+        const { devices, clients, groups, revoked } = cfg.identities;
+        if (devices.length + clients.length + groups.length + revoked.length > 0) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['identities'],
+            message: 'identities authenticate children on the embedded broker, which does not run with broker.external: give each child its account and ACL on the site broker (docs/operations.md, "External site broker") and remove identities',
+          });
+        }
+      }
       const configurations = new Set<string>();
       cfg.configurations.forEach((c, i) => {
         if (configurations.has(c.id)) ctx.addIssue({ code: 'custom', path: ['configurations', i, 'id'], message: `duplicate configuration id "${c.id}"` });

@@ -23,6 +23,8 @@ export interface MosquittoOptions {
    * clients without credentials are refused.
    */
   readonly users?: Readonly<Record<string, string>>;
+  /** The port to listen on (default: a free one). */
+  readonly port?: number;
   /** `acl_file` lines (`user gw`, `topic read outpost/v1/dev/#`, `pattern write outpost/v1/dev/%u/#`). */
   readonly acl?: readonly string[];
 }
@@ -53,7 +55,7 @@ export class Mosquitto {
   ) {}
 
   static async start(opts: MosquittoOptions): Promise<Mosquitto> {
-    const m = new Mosquitto(opts, await freePort());
+    const m = new Mosquitto(opts, opts.port ?? (await freePort()));
     await m.start();
     return m;
   }

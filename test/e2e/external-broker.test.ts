@@ -1,0 +1,192 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { afterEach, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { SimChildDevice } from '../../sim/child-device.js';
+import { SimCloud } from '../../sim/cloud.js';
+import { Mosquitto } from '../../sim/mosquitto.js';
+import { gatewayApi, TEST_API_TOKENS } from '../helpers/api.js';
+import { GatewayProcess } from '../helpers/gateway-process.js';
+import { sleep, waitFor } from '../helpers/wait.js';
+
+const cleanup: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+/** Kills in CI; `OUTPOST_KILLS=50 npx vitest run test/e2e/external-broker.test.ts` for a longer run. */
+const KILLS = Number(process.env.OUTPOST_KILLS ?? 6);
+const GATEWAY_PASSWORD = 'gw-site-secret-0001';
+const childPassword = (id: string): string => `pw-${id}-0001`;
+const CHILDREN = ['dev-1', 'dev-2', 'dev-3', 'dev-9'];
+
+/**
+ * Debian's Mosquitto as a site broker as docs/operations.md asks for it: persistence, unlimited
+ * queues for QoS 1 (`max_queued_messages 0`), no anonymous clients, each child held to its own
+ * subtree by the ACL, the gateway allowed to read every child's topics and write their inboxes.
+ */
+async function siteBroker(dir: string, opts: { port?: number; gatewayPassword?: string } = {}): Promise<Mosquitto> {
+  const broker = await Mosquitto.start({
+    dir,
+    persistence: true,
+    ...(opts.port !== undefined ? { port: opts.port } : {}),
+    users: { gateway: opts.gatewayPassword ?? GATEWAY_PASSWORD, ...Object.fromEntries(CHILDREN.map((id) => [id, childPassword(id)])) },
+    acl: [
+      'pattern write outpost/v1/dev/%u/#',
+      'pattern read outpost/v1/dev/%u/cmd/#',
+      'pattern read outpost/v1/dev/%u/desired/#',
+      'user gateway',
+      'topic readwrite outpost/v1/dev/#',
+    ],
+  });
+  cleanup.push(() => broker.stop());
+  return broker;
+}
+
+interface Setup {
+  readonly dir: string;
+  readonly broker: Mosquitto;
+  readonly cloud: SimCloud;
+  readonly configFile: string;
+}
+
+async function setup(name: string, external: Record<string, unknown> = {}): Promise<Setup> {
+  const dir = mkdtempSync(join(tmpdir(), `outpost-${name}-`));
+  cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
+  const broker = await siteBroker(join(dir, 'mosquitto'));
+  const cloud = await SimCloud.start();
+  cleanup.push(() => cloud.stop());
+  const configFile = join(dir, 'site.yaml');
+  writeFileSync(
+    configFile,
+    stringify({
+      gateway: { id: 'ext-gw' },
+      broker: { acceptUnknownDevices: true, external: { url: broker.url, username: 'gateway', password: GATEWAY_PASSWORD, backoff: { initialMs: 100, maxMs: 1000 }, ...external } },
+      http: { host: '127.0.0.1', port: 0, tokens: TEST_API_TOKENS },
+      rules: [{ id: 'all', type: 'filter', match: { device: '*', point: '*' } }],
+      cloud: { url: cloud.url, backoff: { initialMs: 100, maxMs: 500 }, lingerMs: 50 },
+      storage: { path: join(dir, 'outpost.db') },
+    }),
+    { mode: 0o600 },
+  );
+  return { dir, broker, cloud, configFile };
+}
+
+async function startGateway(s: Setup): Promise<GatewayProcess> {
+  const gw = await GatewayProcess.start(s.configFile);
+  cleanup.push(() => gw.kill9());
+  return gw;
+}
+
+/** One metric's value from the gateway's /metrics (0 when absent). */
+async function metric(gw: GatewayProcess, s: Setup, line: string): Promise<number> {
+  const api = gatewayApi(gw.httpPort, s.dir);
+  const text = await (await api.fetch(`${api.base}/metrics`)).text();
+  const found = text.split('\n').find((l) => l.startsWith(`${line} `));
+  return found === undefined ? 0 : Number(found.slice(line.length + 1));
+}
+
+async function siteStatus(gw: GatewayProcess, s: Setup): Promise<{ state: string; refused?: string; sessionPresent?: boolean }> {
+  const api = gatewayApi(gw.httpPort, s.dir);
+  const body = (await (await api.fetch(`${api.base}/api/v1/status`)).json()) as { siteBroker: { state: string; refused?: string; sessionPresent?: boolean } };
+  return body.siteBroker;
+}
+
+describe('child intake from an external site broker (Debian Mosquitto)', () => {
+  it(`loses nothing a child got a PUBACK for from the site broker, across ${KILLS} gateway kill -9s mid-stream`, { timeout: 60_000 + KILLS * 15_000 }, async () => {
+    const s = await setup('ext-kill9');
+    // The gateway subscribes first: the site broker keeps messages only for a session that exists.
+    let gw = await startGateway(s);
+    await waitFor('the site broker link up', async () => (await siteStatus(gw, s)).state === 'up', 10_000, 50);
+    const children = CHILDREN.slice(0, 3).map(
+      (id) => new SimChildDevice({ url: s.broker.url, deviceId: id, password: childPassword(id), intervalMs: 5, points: { a: { kind: 'counter' }, b: { kind: 'sine', amplitude: 1, periodMs: 1000 } }, maxInFlight: 20 }),
+    );
+    for (const c of children) c.start();
+    cleanup.push(() => Promise.all(children.map((c) => c.kill())));
+
+    let backlogAtRestart = 0;
+    for (let k = 0; k < KILLS; k++) {
+      const before = s.cloud.ledger.unique;
+      await waitFor('readings flowing through the gateway to the cloud', () => s.cloud.ledger.unique > before + 50, 15_000, 20);
+      // A random moment mid-stream: children keep publishing to the site broker all along.
+      await sleep(Math.floor(Math.random() * 200));
+      await gw.kill9();
+      // The gateway is away for a while; the site broker queues for its session.
+      await sleep(200 + Math.floor(Math.random() * 300));
+      const acked = children.reduce((n, c) => n + c.acked.length, 0);
+      backlogAtRestart = Math.max(backlogAtRestart, acked - s.cloud.ledger.unique);
+      gw = await startGateway(s);
+      const st = await siteStatus(gw, s);
+      expect(st.state === 'up' ? st.sessionPresent : true).toBe(true);
+    }
+    for (const c of children) await c.stop();
+    const acked = children.flatMap((c) => [...c.acked]);
+    expect(acked.length).toBeGreaterThan(KILLS * 100);
+    await waitFor('every reading the site broker acknowledged at the cloud', () => s.cloud.ledger.missing(acked).length === 0, 60_000, 100, () => `${s.cloud.ledger.missing(acked).length} missing`);
+    const lost = s.cloud.ledger.missing(acked).length;
+    expect(lost).toBe(0);
+    // Every session was found again: the site broker never dropped what it held for the gateway.
+    expect(await metric(gw, s, 'outpost_site_broker_sessions_lost_total')).toBe(0);
+    expect((await siteStatus(gw, s)).sessionPresent).toBe(true);
+    console.log(
+      `external site broker: ${KILLS} gateway kill -9s, ${acked.length} readings acknowledged by Mosquitto, 0 lost, ` +
+        `${s.cloud.ledger.duplicates} duplicates at the cloud (deduplicated by reading id), up to ${backlogAtRestart} readings waiting at a restart, ` +
+        `${s.cloud.ledger.orderViolations} order violations`,
+    );
+    expect(await gw.terminate()).toBe(0);
+  });
+
+  it('refuses a malformed payload, counts it and acknowledges it: it does not block the queue nor come back after a restart', { timeout: 60_000 }, async () => {
+    const s = await setup('ext-poison');
+    let gw = await startGateway(s);
+    await waitFor('the site broker link up', async () => (await siteStatus(gw, s)).state === 'up', 10_000, 50);
+    const dev = mqtt.connect(s.broker.url, { clientId: 'dev-9', username: 'dev-9', password: childPassword('dev-9'), reconnectPeriod: 200 });
+    cleanup.push(() => dev.endAsync(true));
+    await new Promise<void>((resolve) => dev.once('connect', () => resolve()));
+    const topic = 'outpost/v1/dev/dev-9/telemetry';
+    await dev.publishAsync(topic, 'this is not json {', { qos: 1 });
+    await dev.publishAsync(topic, JSON.stringify({ id: 'bad-1', points: {} }), { qos: 1 });
+    await dev.publishAsync(topic, JSON.stringify({ id: 'ok-1', points: { a: 1 } }), { qos: 1 });
+    // The site broker refuses what its ACL forbids: a child publishing on another device's topic.
+    await dev.publishAsync('outpost/v1/dev/dev-1/telemetry', JSON.stringify({ id: 'forged-1', points: { a: 666 } }), { qos: 1 });
+    await waitFor('the valid message behind the malformed ones at the cloud', () => s.cloud.ledger.has('dev-9:ok-1:a'), 15_000, 20);
+    expect(await metric(gw, s, 'outpost_child_rejected_total{reason="not-json"}')).toBe(1);
+    expect(await metric(gw, s, 'outpost_child_rejected_total{reason="schema"}')).toBe(1);
+    expect(await metric(gw, s, 'outpost_site_broker_messages_total{outcome="acknowledged"}')).toBe(3);
+    expect(await metric(gw, s, 'outpost_site_broker_messages_total{outcome="not-acknowledged"}')).toBe(0);
+    expect(s.cloud.ledger.has('dev-1:forged-1:a')).toBe(false);
+
+    // Acknowledged means gone from the session: a new gateway process gets only what came later.
+    expect(await gw.terminate()).toBe(0);
+    await dev.publishAsync(topic, JSON.stringify({ id: 'ok-2', points: { a: 2 } }), { qos: 1 });
+    gw = await startGateway(s);
+    await waitFor('the message published while the gateway was stopped', () => s.cloud.ledger.has('dev-9:ok-2:a'), 15_000, 20);
+    expect(await metric(gw, s, 'outpost_child_rejected_total{reason="not-json"}')).toBe(0);
+    expect(await metric(gw, s, 'outpost_child_rejected_total{reason="schema"}')).toBe(0);
+    expect(await metric(gw, s, 'outpost_site_broker_messages_total{outcome="acknowledged"}')).toBe(1);
+    expect(s.cloud.ledger.duplicates).toBe(0);
+    expect(await gw.terminate()).toBe(0);
+  });
+
+  it('keeps running when the site broker refuses its credentials or is gone, says so in status and metrics, and connects once it can', { timeout: 60_000 }, async () => {
+    const s = await setup('ext-refused', { password: 'wrong-password' });
+    const gw = await startGateway(s);
+    await waitFor('the refusal in the status', async () => (await siteStatus(gw, s)).refused !== undefined, 10_000, 50);
+    const st = await siteStatus(gw, s);
+    expect(st.state).not.toBe('up');
+    expect(st.refused).toMatch(/^CONNACK 5: /);
+    expect(await metric(gw, s, 'outpost_site_broker_up')).toBe(0);
+    // The site broker goes away altogether: the gateway retries with backoff and stays up.
+    await s.broker.stop();
+    await sleep(1500);
+    expect(gw.proc.exitCode).toBeNull();
+    // Back on the same address, with the gateway's password accepted (the operator fixed the account).
+    await siteBroker(join(s.dir, 'mosquitto-2'), { port: s.broker.port, gatewayPassword: 'wrong-password' });
+    await waitFor('the site broker link up', async () => (await siteStatus(gw, s)).state === 'up', 10_000, 50);
+    expect(await metric(gw, s, 'outpost_site_broker_up')).toBe(1);
+    expect(await metric(gw, s, 'outpost_site_broker_connects_total')).toBe(1);
+    expect(await gw.terminate()).toBe(0);
+  });
+});

@@ -1,4 +1,5 @@
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
+import mqttPacket from 'mqtt-packet';
 import {
   Backoff,
   errorMessage,
@@ -27,6 +28,16 @@ export const SITE_BROKER_FILTERS: readonly string[] = [
   `${LOCAL_PREFIX}/+/response/+`,
 ];
 
+/** Messages being committed at once at most; past it the next packet waits (backpressure to the broker). */
+const MAX_IN_FLIGHT = 1000;
+/** Payload bytes being committed at once at most (as the embedded broker's default `limits.maxIntakeBytes`). */
+const MAX_INTAKE_BYTES = 4 * 1024 * 1024;
+
+/** `done(err)` makes mqtt.js send no PUBACK: the message was not taken (the broker delivers it again). */
+const NOT_TAKEN = new Error('site broker intake stopped: not acknowledged, the broker delivers it again');
+/** The same, for a message taken: the gateway writes its PUBACK itself once it is committed. */
+const NOT_TAKEN_BY_MQTTJS = new Error('acknowledged by the gateway after commit');
+
 /** CONNACK codes that refuse the client itself (3.1.1: 4 bad user name or password, 5 not authorized). */
 const CONNECT_REFUSALS = new Set([4, 5]);
 
@@ -50,13 +61,12 @@ type Observed = { readonly topic: string; readonly payload: Buffer; readonly ret
  * the broker keeps what the gateway has not acknowledged while it is down or restarting.
  *
  * A message is acknowledged (PUBACK to the site broker) only after the interceptors resolved, that
- * is after its readings are committed to the store: mqtt.js sends the PUBACK when `handleMessage`
- * calls back. A gateway killed before that leaves the message unacknowledged in its session and the
- * broker delivers it again on the next connection [MQTT-4.4.0-1]. When an interceptor rejects (the
- * store cannot take it), nothing more is acknowledged on this connection: it is closed and opened
- * again after the backoff, and the broker redelivers. mqtt.js handles a connection's packets one
- * after the other, so messages are committed one at a time, in order; the PUBACKs leave in the order
- * the PUBLISHes came [MQTT-4.6.0-2].
+ * is after its readings are committed to the store. A gateway killed before that leaves the message
+ * unacknowledged in its session and the broker delivers it again on the next connection
+ * [MQTT-4.4.0-1]. When an interceptor rejects (the store cannot take it), nothing more is
+ * acknowledged on this connection: it is closed and opened again after the backoff, and the broker
+ * redelivers. Messages are committed in groups (many in flight, bounded) and acknowledged in the
+ * order they came.
  *
  * The site broker knows the children; the gateway does not: `clientId` of an intercepted message is
  * undefined (MQTT does not carry the publisher), and the site broker's ACLs must hold each device to
@@ -72,8 +82,13 @@ export class ExternalBroker implements SiteBroker {
   private readonly observers: Array<(msg: Observed) => void> = [];
   private readonly backoff: Backoff;
   private retryTimer: TimerHandle | undefined;
-  /** The message being committed (one at a time); awaited when intake stops. */
-  private current: Promise<void> | undefined;
+  /** Settles once every message taken so far is acknowledged or left for redelivery; awaited when intake stops. */
+  private ackChain: Promise<void> = Promise.resolve();
+  private inFlight = 0;
+  private corked: MqttClient['stream'] | undefined;
+  private inFlightBytes = 0;
+  /** mqtt.js's next packet, held back while too much is being committed. */
+  private waiting: Array<() => void> = [];
   /** Set when a message could not be committed: nothing more is acknowledged on this connection. */
   private refusing = false;
   /** A session was opened in this run: a CONNACK without one after it means the broker lost it. */
@@ -216,46 +231,78 @@ export class ExternalBroker implements SiteBroker {
 
   /**
    * One PUBLISH from the site broker: the interceptors (drivers: validate and commit), then the
-   * observers. `done` makes mqtt.js send the PUBACK (QoS 1) and read the next packet; with an error
-   * it sends none.
+   * observers, then the PUBACK. mqtt.js hands a connection's packets over one at a time and would
+   * send the PUBACK when `done` is called without an error; the gateway calls it with one (no
+   * PUBACK from mqtt.js, the next packet comes at once) and writes the PUBACK itself once the
+   * message is committed. Messages of one connection are thus committed together (group commit)
+   * while their PUBACKs still leave one by one, in the order the PUBLISHes came [MQTT-4.6.0-2],
+   * each only on the connection it came on.
    */
   private take(client: MqttClient, packet: IPublishPacket, done: (err?: Error) => void): void {
     if (this.state === 'stopped' || this.refusing || client !== this.client) {
-      done(new Error('site broker intake stopped: not acknowledged, the broker delivers it again'));
+      done(NOT_TAKEN);
       return;
     }
+    const stream = client.stream;
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
     // MQTT does not say who published: the site broker's ACLs answer for that (docs/operations.md).
     const msg: InboundPublish = { clientId: undefined, topic: packet.topic, payload, qos: packet.qos };
-    const run = Promise.all(this.handlers.map((h) => h(msg))).then(
-      () => {
-        this.acknowledged++;
-        this.m?.messages.inc({ outcome: 'acknowledged' });
-        for (const o of this.observers) {
-          try {
-            o({ topic: packet.topic, payload, retain: packet.retain });
-          } catch (err) {
-            this.log?.error({ topic: packet.topic, err: errorMessage(err) }, 'site broker message observer failed');
-          }
-        }
-        done();
-      },
+    this.inFlight++;
+    this.inFlightBytes += payload.length;
+    const committed = Promise.all(this.handlers.map((h) => h(msg))).then(
+      () => true,
       (err: unknown) => {
-        // Not stored: no PUBACK, and none for what follows on this connection. Closing it makes the
-        // broker deliver everything unacknowledged again on the next session.
+        // Not stored: no PUBACK for it nor for anything after it on this connection. Closing the
+        // connection makes the broker deliver everything unacknowledged again on the next session.
         this.notAcknowledged++;
         this.m?.messages.inc({ outcome: 'not-acknowledged' });
-        this.refusing = true;
-        this.lastError = `message not committed: ${errorMessage(err)}`;
-        this.log?.warn({ topic: packet.topic, err: errorMessage(err) }, 'site broker message not accepted; reconnecting so the broker delivers it again');
-        done(err instanceof Error ? err : new Error(String(err)));
-        client.stream.destroy();
+        if (!this.refusing) {
+          this.refusing = true;
+          this.lastError = `message not committed: ${errorMessage(err)}`;
+          this.log?.warn({ topic: packet.topic, err: errorMessage(err) }, 'site broker message not accepted; reconnecting so the broker delivers it again');
+          stream.destroy();
+        }
+        return false;
       },
-    ).catch((err: unknown) => this.log?.error({ err: errorMessage(err) }, 'site broker message handling failed'));
-    this.current = run;
-    void run.finally(() => {
-      if (this.current === run) this.current = undefined;
+    );
+    // PUBACKs in arrival order: each waits for the ones before it.
+    const acked = this.ackChain.then(async () => {
+      const ok = await committed;
+      this.inFlight--;
+      this.inFlightBytes -= payload.length;
+      if (!ok) return;
+      this.acknowledged++;
+      this.m?.messages.inc({ outcome: 'acknowledged' });
+      if (packet.qos > 0 && packet.messageId !== undefined && client === this.client && client.stream === stream && !stream.destroyed && !this.refusing) {
+        // The PUBACKs of one commit leave in one write.
+        if (this.corked !== stream) {
+          this.corked = stream;
+          stream.cork();
+          process.nextTick(() => {
+            this.corked = undefined;
+            stream.uncork();
+          });
+        }
+        mqttPacket.writeToStream({ cmd: 'puback', messageId: packet.messageId }, stream);
+      }
+      for (const o of this.observers) {
+        try {
+          o({ topic: packet.topic, payload, retain: packet.retain });
+        } catch (err) {
+          this.log?.error({ topic: packet.topic, err: errorMessage(err) }, 'site broker message observer failed');
+        }
+      }
+      this.admitWaiting();
     });
+    this.ackChain = acked.catch((err: unknown) => this.log?.error({ err: errorMessage(err) }, 'site broker acknowledgement failed'));
+    // Bounded: past MAX_IN_FLIGHT messages or MAX_INTAKE_BYTES of payload being committed, the next packet is
+    // read only once the oldest is acknowledged (TCP holds the rest back at the broker).
+    if (this.inFlight < MAX_IN_FLIGHT && this.inFlightBytes < MAX_INTAKE_BYTES) done(NOT_TAKEN_BY_MQTTJS);
+    else this.waiting.push(() => done(NOT_TAKEN_BY_MQTTJS));
+  }
+
+  private admitWaiting(): void {
+    while (this.waiting.length > 0 && this.inFlight < MAX_IN_FLIGHT && this.inFlightBytes < MAX_INTAKE_BYTES) this.waiting.shift()!();
   }
 
   /** A message from the gateway to children, through the site broker; refused while the link is down. */
@@ -274,7 +321,9 @@ export class ExternalBroker implements SiteBroker {
     this.setState('stopped');
     if (this.retryTimer) this.clock?.clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
-    await this.current?.catch(() => undefined);
+    // What is waiting for its turn is not taken; what was taken is committed and acknowledged.
+    for (const w of this.waiting.splice(0)) w();
+    await this.ackChain;
     const client = this.client;
     this.m?.up.set(0);
     if (!client) return;

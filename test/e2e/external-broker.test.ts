@@ -7,7 +7,11 @@ import { stringify } from 'yaml';
 import { SimChildDevice } from '../../sim/child-device.js';
 import { SimCloud } from '../../sim/cloud.js';
 import { Mosquitto } from '../../sim/mosquitto.js';
+import { parseConfig } from '../../runtime/config/load.js';
+import { Gateway } from '../../runtime/gateway.js';
+import { createLogger } from '../../runtime/logger.js';
 import { gatewayApi, TEST_API_TOKENS } from '../helpers/api.js';
+import { cloudBehindDeadLink } from '../helpers/cloud-behind-link.js';
 import { GatewayProcess } from '../helpers/gateway-process.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 
@@ -188,5 +192,48 @@ describe('child intake from an external site broker (Debian Mosquitto)', () => {
     expect(await metric(gw, s, 'outpost_site_broker_up')).toBe(1);
     expect(await metric(gw, s, 'outpost_site_broker_connects_total')).toBe(1);
     expect(await gw.terminate()).toBe(0);
+  });
+
+  it('acknowledges nothing to the site broker that a full store could not take, and gets it all again once space returns', { timeout: 90_000 }, async () => {
+    const { dir, cloud, link } = await cloudBehindDeadLink('ext-full', cleanup);
+    const broker = await siteBroker(join(dir, 'mosquitto'));
+    const config = parseConfig({
+      gateway: { id: 'ext-full-gw' },
+      broker: { acceptUnknownDevices: true, external: { url: broker.url, username: 'gateway', password: GATEWAY_PASSWORD, backoff: { initialMs: 100, maxMs: 1000 } } },
+      http: { host: '127.0.0.1', port: 0 },
+      rules: [{ id: 'all', type: 'filter', match: { device: '*', point: '*' } }],
+      cloud: { url: link.url, backoff: { initialMs: 100, maxMs: 1000 } },
+      // The database file may not grow past 1 MiB: SQLite fails writes as on a full disk.
+      storage: { path: join(dir, 'outpost.db'), maxDbBytes: 1024 * 1024, quotaBytes: 64 * 1024 * 1024 },
+    });
+    const gw = await Gateway.start(config, { log: createLogger({ level: 'silent' }) });
+    cleanup.push(() => gw.stop());
+    await waitFor('the site broker link up', () => (gw.status() as unknown as { siteBroker: { state: string } }).siteBroker.state === 'up', 10_000, 20);
+    const children = CHILDREN.slice(0, 3).map(
+      (id) => new SimChildDevice({ url: broker.url, deviceId: id, password: childPassword(id), intervalMs: 5, points: { a: { kind: 'counter' }, b: { kind: 'sine', amplitude: 1, periodMs: 1000 } }, maxInFlight: 20 }),
+    );
+    for (const c of children) c.start();
+    cleanup.push(() => Promise.all(children.map((c) => c.kill())));
+    const notAcked = (): Promise<number> => gw.metrics.total('outpost_site_broker_messages_total').then(async (all) => all - (await acknowledged()));
+    const acknowledged = async (): Promise<number> => {
+      const text = await gw.metrics.text();
+      const line = text.split('\n').find((l) => l.startsWith('outpost_site_broker_messages_total{outcome="acknowledged"} '));
+      return line === undefined ? 0 : Number(line.split(' ')[1]);
+    };
+    await waitFor('the store to be full and messages left to the site broker', async () => (await notAcked()) > 0, 45_000, 50);
+    // Full for a second: the site broker keeps taking the children's messages, the gateway acknowledges none.
+    const ackedWhenFull = await acknowledged();
+    await sleep(1000);
+    expect(await acknowledged()).toBe(ackedWhenFull);
+    expect(gw.status().outbox.dropped).toBe(0);
+
+    // Space returns when the outbox drains to the cloud; the site broker delivers what it kept.
+    link.restore();
+    await waitFor('intake to resume', async () => (await acknowledged()) > ackedWhenFull + 300, 30_000, 50);
+    for (const c of children) await c.stop();
+    const acked = children.flatMap((c) => [...c.acked]);
+    await waitFor('every reading the site broker acknowledged at the cloud', () => cloud.ledger.missing(acked).length === 0, 45_000, 100, () => `${cloud.ledger.missing(acked).length} missing`);
+    expect(gw.status().outbox.dropped).toBe(0);
+    console.log(`external site broker, full store: ${await notAcked()} deliveries left unacknowledged while full, ${acked.length} readings acknowledged by Mosquitto, 0 lost, ${cloud.ledger.duplicates} duplicates at the cloud`);
   });
 });

@@ -38,6 +38,20 @@ const NOT_TAKEN = new Error('site broker intake stopped: not acknowledged, the b
 /** The same, for a message taken: the gateway writes its PUBACK itself once it is committed. */
 const NOT_TAKEN_BY_MQTTJS = new Error('acknowledged by the gateway after commit');
 
+/** Messages to children held while the site broker link is down, at most. */
+const MAX_WAITING_PUBLISHES = 10_000;
+
+interface Outgoing {
+  readonly topic: string;
+  readonly payload: string;
+  readonly qos: 0 | 1;
+  readonly retain: boolean;
+}
+
+function send(client: MqttClient, m: Outgoing): Promise<void> {
+  return new Promise((resolve, reject) => client.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain }, (err) => (err ? reject(err) : resolve())));
+}
+
 /** CONNACK codes that refuse the client itself (3.1.1: 4 bad user name or password, 5 not authorized). */
 const CONNECT_REFUSALS = new Set([4, 5]);
 
@@ -87,6 +101,8 @@ export class ExternalBroker implements SiteBroker {
   private inFlight = 0;
   private corked: MqttClient['stream'] | undefined;
   private inFlightBytes = 0;
+  /** Messages to children waiting for the link. */
+  private readonly outgoing: Array<Outgoing & { resolve: () => void; reject: (err: Error) => void }> = [];
   /** mqtt.js's next packet, held back while too much is being committed. */
   private waiting: Array<() => void> = [];
   /** Set when a message could not be committed: nothing more is acknowledged on this connection. */
@@ -192,6 +208,7 @@ export class ExternalBroker implements SiteBroker {
     this.backoff.reset();
     this.setState('up');
     this.log?.info({ url: redactUrl(this.opts.config.url), clientId: this.clientId, sessionPresent }, 'site broker link up');
+    for (const w of this.outgoing.splice(0)) send(client, w).then(w.resolve, w.reject);
     // Subscribed on every connection: a broker that lost the session has lost these too.
     client.subscribe(
       [...SITE_BROKER_FILTERS],
@@ -305,11 +322,19 @@ export class ExternalBroker implements SiteBroker {
     while (this.waiting.length > 0 && this.inFlight < MAX_IN_FLIGHT && this.inFlightBytes < MAX_INTAKE_BYTES) this.waiting.shift()!();
   }
 
-  /** A message from the gateway to children, through the site broker; refused while the link is down. */
+  /**
+   * A message from the gateway to children, through the site broker. While the link is not up it
+   * waits in memory (at most MAX_WAITING_PUBLISHES, then refused) and goes out once it is: the
+   * registry republishes every child's desired document at start, before the link opens.
+   */
   publish(topic: string, payload: string, qos: 0 | 1, retain: boolean): Promise<void> {
+    if (this.state === 'stopped') return Promise.reject(new Error(`the site broker link is stopped: ${topic} not published`));
     const client = this.client;
-    if (!client || this.state !== 'up') return Promise.reject(new Error(`the site broker is not connected (${this.state}): ${topic} not published`));
-    return new Promise((resolve, reject) => client.publish(topic, payload, { qos, retain }, (err) => (err ? reject(err) : resolve())));
+    if (client && this.state === 'up') return send(client, { topic, payload, qos, retain });
+    if (this.outgoing.length >= MAX_WAITING_PUBLISHES) {
+      return Promise.reject(new Error(`the site broker is not connected (${this.state}) and ${MAX_WAITING_PUBLISHES} messages already wait for it: ${topic} not published`));
+    }
+    return new Promise((resolve, reject) => this.outgoing.push({ topic, payload, qos, retain, resolve, reject }));
   }
 
   /**
@@ -321,6 +346,7 @@ export class ExternalBroker implements SiteBroker {
     this.setState('stopped');
     if (this.retryTimer) this.clock?.clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
+    for (const w of this.outgoing.splice(0)) w.reject(new Error(`the gateway is stopping: ${w.topic} not published to the site broker`));
     // What is waiting for its turn is not taken; what was taken is committed and acknowledged.
     for (const w of this.waiting.splice(0)) w();
     await this.ackChain;

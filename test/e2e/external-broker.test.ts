@@ -6,11 +6,12 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { SimChildDevice } from '../../sim/child-device.js';
 import { SimCloud } from '../../sim/cloud.js';
+import { SimTwinChild } from '../../sim/twin-child.js';
 import { Mosquitto } from '../../sim/mosquitto.js';
 import { parseConfig } from '../../runtime/config/load.js';
 import { Gateway } from '../../runtime/gateway.js';
 import { createLogger } from '../../runtime/logger.js';
-import { gatewayApi, TEST_API_TOKENS } from '../helpers/api.js';
+import { gatewayApi, json, TEST_API_TOKENS } from '../helpers/api.js';
 import { cloudBehindDeadLink } from '../helpers/cloud-behind-link.js';
 import { GatewayProcess } from '../helpers/gateway-process.js';
 import { sleep, waitFor } from '../helpers/wait.js';
@@ -56,7 +57,7 @@ interface Setup {
   readonly configFile: string;
 }
 
-async function setup(name: string, external: Record<string, unknown> = {}): Promise<Setup> {
+async function setup(name: string, external: Record<string, unknown> = {}, more: Record<string, unknown> = {}): Promise<Setup> {
   const dir = mkdtempSync(join(tmpdir(), `outpost-${name}-`));
   cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
   const broker = await siteBroker(join(dir, 'mosquitto'));
@@ -72,6 +73,7 @@ async function setup(name: string, external: Record<string, unknown> = {}): Prom
       rules: [{ id: 'all', type: 'filter', match: { device: '*', point: '*' } }],
       cloud: { url: cloud.url, backoff: { initialMs: 100, maxMs: 500 }, lingerMs: 50 },
       storage: { path: join(dir, 'outpost.db') },
+      ...more,
     }),
     { mode: 0o600 },
   );
@@ -208,7 +210,7 @@ describe('child intake from an external site broker (Debian Mosquitto)', () => {
     });
     const gw = await Gateway.start(config, { log: createLogger({ level: 'silent' }) });
     cleanup.push(() => gw.stop());
-    await waitFor('the site broker link up', () => (gw.status() as unknown as { siteBroker: { state: string } }).siteBroker.state === 'up', 10_000, 20);
+    await waitFor('the site broker link up', () => gw.status().siteBroker?.state === 'up', 10_000, 20);
     const children = CHILDREN.slice(0, 3).map(
       (id) => new SimChildDevice({ url: broker.url, deviceId: id, password: childPassword(id), intervalMs: 5, points: { a: { kind: 'counter' }, b: { kind: 'sine', amplitude: 1, periodMs: 1000 } }, maxInFlight: 20 }),
     );
@@ -235,5 +237,33 @@ describe('child intake from an external site broker (Debian Mosquitto)', () => {
     await waitFor('every reading the site broker acknowledged at the cloud', () => cloud.ledger.missing(acked).length === 0, 45_000, 100, () => `${cloud.ledger.missing(acked).length} missing`);
     expect(gw.status().outbox.dropped).toBe(0);
     console.log(`external site broker, full store: ${await notAcked()} deliveries left unacknowledged while full, ${acked.length} readings acknowledged by Mosquitto, 0 lost, ${cloud.ledger.duplicates} duplicates at the cloud`);
+  });
+
+  it('twins and calls reach children through the site broker: births, desired documents, reported state, call answers', { timeout: 60_000 }, async () => {
+    const s = await setup('ext-twins', {}, { configurations: [{ id: 'eco', target: 'model = "V-2"', desired: { mode: 'eco' } }] });
+    const gw = await startGateway(s);
+    await waitFor('the site broker link up', async () => (await siteStatus(gw, s)).state === 'up', 10_000, 50);
+    const child = new SimTwinChild({ url: s.broker.url, deviceId: 'dev-9', password: childPassword('dev-9'), attributes: { model: 'V-2' } });
+    await child.start();
+    cleanup.push(() => child.kill());
+    // Its birth (on the site broker) puts it in the inventory; the configuration targets it and
+    // its desired document comes back through the site broker; it applies and reports it.
+    await waitFor('the desired document at the child', () => child.applied.length > 0, 15_000, 20);
+    expect(child.desired).toEqual({ mode: 'eco' });
+    const api = gatewayApi(gw.httpPort, s.dir);
+    await waitFor(
+      'the reported version at the gateway',
+      async () => {
+        const d = (await (await api.fetch(`${api.base}/api/v1/devices/dev-9`)).json()) as { online?: boolean; applied?: { version: number }; reported?: Record<string, unknown> };
+        return d.online === true && d.applied?.version === child.version && d.reported?.mode === 'eco';
+      },
+      15_000,
+      50,
+    );
+    // A call from the API: published to the site broker, answered by the child on its response topic.
+    const res = await api.fetch(`${api.base}/api/v1/devices/dev-9/calls`, json({ method: 'reboot', payload: { delayS: 1 }, timeoutMs: 5000 }));
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ status: 200, payload: { method: 'reboot', echo: { delayS: 1 } } });
+    expect(await gw.terminate()).toBe(0);
   });
 });

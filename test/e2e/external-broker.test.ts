@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
@@ -265,5 +265,41 @@ describe('child intake from an external site broker (Debian Mosquitto)', () => {
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ status: 200, payload: { method: 'reboot', echo: { delayS: 1 } } });
     expect(await gw.terminate()).toBe(0);
+  });
+
+  it('keeps the site broker credentials out of the log (trace included), the status and the metrics', { timeout: 60_000 }, async () => {
+    const MARKER = 'S3CR3T';
+    const dir = mkdtempSync(join(tmpdir(), 'outpost-ext-secrets-'));
+    cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
+    const broker = await Mosquitto.start({ dir: join(dir, 'mosquitto'), users: { gateway: `${MARKER}-pw` }, acl: ['user gateway', 'topic readwrite outpost/v1/dev/#'] });
+    cleanup.push(() => broker.stop());
+    const logFile = join(dir, 'gateway.log');
+    const seen: string[] = [];
+    // Credentials in the URL's user info (accepted), then in `password` (refused by the broker).
+    for (const [i, external] of [
+      { url: `mqtt://gateway:${MARKER}-pw@127.0.0.1:${broker.port}` },
+      { url: broker.url, username: 'gateway', password: `${MARKER}-wrong` },
+    ].entries()) {
+      const config = parseConfig({
+        gateway: { id: `ext-secrets-${i}` },
+        broker: { external: { ...external, backoff: { initialMs: 100, maxMs: 200 } } },
+        http: { host: '127.0.0.1', port: 0, tokens: TEST_API_TOKENS },
+        cloud: { url: 'mqtt://127.0.0.1:9' },
+        storage: { path: join(dir, `outpost-${i}.db`) },
+      });
+      const gw = await Gateway.start(config, { log: createLogger({ level: 'trace', destination: logFile }) });
+      cleanup.push(() => gw.stop());
+      await waitFor('the site broker answered', () => gw.status().siteBroker?.state === 'up' || gw.status().siteBroker?.refused !== undefined, 10_000, 20);
+      expect(gw.status().siteBroker?.state).toBe(i === 0 ? 'up' : 'down');
+      await sleep(500);
+      seen.push(JSON.stringify(gw.status()), await gw.metrics.text());
+      const api = gatewayApi(gw.ports.http, dir);
+      seen.push(await (await api.fetch(`${api.base}/api/v1/status`)).text());
+      await gw.stop();
+    }
+    seen.push(readFileSync(logFile, 'utf8'));
+    expect(seen[seen.length - 1]).toMatch(/site broker link up/);
+    expect(seen[seen.length - 1]).toMatch(/the site broker refused the gateway/);
+    for (const text of seen) expect(text).not.toContain(MARKER);
   });
 });

@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -11,9 +13,9 @@ import { Mosquitto } from '../../sim/mosquitto.js';
 import { parseConfig } from '../../runtime/config/load.js';
 import { Gateway } from '../../runtime/gateway.js';
 import { createLogger } from '../../runtime/logger.js';
-import { gatewayApi, json, TEST_API_TOKENS } from '../helpers/api.js';
+import { gatewayApi, json, TEST_API_TOKENS, TEST_TOKENS } from '../helpers/api.js';
 import { cloudBehindDeadLink } from '../helpers/cloud-behind-link.js';
-import { GatewayProcess } from '../helpers/gateway-process.js';
+import { CLI, GatewayProcess } from '../helpers/gateway-process.js';
 import { sleep, waitFor } from '../helpers/wait.js';
 
 const cleanup: Array<() => Promise<unknown>> = [];
@@ -301,5 +303,24 @@ describe('child intake from an external site broker (Debian Mosquitto)', () => {
     expect(seen[seen.length - 1]).toMatch(/site broker link up/);
     expect(seen[seen.length - 1]).toMatch(/the site broker refused the gateway/);
     for (const text of seen) expect(text).not.toContain(MARKER);
+  });
+
+  it('rolls back a deployed config whose site broker credentials are refused, and the link comes back on the old ones', { timeout: 90_000 }, async () => {
+    const s = await setup('ext-deploy', {}, { deploy: { healthWindowMs: 5000 } });
+    const gw = await startGateway(s);
+    await waitFor('the site broker link up', async () => (await siteStatus(gw, s)).state === 'up', 10_000, 50);
+    const current = readFileSync(s.configFile, 'utf8');
+    const wrong = join(s.dir, 'wrong.yaml');
+    writeFileSync(wrong, current.replace(`password: ${GATEWAY_PASSWORD}`, 'password: not-the-password'), { mode: 0o600 });
+    expect(readFileSync(wrong, 'utf8')).toContain('not-the-password');
+    const env = { ...process.env, OUTPOST_URL: `https://127.0.0.1:${gw.httpPort}`, OUTPOST_CA: join(s.dir, 'http.crt'), OUTPOST_TOKEN: TEST_TOKENS.admin };
+    const failed = await promisify(execFile)(process.execPath, [CLI, 'config', 'deploy', wrong], { env, timeout: 60_000 }).then(
+      () => ({ code: 0, stderr: '' }),
+      (err: { code?: number; stderr?: string }) => ({ code: err.code ?? -1, stderr: err.stderr ?? '' }),
+    );
+    expect(failed.stderr).toMatch(/failed: the site broker refused the connection \(CONNACK 5/);
+    expect(failed.code).toBe(1);
+    await waitFor('the site broker link up again on the version before', async () => (await siteStatus(gw, s)).state === 'up', 15_000, 50);
+    expect(await gw.terminate()).toBe(0);
   });
 });

@@ -4,6 +4,7 @@ import {
   Backoff,
   errorMessage,
   LOCAL_PREFIX,
+  redactText,
   redactUrl,
   type Clock,
   type ComponentContext,
@@ -183,12 +184,15 @@ export class ExternalBroker implements SiteBroker {
     client.handleMessage = (packet, done) => this.take(client, packet, done);
     client.on('connect', (connack) => this.linkUp(client, connack.sessionPresent));
     client.on('error', (err) => {
-      this.lastError = errorMessage(err);
+      // Error texts may carry the URL: what the status shows goes through the same redaction as the log.
+      const message = redactText(errorMessage(err));
+      this.lastError = message;
       const code = (err as { code?: unknown }).code;
       if (!client.connected && typeof code === 'number' && CONNECT_REFUSALS.has(code)) {
-        this.refused = `CONNACK ${code}: ${errorMessage(err)}`;
-        this.log?.error({ url: redactUrl(c.url), clientId: this.clientId, code }, `the site broker refused the gateway (${errorMessage(err)}): check broker.external.username/password and the broker's ACL`);
-      } else this.log?.warn({ err: errorMessage(err) }, 'site broker link error');
+        // Logged once per refusal streak, not at every retry of the backoff.
+        if (this.refused === undefined) this.log?.error({ url: redactUrl(c.url), clientId: this.clientId, code }, `the site broker refused the gateway (${message}): check broker.external.username/password and the broker's ACL`);
+        this.refused = `CONNACK ${code}: ${message}`;
+      } else this.log?.warn({ err: message }, 'site broker link error');
     });
     client.on('close', () => this.linkLost(client));
   }

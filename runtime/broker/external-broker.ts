@@ -53,6 +53,15 @@ function send(client: MqttClient, m: Outgoing): Promise<void> {
   return new Promise((resolve, reject) => client.publish(m.topic, m.payload, { qos: m.qos, retain: m.retain }, (err) => (err ? reject(err) : resolve())));
 }
 
+/** A handler that throws instead of rejecting counts as a rejection (never as an exception in mqtt.js's packet loop). */
+function callSafely(h: (msg: InboundPublish) => Promise<void>, msg: InboundPublish): Promise<void> {
+  try {
+    return h(msg);
+  } catch (err) {
+    return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+  }
+}
+
 /** CONNACK codes that refuse the client itself (3.1.1: 4 bad user name or password, 5 not authorized). */
 const CONNECT_REFUSALS = new Set([4, 5]);
 
@@ -270,7 +279,7 @@ export class ExternalBroker implements SiteBroker {
     const msg: InboundPublish = { clientId: undefined, topic: packet.topic, payload, qos: packet.qos };
     this.inFlight++;
     this.inFlightBytes += payload.length;
-    const committed = Promise.all(this.handlers.map((h) => h(msg))).then(
+    const committed = Promise.all(this.handlers.map((h) => callSafely(h, msg))).then(
       () => true,
       (err: unknown) => {
         // Not stored: no PUBACK for it nor for anything after it on this connection. Closing the

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { LOCAL_PREFIX } from '../contracts/index.js';
 
 /** A topic filter as config writes it (wildcards allowed in filters, `#` last). */
 const filter = z
@@ -80,6 +81,17 @@ export const externalBrokerSchema = z.strictObject({
     .refine((b) => b.initialMs <= b.maxMs, { message: 'initialMs must not exceed maxMs', path: ['initialMs'] })
     .default({ initialMs: 500, maxMs: 30_000 }),
 });
+
+/**
+ * What the gateway subscribes to on an external site broker: what children publish that it takes
+ * (docs/topics.md): telemetry, births and wills, reported twin state and call answers.
+ */
+export const SITE_BROKER_FILTERS: readonly string[] = [
+  `${LOCAL_PREFIX}/+/telemetry`,
+  `${LOCAL_PREFIX}/+/status`,
+  `${LOCAL_PREFIX}/+/reported`,
+  `${LOCAL_PREFIX}/+/response/+`,
+];
 
 /** Fields of the embedded broker's listeners: meaningless beside `external` (the site broker listens and authorizes). */
 const LISTENER_FIELDS = ['host', 'port', 'tls', 'anonymous', 'grants', 'limits'] as const;

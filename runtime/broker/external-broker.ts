@@ -14,20 +14,9 @@ import {
   type Logger,
   type TimerHandle,
 } from '../contracts/index.js';
-import type { ExternalBrokerConfig } from './config.js';
+import { SITE_BROKER_FILTERS, type ExternalBrokerConfig } from './config.js';
 import type { SiteBroker } from './site-broker.js';
 
-/**
- * What children publish that the gateway takes (docs/topics.md): telemetry, births and wills,
- * reported twin state and call answers. What the gateway publishes itself (desired, cmd) is not
- * among them, so it never reads its own messages back.
- */
-export const SITE_BROKER_FILTERS: readonly string[] = [
-  `${LOCAL_PREFIX}/+/telemetry`,
-  `${LOCAL_PREFIX}/+/status`,
-  `${LOCAL_PREFIX}/+/reported`,
-  `${LOCAL_PREFIX}/+/response/+`,
-];
 
 /** Messages being committed at once at most; past it the next packet waits (backpressure to the broker). */
 const MAX_IN_FLIGHT = 1000;

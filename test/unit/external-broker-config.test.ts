@@ -35,6 +35,15 @@ describe('broker.external', () => {
     expect(p[0]).toMatch(/^identities: identities authenticate children on the embedded broker, which does not run with broker\.external/);
   });
 
+  it('refuses a rule output on a topic the gateway takes from the site broker (it would come back as a child message)', () => {
+    const rules = (topic: string): string => `rules: [{ id: r, type: filter, match: { device: "*", point: "*" }, route: mqtt, mqtt: { topic: "${topic}" } }]`;
+    const p = problems(site('{ external: { url: "mqtt://h:1883" } }', rules('outpost/v1/dev/{device}/telemetry')));
+    expect(p).toHaveLength(1);
+    expect(p[0]).toMatch(/^rules\[0\]\.mqtt\.topic: with broker\.external the gateway subscribes to outpost\/v1\/dev\/\+\/telemetry, /);
+    expect(problems(site('{ external: { url: "mqtt://h:1883" } }', rules('outpost/v1/dev/{device}/cmd/set')))).toEqual([]);
+    expect(problems(site('{ port: 0 }', rules('outpost/v1/dev/{device}/telemetry')))).toEqual([]);
+  });
+
   it('refuses a backoff whose start exceeds its cap, and a cert without a key', () => {
     expect(problems(site('{ external: { url: "mqtts://h:8883", backoff: { initialMs: 5000, maxMs: 1000 }, tls: { cert: /c.pem } } }'))).toEqual([
       'broker.external.tls.cert: cert and key go together',

@@ -117,7 +117,7 @@ describe('local broker contract: ExternalBroker (Debian Mosquitto as the site br
     const broker = await siteBroker();
     const seen: string[] = [];
     // Commits finish out of order (the PUBACKs are still written in arrival order).
-    await gateway(broker, (b) => b.intercept((msg) => new Promise((resolve) => setTimeout(() => {
+    const gw = await gateway(broker, (b) => b.intercept((msg) => new Promise((resolve) => setTimeout(() => {
       seen.push(msg.payload.toString());
       resolve();
     }, Math.floor(Math.random() * 20)))));
@@ -125,7 +125,9 @@ describe('local broker contract: ExternalBroker (Debian Mosquitto as the site br
     await Promise.all(Array.from({ length: 500 }, (_, i) => dev.publishAsync('outpost/v1/dev/dev-4/telemetry', String(i), { qos: 1 })));
     await waitFor('every message', () => seen.length === 500, 10_000);
     expect(new Set(seen).size).toBe(500);
-    // Nothing is left unacknowledged: a restart of the site broker delivers nothing again.
+    await waitFor('every PUBACK written', () => (gw.status().siteBroker as { acknowledged: number }).acknowledged === 500);
+    // Nothing is left unacknowledged once the broker read the PUBACKs: a restart delivers nothing again.
+    await sleep(300);
     await broker.restart();
     await sleep(1000);
     expect(seen).toHaveLength(500);

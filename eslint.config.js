@@ -28,6 +28,16 @@ export default tseslint.config(
     },
     rules: { ...tseslint.configs.disableTypeChecked.rules, '@typescript-eslint/no-require-imports': 'off' },
   },
+  {
+    // The status page's script: plain browser JavaScript, served as it is (no build step).
+    files: ['runtime/http/status-page/**/*.js'],
+    languageOptions: {
+      sourceType: 'script',
+      globals: { window: 'readonly', document: 'readonly', sessionStorage: 'readonly', fetch: 'readonly', Node: 'readonly', AbortController: 'readonly', TextDecoderStream: 'readonly', setTimeout: 'readonly' },
+      parserOptions: { projectService: false, project: false },
+    },
+    rules: tseslint.configs.disableTypeChecked.rules,
+  },
   // The rooms and their one-way arrows (docs/architecture.md).
   ...boundaries,
 );

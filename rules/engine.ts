@@ -153,6 +153,18 @@ export class Rules implements RuleEngine {
     this.restore(rows);
   }
 
+  /** Per rule: its type, readings it passed (filters) or emitted (windows), errors and the last one. */
+  stats(): { rule: string; type: 'filter' | 'window'; passed: number; errors: number; lastError?: string }[] {
+    const row = (type: 'filter' | 'window', r: FilterRule | WindowRule): { rule: string; type: 'filter' | 'window'; passed: number; errors: number; lastError?: string } => ({
+      rule: r.spec.id,
+      type,
+      passed: r.passed,
+      errors: r.errors,
+      ...(r.lastError !== undefined ? { lastError: r.lastError } : {}),
+    });
+    return [...this.filters.map((f) => row('filter', f)), ...this.windows.map((w) => row('window', w))];
+  }
+
   /** Per rule: readings its expressions failed on, and the last failure. */
   errors(): { rule: string; errors: number; lastError: string | undefined }[] {
     return [...this.filters, ...this.windows].map((f) => ({ rule: f.spec.id, errors: f.errors, lastError: f.lastError }));

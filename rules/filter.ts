@@ -44,6 +44,8 @@ export class FilterRule {
   private readonly tableMatch = new WeakMap<PointTable, Uint8Array | null>();
   /** Reused for batch readings, so a `where` over a batch allocates nothing per reading. */
   private readonly scope: Record<string, unknown> = {};
+  /** Readings that passed (the status page shows the rate). */
+  passed = 0;
   errors = 0;
   lastError: string | undefined;
 
@@ -81,6 +83,7 @@ export class FilterRule {
       return;
     }
     if (!this.passes(r as unknown as Scope, r.quality, r.value, now)) return;
+    this.passed++;
     const out = this.spec.set && (r.quality === 'good' || this.spec.bad === 'filter') ? this.transform(r) : r;
     if (out) this.route(out, emit);
   }
@@ -198,7 +201,10 @@ export class FilterRule {
         scope.unit = batch.table.units[batch.pointIndex(k)];
       }
       // Evaluated even when another rule marked it already: stateful operators see every reading.
-      if (this.passes(scope, quality, value, now)) marks[k] = 1;
+      if (this.passes(scope, quality, value, now)) {
+        marks[k] = 1;
+        this.passed++;
+      }
     }
   }
 

@@ -48,6 +48,8 @@ export class WindowRule {
   /** One of the aggregates needs the window's values: they are kept, and sorted when it closes. */
   private readonly keepValues: boolean;
   private readonly event: boolean;
+  /** Readings emitted (one per aggregate per closed window). */
+  passed = 0;
   errors = 0;
   late = 0;
   lastError: string | undefined;
@@ -129,6 +131,7 @@ export class WindowRule {
     const values = this.keepValues ? acc.values : undefined;
     const sorted = values === undefined || values.length === 0 ? NO_VALUES : [...values].sort((a, b) => a - b);
     for (const a of this.aggregates) {
+      this.passed++;
       const value: Value = rounded(a.compute(acc, sorted), this.spec.precision ?? 6);
       const { seq } = this.sequence.next();
       emit({

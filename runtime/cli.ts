@@ -6,6 +6,7 @@ import { Gateway } from './gateway.js';
 import { ListenError } from './listen.js';
 import type { SiteConfig } from './config/schema.js';
 import { createLogger } from './logger.js';
+import { ProblemLog } from './problems.js';
 import { loadRules, replay } from './rules-test.js';
 import { errorMessage, redactUrl } from './contracts/index.js';
 import { CONNECTION_OPTIONS, gatewayFetch, resolveConnection, type ConnectionArgs, type FetchLike } from './http/client.js';
@@ -238,7 +239,8 @@ async function start(args: string[]): Promise<number> {
   } catch (err) {
     return reportConfigError(err);
   }
-  const log = createLogger();
+  const problems = new ProblemLog();
+  const log = createLogger({ problems });
   // Signals are taken from here on: a SIGTERM that arrives while the gateway starts, or right
   // after its start line, stops it gracefully once started (without a handler Node would just die).
   let signalled: NodeJS.Signals | undefined;
@@ -255,6 +257,7 @@ async function start(args: string[]): Promise<number> {
       log,
       configFile: values.config,
       configText: text,
+      problems,
       // Neither a deployed config nor the one before it could start again: exit, and the
       // supervisor starts the process on the last good version.
       onFatal: (err) => {

@@ -16,6 +16,7 @@ import { cloudTopics } from './contracts/index.js';
 import type { SiteConfigInput } from './config/schema.js';
 import { Gateway, type GatewayStatus } from './gateway.js';
 import { createLogger } from './logger.js';
+import { ProblemLog } from './problems.js';
 import { bar, renderRollout } from '../ota/render.js';
 
 /** The demo's update server: valve tokens derive from this group secret, made for each run. */
@@ -136,7 +137,8 @@ export async function runDemo(args: string[]): Promise<number> {
     'demo config',
   );
   const logFile = join(dir, 'gateway.log');
-  const gateway = await Gateway.start(config, { log: createLogger({ destination: logFile, level: process.env.OUTPOST_LOG_LEVEL === undefined ? 'info' : undefined }) });
+  const problems = new ProblemLog();
+  const gateway = await Gateway.start(config, { problems, log: createLogger({ problems, destination: logFile, level: process.env.OUTPOST_LOG_LEVEL === undefined ? 'info' : undefined }) });
   site.startChildren(`mqtt://127.0.0.1:${gateway.ports.broker}`, groupSecret);
   const started = Date.now();
   // OTA: valve controllers poll the gateway's update server; a release arrives after 5 s and
@@ -194,7 +196,8 @@ export async function runDemo(args: string[]): Promise<number> {
   if (!json) {
     process.stdout.write(
       `Outpost demo: gateway ${config.gateway.id}, ${site.slaves.size} Modbus slaves, ${site.children.length} MQTT child devices, cloud on ${cloud.url}\n` +
-        `API https://127.0.0.1:${gateway.ports.http}/api/v1/status · /metrics · certificate sha256 ${gateway.status().api.certificateSha256 ?? '-'} · log ${logFile}\n` +
+        `Status page https://127.0.0.1:${gateway.ports.http}/status (sign in with the token in ${tokenFile}; the certificate is self-signed, sha256 ${gateway.status().api.certificateSha256 ?? '-'})\n` +
+        `API https://127.0.0.1:${gateway.ports.http}/api/v1/status · /metrics · log ${logFile}\n` +
         `  try: OUTPOST_TOKEN=$(cat ${tokenFile}) outpost status --url https://127.0.0.1:${gateway.ports.http} --ca ${join(dir, 'http.crt')}\n` +
         `Site: ${[...site.slaves.keys()].join(', ')} (Modbus TCP, polled every 0.5 s); ${site.children.map((c) => c.id).join(', ')} (MQTT, authenticated by enrollment-group keys); ${valveCount} valve controllers polling the update server.\n` +
         `Rules: ${(config.rules ?? []).map((r) => `${r.id} (${RULE_TEXT[r.id] ?? r.type})`).join('; ')}.\n` +

@@ -3,6 +3,7 @@ import type { SiteConfig } from './config/schema.js';
 import { errorMessage, systemClock, type Clock, type Component, type Db, type Logger, type OutboxStats } from './contracts/index.js';
 import { ConfigDeployer, type DeployTarget } from './deploy/deployer.js';
 import { createLogger } from './logger.js';
+import { ProblemLog } from './problems.js';
 import { PromMetrics } from './metrics.js';
 import { PARTS } from './parts/index.js';
 import type { RulesReloaded } from './parts/rules.js';
@@ -26,6 +27,8 @@ export interface GatewayOptions {
   readonly protocols?: ProtocolRegistry;
   /** The parts to run, in start order (default: runtime/parts/index.ts). */
   readonly parts?: readonly Part[];
+  /** Where the logger keeps its recent warnings and errors (the status page); default: a logger made here keeps them. */
+  readonly problems?: ProblemLog;
   /** Neither a deployed config nor the one before it could be started (default: logged; the CLI exits). */
   readonly onFatal?: (err: unknown) => void;
 }
@@ -95,7 +98,8 @@ export class Gateway implements DeployTarget {
   }
 
   static async start(config: SiteConfig, opts: GatewayOptions = {}): Promise<Gateway> {
-    const log = opts.log ?? createLogger();
+    if (!opts.log && !opts.problems) opts = { ...opts, problems: new ProblemLog() };
+    const log = opts.log ?? createLogger({ ...(opts.problems ? { problems: opts.problems } : {}) });
     const clock = opts.clock ?? systemClock;
     const gateway = new Gateway(config, opts, log, clock, new PromMetrics());
     await gateway.startParts(config, opts.configText);
@@ -121,6 +125,7 @@ export class Gateway implements DeployTarget {
       configFile: this.opts.configFile,
       status: () => ({ ...this.status() }),
       deployer: this.deployer,
+      problems: this.opts.problems,
     });
     this.site = site;
     const started: Component[] = (this.components = []);

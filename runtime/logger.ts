@@ -1,5 +1,6 @@
 import { pino, type Logger as PinoLogger } from 'pino';
 import { REDACTED, redactText, redactUrl, type Logger } from './contracts/index.js';
+import type { ProblemLog } from './problems.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -44,12 +45,16 @@ export const REDACT_PATHS: readonly string[] = SECRET_FIELDS.flatMap((f) => {
  * URL, and the credentials out of Authorization header values, wherever they sit (a message, an
  * error text, a child logger's bindings).
  */
-export function createLogger(opts: { level?: LogLevel; destination?: string } = {}): Logger {
+export function createLogger(opts: { level?: LogLevel; destination?: string; problems?: ProblemLog } = {}): Logger {
   const level = opts.level ?? (process.env.OUTPOST_LOG_LEVEL as LogLevel | undefined) ?? 'warn';
-  const dest = opts.destination ? pino.destination({ dest: opts.destination, sync: false, mkdir: true }) : pino.destination(2);
+  const out = opts.destination ? pino.destination({ dest: opts.destination, sync: false, mkdir: true }) : pino.destination(2);
+  // Warnings and errors also go to the recent problems of the status page, whatever the level.
+  const dest = opts.problems
+    ? pino.multistream([...(level === 'silent' ? [] : [{ stream: out, level }]), { stream: opts.problems, level: 'warn' as const }])
+    : out;
   const log: PinoLogger = pino(
     {
-      level,
+      level: opts.problems && (level === 'silent' || pino.levels.values[level]! > 40) ? 'warn' : level,
       base: { pid: process.pid },
       redact: { paths: [...REDACT_PATHS], censor: REDACTED },
       // HTTP handlers log request targets (`/path?access_token=…`), which the pass over the line

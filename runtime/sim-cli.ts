@@ -1,10 +1,14 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { SimChildDevice } from '../sim/child-device.js';
 import { profiles, SimModbusSlave } from '../sim/modbus-slave.js';
 import { pointEntries, pumpPoints } from '../sim/site.js';
 import { deriveDeviceKey } from './contracts/index.js';
+import { plainTable } from './plain-table.js';
 
 const USAGE = `usage: outpost sim [--modbus PROFILE[@PORT]]... [--children N --broker URL --group-secret-file FILE] [--host HOST]
   --modbus PROFILE[@PORT]  a simulated Modbus TCP device: meter, plc or boiler (port 0 or none: a free one); repeatable
@@ -23,6 +27,7 @@ const PROFILES = { meter: profiles.energyMeter, plc: profiles.plc, boiler: profi
  * MQTT children that authenticate with keys of an enrollment group.
  */
 export async function simCommand(args: string[]): Promise<number> {
+  if (args[0] === 'fleet') return fleetCommand(args.slice(1));
   const { values } = parseArgs({
     args,
     options: {
@@ -76,4 +81,69 @@ export async function simCommand(args: string[]): Promise<number> {
   await Promise.all(devices.map((d) => d.stop()));
   await Promise.all(slaves.map((s) => s.stop()));
   return 0;
+}
+
+const FLEET_USAGE = `usage: outpost sim fleet --cloud URL[,URL...] [--gateways N] [--children M] [--interval-ms MS] [--duration-s S] [--dir DIR] [--json]
+  N gateways (outpost start, each its own process and store) with M simulated children each, syncing
+  to the cloud broker(s) (a list: the gateways fail over between them), and a consumer on the first
+  one that reports per gateway: acknowledged, delivered, missing, duplicates, delivery lag p50/p99/max.
+  Defaults: 5 gateways, 200 children, a reading per child per 1000 ms, 30 s. Exit 1 when a reading is missing.
+`;
+
+/** `outpost sim fleet`: the fleet simulation (sim/fleet.ts) with a live line and a table per gateway. */
+async function fleetCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      cloud: { type: 'string' },
+      consumer: { type: 'string' },
+      gateways: { type: 'string', default: '5' },
+      children: { type: 'string', default: '200' },
+      'interval-ms': { type: 'string', default: '1000' },
+      'duration-s': { type: 'string', default: '30' },
+      dir: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help || !values.cloud) {
+    process.stdout.write(FLEET_USAGE);
+    return values.help ? 0 : 2;
+  }
+  const int = (name: string, text: string, min: number, max: number): number => {
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name}: expected ${min} to ${max}, not "${text}"`);
+    return n;
+  };
+  const cloudUrls = values.cloud.split(',').map((u) => u.trim()).filter((u) => u !== '');
+  for (const u of cloudUrls) if (!/^(mqtt|mqtts|tcp|ssl):\/\/\S+$/.test(u)) throw new Error(`--cloud: "${u}" is not an mqtt:// URL`);
+  const { runFleet } = await import('../sim/fleet.js');
+  const dir = values.dir ?? mkdtempSync(join(tmpdir(), 'outpost-fleet-'));
+  const tty = process.stderr.isTTY;
+  const report = await runFleet({
+    gateways: int('gateways', values.gateways, 1, 100),
+    children: int('children', values.children, 1, 10_000),
+    intervalMs: int('interval-ms', values['interval-ms'], 10, 3_600_000),
+    durationMs: int('duration-s', values['duration-s'], 1, 86_400) * 1000,
+    cloudUrls,
+    ...(values.consumer ? { consumerUrl: values.consumer } : {}),
+    cli: fileURLToPath(new URL('./cli.js', import.meta.url)),
+    dir,
+    onProgress: (p) => {
+      const line = `${p.phase} ${Math.round(p.elapsedMs / 1000)} s: ${p.connected} children publishing, ${p.acked} readings acknowledged, ${p.delivered} delivered`;
+      process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
+    },
+  });
+  if (tty) process.stderr.write('\n');
+  if (!values.dir) rmSync(dir, { recursive: true, force: true });
+  if (values.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  else {
+    process.stdout.write(
+      `${plainTable(
+        ['GATEWAY', 'CHILDREN', 'ACKED', 'DELIVERED', 'MISSING', 'DUPLICATES', 'LAG P50', 'LAG P99', 'LAG MAX'],
+        report.gateways.map((g) => [g.gateway, String(g.children), String(g.acked), String(g.delivered), String(g.missing), String(g.duplicates), `${g.lagMs.p50} ms`, `${g.lagMs.p99} ms`, `${g.lagMs.max} ms`]),
+      )}\n${report.totals.delivered} of ${report.totals.acked} acknowledged readings delivered (${report.totals.missing} missing, ${report.totals.duplicates} duplicates), ${report.totals.readingsPerS} readings/s over ${Math.round(report.durationMs / 1000)} s\n`,
+    );
+  }
+  return report.totals.missing === 0 ? 0 : 1;
 }

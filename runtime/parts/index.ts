@@ -10,6 +10,7 @@ import { otaPart } from './ota.js';
 import { outboxPart } from './outbox.js';
 import { rulesPart } from './rules.js';
 import type { Part } from './site.js';
+import { statusPagePart } from './status-page.js';
 import { storePart } from './store.js';
 import { uplinkPart } from './uplink.js';
 
@@ -35,6 +36,7 @@ export const PARTS: readonly Part[] = [
   uplinkPart,
   configPart,
   rulesPart,
+  statusPagePart,
   devicesPart,
   driversPart,
   otaPart,

@@ -54,6 +54,7 @@ export class RulesComponent implements Component {
   private guard: ActuationGuard | undefined;
   private readonly routes = new Map<LocalOutput['route'], LocalRoute>();
   private log: Logger | undefined;
+  private engine: Rules | undefined;
 
   constructor(private readonly deps: RulesDeps) {
     this.running = deps.config;
@@ -86,7 +87,7 @@ export class RulesComponent implements Component {
       if (o.route !== 'mqtt') return;
       this.deps.publish(o.topic, JSON.stringify(o.envelope), o.qos, o.retain).catch((err: unknown) => log.warn({ topic: o.topic, err: errorMessage(err) }, 'rule output not published'));
     });
-    const engine = new Rules(this.running.rules, clock, store.sequence, metrics);
+    const engine = (this.engine = new Rules(this.running.rules, clock, store.sequence, metrics));
     this.pipe = new IngestPipeline(store.db, engine, outbox, clock, ctx.log.child({ component: 'ingest' }), metrics, this.deps.notify, (outputs) => {
       for (const o of outputs) this.routes.get(o.route)?.(o);
     });
@@ -105,7 +106,7 @@ export class RulesComponent implements Component {
   }
 
   status(): Record<string, unknown> {
-    return { readingsIn: this.pipe?.readingsIn ?? 0, ruleOutputs: this.pipe?.ruleOutputs ?? 0 };
+    return { readingsIn: this.pipe?.readingsIn ?? 0, ruleOutputs: this.pipe?.ruleOutputs ?? 0, rules: this.engine?.stats() ?? [] };
   }
 
   /**
@@ -128,6 +129,7 @@ export class RulesComponent implements Component {
     const kept = next.rules.filter((r) => before.get(r.id) === JSON.stringify(r)).map((r) => r.id);
     const keptSet = new Set(kept);
     const engine = new Rules(next.rules, this.deps.clock, this.deps.store.sequence, this.deps.metrics);
+    this.engine = engine;
     this.pipeline.replaceRules(engine, (key) => keptSet.has(key.slice(0, key.indexOf('\u0000'))));
     const nextIds = new Set(next.rules.map((r) => r.id));
     this.running = next;

@@ -1,4 +1,5 @@
 import type { ConfigDeployer } from '../deploy/deployer.js';
+import type { ProblemLog } from '../problems.js';
 import type { Clock, Component, Logger } from '../contracts/index.js';
 import type { PromMetrics } from '../metrics.js';
 import type { PointRouter } from '../points.js';
@@ -46,6 +47,8 @@ export interface SiteOptions {
   readonly status: () => Record<string, unknown>;
   /** Config deployments (runtime/deploy): one deployer for the gateway's life, across restarts of its parts. */
   readonly deployer?: ConfigDeployer | undefined;
+  /** The recent warnings and errors the logger wrote (the status page), when the logger keeps them. */
+  readonly problems?: ProblemLog | undefined;
 }
 
 /** What parts are built from: the validated config, the gateway-wide services, and what earlier parts provide. */

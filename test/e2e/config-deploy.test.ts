@@ -4,7 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
+import bcrypt from 'bcryptjs';
 import { afterAll, describe, expect, it } from 'vitest';
+import { parseConfigText } from '../../runtime/config/load.js';
+import { Gateway } from '../../runtime/gateway.js';
+import { createLogger } from '../../runtime/logger.js';
+import { SimChildDevice } from '../../sim/child-device.js';
 import { cloudTopics, localTopics } from '../../runtime/contracts/index.js';
 import type { ConfigVersion } from '../../runtime/deploy/history.js';
 import { CONFIG_SIGNING_CONTEXT } from '../../runtime/parts/config.js';
@@ -195,4 +200,43 @@ describe('configuration as a deployment', () => {
     expect(after.version).toBe(6);
     expect(after.versions[0]!.version).toBe(7);
   }, 240_000);
+
+  it('a restart on a deployed config keeps the ports, brings Node-RED back and loses no reading of a child that keeps publishing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'outpost-deploy-nr-'));
+    cleanup.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
+    const cloud = await SimCloud.start();
+    cleanup.push(() => cloud.stop());
+    const input = {
+      gateway: { id: 'restart-gw' },
+      http: { host: '127.0.0.1', port: 0, tokens: TEST_API_TOKENS, admin: { username: 'admin', passwordHash: bcrypt.hashSync('s3cret', 8) } },
+      broker: { host: '127.0.0.1', port: 0 },
+      identities: testIdentities,
+      nodeRed: { enabled: true },
+      devices: [{ id: 'pump-1', protocol: 'mqtt' }],
+      rules: [{ id: 'all', type: 'filter', match: { device: '*', point: '*' } }],
+      cloud: { url: cloud.url, lingerMs: 0, backoff: { initialMs: 100, maxMs: 500 } },
+      storage: { path: join(dir, 'outpost.db') },
+      deploy: { healthWindowMs: 10_000 },
+    };
+    const text = JSON.stringify(input);
+    const gateway = await Gateway.start(parseConfigText(text), { log: createLogger({ level: 'silent' }), configText: text });
+    cleanup.push(() => gateway.stop());
+    const ports = gateway.ports;
+    const api = gatewayApi(ports.http, dir);
+    const child = new SimChildDevice({ url: `mqtt://127.0.0.1:${ports.broker}`, deviceId: 'pump-1', password: deviceCredentials('pump-1').password, intervalMs: 10, points: { a: { kind: 'counter' } } });
+    child.start();
+    cleanup.push(() => child.kill());
+    await waitFor('readings flowing', () => child.acked.length > 50, 15_000);
+
+    const d = gateway.deployer.deploy(JSON.stringify({ ...input, cloud: { ...input.cloud, keepaliveS: 20 } }), 'api');
+    expect(d.plan).toMatchObject({ kind: 'restart', why: 'cloud changed' });
+    expect(await d.done).toMatchObject({ version: 2, status: 'active' });
+    expect(gateway.ports).toEqual(ports);
+    expect((await api.fetch(`${api.base}/red/`)).status).toBe(200);
+    const before = child.acked.length;
+    await waitFor('readings acknowledged after the restart', () => child.acked.length > before + 50, 15_000);
+    await child.stop();
+    await waitFor('every acknowledged reading at the cloud', () => cloud.ledger.missing(child.acked).length === 0, 15_000, 100, () => `${cloud.ledger.missing(child.acked).length} of ${child.acked.length} missing`);
+    console.log(`restart on a deployed config: ${child.acked.length} readings acknowledged across it, 0 missing, ${cloud.ledger.duplicates} duplicates`);
+  }, 60_000);
 });

@@ -8,7 +8,7 @@ import type { SiteConfig } from './config/schema.js';
 import { createLogger } from './logger.js';
 import { ProblemLog } from './problems.js';
 import { loadRules, replay } from './rules-test.js';
-import { errorMessage } from './contracts/index.js';
+import { errorMessage, redactUrl } from './contracts/index.js';
 import { CONNECTION_OPTIONS, gatewayFetch, resolveConnection, type ConnectionArgs, type FetchLike } from './http/client.js';
 
 const USAGE = `outpost — edge gateway runtime
@@ -286,7 +286,7 @@ async function start(args: string[]): Promise<number> {
   // One line a supervisor (and test/helpers/gateway-process.ts) reads: the ports, and the API
   // certificate's fingerprint for clients to pin.
   process.stdout.write(
-    `outpost ${cfg.gateway.id}: broker on ${cfg.broker.host}:${gateway.ports.broker}, api on ${api.scheme}://${cfg.http.host}:${gateway.ports.http}` +
+    `outpost ${cfg.gateway.id}: ${cfg.broker.external ? `broker external ${redactUrl(cfg.broker.external.url)}` : `broker on ${cfg.broker.host}:${gateway.ports.broker}`}, api on ${api.scheme}://${cfg.http.host}:${gateway.ports.http}` +
       `${api.certificateSha256 ? ` (certificate sha256 ${api.certificateSha256})` : ''}\n` +
       (cfg.broker.tls && gateway.ports.brokerTls !== undefined
         ? `outpost ${cfg.gateway.id}: mqtts on ${cfg.broker.tls.host ?? cfg.broker.host}:${gateway.ports.brokerTls} (certificate sha256 ${String((gateway.status() as { brokerTlsSha256?: string }).brokerTlsSha256 ?? '?')})\n`

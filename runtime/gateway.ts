@@ -42,7 +42,10 @@ export interface GatewayStatus {
   readonly readingsIn: number;
   readonly ruleOutputs: number;
   readonly outbox: OutboxStats;
-  readonly children: { connected: number };
+  /** Children connected to the embedded broker (absent with an external site broker: see siteBroker). */
+  readonly children?: { connected: number };
+  /** With broker.external: the link to the site broker (runtime/broker/external-broker.ts). */
+  readonly siteBroker?: { url: string; clientId: string; state: string; since: number; sessionPresent?: boolean; connects: number; acknowledged: number; notAcknowledged: number; refused?: string; lastError?: string };
   readonly drivers: Record<string, unknown>[];
   readonly ports: { broker: number; http: number; ota?: number; brokerTls?: number };
   /** The API's scheme and, with TLS, its certificate's SHA-256 fingerprint (what clients pin). */

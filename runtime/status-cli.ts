@@ -32,6 +32,8 @@ interface Status {
   ruleOutputs?: number;
   outbox: { depth: number; bytes: number; appended: number; delivered: number; expired: number; dropped: number; deadLettered: number; streams: StreamRow[] };
   children?: { connected: number };
+  /** With broker.external: the gateway's link to the site broker. */
+  siteBroker?: { url: string; state: string; since: number; refused?: string; lastError?: string };
   drivers?: Array<Record<string, unknown>>;
   devices?: { count: number; online: number; configurations: number; waitingRecords: number; callsInFlight: number };
   ota?: { rollouts?: Array<{ release: string; state: string }> };
@@ -73,7 +75,9 @@ export function renderStatus(s: Status, now: number): string {
   lines.push(`readings  ${fmt(s.readingsIn)} in, ${fmt(s.ruleOutputs)} rule outputs`);
   const o = s.outbox;
   lines.push(`outbox    ${fmt(o.depth)} waiting (${bytes(o.bytes)}); ${fmt(o.delivered)} delivered, ${fmt(o.dropped)} dropped, ${fmt(o.expired)} expired, ${fmt(o.deadLettered)} dead-lettered`);
-  if (s.devices) lines.push(`devices   ${fmt(s.devices.count)} in the inventory, ${fmt(s.devices.online)} online, ${s.devices.configurations} configurations; ${fmt(s.children?.connected)} MQTT connections`);
+  if (s.devices) lines.push(`devices   ${fmt(s.devices.count)} in the inventory, ${fmt(s.devices.online)} online, ${s.devices.configurations} configurations; ${s.siteBroker ? 'children on the site broker' : `${fmt(s.children?.connected)} MQTT connections`}`);
+  const sb = s.siteBroker;
+  if (sb) lines.push(`site      broker ${sb.url} ${sb.state} for ${duration(Math.max(0, Math.round((now - sb.since) / 1000)))}${sb.refused ? `: refused (${sb.refused})` : sb.state !== 'up' && sb.lastError ? `: ${sb.lastError}` : ''}`);
   const rollouts = s.ota?.rollouts ?? [];
   if (rollouts.length > 0) lines.push(`rollouts  ${rollouts.map((r) => `${r.release} ${r.state}`).join(', ')} (outpost rollouts)`);
   if (s.memory) lines.push(`memory    ${s.memory.rss} MiB resident, ${s.memory.heapUsed} MiB heap`);

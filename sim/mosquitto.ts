@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { userInfo } from 'node:os';
@@ -18,6 +18,26 @@ export interface MosquittoOptions {
   readonly persistence?: boolean;
   /** More config lines, e.g. a bridge `connection` block. */
   readonly extra?: readonly string[];
+  /**
+   * Accounts (user name -> password, in a `password_file` made with mosquitto_passwd): with them,
+   * clients without credentials are refused.
+   */
+  readonly users?: Readonly<Record<string, string>>;
+  /** The port to listen on (default: a free one). */
+  readonly port?: number;
+  /** `acl_file` lines (`user gw`, `topic read outpost/v1/dev/#`, `pattern write outpost/v1/dev/%u/#`). */
+  readonly acl?: readonly string[];
+}
+
+/** Writes a Mosquitto password file (hashed by Debian's mosquitto_passwd). */
+function writePasswordFile(file: string, users: Readonly<Record<string, string>>): void {
+  const bin = ['/usr/bin/mosquitto_passwd', '/usr/local/bin/mosquitto_passwd'].find((p) => existsSync(p));
+  if (!bin) throw new Error('mosquitto_passwd is not installed (Debian: apt-get install mosquitto)');
+  writeFileSync(file, '', { mode: 0o600 });
+  for (const [user, password] of Object.entries(users)) {
+    const r = spawnSync(bin, ['-b', file, user, password], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`mosquitto_passwd failed for ${user}: ${r.stderr || r.stdout}`);
+  }
 }
 
 /**
@@ -35,7 +55,7 @@ export class Mosquitto {
   ) {}
 
   static async start(opts: MosquittoOptions): Promise<Mosquitto> {
-    const m = new Mosquitto(opts, await freePort());
+    const m = new Mosquitto(opts, opts.port ?? (await freePort()));
     await m.start();
     return m;
   }
@@ -53,6 +73,17 @@ export class Mosquitto {
     const bin = mosquittoBinary();
     mkdirSync(this.opts.dir, { recursive: true });
     const conf = join(this.opts.dir, 'mosquitto.conf');
+    const auth: string[] = [];
+    if (this.opts.users) {
+      const passwd = join(this.opts.dir, 'passwd');
+      writePasswordFile(passwd, this.opts.users);
+      auth.push(`password_file ${passwd}`);
+    }
+    if (this.opts.acl) {
+      const acl = join(this.opts.dir, 'acl');
+      writeFileSync(acl, `${this.opts.acl.join('\n')}\n`);
+      auth.push(`acl_file ${acl}`);
+    }
     writeFileSync(
       conf,
       [
@@ -61,7 +92,8 @@ export class Mosquitto {
         `user ${userInfo().username}`,
         'per_listener_settings false',
         `listener ${this.port} 127.0.0.1`,
-        'allow_anonymous true',
+        `allow_anonymous ${this.opts.users ? 'false' : 'true'}`,
+        ...auth,
         'max_queued_messages 0',
         'max_inflight_messages 0',
         `persistence ${this.opts.persistence ? 'true' : 'false'}`,

@@ -208,7 +208,8 @@ export class ChildIntake implements Driver {
   private decode(device: string, msg: InboundPublish): Envelope[] | undefined {
     const ctx = this.ctx!;
     // Defence in depth behind the broker's permissions: a device's telemetry comes from that device.
-    if (msg.clientId !== device) return this.refuse(device, 'not-own-topic', `client "${(msg.clientId ?? '').slice(0, 80)}" published on device "${device}"'s telemetry topic`);
+    // An external site broker does not say who published (clientId undefined): its ACLs answer for it.
+    if (msg.clientId !== undefined && msg.clientId !== device) return this.refuse(device, 'not-own-topic', `client "${(msg.clientId ?? '').slice(0, 80)}" published on device "${device}"'s telemetry topic`);
     if (this.opts.otherDevices?.has(device)) return this.refuse(device, 'driven-device', `device "${device}" is read by its own driver, not over MQTT`);
     if (!this.opts.acceptUnknownDevices && !this.opts.devices.has(device)) {
       return this.refuse(device, 'unknown-device', `device "${device}" is not in the site config`);

@@ -3,7 +3,7 @@ import { ChildIntake } from './child-intake.js';
 import { mqttDeviceSchema, type MqttDeviceConfig } from './config.js';
 
 /**
- * MQTT child devices on the gateway's own broker. One driver takes every child's telemetry, also
+ * MQTT child devices on the gateway's own broker (or on an external site broker it subscribes to). One driver takes every child's telemetry, also
  * when no device is listed (devices announce themselves unless `broker.acceptUnknownDevices` is off).
  */
 export const mqttChildren: ProtocolEntry<MqttDeviceConfig> = {

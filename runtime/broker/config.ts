@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { LOCAL_PREFIX } from '../contracts/index.js';
 
 /** A topic filter as config writes it (wildcards allowed in filters, `#` last). */
 const filter = z
@@ -46,7 +47,56 @@ const limitsSchema = z.strictObject({
   publishRate: rate.default({ perSecond: 1000, burst: 2000 }),
 });
 
-export const brokerSchema = z
+/**
+ * An external site broker (Mosquitto, EMQX, …) that child devices publish to instead of the
+ * embedded one: the gateway is one of its MQTT clients, subscribed at QoS 1 in a persistent session
+ * (docs/operations.md, "External site broker"). Its ACLs and limits replace `identities`, `grants`
+ * and `limits`.
+ */
+export const externalBrokerSchema = z.strictObject({
+  url: z.string().regex(/^(mqtt|mqtts|tcp|ssl):\/\/[^\s/]+(:\d+)?\/?$/, 'expected an mqtt://, mqtts://, tcp:// or ssl:// URL of the site broker (host and port, no path)'),
+  /**
+   * Fixed, so that the broker keeps the gateway's session (its subscriptions and the messages not yet
+   * acknowledged) across restarts; default `outpost-{gateway.id}-intake`. Two gateways must never share one.
+   */
+  clientId: z.string().min(1).max(64).regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, "_", "." and "-"').optional(),
+  username: z.string().min(1).max(256).optional(),
+  password: z.string().min(1).max(1024).optional(),
+  /** For mqtts:// and ssl://: PEM files as cloud.tls (`ca`; `cert` + `key` for mutual TLS), `servername`. */
+  tls: z
+    .strictObject({
+      ca: z.string().min(1).optional(),
+      cert: z.string().min(1).optional(),
+      key: z.string().min(1).optional(),
+      servername: z.string().min(1).optional(),
+      /** Never turn off outside a lab: false accepts any broker certificate. */
+      rejectUnauthorized: z.boolean().default(true),
+    })
+    .refine((t) => (t.cert === undefined) === (t.key === undefined), { message: 'cert and key go together', path: ['cert'] })
+    .optional(),
+  keepaliveS: z.number().int().min(5).max(3600).default(30),
+  /** Reconnects: exponential backoff with full jitter, capped. */
+  backoff: z
+    .strictObject({ initialMs: z.number().int().min(10).max(600_000).default(500), maxMs: z.number().int().min(100).max(600_000).default(30_000) })
+    .refine((b) => b.initialMs <= b.maxMs, { message: 'initialMs must not exceed maxMs', path: ['initialMs'] })
+    .default({ initialMs: 500, maxMs: 30_000 }),
+});
+
+/**
+ * What the gateway subscribes to on an external site broker: what children publish that it takes
+ * (docs/topics.md): telemetry, births and wills, reported twin state and call answers.
+ */
+export const SITE_BROKER_FILTERS: readonly string[] = [
+  `${LOCAL_PREFIX}/+/telemetry`,
+  `${LOCAL_PREFIX}/+/status`,
+  `${LOCAL_PREFIX}/+/reported`,
+  `${LOCAL_PREFIX}/+/response/+`,
+];
+
+/** Fields of the embedded broker's listeners: meaningless beside `external` (the site broker listens and authorizes). */
+const LISTENER_FIELDS = ['host', 'port', 'tls', 'anonymous', 'grants', 'limits'] as const;
+
+const brokerObject = z
   .strictObject({
     host: z.string().min(1).default('127.0.0.1'),
     /** Plain MQTT (TCP); null: no plain listener (TLS only). */
@@ -74,10 +124,31 @@ export const brokerSchema = z
     acceptUnknownDevices: z.boolean().default(false),
     grants: z.array(grant).default([]),
     limits: limitsSchema.default(limitsSchema.parse({})),
+    /** Children publish to this site broker instead of the embedded one (no embedded listener then). */
+    external: externalBrokerSchema.optional(),
   })
   .refine((b) => b.port !== null || b.tls !== undefined, { message: 'no listener: give broker.port or broker.tls', path: ['port'] })
   .refine((b) => b.limits.minKeepaliveS <= b.limits.maxKeepaliveS, { message: 'minKeepaliveS must not exceed maxKeepaliveS', path: ['limits', 'minKeepaliveS'] });
 
+export const brokerSchema = z.preprocess((raw: z.input<typeof brokerObject>, ctx) => {
+  // Checked on the input: the listener fields have defaults, so the parsed config cannot tell
+  // whether the file set them. A field that would be silently ignored is refused instead.
+  if (raw !== null && typeof raw === 'object' && raw.external !== undefined) {
+    for (const field of LISTENER_FIELDS) {
+      if (field in raw) {
+        ctx.issues.push({
+          code: 'custom',
+          path: [field],
+          input: raw,
+          message: `${field} configures the embedded broker, which does not run with broker.external: the site broker's own listener, ACLs and limits apply (remove ${field})`,
+        });
+      }
+    }
+  }
+  return raw;
+}, brokerObject);
+
+export type ExternalBrokerConfig = z.output<typeof externalBrokerSchema>;
 export type BrokerConfig = z.output<typeof brokerSchema>;
 export type BrokerLimits = BrokerConfig['limits'];
 export type BrokerGrant = BrokerConfig['grants'][number];

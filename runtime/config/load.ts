@@ -88,7 +88,7 @@ export function parseConfigText(text: string, file = 'config', protocols?: Proto
  * Fields whose names sound secret but whose values are not: public keys the gateway trusts, and
  * paths of PEM files (the key file itself is the secret, and its mode is the operator's to set).
  */
-const NOT_SECRET = new Set(['ota.trustedKeys', 'deploy.trustedKeys', 'cloud.tls.ca', 'cloud.tls.cert', 'cloud.tls.key']);
+const NOT_SECRET = new Set(['ota.trustedKeys', 'deploy.trustedKeys', 'cloud.tls.ca', 'cloud.tls.cert', 'cloud.tls.key', 'broker.external.tls.ca', 'broker.external.tls.cert', 'broker.external.tls.key']);
 
 /**
  * Where a parsed config holds secrets, by path: a non-empty string under a secret-sounding name

@@ -2,10 +2,10 @@ import { z } from 'zod';
 import { cloudSchema, streamSchema } from '../../cloud-bridge/config.js';
 import { otaSchema } from '../../ota/config.js';
 import { ruleSchema } from '../../rules/config.js';
-import { idSchema, type DeviceConfig } from '../contracts/index.js';
+import { compileTopicFilter, idSchema, type DeviceConfig } from '../contracts/index.js';
 import { apiTokenSchema, isLoopback } from '../http/scopes.js';
 import { defaultProtocols, type ProtocolRegistry } from '../protocols.js';
-import { brokerSchema } from '../broker/config.js';
+import { brokerSchema, SITE_BROKER_FILTERS } from '../broker/config.js';
 import { identitiesSchema } from '../identity/config.js';
 import { configurationSchema } from '../devices/configurations.js';
 import { deviceInventoryFields } from '../devices/config.js';
@@ -137,6 +137,25 @@ function build(registry: ProtocolRegistry) {
           const protocol = driven.get(a.id);
           if (protocol) ctx.addIssue({ code: 'custom', path: ['identities', kind, i, 'id'], message: `"${a.id}" is a ${protocol} device: its readings come from its driver, never from an MQTT client` });
         });
+      }
+      // Children authenticate at an external site broker, not at the gateway.
+      if (cfg.broker.external) {
+        // What the gateway publishes there comes back to it when it matches its own subscriptions.
+        const taken = SITE_BROKER_FILTERS.map((f) => compileTopicFilter(f));
+        cfg.rules.forEach((r, i) => {
+          const topic = r.route === 'mqtt' ? r.mqtt?.topic.replace(/\{(device|point)\}/g, 'x') : undefined;
+          if (topic !== undefined && taken.some((m) => m(topic))) {
+            ctx.addIssue({ code: 'custom', path: ['rules', i, 'mqtt', 'topic'], message: `with broker.external the gateway subscribes to ${SITE_BROKER_FILTERS.join(', ')} on the site broker: a rule output published there would come back to it as a child's message; use another topic` });
+          }
+        });
+        const { devices, clients, groups, revoked } = cfg.identities;
+        if (devices.length + clients.length + groups.length + revoked.length > 0) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['identities'],
+            message: 'identities authenticate children on the embedded broker, which does not run with broker.external: give each child its account and ACL on the site broker (docs/operations.md, "External site broker") and remove identities',
+          });
+        }
       }
       const configurations = new Set<string>();
       cfg.configurations.forEach((c, i) => {

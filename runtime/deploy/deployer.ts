@@ -52,6 +52,8 @@ export interface Deployment {
 interface Probe {
   readonly link: string;
   readonly refused?: string;
+  /** With an external site broker (broker.external): its link's state and a CONNACK refusal. */
+  readonly site?: { readonly state: string; readonly refused?: string };
   /** Polled connections (Modbus buses) by name: connected, the devices on them, the last connect error. */
   readonly buses: readonly { name: string; connected: boolean; devices: string[]; error?: string }[];
 }
@@ -68,7 +70,13 @@ function probe(s: object): Probe {
       devices: Array.isArray(d.devices) ? (d.devices as { device?: unknown }[]).map((x) => String(x.device)) : [],
       ...(typeof d.lastConnectError === 'string' ? { error: d.lastConnectError } : {}),
     }));
-  return { link: String(status.link), ...(typeof uplink?.refused === 'string' ? { refused: uplink.refused } : {}), buses };
+  const site = status.siteBroker as { state?: unknown; refused?: unknown } | undefined;
+  return {
+    link: String(status.link),
+    ...(typeof uplink?.refused === 'string' ? { refused: uplink.refused } : {}),
+    ...(site ? { site: { state: String(site.state), ...(typeof site.refused === 'string' ? { refused: site.refused } : {}) } } : {}),
+    buses,
+  };
 }
 
 /**
@@ -258,7 +266,9 @@ export class ConfigDeployer {
       const now = probe(this.gateway.status());
       if (now.refused !== undefined && (plan.kind === 'restart' || needLink)) return `the cloud broker refused the connection (${now.refused})`;
       const problems: string[] = [];
+      if (now.site?.refused !== undefined && (plan.kind === 'restart' || before.site?.state === 'up')) return `the site broker refused the connection (${now.site.refused})`;
       if (needLink && now.link !== 'up') problems.push(`the cloud link was up and is ${now.link}`);
+      if (before.site?.state === 'up' && now.site !== undefined && now.site.state !== 'up') problems.push(`the site broker link was up and is ${now.site.state}`);
       for (const bus of now.buses) {
         const required = bus.devices.some((d) => changedDevices.has(d) || (plan.kind === 'restart' && wasConnected.has(d)));
         if (required && !bus.connected) problems.push(`${bus.name} (${bus.devices.join(', ')}) is not connected${bus.error ? `: ${bus.error}` : ''}`);

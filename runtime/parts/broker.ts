@@ -2,8 +2,11 @@ import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { AccessPolicy } from '../broker/acl.js';
+import type { ExternalBrokerConfig } from '../broker/config.js';
 import { EmbeddedBroker } from '../broker/embedded-broker.js';
-import type { Component, ComponentContext } from '../contracts/index.js';
+import { ExternalBroker, type ExternalBrokerOptions } from '../broker/external-broker.js';
+import { ConfigError } from '../config/load.js';
+import { errorMessage, type Component, type ComponentContext } from '../contracts/index.js';
 import { IdentityRegistry } from '../identity/registry.js';
 import { IdentityStore } from '../identity/store.js';
 import { serverCertificate } from '../security/certificates.js';
@@ -17,11 +20,36 @@ export function drivenDevices(config: SiteConfig, protocols: ProtocolRegistry): 
   return new Map(config.devices.filter((d) => !protocols.get(d.protocol)?.capabilities.brokerIdentity).map((d) => [d.id, d.protocol]));
 }
 
-/** The embedded MQTT broker's core (aedes) with its identities: drivers register their interceptors on it before devices connect. */
+/** Reads the PEM files named in broker.external.tls; a missing file is a config error naming the field. */
+function readExternalTls(tls: NonNullable<ExternalBrokerConfig['tls']>): NonNullable<ExternalBrokerOptions['tls']> {
+  const read = (field: 'ca' | 'cert' | 'key'): Buffer | undefined => {
+    const file = tls[field];
+    if (file === undefined) return undefined;
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new ConfigError('config', [`broker.external.tls.${field}: cannot read ${file}: ${errorMessage(err)}`]);
+    }
+  };
+  const [ca, cert, key] = [read('ca'), read('cert'), read('key')];
+  return { rejectUnauthorized: tls.rejectUnauthorized, ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}), ...(tls.servername ? { servername: tls.servername } : {}) };
+}
+
+/**
+ * The broker children talk to. Embedded: the MQTT broker's core (aedes) with its identities.
+ * External (broker.external): the gateway's client of the site broker. Either way drivers register
+ * their interceptors on it before any child message is taken.
+ */
 export const brokerPart: Part = {
   name: 'mqtt-broker',
   build(site) {
     const { config, protocols, clock } = site.opts;
+    const external = config.broker.external;
+    if (external) {
+      const broker = new ExternalBroker({ config: external, gatewayId: config.gateway.id, tls: external.tls && readExternalTls(external.tls) });
+      site.provide('localBroker', broker);
+      return broker;
+    }
     const store = site.get('store');
     const stateDir = dirname(config.storage.path);
     // The registry reads the store, which is open once the broker starts (the store part is before it).
@@ -36,6 +64,7 @@ export const brokerPart: Part = {
       });
     const broker = new EmbeddedBroker({ registry, policy: new AccessPolicy(config.broker.grants), limits: config.broker.limits });
     site.provide('localBroker', broker);
+    site.provide('embeddedBroker', broker);
     return broker;
   },
 };
@@ -73,9 +102,32 @@ class BrokerListener implements Component {
   }
 }
 
+/** The link to an external site broker opens where the listener would: once everything that takes children's data runs. */
+class SiteBrokerLink implements Component {
+  readonly name = 'mqtt-listener';
+
+  constructor(private readonly broker: ExternalBroker) {}
+
+  async start(): Promise<void> {
+    this.broker.connect();
+    await Promise.resolve();
+  }
+
+  /** Intake stops first: the message being committed is acknowledged, the rest stays in the site broker's session. */
+  async stop(): Promise<void> {
+    await this.broker.stopIntake();
+  }
+
+  status(): Record<string, unknown> {
+    return {};
+  }
+}
+
 export const brokerListenerPart: Part = {
   name: 'mqtt-listener',
   build(site) {
-    return new BrokerListener(site.get('localBroker'), site.config);
+    const broker = site.get('localBroker');
+    if (broker instanceof ExternalBroker) return new SiteBrokerLink(broker);
+    return new BrokerListener(site.get('embeddedBroker'), site.config);
   },
 };

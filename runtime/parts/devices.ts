@@ -142,8 +142,9 @@ export const devicesPart: Part = {
     broker.intercept((msg) => {
       const at = parseDeviceTopic(msg.topic);
       if (!at || (at.rest !== 'reported' && !at.rest.startsWith('response/'))) return Promise.resolve();
-      // The broker lets a device publish under its own subtree only; checked again here.
-      if (msg.clientId !== at.device) return Promise.resolve();
+      // The broker lets a device publish under its own subtree only; checked again here when the
+      // broker says who published (an external site broker does not: its ACLs answer for it).
+      if (msg.clientId !== undefined && msg.clientId !== at.device) return Promise.resolve();
       try {
         if (at.rest === 'reported') registry.onReported(at.device, msg.payload);
         else {

@@ -72,7 +72,9 @@ export const identitiesPart: Part = {
   name: 'identities',
   build(site) {
     const { config } = site.opts;
-    const broker = site.get('localBroker');
+    // With an external site broker, children authenticate there (its password file and ACL).
+    const broker = site.find('embeddedBroker');
+    if (!broker) return undefined;
     const component = new IdentitiesComponent(broker);
     const http = site.get('http');
     const r = http.router();

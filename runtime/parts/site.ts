@@ -6,6 +6,7 @@ import type { PointRouter } from '../points.js';
 import type { ProtocolRegistry } from '../protocols.js';
 import type { SiteConfig } from '../config/schema.js';
 import type { EmbeddedBroker } from '../broker/embedded-broker.js';
+import type { SiteBroker } from '../broker/site-broker.js';
 import type { HttpLayer } from '../http/http-layer.js';
 import type { Uplink } from '../../cloud-bridge/uplink.js';
 import type { OutboxComponent } from './outbox.js';
@@ -21,7 +22,10 @@ import type { DriversComponent } from './drivers.js';
 export interface Services {
   store: StoreComponent;
   outbox: OutboxComponent;
-  localBroker: EmbeddedBroker;
+  /** The broker children talk to: the embedded one, or the external site broker (broker.external). */
+  localBroker: SiteBroker;
+  /** The embedded broker, when it runs (its identities and connections). */
+  embeddedBroker: EmbeddedBroker;
   http: HttpLayer;
   uplink: Uplink;
   rules: RulesComponent;

@@ -30,10 +30,11 @@ export class GatewayProcess {
       const timer = setTimeout(() => reject(new Error(`gateway did not start within 15 s: ${err}`)), 15_000);
       proc.stdout?.on('data', (d: Buffer) => {
         out += d.toString();
-        const m = /broker on [^:]+:(\d+), api on https?:\/\/[^:]+:(\d+)(?: \(certificate sha256 ([0-9A-F:]+)\))?\n/.exec(out);
+        // An external site broker (broker.external) has no port of the gateway's: 0.
+        const m = /broker (?:on [^:]+:(\d+)|external \S+), api on https?:\/\/[^:]+:(\d+)(?: \(certificate sha256 ([0-9A-F:]+)\))?\n/.exec(out);
         if (m) {
           clearTimeout(timer);
-          resolve([Number(m[1]), Number(m[2]), m[3]]);
+          resolve([Number(m[1] ?? 0), Number(m[2]), m[3]]);
         }
       });
       void exited.then((code) => {

@@ -166,7 +166,7 @@ function renderProblems(s) {
 function render(s) {
   $('gateway').textContent = s.status.gateway;
   const st = s.status;
-  $('summary').textContent = `up ${ago(st.uptimeS * 1000)} · ${fmtValue(st.readingsIn)} readings in · ${st.children ? st.children.connected : 0} children connected${st.config && st.config.version ? ` · config version ${st.config.version}` : ''}${st.memory ? ` · ${st.memory.rss} MiB` : ''}`;
+  $('summary').textContent = `up ${ago(st.uptimeS * 1000)} · ${fmtValue(st.readingsIn)} readings in · ${st.siteBroker ? `site broker ${st.siteBroker.state}` : `${st.children ? st.children.connected : 0} children connected`}${st.config && st.config.version ? ` · config version ${st.config.version}` : ''}${st.memory ? ` · ${st.memory.rss} MiB` : ''}`;
   renderDevices(s);
   renderOutbox(s);
   renderBuses(s);

@@ -11,7 +11,10 @@ import { freePort } from '../../sim/free-port.js';
 import { startRabbitCluster, type RabbitCluster } from '../../sim/rabbit-cluster.js';
 import { gatewayApi, TEST_API_TOKENS } from '../helpers/api.js';
 import { deviceCredentials, testIdentities } from '../helpers/broker-access.js';
-import { GatewayProcess } from '../helpers/gateway-process.js';
+import { CLI, GatewayProcess } from '../helpers/gateway-process.js';
+import { ingestAcrossFaults } from '../helpers/ingest-scenario.js';
+import { Postgres } from '../helpers/postgres.js';
+import { runFleet } from '../../sim/fleet.js';
 import { waitFor } from '../helpers/wait.js';
 
 const cleanup: Array<() => Promise<unknown>> = [];
@@ -20,6 +23,15 @@ afterAll(async () => {
 });
 
 const GATEWAY = 'cluster-gw';
+/** The cluster the first test starts, for the tests after it (one start of ~40 s per file). */
+let shared: { rmq: RabbitCluster; dir: string } | undefined;
+
+/** The cluster, all three nodes running. */
+async function cluster3(): Promise<{ rmq: RabbitCluster; dir: string }> {
+  if (!shared) throw new Error('the cluster did not start in the first test of this file');
+  for (const n of [1, 2, 3]) await shared.rmq.start(n);
+  return shared;
+}
 const BACKOFF = { initialMs: 200, maxMs: 2000 };
 /** mqtt.js's connect timeout in the uplink: the longest one attempt may take. */
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -110,6 +122,7 @@ describe('a three-node RabbitMQ cluster as the cloud (quorum queues)', () => {
       return children.flatMap((c) => c.acked);
     })();
     const rmq = await clusterUp;
+    shared = { rmq, dir };
     const [n1, n2, n3] = rmq.nodes;
 
     // The consumer's persistent session exists before anything is published (a message with no queue bound is dropped by design).
@@ -183,5 +196,54 @@ describe('a three-node RabbitMQ cluster as the cloud (quorum queues)', () => {
     expect(await gw.terminate()).toBe(0);
     // The node killed second never came back: the cluster still has a majority and stops cleanly.
     expect(cluster?.running(3)).toBe(false);
+  });
+
+  it('outpost cloud-ingest on the cluster holds each acknowledged reading exactly once across a kill -9 of the node it is on, a gateway kill -9 and its own kill -9', { timeout: 240_000 }, async () => {
+    const { rmq, dir } = await cluster3();
+    const pg = await Postgres.start();
+    cleanup.push(() => pg.stop());
+    const ingestDir = join(dir, 'ingest');
+    mkdirSync(ingestDir);
+    let killed: number | undefined;
+    const figures = await ingestAcrossFaults({
+      brokerUrls: rmq.urls,
+      gatewayCloud: (urls) => ({ urls, backoff: BACKOFF }),
+      pg,
+      dir: ingestDir,
+      cleanup,
+      faults: [
+        async (ctx) => {
+          // kill -9 the node the consumer is on; it moves to another node (quorum queue: its session survives).
+          const on = ctx.consumerBrokers()[0];
+          killed = rmq.urls.indexOf(on ?? '') + 1;
+          expect(killed, `the consumer's broker ${on ?? '(none yet)'} is a node of the cluster`).toBeGreaterThan(0);
+          await rmq.kill(killed);
+          await ctx.moreRows(500, 60_000);
+          await rmq.start(killed);
+        },
+        async (ctx) => {
+          await ctx.restartGateway(0);
+          await ctx.moreRows(300, 60_000);
+        },
+        async (ctx) => {
+          await ctx.restartConsumer(1_000);
+          await ctx.moreRows(300, 60_000);
+        },
+      ],
+    });
+    expect(figures.rows).toBe(figures.acked);
+    console.log(`cloud-ingest on the cluster: ${figures.acked} readings acknowledged to children, ${figures.rows} rows (node ${killed ?? '?'} killed under the consumer, a gateway and the consumer killed -9), ${figures.ms} ms`);
+  });
+
+  it('fleet of 5 gateways × 200 children syncing to the cluster over urls: every acknowledged reading arrives, lag per gateway', { timeout: 180_000 }, async () => {
+    const { rmq, dir } = await cluster3();
+    const report = await runFleet({ gateways: 5, children: 200, intervalMs: 1000, durationMs: 20_000, cloudUrls: rmq.urls, cli: CLI, dir: join(dir, 'fleet') });
+    for (const g of report.gateways) {
+      expect(g.acked).toBeGreaterThan(200 * 10);
+      expect(g.missing).toBe(0);
+    }
+    console.log(
+      `fleet 5 × 200 on the cluster: ${report.totals.delivered} of ${report.totals.acked} delivered, ${report.totals.duplicates} duplicates, ${report.totals.readingsPerS} readings/s; lag p50/p99/max per gateway: ${report.gateways.map((g) => `${g.lagMs.p50}/${g.lagMs.p99}/${g.lagMs.max}`).join(', ')} ms`,
+    );
   });
 });

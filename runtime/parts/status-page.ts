@@ -10,6 +10,10 @@ import type { Part } from './site.js';
 /** Live streams open at once, at most (each costs a snapshot a second). */
 const MAX_STREAMS = 16;
 const EVERY_MS = 1000;
+/** A stream ends after this long and the page opens another with its token: a revoked token stops reading within it. */
+const STREAM_MS = 60_000;
+/** A client that stops reading is dropped once this much waits for it. */
+const MAX_BUFFERED = 1024 * 1024;
 
 /** The page's files (runtime/http/status-page/, shipped as they are: no build step). */
 const FILES: Record<string, string> = { '': 'index.html', 'app.js': 'app.js', 'style.css': 'style.css' };
@@ -53,13 +57,23 @@ class StatusPage implements Component {
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
     res.write('retry: 2000\n\n');
     this.streams.add(res);
-    res.on('close', () => this.streams.delete(res));
+    const expiry = setTimeout(() => res.end(), STREAM_MS);
+    expiry.unref();
+    res.on('close', () => {
+      clearTimeout(expiry);
+      this.streams.delete(res);
+    });
     this.send(res, JSON.stringify(this.snapshot()));
     this.timer ??= setInterval(() => this.broadcast(), EVERY_MS);
     this.timer.unref();
   }
 
   private send(res: ServerResponse, data: string): void {
+    if (res.writableLength > MAX_BUFFERED) {
+      res.destroy();
+      this.streams.delete(res);
+      return;
+    }
     res.write(`event: snapshot\ndata: ${data}\n\n`);
   }
 

@@ -228,9 +228,12 @@ async function run() {
   for (;;) {
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (!token) return showLogin();
+    const opened = Date.now();
     try {
       if (!(await follow(token))) return;
-      $('conn').textContent = 'the gateway closed the stream; reconnecting…';
+      // The gateway ends each stream after a minute (the token is checked again on the next one):
+      // open the next at once, unless this one ended early.
+      if (Date.now() - opened > 5000) continue;
     } catch (err) {
       if (err && err.name === 'AbortError') return;
       $('conn').textContent = `gateway unreachable (${err && err.message ? err.message : err}); retrying…`;

@@ -1,4 +1,3 @@
-import ModbusSerial from 'modbus-serial';
 import { Socket } from 'node:net';
 import type { ModbusRTU } from 'modbus-serial/ModbusRTU.js';
 import type { Clock, Logger } from '../../runtime/contracts/index.js';
@@ -11,7 +10,13 @@ export type ModbusClient = ModbusRTU;
 
 // modbus-serial is CommonJS whose typings describe an ES default export; at run time the default
 // import is the client class itself.
-const ModbusRTUClient = ModbusSerial as unknown as new () => ModbusClient;
+/**
+ * modbus-serial (with serialport, ~10 MiB of RSS) is loaded on the first connection, so a gateway
+ * without Modbus devices never loads it.
+ */
+let clientClass: Promise<new () => ModbusClient> | undefined;
+const modbusClient = (): Promise<new () => ModbusClient> =>
+  (clientClass ??= import('modbus-serial').then((m) => m.default as unknown as new () => ModbusClient));
 
 /** The key under which devices share one connection: a serial line, or one TCP endpoint. */
 export function connectionKey(c: ModbusConnection): string {
@@ -63,6 +68,7 @@ export class ModbusTransport<D extends { readonly device: ModbusDevice }> {
   }
 
   async connect(): Promise<void> {
+    const ModbusRTUClient = await modbusClient();
     const client = new ModbusRTUClient();
     // modbus-serial re-emits serial port errors (an unplugged USB adapter) on the client: without
     // a listener they would crash the gateway. The bus drops the connection and opens a new one.

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { cronProblem, durationMsSchema, idSchema } from '../runtime/contracts/index.js';
+import { clientTlsSchema, cronProblem, durationMsSchema, idSchema } from '../runtime/contracts/index.js';
 import { OVERFLOW_NAMES } from './overflow/index.js';
 
 /** The site config's outbox streams and cloud link (docs/config.md). */
@@ -60,17 +60,7 @@ const cloudFields = z.strictObject({
    * certificate; default: the system's), `cert` and `key` (PEM files; mutual TLS),
    * `servername` (SNI / name to verify, when it differs from the URL's host).
    */
-  tls: z
-    .strictObject({
-      ca: z.string().min(1).optional(),
-      cert: z.string().min(1).optional(),
-      key: z.string().min(1).optional(),
-      servername: z.string().min(1).optional(),
-      /** Never turn off outside a lab: false accepts any broker certificate. */
-      rejectUnauthorized: z.boolean().default(true),
-    })
-    .refine((t) => (t.cert === undefined) === (t.key === undefined), { message: 'cert and key go together', path: ['cert'] })
-    .optional(),
+  tls: clientTlsSchema.optional(),
   /** MQTT protocol: 4 (3.1.1) or 5; with 5 the broker can refuse a single message by reason code. */
   protocolVersion: z.union([z.literal(4), z.literal(5)]).default(4),
   /**

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { LOCAL_PREFIX } from '../contracts/index.js';
+import { clientTlsSchema, LOCAL_PREFIX } from '../contracts/index.js';
 
 /** A topic filter as config writes it (wildcards allowed in filters, `#` last). */
 const filter = z
@@ -63,17 +63,7 @@ export const externalBrokerSchema = z.strictObject({
   username: z.string().min(1).max(256).optional(),
   password: z.string().min(1).max(1024).optional(),
   /** For mqtts:// and ssl://: PEM files as cloud.tls (`ca`; `cert` + `key` for mutual TLS), `servername`. */
-  tls: z
-    .strictObject({
-      ca: z.string().min(1).optional(),
-      cert: z.string().min(1).optional(),
-      key: z.string().min(1).optional(),
-      servername: z.string().min(1).optional(),
-      /** Never turn off outside a lab: false accepts any broker certificate. */
-      rejectUnauthorized: z.boolean().default(true),
-    })
-    .refine((t) => (t.cert === undefined) === (t.key === undefined), { message: 'cert and key go together', path: ['cert'] })
-    .optional(),
+  tls: clientTlsSchema.optional(),
   keepaliveS: z.number().int().min(5).max(3600).default(30),
   /** Reconnects: exponential backoff with full jitter, capped. */
   backoff: z

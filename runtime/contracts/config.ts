@@ -18,3 +18,21 @@ export const durationMsSchema = z.number().int().positive();
 export const deadbandSchema = z
   .strictObject({ absolute: z.number().finite().positive().optional(), percent: z.number().finite().positive().max(100).optional() })
   .refine((d) => d.absolute !== undefined || d.percent !== undefined, 'give absolute, percent or both');
+
+/**
+ * TLS of an MQTT client (the cloud link, an external site broker) for mqtts:// and ssl:// URLs:
+ * `ca` (PEM file of the CA that signed the broker's certificate; default: the system's), `cert`
+ * and `key` (PEM files; mutual TLS), `servername` (SNI / name to verify, when it differs from the
+ * URL's host).
+ */
+export const clientTlsSchema = z
+  .strictObject({
+    ca: z.string().min(1).optional(),
+    cert: z.string().min(1).optional(),
+    key: z.string().min(1).optional(),
+    servername: z.string().min(1).optional(),
+    /** Never turn off outside a lab: false accepts any broker certificate. */
+    rejectUnauthorized: z.boolean().default(true),
+  })
+  .refine((t) => (t.cert === undefined) === (t.key === undefined), { message: 'cert and key go together', path: ['cert'] });
+export type ClientTlsConfig = z.output<typeof clientTlsSchema>;

@@ -2,11 +2,10 @@ import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { AccessPolicy } from '../broker/acl.js';
-import type { ExternalBrokerConfig } from '../broker/config.js';
 import { EmbeddedBroker } from '../broker/embedded-broker.js';
-import { ExternalBroker, type ExternalBrokerOptions } from '../broker/external-broker.js';
-import { ConfigError } from '../config/load.js';
-import { errorMessage, type Component, type ComponentContext } from '../contracts/index.js';
+import { ExternalBroker } from '../broker/external-broker.js';
+import { readClientTls } from '../config/client-tls.js';
+import { type Component, type ComponentContext } from '../contracts/index.js';
 import { IdentityRegistry } from '../identity/registry.js';
 import { IdentityStore } from '../identity/store.js';
 import { serverCertificate } from '../security/certificates.js';
@@ -20,21 +19,6 @@ export function drivenDevices(config: SiteConfig, protocols: ProtocolRegistry): 
   return new Map(config.devices.filter((d) => !protocols.get(d.protocol)?.capabilities.brokerIdentity).map((d) => [d.id, d.protocol]));
 }
 
-/** Reads the PEM files named in broker.external.tls; a missing file is a config error naming the field. */
-function readExternalTls(tls: NonNullable<ExternalBrokerConfig['tls']>): NonNullable<ExternalBrokerOptions['tls']> {
-  const read = (field: 'ca' | 'cert' | 'key'): Buffer | undefined => {
-    const file = tls[field];
-    if (file === undefined) return undefined;
-    try {
-      return readFileSync(file);
-    } catch (err) {
-      throw new ConfigError('config', [`broker.external.tls.${field}: cannot read ${file}: ${errorMessage(err)}`]);
-    }
-  };
-  const [ca, cert, key] = [read('ca'), read('cert'), read('key')];
-  return { rejectUnauthorized: tls.rejectUnauthorized, ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}), ...(tls.servername ? { servername: tls.servername } : {}) };
-}
-
 /**
  * The broker children talk to. Embedded: the MQTT broker's core (aedes) with its identities.
  * External (broker.external): the gateway's client of the site broker. Either way drivers register
@@ -46,7 +30,7 @@ export const brokerPart: Part = {
     const { config, protocols, clock } = site.opts;
     const external = config.broker.external;
     if (external) {
-      const broker = new ExternalBroker({ config: external, gatewayId: config.gateway.id, tls: external.tls && readExternalTls(external.tls) });
+      const broker = new ExternalBroker({ config: external, gatewayId: config.gateway.id, tls: external.tls && readClientTls(external.tls, 'broker.external.tls') });
       site.provide('localBroker', broker);
       return broker;
     }

@@ -1,11 +1,9 @@
-import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import type { UsageStore } from '../../cloud-bridge/link-budget.js';
 import { cloudUrls } from '../../cloud-bridge/config.js';
-import { Uplink, type UplinkOptions } from '../../cloud-bridge/uplink.js';
-import { ConfigError } from '../config/load.js';
-import type { SiteConfig } from '../config/schema.js';
-import { errorMessage, HttpError, type Db, type Outbox } from '../contracts/index.js';
+import { Uplink } from '../../cloud-bridge/uplink.js';
+import { readClientTls } from '../config/client-tls.js';
+import { HttpError, type Db, type Outbox } from '../contracts/index.js';
 import type { HttpLayer } from '../http/http-layer.js';
 import { sendJson } from '../http/respond.js';
 import type { Part } from './site.js';
@@ -19,29 +17,6 @@ function counterUsageStore(db: Db): UsageStore {
     add: (day, bytes) => {
       add.run(`uplink-bytes:${day}`, bytes);
     },
-  };
-}
-
-/** Reads the PEM files named in cloud.tls; a missing file is a config error naming the field. */
-function readTls(tls: NonNullable<SiteConfig['cloud']['tls']>): NonNullable<UplinkOptions['tls']> {
-  const read = (field: 'ca' | 'cert' | 'key'): Buffer | undefined => {
-    const file = tls[field];
-    if (file === undefined) return undefined;
-    try {
-      return readFileSync(file);
-    } catch (err) {
-      throw new ConfigError('config', [`cloud.tls.${field}: cannot read ${file}: ${errorMessage(err)}`]);
-    }
-  };
-  const ca = read('ca');
-  const cert = read('cert');
-  const key = read('key');
-  return {
-    rejectUnauthorized: tls.rejectUnauthorized,
-    ...(ca ? { ca } : {}),
-    ...(cert ? { cert } : {}),
-    ...(key ? { key } : {}),
-    ...(tls.servername ? { servername: tls.servername } : {}),
   };
 }
 
@@ -94,7 +69,7 @@ export const uplinkPart: Part = {
         ackTimeoutMs: c.ackTimeoutMs,
         liveShare: c.liveShare,
         syncWindows: c.syncWindows,
-        tls: c.tls && readTls(c.tls),
+        tls: c.tls && readClientTls(c.tls, 'cloud.tls'),
         lingerMs: c.lingerMs,
         maxBytesPerS: c.maxBytesPerS,
         dailyBytes: c.dailyBytes,

@@ -43,6 +43,9 @@ interface Row {
   issued_at: number | null;
 }
 
+/** Config versions kept in the store; older ones are forgotten. */
+export const KEEP = 200;
+
 export function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
@@ -104,6 +107,8 @@ export class ConfigHistory {
       const info = db
         .prepare('INSERT INTO config_versions (sha256, source, status, created_at, decided_at, plan, base_file_sha256, issued_at, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
         .run(sha256(v.text), v.source, v.status, v.now, v.status === 'active' ? v.now : null, v.plan === undefined ? null : JSON.stringify(v.plan), v.baseFileSha256 ?? null, v.issuedAt ?? null, v.text);
+      // Bounded: the newest KEEP versions stay (and the active one, however old).
+      db.prepare("DELETE FROM config_versions WHERE version <= ? AND status <> 'active'").run(Number(info.lastInsertRowid) - KEEP);
       return Number(info.lastInsertRowid);
     })();
   }

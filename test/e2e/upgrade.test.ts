@@ -13,8 +13,12 @@ import { deviceCredentials, testIdentities } from '../helpers/broker-access.js';
 import { waitFor } from '../helpers/wait.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
-/** The release before the store's schema changed (runtime v2: config versions). */
+/**
+ * The release before the store's schema changed (runtime v2: config versions): 0.1.0, by its
+ * commit on main (a clone carries the history but not always the tag).
+ */
 const PREVIOUS = 'v0.1.0';
+const PREVIOUS_COMMIT = '76c5002229ddeb8d0bd791e1425ab027a1882b53';
 const cleanup: Array<() => Promise<unknown>> = [];
 /** The gateway processes the supervisor started, in order. */
 const pids = (file: string): number[] => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').map(Number) : []);
@@ -42,10 +46,10 @@ describe('the packed package: installed, upgraded, supervised', () => {
   it(`upgrades ${PREVIOUS} in place with readings queued in its store: the new version migrates the store and delivers them; under a supervisor it comes back after kill -9 and delivers every acknowledged reading; the old version then refuses the newer store`, { timeout: 600_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'outpost-upgrade-'));
     cleanup.push(() => Promise.resolve(process.env.OUTPOST_KEEP ? undefined : rmSync(dir, { recursive: true, force: true })));
-    // The previous release, from its tag: built and packed as it was released.
+    // The previous release, from its commit: built and packed as it was released.
     const old = join(dir, 'old');
     mkdirSync(old);
-    execFileSync('bash', ['-c', `git -C "$ROOT" archive "$TAG" | tar -x -C "$OLD"`], { env: { ...process.env, ROOT: root, TAG: PREVIOUS, OLD: old } });
+    execFileSync('bash', ['-c', `git -C "$ROOT" archive "$REV" | tar -x -C "$OLD"`], { env: { ...process.env, ROOT: root, REV: PREVIOUS_COMMIT, OLD: old } });
     symlinkSync(join(root, 'node_modules'), join(old, 'node_modules'));
     execFileSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: old, stdio: 'ignore', timeout: 300_000 });
     const pack = (cwd: string): string => join(dir, execFileSync('npm', ['pack', '--pack-destination', dir, '--ignore-scripts', '--silent'], { cwd, encoding: 'utf8' }).trim().split('\n').at(-1)!);

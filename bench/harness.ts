@@ -166,3 +166,14 @@ export class CpuMeter {
     return out;
   }
 }
+
+/** Resident memory of a process in MiB (VmRSS), undefined once it is gone. */
+export function rssMiB(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}

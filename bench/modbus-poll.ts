@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -15,7 +15,7 @@ import { createLogger } from '../runtime/logger.js';
 import { PromMetrics } from '../runtime/metrics.js';
 import { Mosquitto } from '../sim/mosquitto.js';
 import { ConfiguredGateway } from './configured-gateway.js';
-import { CpuMeter, fmtInt, Scope, sleep, type Benchmark, type BenchOptions, type BenchResult, type Figure } from './harness.js';
+import { CpuMeter, fmtInt, rssMiB, Scope, sleep, type Benchmark, type BenchOptions, type BenchResult, type Figure } from './harness.js';
 import { median, round } from './stats.js';
 import { CountingSequence } from '../runtime/sequence.js';
 
@@ -27,8 +27,8 @@ const THROUGHPUT_SLAVES = 4;
 const THROUGHPUT_MS = 3000;
 const ROUNDS = 3;
 /** The site of the resource part: 10,000 points at 1 s across 50 slaves. */
-const SITE_SLAVES = 50;
-const POINTS_PER_SLAVE = 200;
+export const SITE_SLAVES = 50;
+export const POINTS_PER_SLAVE = 200;
 const WARMUP_MS = 5000;
 const MEASURE_MS = 20_000;
 const MAX_GAP = 10;
@@ -40,7 +40,8 @@ interface Farm {
   readonly pid: number | undefined;
 }
 
-async function startFarm(scope: Scope, slaves: number): Promise<Farm> {
+/** The Modbus slave farm (sim/modbus-farm.ts) in a process of its own, stopped with the scope. */
+export async function startFarm(scope: Scope, slaves: number): Promise<Farm> {
   const proc = spawn(process.execPath, [FARM, '--slaves', String(slaves)], { stdio: ['pipe', 'pipe', 'pipe'] });
   scope.pid(proc.pid);
   scope.defer(async () => {
@@ -77,7 +78,7 @@ const point = (name: string, table: Table, address: number, type: ModbusPoint['t
 });
 
 /** A plausible register map of one slave: scattered registers, floats, counters and coils, with gaps. */
-function addressMap(seed: number): ModbusPoint[] {
+export function addressMap(seed: number): ModbusPoint[] {
   let s = seed;
   const rand = (n: number): number => (s = (s * 16807) % 2147483647) % n;
   const out: ModbusPoint[] = [];
@@ -205,14 +206,17 @@ async function busLoop(ports: readonly number[], ms: number, exception: boolean)
   return polled / seconds;
 }
 
-function rssMiB(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
+/** The site's Modbus devices: one per slave of the farm, its register map polled every second. */
+export function siteDevices(ports: readonly number[]): NonNullable<SiteConfigInput['devices']> {
+  return ports.map((port, i) => ({
+    id: `slave-${i + 1}`,
+    protocol: 'modbus-tcp' as const,
+    host: '127.0.0.1',
+    port,
+    pollIntervalMs: 1000,
+    maxGap: MAX_GAP,
+    points: addressMap(i + 1).map(({ name, table, address, type, order }) => ({ name, table, address, type, order })),
+  }));
 }
 
 interface BusStatus {
@@ -276,15 +280,7 @@ export const modbusPollBenchmark: Benchmark = {
         gateway: { id: 'bench-modbus-gw' },
         broker: { host: '127.0.0.1', port: 0 },
         http: { host: '127.0.0.1', port: 0 },
-        devices: farm.ports.map((port, i) => ({
-          id: `slave-${i + 1}`,
-          protocol: 'modbus-tcp' as const,
-          host: '127.0.0.1',
-          port,
-          pollIntervalMs: 1000,
-          maxGap: MAX_GAP,
-          points: maps[i]!.map(({ name, table, address, type, order }) => ({ name, table, address, type, order })),
-        })),
+        devices: siteDevices(farm.ports),
         rules: [{ id: 'all-to-cloud', type: 'filter', match: { device: '*', point: '*' } }],
         cloud: { url: cloud.url },
         storage: { path: join(dir, 'outpost.db'), synchronous: 'normal' },

@@ -13,6 +13,7 @@ import { actuationBenchmark } from './actuation.js';
 import { nodeRedFlowBenchmark } from './node-red-flow.js';
 import { otaBenchmark } from './ota.js';
 import { twinsBenchmark } from './twins.js';
+import { footprintBenchmark } from './footprint.js';
 import { errorMessage } from '../runtime/contracts/index.js';
 
 /** Sizes of the benchmarks that are not counted in messages; each has its own option. */
@@ -32,7 +33,7 @@ const DEFAULT_SIZES: Sizes = { rows: 200_000, readings: 300_000, seconds: 20, im
  * function of its size that returns one), listed here.
  */
 function benchmarks(sizes: Sizes): readonly Benchmark[] {
-  return [ingestBenchmark, ingestSecurityBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark, nodeRedFlowBenchmark, actuationBenchmark, otaBenchmark(sizes.imageMb, sizes.chunkCacheMb), twinsBenchmark(sizes.children)];
+  return [ingestBenchmark, ingestSecurityBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark, nodeRedFlowBenchmark, actuationBenchmark, otaBenchmark(sizes.imageMb, sizes.chunkCacheMb), twinsBenchmark(sizes.children), footprintBenchmark];
 }
 
 const NAMES = benchmarks(DEFAULT_SIZES).map((b) => b.name);

@@ -1,5 +1,7 @@
-import cron, { type ScheduledTask } from 'node-cron';
-import type { Clock, TimerHandle } from '../runtime/contracts/index.js';
+import type { ScheduledTask } from 'node-cron';
+import { lazyModule, type Clock, type TimerHandle } from '../runtime/contracts/index.js';
+
+const cron = lazyModule<typeof import('node-cron').default>('node-cron');
 
 export interface SyncWindowSpec {
   /** When a window opens (node-cron syntax, local time of the gateway). */
@@ -26,7 +28,7 @@ export class SyncWindows {
   start(): void {
     const now = this.clock.now();
     for (const spec of this.specs) {
-      const task = cron.schedule(spec.cron, () => this.open(spec.durationMs), { noOverlap: false });
+      const task = cron().schedule(spec.cron, () => this.open(spec.durationMs), { noOverlap: false });
       this.tasks.push(task);
       // Started inside a window? Find its latest opening within the last durationMs.
       const started = latestMatch(task, now, spec.durationMs);

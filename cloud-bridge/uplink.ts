@@ -1,9 +1,10 @@
-import mqtt, { type MqttClient, type MqttProtocol } from 'mqtt';
+import type { MqttClient, MqttProtocol } from 'mqtt';
 import { isIP } from 'node:net';
 import { fetchArtifact } from './artifact-fetch.js';
 import {
   Backoff,
   cloudTopics,
+  connectMqtt,
   errorMessage,
   type Clock,
   type CloudLink,
@@ -282,7 +283,7 @@ export class Uplink implements Component {
     // left by an earlier run could hold QoS 2 packet ids this run would reuse); every reconnect
     // resumes it, and mqtt.js sends the unacknowledged batches again from its own store: at QoS 2
     // the broker recognizes them and delivers each once.
-    const client = mqtt.connect(this.brokers.restart().url, {
+    const client = connectMqtt(this.brokers.restart().url, {
       clientId: this.opts.clientId,
       protocolVersion: this.opts.protocolVersion,
       ...(this.opts.tls ?? {}),
@@ -290,6 +291,8 @@ export class Uplink implements Component {
       password: this.opts.password,
       clean: true,
       reconnectPeriod: 0,
+      // No table of 65,536 pre-built number buffers in mqtt-packet (8 MiB of heap; see EmbeddedBroker).
+      writeCache: false,
       connectTimeout: 10_000,
       keepalive: this.opts.keepaliveS,
       queueQoSZero: false,

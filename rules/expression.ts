@@ -1,6 +1,9 @@
-import jsonata from 'jsonata';
+import { lazyModule } from '../runtime/contracts/index.js';
 import { checkArgs, EXPRESSION_FUNCTIONS, expressionFunction } from './expression-functions.js';
 import { boolize, EvaluationError, isNumber, show, toText } from './expression-values.js';
+
+/** The JSONata parser, loaded by the first rule with an expression. */
+const jsonata = lazyModule<typeof import('jsonata')>('jsonata');
 
 /**
  * Rule expressions in JSONata syntax, the language Node-RED users already write. JSONata parses
@@ -59,7 +62,7 @@ interface Node {
 export function compileExpression(text: string, fields: readonly string[]): Compiled {
   let ast: Node;
   try {
-    ast = jsonata(text).ast() as unknown as Node;
+    ast = jsonata()(text).ast() as unknown as Node;
   } catch (err) {
     const e = err as { message?: string; position?: number; code?: string };
     throw new ExpressionError(e.message ?? String(err), e.position, e.code);

@@ -131,7 +131,7 @@ export class Gateway implements DeployTarget {
     const started: Component[] = (this.components = []);
     try {
       for (const part of this.opts.parts ?? PARTS) {
-        const component = part.build(site);
+        const component = await part.build(site);
         if (!component) continue;
         await component.start({ clock, metrics, log: log.child({ component: component.name }) });
         started.push(component);

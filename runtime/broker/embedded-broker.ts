@@ -2,6 +2,7 @@ import { Aedes, type AuthenticateError, type Client } from 'aedes';
 import { X509Certificate } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket, type TlsOptions } from 'node:tls';
+import mqttPacket from 'mqtt-packet';
 import { errorMessage, type Component, type ComponentContext, type InboundPublish, type LocalBroker, type Logger } from '../contracts/index.js';
 import type { IdentityRegistry, PeerCertificate } from '../identity/registry.js';
 import { listenOn } from '../listen.js';
@@ -62,7 +63,12 @@ export class EmbeddedBroker implements LocalBroker, Component {
   private now: () => number = Date.now;
   private registry: IdentityRegistry | undefined;
 
-  constructor(private readonly access: BrokerAccess) {}
+  constructor(private readonly access: BrokerAccess) {
+    // mqtt-packet (aedes' and mqtt.js' encoder) otherwise builds a Buffer for each of the 65,536
+    // two-byte numbers on its first packet: 8 MiB of heap for the life of the process, to save a
+    // two-byte slice of the pool per packet id. It is one switch for the whole process.
+    mqttPacket.writeToStream.cacheNumbers = false;
+  }
 
   private get aedes(): Aedes {
     if (!this.core) throw new Error('the MQTT broker is not started');

@@ -1,8 +1,9 @@
-import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
+import type { IPublishPacket, MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import {
   Backoff,
   errorMessage,
+  connectMqtt,
   LOCAL_PREFIX,
   redactText,
   redactUrl,
@@ -161,7 +162,7 @@ export class ExternalBroker implements SiteBroker {
     if (this.state !== 'idle' && this.state !== 'down') return;
     this.setState('connecting');
     const c = this.opts.config;
-    const client = mqtt.connect(c.url, {
+    const client = connectMqtt(c.url, {
       clientId: this.clientId,
       protocolVersion: 4,
       ...(this.opts.tls ?? {}),
@@ -172,6 +173,8 @@ export class ExternalBroker implements SiteBroker {
       clean: false,
       // Reconnects are ours (backoff with jitter), and so are the subscriptions.
       reconnectPeriod: 0,
+      // No table of 65,536 pre-built number buffers in mqtt-packet (8 MiB of heap; see EmbeddedBroker).
+      writeCache: false,
       resubscribe: false,
       connectTimeout: 10_000,
       keepalive: c.keepaliveS,

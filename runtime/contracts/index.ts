@@ -22,3 +22,5 @@ export * from './http.js';
 export * from './config.js';
 export * from './credentials.js';
 export * from './redact.js';
+export * from './lazy-module.js';
+export * from './mqtt-connect.js';

@@ -1,5 +1,5 @@
 /**
- * Metrics seen by components. The runtime backs this with a prom-client registry; every drop,
+ * Metrics seen by components. The runtime keeps them in its registry (runtime/metrics.ts) and exposes them to Prometheus; every drop,
  * rejection and delivery is a counter here so that `produced = delivered + dropped + queued` can
  * be checked from outside.
  */

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { TrustedKeys } from '../../ota/manifest.js';
+import { TrustedKeys } from '../../ota/trusted-keys.js';
 import { ConfigError } from '../config/load.js';
 import { cloudTopics, errorMessage, HttpError, signedManifestSchema, type Component, type Logger } from '../contracts/index.js';
 import type { ConfigDeployer, Deployment } from '../deploy/deployer.js';

@@ -1,7 +1,6 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { otaNotConfiguredRoutes } from '../../ota/api.js';
-import { defaultCacheDir, OtaService } from '../../ota/ota-service.js';
 import { restrictToOwner } from '../security/secret-files.js';
 import type { Part } from './site.js';
 
@@ -17,16 +16,21 @@ function prepareCacheDir(dir: string, isDefault: boolean): void {
   else if (isDefault) restrictToOwner(dir);
 }
 
-/** Releases from the cloud, cached once and rolled out to child devices (docs/ota.md); none without an `ota` section. */
+/**
+ * Releases from the cloud, cached once and rolled out to child devices (docs/ota.md); none without
+ * an `ota` section, and then its code (the release verifier, the rollout engine, the update
+ * server) is not loaded either.
+ */
 export const otaPart: Part = {
   name: 'ota',
-  build(site) {
+  async build(site) {
     const { config } = site;
     const http = site.get('http');
     if (!config.ota) {
       http.mount('/api/v1/ota', otaNotConfiguredRoutes(http));
       return undefined;
     }
+    const { defaultCacheDir, OtaService } = await import('../../ota/ota-service.js');
     const store = site.get('store');
     const cacheDir = defaultCacheDir(dirname(config.storage.path));
     prepareCacheDir(config.ota.cacheDir ?? cacheDir, config.ota.cacheDir === undefined);

@@ -83,8 +83,12 @@ export class Site {
   }
 }
 
-/** One entry of the gateway's part list: builds its component(s) from the site, or none when not configured. */
+/**
+ * One entry of the gateway's part list: builds its component(s) from the site, or none when not
+ * configured. A part whose code is large and often not configured (OTA) loads it in `build`, so a
+ * gateway without it never does.
+ */
 export interface Part {
   readonly name: string;
-  build(site: Site): Component | undefined;
+  build(site: Site): Component | undefined | Promise<Component | undefined>;
 }

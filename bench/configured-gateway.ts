@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SiteConfigInput } from '../runtime/config/schema.js';
-import { GATEWAY_NODE_FLAGS } from '../runtime/launch-flags.js';
+import { GATEWAY_ENV, GATEWAY_NODE_FLAGS } from '../runtime/launch-flags.js';
 import { benchIdentities } from './load.js';
 import { gatewayFetch, type FetchLike } from '../runtime/http/client.js';
 import { hashToken, newToken } from '../runtime/http/scopes.js';
@@ -65,7 +65,7 @@ export class ConfiguredGateway {
     const http = { ...input.http, tokens: [...(input.http?.tokens ?? []), { name: 'bench', scopes: ['read' as const], sha256: hashToken(token) }] };
     const config: SiteConfigInput = { ...input, http };
     writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);
-    const proc = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, ...extraFlags(), CLI, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, ...extraFlags(), CLI, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...GATEWAY_ENV } });
     let stdout = '';
     let stderr = '';
     // Both pipes are drained for the whole life of the process: a full pipe would stall it.

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { SiteConfigInput } from '../runtime/config/schema.js';
-import { GATEWAY_NODE_FLAGS } from '../runtime/launch-flags.js';
+import { GATEWAY_ENV, GATEWAY_NODE_FLAGS } from '../runtime/launch-flags.js';
 import { deriveDeviceKey } from '../runtime/contracts/index.js';
 import { freePort } from '../sim/free-port.js';
 import { Mosquitto } from '../sim/mosquitto.js';
@@ -47,7 +47,8 @@ async function settledRss(pid: number | undefined, label: string, opts: BenchOpt
 
 /** A process the scope stops (SIGTERM, then waits for it). */
 function spawnStopped(scope: Scope, args: string[]): number | undefined {
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // The baselines get the gateway's environment too (malloc arenas), so only the code differs.
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...GATEWAY_ENV } });
   proc.stderr.resume();
   scope.pid(proc.pid);
   scope.defer(async () => {
@@ -224,7 +225,7 @@ export const footprintBenchmark: Benchmark = {
       figures.site_gateway_cpu_percent = usage.gateway ?? -1;
       rows.push([`site: ${fmtInt(connected)} children connected, ${fmtInt(readingsPerS)} readings/s, CPU ${usage.gateway ?? '?'} %`, '', '', siteMax.toFixed(1), '']);
       notes.push(`site with ${fmtInt(SITE_CHILDREN)} children and ${fmtInt(SITE_SLAVES * POINTS_PER_SLAVE)} Modbus points/s: RSS max ${siteMax.toFixed(1)} MiB (aim <= 150) ${siteMax <= 150 ? 'met' : 'MISSED'}`);
-      notes.push(`RSS in MiB; settled = the lowest of the last 5 one-second samples after ${SETTLE_MS / 1000} s; every process runs with the gateway's V8 flags (${GATEWAY_NODE_FLAGS.join(' ')})`);
+      notes.push(`RSS in MiB; settled = the lowest of the last 5 one-second samples after ${SETTLE_MS / 1000} s; every process runs with the gateway's V8 flags and environment (${GATEWAY_NODE_FLAGS.join(' ')}, ${Object.entries(GATEWAY_ENV).map(([k, v]) => `${k}=${v}`).join(' ')})`);
       const ok = connected === SITE_CHILDREN && readingsPerS >= SITE_SLAVES * POINTS_PER_SLAVE * 0.95;
       if (!ok) notes.push(`the site did not run as set up: ${connected} children connected, ${fmtInt(readingsPerS)} readings/s`);
       return { figures, table: { head: ['what', `RSS at ${EARLY_MS / 1000} s`, 'settled', 'max', 'ratio'], rows }, notes, ok };

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-old-space-size=128 --max-semi-space-size=4
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-old-space-size=128 --max-semi-space-size=4
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load.js';

@@ -5,3 +5,11 @@
  * site gateway has 1–2 GB for everything. Override with NODE_OPTIONS if a site needs more.
  */
 export const GATEWAY_NODE_FLAGS: readonly string[] = ['--max-old-space-size=128', '--max-semi-space-size=4'];
+
+/**
+ * Environment the gateway process starts with (the `outpost` command's first line sets the same).
+ * glibc gives each thread that allocates its own malloc arena (Node has about ten threads), and
+ * each keeps what it once held: two arenas held 11 MiB less on a busy site (2,000 children and
+ * 10,000 Modbus points/s, docs/benchmarks.md, footprint) for no measurable cost in throughput.
+ */
+export const GATEWAY_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '2' };

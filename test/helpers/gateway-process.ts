@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { GATEWAY_NODE_FLAGS } from '../../runtime/launch-flags.js';
+import { GATEWAY_ENV, GATEWAY_NODE_FLAGS } from '../../runtime/launch-flags.js';
 
 export const CLI = fileURLToPath(new URL('../../dist/runtime/cli.js', import.meta.url));
 
@@ -20,7 +20,7 @@ export class GatewayProcess {
     if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build (npm test does it first)`);
     const proc = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, CLI, 'start', '--config', configFile], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, OUTPOST_LOG_LEVEL: 'warn', ...env },
+      env: { ...process.env, ...GATEWAY_ENV, OUTPOST_LOG_LEVEL: 'warn', ...env },
     });
     const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
     let out = '';

@@ -81,6 +81,11 @@ export interface LoadOptions {
   readonly inFlight: number;
   readonly messages: number;
   readonly access?: DeviceAccess;
+  /**
+   * Message `n` of publisher `publisher`: its payload (the child contract, `id` = n) and the one
+   * point it carries. Default: the ~95-byte `flow_rate_m3h` message.
+   */
+  readonly message?: (publisher: number, n: number) => { readonly payload: string; readonly point: string };
 }
 
 /**
@@ -123,25 +128,28 @@ export class LoadGenerator {
       // Spread the remainders so every message and every in-flight slot is used.
       const share = Math.floor(messages / publishers) + (i < messages % publishers ? 1 : 0);
       const window = Math.max(1, Math.floor(inFlight / publishers) + (i < inFlight % publishers ? 1 : 0));
-      this.publisher(client, `${DEVICE_PREFIX}${i}`, share, window);
+      this.publisher(client, i, share, window);
     });
   }
 
-  private publisher(client: MqttClient, device: string, share: number, window: number): void {
+  private publisher(client: MqttClient, index: number, share: number, window: number): void {
+    const device = `${DEVICE_PREFIX}${index}`;
     const topic = telemetryTopic(device);
+    const message = this.opts.message ?? ((_: number, n: number) => ({ payload: payload(n), point: POINT }));
     let next = 0;
     let inFlight = 0;
     const pump = (): void => {
       while (inFlight < window && next < share) {
         const n = next++;
+        const m = message(index, n);
         inFlight++;
         this.published++;
-        client.publish(topic, payload(n), { qos: 1 }, (err) => {
+        client.publish(topic, m.payload, { qos: 1 }, (err) => {
           inFlight--;
           this.settledCount++;
           if (err) this.failed++;
           else {
-            this.ackedIds.push(readingId(device, n, POINT));
+            this.ackedIds.push(readingId(device, n, m.point));
             this.lastAckAt = performance.now();
           }
           pump();
@@ -251,13 +259,20 @@ function parse(buf: Buffer): unknown {
  * clock starts: a probe device publishes until the consumer saw its reading. Its id repeats, so
  * resends deduplicate, and it is not counted with the load.
  */
-export async function awaitPath(url: string, counter: CloudCounter, timeoutMs: number, access: DeviceAccess = {}): Promise<void> {
+export async function awaitPath(
+  url: string,
+  counter: { readonly probeSeen: boolean },
+  timeoutMs: number,
+  access: DeviceAccess = {},
+  /** The probe's message; one that the path's rules pass when they filter (default: value 1). */
+  probe = `{"id":"probe","points":{"${POINT}":1}}`,
+): Promise<void> {
   const client = await connect(url, PROBE_DEVICE, access);
   try {
     const deadline = Date.now() + timeoutMs;
     while (!counter.probeSeen) {
       if (Date.now() > deadline) throw new Error(`the path to the cloud consumer was not up within ${timeoutMs} ms`);
-      client.publish(telemetryTopic(PROBE_DEVICE), `{"id":"probe","points":{"${POINT}":1}}`, { qos: 1 });
+      client.publish(telemetryTopic(PROBE_DEVICE), probe, { qos: 1 });
       await new Promise((r) => setTimeout(r, 100));
     }
   } finally {

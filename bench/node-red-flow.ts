@@ -1,6 +1,4 @@
-import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -9,13 +7,11 @@ import { makeEnvelope, ManualClock, type Envelope, type RuleOutput } from '../ru
 import { CountingSequence } from '../runtime/sequence.js';
 import { Rules } from '../rules/engine.js';
 import type { RuleSpec } from '../rules/types.js';
-import { freePort } from '../sim/free-port.js';
 import { Mosquitto } from '../sim/mosquitto.js';
 import { fmtInt, Scope, sleep, type Benchmark, type BenchOptions, type BenchResult } from './harness.js';
+import { startNodeRed } from './node-red-process.js';
 import { median, round } from './stats.js';
 
-const require = createRequire(import.meta.url);
-const RED_JS = require.resolve('node-red/red.js');
 const READINGS = 50_000;
 const ENGINE_ROUNDS = 5;
 
@@ -34,8 +30,11 @@ function input(): Envelope[] {
   );
 }
 
-/** Filter (value > 60) and a 60 s tumbling window of the passing values (avg, max, count) on event time. */
-const RULES: RuleSpec[] = [
+/**
+ * Filter (value > 60) and a 60 s tumbling window of the passing values (avg, max, count) on event
+ * time; node-red-e2e runs the same rules in the gateway.
+ */
+export const RULES: RuleSpec[] = [
   { id: 'hot', type: 'filter', match: { device: '*', point: '*' }, where: 'value > 60', route: 'cloud', stream: 'telemetry' },
   { id: 'win', type: 'window', match: { device: '*', point: '*' }, where: 'value > 60', windowMs: 60_000, time: 'event', aggregates: ['avg', 'max', 'count'], route: 'cloud', stream: 'telemetry' },
 ];
@@ -92,8 +91,6 @@ export const nodeRedFlowBenchmark: Benchmark = {
       const broker = await Mosquitto.start({ dir: join(dir, 'mosquitto') });
       scope.defer(() => broker.stop());
       const port = Number(new URL(broker.url).port);
-      const userDir = join(dir, 'node-red');
-      mkdirSync(userDir);
       const flows = [
         { id: 'tab', type: 'tab', label: 'bench' },
         { id: 'b1', type: 'mqtt-broker', broker: '127.0.0.1', port: String(port), clientid: 'nr-bench', protocolVersion: '4', keepalive: '60', cleansession: true, autoConnect: true },
@@ -101,29 +98,8 @@ export const nodeRedFlowBenchmark: Benchmark = {
         { id: 'fn', z: 'tab', type: 'function', func: FUNCTION, outputs: 2, wires: [['out'], ['out']] },
         { id: 'out', z: 'tab', type: 'mqtt out', topic: '', qos: '0', retain: 'false', broker: 'b1', wires: [] },
       ];
-      writeFileSync(join(userDir, 'flows.json'), JSON.stringify(flows));
-      const uiPort = await freePort();
-      writeFileSync(
-        join(userDir, 'settings.cjs'),
-        `module.exports = ${JSON.stringify({
-          flowFile: 'flows.json',
-          uiHost: '127.0.0.1',
-          uiPort,
-          httpAdminRoot: false,
-          httpNodeRoot: false,
-          credentialSecret: false,
-          logging: { console: { level: 'warn', metrics: false, audit: false } },
-          externalModules: { autoInstall: false, palette: { allowInstall: false }, modules: { allowInstall: false } },
-          telemetry: { enabled: false, updateNotification: false },
-        })};\n`,
-      );
       opts.progress.show('node-red-flow  starting Node-RED');
-      const proc = spawn(process.execPath, [RED_JS, '--userDir', userDir, '--settings', join(userDir, 'settings.cjs'), '--port', String(uiPort)], { stdio: ['ignore', 'ignore', 'pipe'] });
-      scope.pid(proc.pid);
-      scope.defer(async () => {
-        proc.kill('SIGTERM');
-        await new Promise<void>((resolve) => (proc.exitCode !== null ? resolve() : proc.once('exit', () => resolve())));
-      });
+      await startNodeRed(scope, dir, flows);
 
       const consumer = await mqtt.connectAsync(broker.url, { reconnectPeriod: 0, clientId: 'nr-bench-consumer' });
       scope.defer(() => consumer.endAsync(true));

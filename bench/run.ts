@@ -11,6 +11,7 @@ import { modbusPollBenchmark } from './modbus-poll.js';
 import { rulesBenchmark } from './rules.js';
 import { actuationBenchmark } from './actuation.js';
 import { nodeRedFlowBenchmark } from './node-red-flow.js';
+import { nodeRedE2eBenchmark } from './node-red-e2e.js';
 import { otaBenchmark } from './ota.js';
 import { twinsBenchmark } from './twins.js';
 import { footprintBenchmark } from './footprint.js';
@@ -33,7 +34,7 @@ const DEFAULT_SIZES: Sizes = { rows: 200_000, readings: 300_000, seconds: 20, im
  * function of its size that returns one), listed here.
  */
 function benchmarks(sizes: Sizes): readonly Benchmark[] {
-  return [ingestBenchmark, ingestSecurityBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark, nodeRedFlowBenchmark, actuationBenchmark, otaBenchmark(sizes.imageMb, sizes.chunkCacheMb), twinsBenchmark(sizes.children), footprintBenchmark];
+  return [ingestBenchmark, ingestSecurityBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark, nodeRedFlowBenchmark, nodeRedE2eBenchmark, actuationBenchmark, otaBenchmark(sizes.imageMb, sizes.chunkCacheMb), twinsBenchmark(sizes.children), footprintBenchmark];
 }
 
 const NAMES = benchmarks(DEFAULT_SIZES).map((b) => b.name);
@@ -43,7 +44,7 @@ const HELP = `npm run bench -- [options]   (builds, then runs node dist/bench/ru
 Each benchmark runs Outpost and a baseline on the same load in the same run and reports the ratio.
 
   --only NAME       run one benchmark (${NAMES.join(', ')})
-  --messages N      ingest: messages per scenario (default 50000)
+  --messages N      ingest, ingest-security, node-red-e2e: messages per scenario (default 50000)
   --rows N          outbox-append: rows per variant and round (default ${DEFAULT_SIZES.rows})
   --readings N      drain: readings ingested during the outage (default ${DEFAULT_SIZES.readings})
   --seconds S       uplink-bytes: seconds the demo site runs per setting (default ${DEFAULT_SIZES.seconds})
@@ -189,8 +190,8 @@ async function runSelected(): Promise<number> {
     ok &&= result.ok;
     output[bench.name] = result.figures;
     if (!values.json) {
-      // Only ingest is sized by --messages; the others name their size in their description.
-      const size = bench.name === ingestBenchmark.name || bench.name === ingestSecurityBenchmark.name ? `, ${opts.messages.toLocaleString('en-US')} messages` : '';
+      // Only ingest and node-red-e2e are sized by --messages; the others name their size in their description.
+      const size = [ingestBenchmark.name, ingestSecurityBenchmark.name, nodeRedE2eBenchmark.name].includes(bench.name) ? `, ${opts.messages.toLocaleString('en-US')} messages` : '';
       process.stdout.write(`\n${bench.name}: ${bench.description}${size}\n`);
       process.stdout.write(`${table(result.table.head, result.table.rows)}\n`);
       for (const note of result.notes) process.stdout.write(`${note}\n`);

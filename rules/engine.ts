@@ -4,6 +4,19 @@ import { FilterRule } from './filter.js';
 import { WindowRule } from './window.js';
 import type { RuleSpec } from './types.js';
 
+/** `emit` that passes each output on once per route, target and reading id, for one reading. */
+function onceEach(emit: (out: RuleOutput) => void): (out: RuleOutput) => void {
+  let emitted: Set<string> | undefined;
+  return (out) => {
+    emitted ??= new Set();
+    const target = out.route === 'cloud' ? out.stream : out.route === 'mqtt' ? out.topic : out.route === 'call' ? `${out.device}\u0000${out.method}` : `${out.device}\u0000${out.point}`;
+    const key = `${out.route}\u0000${target}\u0000${out.envelope?.id ?? ''}`;
+    if (emitted.has(key)) return;
+    emitted.add(key);
+    emit(out);
+  };
+}
+
 /**
  * Runs every rule over every reading. A reading that several filters pass is emitted once per
  * route and stream, so the cloud never receives the same reading twice from one gateway run.
@@ -38,15 +51,9 @@ export class Rules implements RuleEngine {
 
   /** One reading through the filters (outputs deduplicated per target) and, if `windows`, the windows. */
   private processAt(reading: Envelope, now: number, emit: (out: RuleOutput) => void, windows: boolean, only?: (f: FilterRule) => boolean): void {
-    let emitted: Set<string> | undefined;
-    const once = (out: RuleOutput): void => {
-      emitted ??= new Set();
-      const target = out.route === 'cloud' ? out.stream : out.route === 'mqtt' ? out.topic : out.route === 'call' ? `${out.device}\u0000${out.method}` : `${out.device}\u0000${out.point}`;
-      const key = `${out.route}\u0000${target}\u0000${out.envelope?.id ?? ''}`;
-      if (emitted.has(key)) return;
-      emitted.add(key);
-      emit(out);
-    };
+    // Several filters may pass the same reading to the same target; one filter emits each output
+    // once, so the set and the key string per output (on every reading, the hot path) are skipped.
+    const once = this.filters.length > 1 ? onceEach(emit) : emit;
     for (const f of this.filters) {
       if (only && !only(f)) continue;
       try {

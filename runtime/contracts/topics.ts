@@ -34,20 +34,27 @@ export const childStatusSchema = z.strictObject({
     .optional(),
 });
 
+/**
+ * The device id when `topic` is exactly `outpost/v1/dev/{device}/{kind}` with a non-empty device
+ * of one level, else undefined. Runs for every message the broker takes (the intake and the device
+ * registry observe every publish), so it compares in place rather than splitting the topic.
+ */
+function localDevice(topic: string, kind: string): string | undefined {
+  const start = LOCAL_PREFIX.length + 1;
+  const end = topic.length - kind.length - 1;
+  if (end <= start || topic.charCodeAt(start - 1) !== 0x2f || topic.charCodeAt(end) !== 0x2f || !topic.startsWith(LOCAL_PREFIX) || !topic.endsWith(kind)) return undefined;
+  const device = topic.slice(start, end);
+  return device.includes('/') ? undefined : device;
+}
+
 /** Returns the device id when `topic` is a child's status topic, else undefined. */
 export function parseStatusTopic(topic: string): string | undefined {
-  const parts = topic.split('/');
-  if (parts.length !== 5 || `${parts[0]}/${parts[1]}/${parts[2]}` !== LOCAL_PREFIX || parts[4] !== 'status') return undefined;
-  return parts[3] === '' ? undefined : parts[3];
+  return localDevice(topic, 'status');
 }
 
 /** Returns the device id when `topic` is a telemetry topic, else undefined. */
 export function parseTelemetryTopic(topic: string): string | undefined {
-  const parts = topic.split('/');
-  if (parts.length !== 5 || `${parts[0]}/${parts[1]}/${parts[2]}` !== LOCAL_PREFIX || parts[4] !== 'telemetry') {
-    return undefined;
-  }
-  return parts[3] === '' ? undefined : parts[3];
+  return localDevice(topic, 'telemetry');
 }
 
 export const cloudTopics = {

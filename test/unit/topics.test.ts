@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { childTelemetrySchema, localTopics, parseTelemetryTopic } from '../../runtime/contracts/topics.js';
+import { childTelemetrySchema, localTopics, parseStatusTopic, parseTelemetryTopic } from '../../runtime/contracts/topics.js';
 
 describe('parseTelemetryTopic', () => {
   it('returns the device id of a local telemetry topic', () => {
@@ -19,9 +19,36 @@ describe('parseTelemetryTopic', () => {
       'outpost/v1/dev/pump-1/status',
       '/outpost/v1/dev/pump-1/telemetry',
       'outpost/v1/dev/pump-1/Telemetry',
+      'outpost/v1/dev/pump-1xtelemetry',
+      'outpost/v1/devx/pump-1/telemetry',
+      'outpost/v1/dev/telemetry',
       '',
     ]) {
       expect(parseTelemetryTopic(topic), topic).toBeUndefined();
+    }
+  });
+});
+
+describe('parseStatusTopic', () => {
+  it('returns the device id of a child status topic', () => {
+    expect(parseStatusTopic('outpost/v1/dev/pump-1/status')).toBe('pump-1');
+    expect(parseStatusTopic(localTopics.status('meter.7'))).toBe('meter.7');
+  });
+
+  it('refuses topics that are not exactly outpost/v1/dev/{device}/status', () => {
+    for (const topic of [
+      'outpost/v1/dev//status',
+      'outpost/v1/dev/status',
+      'outpost/v1/dev/pump-1/status/extra',
+      'outpost/v1/dev/a/b/status',
+      'outpost/v1/dev/pump-1/telemetry',
+      'outpost/v1/dev/pump-1xstatus',
+      'outpost/v1/gw/pump-1/status',
+      'outpost/v1/devx/pump-1/status',
+      '/outpost/v1/dev/pump-1/status',
+      '',
+    ]) {
+      expect(parseStatusTopic(topic), topic).toBeUndefined();
     }
   });
 });

@@ -1,4 +1,6 @@
 #!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-old-space-size=128 --max-semi-space-size=4
+// First: the MQTT libraries must find the quiet `debug` when they load.
+import './quiet-debug.js';
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load.js';

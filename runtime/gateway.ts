@@ -1,3 +1,5 @@
+// First: the MQTT libraries must find the quiet `debug` when they load (runtime/quiet-debug.ts).
+import './quiet-debug.js';
 import type { OtaStatus } from '../ota/ota-service.js';
 import type { SiteConfig } from './config/schema.js';
 import { errorMessage, systemClock, type Clock, type Component, type Db, type Logger, type OutboxStats } from './contracts/index.js';

@@ -1,5 +1,6 @@
 import { inflateSync } from 'node:zlib';
 import { z } from 'zod';
+import type { Quality, Value } from './envelope.js';
 
 /**
  * Public MQTT contracts (docs/topics.md). Local topics are between child devices and the
@@ -109,6 +110,67 @@ export const childTelemetrySchema = z.strictObject({
   ),
 });
 export type ChildTelemetry = z.output<typeof childTelemetrySchema>;
+
+/** One point of a child's telemetry, its value and quality as the schema normalizes them. */
+export interface ChildPoint {
+  readonly point: string;
+  readonly value: Value;
+  readonly quality: Quality;
+}
+
+const POINT_NAME = /^[A-Za-z0-9_.:-]+$/;
+const MESSAGE_ID = /^[A-Za-z0-9_.:-]+$/;
+
+function fastScalar(v: unknown): boolean {
+  return v === null || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v)) || (typeof v === 'string' && v.length <= 1024);
+}
+
+/**
+ * The common shapes of child telemetry checked without zod (the intake's hot path: zod costs
+ * several allocations per field), returning the points normalized, or undefined when the payload
+ * is anything but plainly valid: then `childTelemetrySchema` decides, and names what is wrong.
+ * Never accepts what the schema refuses (test/unit/topics.test.ts compares both on generated
+ * payloads); it may pass on what the schema accepts.
+ */
+export function fastChildTelemetry(json: unknown): { id?: number | string; ts?: number; points: ChildPoint[] } | undefined {
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) return undefined;
+  const o = json as Record<string, unknown>;
+  let keys = 0;
+  for (const k in o) {
+    if (k !== 'id' && k !== 'ts' && k !== 'points') return undefined;
+    keys++;
+  }
+  if (keys !== Object.keys(o).length) return undefined;
+  const { id, ts, points } = o;
+  if (id !== undefined && !(typeof id === 'number' ? Number.isSafeInteger(id) && id >= 0 : typeof id === 'string' && id.length >= 1 && id.length <= 64 && MESSAGE_ID.test(id))) return undefined;
+  if (ts !== undefined && !(typeof ts === 'number' && Number.isSafeInteger(ts) && ts > 0)) return undefined;
+  if (points === null || typeof points !== 'object' || Array.isArray(points) || Object.getPrototypeOf(points) !== Object.prototype || Object.hasOwn(points, '__proto__')) return undefined;
+  const out: ChildPoint[] = [];
+  for (const point in points) {
+    if (!Object.hasOwn(points, point) || point.length > 128 || !POINT_NAME.test(point)) return undefined;
+    const v = (points as Record<string, unknown>)[point];
+    if (v !== null && typeof v === 'object') {
+      if (Array.isArray(v)) return undefined;
+      const p = v as Record<string, unknown>;
+      let n = 0;
+      for (const k in p) {
+        if (k !== 'value' && k !== 'quality') return undefined;
+        n++;
+      }
+      if (!('value' in p) || !fastScalar(p.value)) return undefined;
+      const quality = p.quality === undefined && !('quality' in p) ? 'good' : p.quality;
+      if (quality !== 'good' && quality !== 'bad' && quality !== 'stale') return undefined;
+      if (n !== Object.keys(p).length) return undefined;
+      out.push({ point, value: p.value as Value, quality });
+    } else {
+      if (!fastScalar(v)) return undefined;
+      out.push({ point, value: v as Value, quality: 'good' });
+    }
+    if (out.length > 1000) return undefined;
+  }
+  if (out.length === 0) return undefined;
+  return { ...(id !== undefined ? { id: id as number | string } : {}), ...(ts !== undefined ? { ts: ts } : {}), points: out };
+}
 
 export const envelopeSchema = z.strictObject({
   id: z.string().min(1),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { childTelemetrySchema, localTopics, parseStatusTopic, parseTelemetryTopic } from '../../runtime/contracts/topics.js';
+import { childTelemetrySchema, fastChildTelemetry, localTopics, parseStatusTopic, parseTelemetryTopic } from '../../runtime/contracts/topics.js';
 
 describe('parseTelemetryTopic', () => {
   it('returns the device id of a local telemetry topic', () => {
@@ -131,5 +131,97 @@ describe('reserved point names', () => {
     const r = childTelemetrySchema.safeParse(JSON.parse('{"points":{"__proto__":{"value":5},"a":2}}'));
     expect(r.success).toBe(false);
     expect(JSON.stringify(r.error?.issues)).toContain('__proto__');
+  });
+});
+
+describe('fastChildTelemetry, the intake fast path', () => {
+  /** What the schema makes of a payload, normalized as the intake uses it; undefined when refused. */
+  function viaSchema(payload: unknown): unknown {
+    const r = childTelemetrySchema.safeParse(payload);
+    if (!r.success) return undefined;
+    const { id, ts, points } = r.data;
+    return {
+      ...(id !== undefined ? { id } : {}),
+      ...(ts !== undefined ? { ts } : {}),
+      points: Object.entries(points).map(([point, v]) => (v !== null && typeof v === 'object' ? { point, value: v.value, quality: v.quality } : { point, value: v, quality: 'good' })),
+    };
+  }
+
+  it('takes the common shapes as the schema does', () => {
+    for (const text of [
+      '{"id":7,"ts":1764000000000,"points":{"flow_rate_m3h":{"value":12.5,"quality":"good"}}}',
+      '{"points":{"a":1,"b":true,"c":"on","d":null}}',
+      '{"id":"m-1","points":{"t":{"value":null,"quality":"stale"},"u":{"value":3}}}',
+      '{"points":{"2":1,"1":2,"b":3}}',
+    ]) {
+      const json: unknown = JSON.parse(text);
+      expect(fastChildTelemetry(json), text).toEqual(viaSchema(json));
+    }
+  });
+
+  it('leaves to the schema whatever is not plainly valid, so every refusal names its reason', () => {
+    for (const text of [
+      '{"points":{}}',
+      '{"points":{"a":1},"extra":1}',
+      '{"id":-1,"points":{"a":1}}',
+      '{"id":1.5,"points":{"a":1}}',
+      '{"id":"","points":{"a":1}}',
+      '{"id":"a b","points":{"a":1}}',
+      '{"ts":0,"points":{"a":1}}',
+      '{"points":{"a b":1}}',
+      '{"points":{"__proto__":{"value":5},"a":2}}',
+      '{"points":{"a":{"value":1,"quality":"ok"}}}',
+      '{"points":{"a":{"quality":"good"}}}',
+      '{"points":{"a":{"value":1,"extra":2}}}',
+      '{"points":{"a":[1]}}',
+      '{"points":{"a":{"value":{"x":1}}}}',
+      '{"points":{"a":1e400}}',
+      '[1]',
+      'null',
+      `{"points":{"a":"${'x'.repeat(1025)}"}}`,
+      `{"points":{"${'p'.repeat(129)}":1}}`,
+      `{"points":{${Array.from({ length: 1001 }, (_, i) => `"p${i}":1`).join(',')}}}`,
+    ]) {
+      const json: unknown = JSON.parse(text);
+      expect(fastChildTelemetry(json), text.slice(0, 80)).toBeUndefined();
+    }
+  });
+
+  it('never accepts what the schema refuses, and agrees with it on what both accept (generated payloads)', () => {
+    let seed = 42;
+    const rand = (n: number): number => (seed = (seed * 16807) % 2147483647) % n;
+    // Mostly from the first (valid) entries, sometimes from all: most payloads stay plainly valid.
+    const pick = <T,>(xs: readonly T[], valid = xs.length): T => xs[rand(4) === 0 ? rand(xs.length) : rand(valid)]!;
+    const scalars: unknown[] = [0, -1.5, 1e300, 7, true, false, null, '', 'on', 'x'.repeat(1024), 'x'.repeat(1025), { a: 1 }, [1], 'NaN'];
+    const names = ['a', 'flow_rate', 'p.1', 'x:y', 'a-b', '1', '', 'a b', 'é', 'p'.repeat(128), 'p'.repeat(129), '__proto__', 'value'];
+    const qualities: unknown[] = ['good', 'bad', 'stale', 'ok', undefined, null];
+    const ids: unknown[] = [undefined, 0, 5, -1, 1.5, 2 ** 53, 'm-1', '', 'a b', 'x'.repeat(64), 'x'.repeat(65), null, true];
+    const tss: unknown[] = [undefined, 1, 1764000000000, 0, -5, 1.5, '1', null];
+    let accepted = 0;
+    for (let i = 0; i < 5000; i++) {
+      const points: string[] = [];
+      for (let k = rand(4); k >= 0; k--) {
+        const name = JSON.stringify(pick(names, 6));
+        const v = pick(scalars, 10);
+        const form = rand(7) === 0 ? 2 : rand(2);
+        const q = pick(qualities, 4);
+        const value = form === 0 ? JSON.stringify(v) : form === 1 ? JSON.stringify({ value: v, ...(q !== undefined ? { quality: q } : {}) }) : JSON.stringify({ quality: q ?? 'good' });
+        points.push(`${name}:${value}`);
+      }
+      const fields: string[] = [`"points":{${points.join(',')}}`];
+      const id = pick(ids, 3);
+      const ts = pick(tss, 3);
+      if (id !== undefined) fields.push(`"id":${JSON.stringify(id)}`);
+      if (ts !== undefined) fields.push(`"ts":${JSON.stringify(ts)}`);
+      if (rand(20) === 0) fields.push('"extra":1');
+      const text = `{${fields.sort(() => rand(2) - 0.5).join(',')}}`;
+      const json: unknown = JSON.parse(text);
+      const fast = fastChildTelemetry(json);
+      if (fast === undefined) continue;
+      accepted++;
+      expect(fast, text.slice(0, 200)).toEqual(viaSchema(json));
+    }
+    // The generator exercises the fast path, not only its refusals.
+    expect(accepted).toBeGreaterThan(1000);
   });
 });

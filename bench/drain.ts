@@ -188,7 +188,7 @@ export function drainBenchmark(readings: number): Benchmark {
         readings,
         publishers: PUBLISHERS,
         in_flight: IN_FLIGHT,
-        gateway: 'separate process (outpost start), SQLite synchronous=normal, compression deflate',
+        gateway: `separate process (outpost start), SQLite synchronous=normal, uplink ${DEFAULT_CLOUD.encoding} ${DEFAULT_CLOUD.compression}`,
       };
       const notes: string[] = [];
       outcomes.forEach((o, i) => {

@@ -1,7 +1,7 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import { performance } from 'node:perf_hooks';
 import { deriveDeviceKey } from '../runtime/contracts/index.js';
-import { decodeUplinkPayload } from '../runtime/contracts/topics.js';
+import { decodeUplinkPayload } from '../runtime/contracts/uplink-payload.js';
 
 /** The one point every benchmark message carries: one message is one reading at the cloud. */
 export const POINT = 'flow_rate_m3h';

@@ -4,13 +4,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseConfig } from '../runtime/config/load.js';
-import { cloudTopics, decodeUplinkPayload } from '../runtime/contracts/topics.js';
+import { encodeBatch, type UplinkFormat } from '../cloud-bridge/uplink-payload.js';
+import type { OutboxRow } from '../runtime/contracts/outbox.js';
+import { cloudTopics, uplinkBatchSchema } from '../runtime/contracts/topics.js';
+import { decodeUplinkPayload, UPLINK_PAYLOAD_KIND } from '../runtime/contracts/uplink-payload.js';
 import { Gateway } from '../runtime/gateway.js';
 import { createLogger } from '../runtime/logger.js';
 import { SimCloud } from '../sim/cloud.js';
 import { SimSite } from '../sim/site.js';
 import { fmtInt, Scope, sleep, type Benchmark, type BenchOptions, type BenchResult, type Figure } from './harness.js';
-import { round } from './stats.js';
+import { median, round } from './stats.js';
 import { BENCH_GROUP_SECRET } from './load.js';
 import { WireTap } from './wire-tap.js';
 
@@ -23,6 +26,8 @@ const QOS = 1;
 const SITE = { meters: 2, boilers: 1, children: 4, childIntervalMs: 250, pollIntervalMs: 500 } as const;
 /** lingerMs values compared: the default (1 s), and none (send as soon as committed). */
 const LINGERS = [1000, 0] as const;
+/** Issue 19, aim 8 "Metered link": bytes per reading at most this share of one message per reading. */
+const AIM = 0.05;
 
 /** Bytes of the MQTT "remaining length" field, a base-128 varint of 1 to 4 bytes. */
 function varintBytes(n: number): number {
@@ -39,17 +44,47 @@ export function publishPacketBytes(topic: string, payloadBytes: number, qos: num
 }
 
 /**
+ * The encodings compared on the same batches. The first is the default, what the gateway sends;
+ * `json deflate` was the default before the columnar kinds; the last two show what batching and
+ * the columns give without compression.
+ */
+const FORMATS: readonly UplinkFormat[] = [
+  { encoding: 'columnar', compression: 'brotli' },
+  { encoding: 'columnar', compression: 'deflate' },
+  { encoding: 'json', compression: 'brotli' },
+  { encoding: 'json', compression: 'deflate' },
+  { encoding: 'columnar', compression: 'none' },
+  { encoding: 'json', compression: 'none' },
+];
+const formatName = (f: UplinkFormat): string => `${f.encoding} ${f.compression}`;
+const formatKey = (f: UplinkFormat): string => `${f.encoding}_${f.compression}`;
+
+/** A batch as the cloud received it, again as outbox rows: what each encoding is given. */
+interface CapturedBatch {
+  readonly topic: string;
+  readonly gateway: string;
+  readonly sentAt: number;
+  readonly rows: readonly OutboxRow[];
+}
+
+/**
  * Sees every telemetry PUBLISH the cloud broker received, as a subscriber (aedes forwards topic
- * and payload unchanged), and prices each reading in it as if it had been sent alone.
+ * and payload unchanged), and prices each reading in it as if it had been sent alone. Each batch
+ * is also encoded again in every format of FORMATS, so that they are compared on the same batches.
  */
 class UplinkCapture {
   private client: MqttClient | undefined;
   private readonly ids = new Set<string>();
+  readonly batches: CapturedBatch[] = [];
   publishes = 0;
   payloadBytes = 0;
   packetBytes = 0;
-  /** The same batches as uncompressed JSON: what batching alone gives, without deflate. */
-  jsonBytes = 0;
+  /** First bytes of the payloads received (their kind, UPLINK_PAYLOAD_KIND), counted. */
+  readonly kinds = new Map<number, number>();
+  /** Packet bytes of the same batches in each format of FORMATS. */
+  readonly formatPacketBytes = FORMATS.map(() => 0);
+  /** Received payloads that were not what encodeBatch makes of their readings in the default format. */
+  mismatches = 0;
   readings = 0;
   rejected = 0;
   baselinePayloadBytes = 0;
@@ -79,31 +114,67 @@ class UplinkCapture {
     this.publishes++;
     this.payloadBytes += payload.length;
     this.packetBytes += publishPacketBytes(topic, payload.length, QOS);
-    let batch: unknown;
+    this.kinds.set(payload[0]!, (this.kinds.get(payload[0]!) ?? 0) + 1);
+    let batch: { gateway: string; sentAt: number; readings: unknown[] };
     try {
-      batch = decodeUplinkPayload(payload);
+      batch = uplinkBatchSchema.parse(decodeUplinkPayload(payload));
     } catch {
       this.rejected++;
       return;
     }
-    const readings = (batch as { readings?: unknown } | null)?.readings;
-    if (!Array.isArray(readings)) {
-      this.rejected++;
-      return;
-    }
-    // Re-serializing gives back the gateway's text: it was built from JSON.stringify output.
-    this.jsonBytes += Buffer.byteLength(JSON.stringify(batch));
-    for (const r of readings as unknown[]) {
+    // Each reading's JSON text is what the outbox held: the gateway built it with JSON.stringify.
+    const rows = batch.readings.map((r, i): OutboxRow => {
+      const body = JSON.stringify(r);
+      return { rowid: i + 1, stream: 'telemetry', body, bytes: body.length, createdAt: 0 };
+    });
+    this.batches.push({ topic, gateway: batch.gateway, sentAt: batch.sentAt, rows });
+    FORMATS.forEach((f, i) => {
+      const encoded = encodeBatch(batch.gateway, batch.sentAt, rows, f);
+      this.formatPacketBytes[i]! += publishPacketBytes(topic, encoded.length, QOS);
+      if (i === 0 && !encoded.equals(payload)) this.mismatches++;
+    });
+    for (const r of rows) {
       this.readings++;
-      const id = (r as { id?: unknown } | null)?.id;
-      if (typeof id !== 'string' || this.ids.has(id)) continue;
+      const id = (JSON.parse(r.body) as { id: string }).id;
+      if (this.ids.has(id)) continue;
       this.ids.add(id);
       // The baseline: this reading alone, its envelope JSON as the payload, on the same topic.
-      const alone = Buffer.byteLength(JSON.stringify(r));
+      const alone = Buffer.byteLength(r.body);
       this.baselinePayloadBytes += alone;
       this.baselinePacketBytes += publishPacketBytes(topic, alone, QOS);
     }
   }
+}
+
+/**
+ * CPU microseconds per reading to encode `batches` in `format`: the median of 5 rounds of at least
+ * 200 ms each, run after the gateway stopped. CPU time of this process, not wall time, so that
+ * other work on a loaded machine does not count (what it does to caches still does).
+ */
+function encodeMicros(batches: readonly CapturedBatch[], format: UplinkFormat): number {
+  const readings = batches.reduce((n, b) => n + b.rows.length, 0);
+  if (readings === 0) return 0;
+  const rounds: number[] = [];
+  for (let r = 0; r < 5; r++) {
+    const t0 = process.cpuUsage();
+    let passes = 0;
+    let used = 0;
+    do {
+      for (const b of batches) encodeBatch(b.gateway, b.sentAt, b.rows, format);
+      passes++;
+      const d = process.cpuUsage(t0);
+      used = d.user + d.system;
+    } while (used < 200_000);
+    rounds.push(used / (passes * readings));
+  }
+  return median(rounds);
+}
+
+interface FormatOutcome {
+  readonly format: UplinkFormat;
+  readonly perReading: number;
+  readonly ratio: number;
+  readonly encodeMicros: number;
 }
 
 interface Outcome {
@@ -117,8 +188,9 @@ interface Outcome {
   readonly baselinePerReading: number;
   readonly payloadPerReading: number;
   readonly baselinePayloadPerReading: number;
-  readonly jsonPerReading: number;
   readonly wirePerReading: number;
+  /** Each format of FORMATS on the same batches; the first is what was sent. */
+  readonly formats: readonly FormatOutcome[];
   readonly ok: boolean;
   readonly problem?: string;
 }
@@ -147,7 +219,8 @@ async function runVariant(lingerMs: number, seconds: number, opts: BenchOptions)
         devices: site.devices(),
         // Everything the site produces goes to the cloud, once.
         rules: [{ id: 'all-to-cloud', type: 'filter', match: { device: '*', point: '*' } }],
-        cloud: { url: tap.url, topicPrefix: PREFIX, compression: 'deflate', lingerMs },
+        // The default encoding and compression: FORMATS[0].
+        cloud: { url: tap.url, topicPrefix: PREFIX, lingerMs },
         storage: { path: join(dir, 'outpost.db') },
       },
       'uplink-bytes config',
@@ -175,15 +248,31 @@ async function runVariant(lingerMs: number, seconds: number, opts: BenchOptions)
     while (capture.unique < cloud.ledger.unique && Date.now() < deadline) await sleep(20);
     clearInterval(ticker);
 
+    const elapsed = (performance.now() - t0) / 1000;
+    const wireBytes = tap.up;
+    // Everything stops before the encoders are timed, so that nothing competes for the CPU.
+    await scope.close();
+
     const n = capture.unique;
     const per = (bytes: number): number => (n > 0 ? bytes / n : 0);
     let problem: string | undefined;
     if (final.outbox.depth !== 0 || n !== final.outbox.appended || capture.rejected > 0) {
       problem = `produced ${final.outbox.appended}, captured ${n}, still queued ${final.outbox.depth}, undecodable ${capture.rejected}`;
     }
+    const defaultKind = UPLINK_PAYLOAD_KIND.columnarBrotli;
+    if (capture.mismatches > 0 || capture.kinds.size !== 1 || !capture.kinds.has(defaultKind)) {
+      const kinds = [...capture.kinds].map(([k, c]) => `0x${k.toString(16)}: ${c}`).join(', ');
+      problem = `${problem ? `${problem}; ` : ''}payload kinds ${kinds} (expected 0x0${defaultKind} only), ${capture.mismatches} not as encoded again`;
+    }
+    opts.progress.show(`${label}  timing the encoders`);
+    const baseline = per(capture.baselinePacketBytes);
+    const formats = FORMATS.map((format, i): FormatOutcome => {
+      const perReading = per(capture.formatPacketBytes[i]!);
+      return { format, perReading, ratio: baseline > 0 ? perReading / baseline : 0, encodeMicros: encodeMicros(capture.batches, format) };
+    });
     return {
       lingerMs,
-      seconds: (performance.now() - t0) / 1000,
+      seconds: elapsed,
       produced: final.outbox.appended,
       unique: n,
       duplicates: capture.readings - n,
@@ -192,8 +281,8 @@ async function runVariant(lingerMs: number, seconds: number, opts: BenchOptions)
       baselinePerReading: per(capture.baselinePacketBytes),
       payloadPerReading: per(capture.payloadBytes),
       baselinePayloadPerReading: per(capture.baselinePayloadBytes),
-      jsonPerReading: per(capture.jsonBytes),
-      wirePerReading: per(tap.up),
+      wirePerReading: per(wireBytes),
+      formats,
       ok: problem === undefined && n > 0,
       problem,
     };
@@ -206,7 +295,7 @@ async function runVariant(lingerMs: number, seconds: number, opts: BenchOptions)
 export function uplinkBytesBenchmark(seconds: number): Benchmark {
   return {
     name: 'uplink-bytes',
-    description: `uplink bytes per reading of the demo site over ${seconds} s (deflate), vs one JSON message per reading`,
+    description: `uplink bytes per reading of the demo site over ${seconds} s (${formatName(FORMATS[0]!)}, and the same batches in other encodings), vs one JSON message per reading`,
     maxDurationMs: () => LINGERS.length * (seconds * 1000 + 60_000),
     async run(opts: BenchOptions): Promise<BenchResult> {
       const outcomes: Outcome[] = [];
@@ -214,7 +303,7 @@ export function uplinkBytesBenchmark(seconds: number): Benchmark {
       const figures: Record<string, Figure> = {
         seconds,
         site: `${SITE.meters} meters + ${SITE.boilers} boiler (Modbus, poll ${SITE.pollIntervalMs} ms), ${SITE.children} MQTT pumps every ${SITE.childIntervalMs} ms`,
-        compression: 'deflate',
+        encoding: formatName(FORMATS[0]!),
       };
       const notes: string[] = [];
       for (const o of outcomes) {
@@ -229,35 +318,42 @@ export function uplinkBytesBenchmark(seconds: number): Benchmark {
           [`${p}_baseline_bytes_per_reading`]: round(o.baselinePerReading, 2),
           [`${p}_payload_bytes_per_reading`]: round(o.payloadPerReading, 2),
           [`${p}_baseline_payload_bytes_per_reading`]: round(o.baselinePayloadPerReading, 2),
-          [`${p}_uncompressed_batch_bytes_per_reading`]: round(o.jsonPerReading, 2),
           [`${p}_tcp_bytes_per_reading`]: round(o.wirePerReading, 2),
           [`${p}_duplicates`]: o.duplicates,
           [`${p}_ratio`]: round(ratio, 4),
           [`${p}_ok`]: o.ok,
         });
-        notes.push(`lingerMs ${o.lingerMs}: ratio ours/baseline ${ratio.toFixed(3)} (aim <= 0.1) ${ratio <= 0.1 ? 'met' : 'MISSED'}`);
+        for (const f of o.formats) {
+          const q = `${p}_${formatKey(f.format)}`;
+          Object.assign(figures, { [`${q}_bytes_per_reading`]: round(f.perReading, 2), [`${q}_ratio`]: round(f.ratio, 4), [`${q}_encode_us_per_reading`]: round(f.encodeMicros, 2) });
+        }
+        notes.push(`lingerMs ${o.lingerMs}: ratio ours/baseline ${ratio.toFixed(3)} (aim <= ${AIM}) ${ratio <= AIM ? 'met' : 'MISSED'}`);
         if (o.problem) notes.push(`lingerMs ${o.lingerMs}: ${o.problem}`);
       }
       notes.push(
         'bytes = MQTT PUBLISH packets (fixed header, topic, packet id, payload) of the telemetry the cloud received; baseline = each reading alone, its envelope JSON on the same topic at QoS 1',
-        'TCP = every byte the gateway sent to the cloud broker (CONNECT, status, PINGREQ included), measured by a relay; "JSON" = the same batches without deflate',
+        `the first row of each lingerMs is what the gateway sent (${formatName(FORMATS[0]!)}, the default); the others are the same batches encoded again`,
+        'TCP = every byte the gateway sent to the cloud broker (CONNECT, status, PINGREQ included), measured by a relay; encode = CPU µs per reading to encode the batches (median of 5 rounds, after the run)',
       );
       return {
         figures,
         table: {
-          head: ['lingerMs', 'readings', 'publishes', 'per publish', 'ours B/rdg', 'baseline B/rdg', 'ratio', 'TCP B/rdg', 'JSON B/rdg', 'status'],
-          rows: outcomes.map((o) => [
-            String(o.lingerMs),
-            fmtInt(o.unique),
-            fmtInt(o.publishes),
-            (o.publishes > 0 ? o.unique / o.publishes : 0).toFixed(1),
-            o.oursPerReading.toFixed(1),
-            o.baselinePerReading.toFixed(1),
-            (o.baselinePerReading > 0 ? o.oursPerReading / o.baselinePerReading : 0).toFixed(3),
-            o.wirePerReading.toFixed(1),
-            o.jsonPerReading.toFixed(1),
-            o.ok ? 'ok' : 'INCOMPLETE',
-          ]),
+          head: ['lingerMs', 'encoding', 'readings', 'publishes', 'per publish', 'B/rdg', 'baseline B/rdg', 'ratio', 'encode CPU µs/rdg', 'TCP B/rdg', 'status'],
+          rows: outcomes.flatMap((o) =>
+            o.formats.map((f, i) => [
+              String(o.lingerMs),
+              formatName(f.format),
+              fmtInt(o.unique),
+              fmtInt(o.publishes),
+              (o.publishes > 0 ? o.unique / o.publishes : 0).toFixed(1),
+              f.perReading.toFixed(1),
+              o.baselinePerReading.toFixed(1),
+              f.ratio.toFixed(3),
+              f.encodeMicros.toFixed(2),
+              i === 0 ? o.wirePerReading.toFixed(1) : '',
+              i === 0 ? (o.ok ? 'ok' : 'INCOMPLETE') : '',
+            ]),
+          ),
         },
         notes,
         ok: outcomes.every((o) => o.ok),

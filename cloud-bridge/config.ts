@@ -92,8 +92,17 @@ const cloudFields = z.strictObject({
    * strictly oldest first, so every device's readings arrive in order).
    */
   liveShare: z.number().min(0).max(0.95).default(0),
-  /** Uplink payloads: zlib-compressed JSON (`deflate`) or plain JSON (`none`). */
-  compression: z.enum(['deflate', 'none']).default('deflate'),
+  /**
+   * Uplink payload layout: `columnar` (the readings in delta-coded columns, a fraction of the
+   * bytes on a metered link) or `json` (the batch as JSON text, as consumers written before the
+   * columnar kinds expect it). Both decode to the same batch (docs/topics.md).
+   */
+  encoding: z.enum(['columnar', 'json']).default('columnar'),
+  /**
+   * Uplink payload compression: `brotli`, `deflate` or `none`. Default: brotli for columnar
+   * payloads, deflate (zlib) for JSON, which is what a consumer of JSON batches always read.
+   */
+  compression: z.enum(['brotli', 'deflate', 'none']).optional(),
   /** Uplink byte rate cap (payload bytes per second); none by default. */
   maxBytesPerS: z.number().int().min(1024).optional(),
   /**
@@ -109,13 +118,15 @@ const cloudFields = z.strictObject({
   netWatchMs: z.number().int().min(0).max(60_000).default(2000),
 });
 
-export const cloudSchema = cloudFields.superRefine((c, ctx) => {
-  if (c.url !== undefined && c.urls !== undefined) ctx.addIssue({ code: 'custom', path: ['urls'], message: 'give either url or urls, not both' });
-  if (c.url === undefined && c.urls === undefined) {
-    ctx.addIssue({ code: 'custom', path: ['url'], message: 'expected the cloud broker: url (one broker) or urls (the nodes of a cluster, in order of preference)' });
-  }
-  if (c.urls !== undefined && new Set(c.urls).size !== c.urls.length) ctx.addIssue({ code: 'custom', path: ['urls'], message: 'lists the same URL twice' });
-});
+export const cloudSchema = cloudFields
+  .superRefine((c, ctx) => {
+    if (c.url !== undefined && c.urls !== undefined) ctx.addIssue({ code: 'custom', path: ['urls'], message: 'give either url or urls, not both' });
+    if (c.url === undefined && c.urls === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['url'], message: 'expected the cloud broker: url (one broker) or urls (the nodes of a cluster, in order of preference)' });
+    }
+    if (c.urls !== undefined && new Set(c.urls).size !== c.urls.length) ctx.addIssue({ code: 'custom', path: ['urls'], message: 'lists the same URL twice' });
+  })
+  .transform((c) => ({ ...c, compression: c.compression ?? (c.encoding === 'columnar' ? ('brotli' as const) : ('deflate' as const)) }));
 
 /** The cloud broker URLs in order of preference: `urls`, or `url` alone. */
 export function cloudUrls(c: Pick<CloudConfig, 'url' | 'urls'>): string[] {

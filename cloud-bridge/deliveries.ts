@@ -11,7 +11,7 @@ import type { UplinkOptions, UplinkOutbox } from './uplink-options.js';
 
 export type DeliveryOptions = Pick<
   UplinkOptions,
-  'gatewayId' | 'batchSize' | 'maxInFlight' | 'maxAttempts' | 'liveShare' | 'lingerMs' | 'qos' | 'compression' | 'backoff' | 'random'
+  'gatewayId' | 'batchSize' | 'maxInFlight' | 'maxAttempts' | 'liveShare' | 'lingerMs' | 'qos' | 'encoding' | 'compression' | 'backoff' | 'random'
 >;
 
 /** Dead letters in a row, with no acknowledgement between them, after which the uplink stops dead-lettering. */
@@ -175,7 +175,7 @@ export class Deliveries {
     const first = rows[0]!.rowid;
     const last = rows[rows.length - 1]!.rowid;
     this.cursors.sent(stream, last, live, rows.length);
-    const payload = encodeBatch(this.opts.gatewayId, this.clock.now(), rows, this.opts.compression);
+    const payload = encodeBatch(this.opts.gatewayId, this.clock.now(), rows, this.opts);
     this.gate.spend(payload.length);
     this.m.bytes.inc(undefined, payload.length);
     this.flight.sent(rows.length);

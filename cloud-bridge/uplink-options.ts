@@ -1,6 +1,7 @@
 import type { Outbox } from '../runtime/contracts/index.js';
 import type { InterfaceSource } from './net-watch.js';
 import type { SyncWindowSpec } from './sync-windows.js';
+import type { UplinkCompression, UplinkEncoding } from './uplink-payload.js';
 
 export interface UplinkOptions {
   readonly gatewayId: string;
@@ -14,7 +15,9 @@ export interface UplinkOptions {
   readonly maxInFlight: number;
   readonly keepaliveS: number;
   readonly backoff: { readonly initialMs: number; readonly maxMs: number };
-  readonly compression: 'deflate' | 'none';
+  /** Payload layout and compression (cloud-bridge/uplink-payload.ts, docs/topics.md). */
+  readonly encoding: UplinkEncoding;
+  readonly compression: UplinkCompression;
   /** 1: at least once. 2: once per batch across link drops, where the broker supports it. */
   readonly qos: 1 | 2;
   readonly protocolVersion: 4 | 5;

@@ -1,7 +1,8 @@
 import { Aedes } from 'aedes';
 import mqtt, { type MqttClient } from 'mqtt';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { decodeUplinkPayload, uplinkBatchSchema } from '../runtime/contracts/topics.js';
+import { uplinkBatchSchema } from '../runtime/contracts/topics.js';
+import { decodeUplinkPayload } from '../runtime/contracts/uplink-payload.js';
 import { DeliveryLedger } from './ledger.js';
 import { CloudTwins } from './cloud-twins.js';
 

@@ -46,7 +46,7 @@ export function telemetryGateway(prefix: string, topic: string): string | undefi
 }
 
 /**
- * Decodes one uplink message (JSON, or zlib-deflated JSON: the first byte tells them apart) into
+ * Decodes one uplink message (any kind of decodeUplinkPayload: its first byte tells them apart) into
  * the readings to store. The gateway's own records (points starting with `$`: twins, inventory,
  * call answers; docs/topics.md) are not readings: they are counted and skipped. A batch whose
  * `gateway` is not the one its topic names is refused: a gateway may only speak for itself.
@@ -56,7 +56,7 @@ export function decodeBatch(topicGateway: string, payload: Buffer): Decoded {
   try {
     json = decodeUplinkPayload(payload);
   } catch (err) {
-    return { ok: false, reason: 'not-decodable', detail: `neither JSON nor zlib-deflated JSON: ${errorMessage(err)}` };
+    return { ok: false, reason: 'not-decodable', detail: `not an uplink payload (JSON, columnar; plain, deflate or brotli): ${errorMessage(err)}` };
   }
   const parsed = storableBatchSchema.safeParse(json);
   if (!parsed.success) {

@@ -8,6 +8,7 @@ export * from './driver.js';
 export * from './rules.js';
 export * from './outbox.js';
 export * from './topics.js';
+export * from './uplink-payload.js';
 export * from './twins.js';
 export * from './backoff.js';
 export * from './local-broker.js';

@@ -1,4 +1,3 @@
-import { inflateSync } from 'node:zlib';
 import { z } from 'zod';
 import type { Quality, Value } from './envelope.js';
 
@@ -194,13 +193,3 @@ export const uplinkBatchSchema = z.strictObject({
   readings: z.array(envelopeSchema),
 });
 export type UplinkBatch = z.output<typeof uplinkBatchSchema>;
-
-/**
- * Decodes an uplink payload: JSON text, or the same JSON compressed with zlib (deflate with the
- * zlib header, RFC 1950) when the gateway's `cloud.compression` is `deflate`. The first byte tells
- * them apart: `{` for JSON, 0x78 for zlib. Throws on anything else.
- */
-export function decodeUplinkPayload(payload: Buffer): unknown {
-  const text = payload[0] === 0x78 ? inflateSync(payload, { maxOutputLength: 64 * 1024 * 1024 }).toString('utf8') : payload.toString('utf8');
-  return JSON.parse(text);
-}

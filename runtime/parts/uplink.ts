@@ -62,6 +62,7 @@ export const uplinkPart: Part = {
         maxInFlight: c.maxInFlight,
         keepaliveS: c.keepaliveS,
         backoff: c.backoff,
+        encoding: c.encoding,
         compression: c.compression,
         qos: c.qos,
         protocolVersion: c.protocolVersion,

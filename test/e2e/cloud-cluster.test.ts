@@ -4,8 +4,7 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { cloudTopics, decodeUplinkPayload, uplinkBatchSchema } from '../../runtime/contracts/topics.js';
-import type { OutboxStats } from '../../runtime/contracts/index.js';
+import { cloudTopics, decodeUplinkPayload, uplinkBatchSchema, type OutboxStats } from '../../runtime/contracts/index.js';
 import { SimChildDevice } from '../../sim/child-device.js';
 import { freePort } from '../../sim/free-port.js';
 import { startRabbitCluster, type RabbitCluster } from '../../sim/rabbit-cluster.js';
@@ -131,8 +130,9 @@ describe('a three-node RabbitMQ cluster as the cloud (quorum queues)', () => {
     await waitFor('the consumer on node 3', () => consumer.port === n3!.mqttPort, 15_000);
     await consumer.client.subscribeAsync(cloudTopics.telemetryFilter('outpost'), { qos: 1 });
 
-    // The sync: the backlog over the cluster, the link held to a rate that makes it last through both kills.
-    const gw = await GatewayProcess.start(config({ urls: rmq.urls, maxBytesPerS: 8_000 }), { OUTPOST_LOG_LEVEL: 'info' });
+    // The sync: the backlog over the cluster, the link held to a rate that makes it last through both
+    // kills (columnar batches of these counters take about 2 bytes a reading: some 30 s for 20,000).
+    const gw = await GatewayProcess.start(config({ urls: rmq.urls, maxBytesPerS: 1_200 }), { OUTPOST_LOG_LEVEL: 'info' });
     let log = '';
     // Kept with the cluster's logs when OUTPOST_KEEP is set.
     cleanup.push(() => Promise.resolve(writeFileSync(join(dir, 'gateway.log'), log)));

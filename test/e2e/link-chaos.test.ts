@@ -35,7 +35,8 @@ function injectFault(link: LinkProxy, rand: () => number): string {
     return 'throttle';
   }
   if (r < 0.8) {
-    link.setConditions({ dropAfterBytes: 200 + Math.floor(rand() * 5000) });
+    // Within the first few batches of a connection: columnar batches are a few hundred bytes.
+    link.setConditions({ dropAfterBytes: 200 + Math.floor(rand() * 1000) });
     return 'drop-after';
   }
   if (r < 0.9) {

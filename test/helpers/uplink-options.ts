@@ -13,6 +13,7 @@ export function uplinkOptions(url: string | readonly string[], over: Partial<Upl
     backoff: { initialMs: 1000, maxMs: 8000 },
     // The jitter at half its ceiling: the delays are 500, 1000, 2000 ms...
     random: () => 0.5,
+    encoding: 'columnar',
     compression: 'none',
     qos: 1,
     protocolVersion: 4,

@@ -22,12 +22,20 @@ const reading = (id: string, extra: Record<string, unknown> = {}): Record<string
 const batch = (readings: unknown[], gateway = 'gw-1'): Buffer => Buffer.from(JSON.stringify({ v: 1, gateway, sentAt: 1764000000123, readings }));
 
 describe('cloud-ingest decoding', () => {
-  it('takes the batches the gateway encodes, deflated and plain, and keeps every field the table stores', () => {
+  it('takes the batches the gateway encodes, in every encoding and compression, and keeps every field the table stores', () => {
     const body = JSON.stringify(reading('gw-1:1', { unit: 'kW' }));
     const rule = JSON.stringify(reading('w:meter-1:power:avg:1', { point: 'power.avg', rule: 'w', value: null, quality: 'bad' }));
-    for (const compression of ['deflate', 'none'] as const) {
-      const payload = encodeBatch('gw-1', 1, [{ body } as never, { body: rule } as never], compression);
-      expect(payload[0]).toBe(compression === 'deflate' ? 0x78 : 0x7b);
+    const formats = [
+      { encoding: 'columnar', compression: 'brotli', kind: 0x03 },
+      { encoding: 'columnar', compression: 'deflate', kind: 0x02 },
+      { encoding: 'columnar', compression: 'none', kind: 0x01 },
+      { encoding: 'json', compression: 'brotli', kind: 0x04 },
+      { encoding: 'json', compression: 'deflate', kind: 0x78 },
+      { encoding: 'json', compression: 'none', kind: 0x7b },
+    ] as const;
+    for (const format of formats) {
+      const payload = encodeBatch('gw-1', 1, [{ body } as never, { body: rule } as never], format);
+      expect(payload[0]).toBe(format.kind);
       const d = decodeBatch('gw-1', payload);
       expect(d).toEqual({
         ok: true,
@@ -47,8 +55,8 @@ describe('cloud-ingest decoding', () => {
     expect(d.ok && d.records).toBe(1);
   });
 
-  it('refuses what is neither JSON nor zlib, naming why', () => {
-    for (const payload of [Buffer.from('not json'), Buffer.from([0x78, 0x9c, 1, 2, 3]), Buffer.alloc(0)]) {
+  it('refuses what is not an uplink payload, naming why', () => {
+    for (const payload of [Buffer.from('not json'), Buffer.from([0x78, 0x9c, 1, 2, 3]), Buffer.alloc(0), Buffer.from([0x03, 1, 2, 3]), Buffer.from([0x01, 5]), Buffer.from([0x1f])]) {
       const d = decodeBatch('gw-1', payload);
       expect(d.ok).toBe(false);
       expect(!d.ok && d.reason).toBe('not-decodable');

@@ -19,6 +19,17 @@ describe('site config', () => {
     expect(cfg.devices).toEqual([]);
   });
 
+  it('encodes the uplink in columns with brotli by default; JSON keeps zlib; a wrong choice is named', () => {
+    const cloud = (extra: string): string => minimal.replace('cloud: { url: "mqtt://127.0.0.1:1883" }', `cloud: { url: "mqtt://127.0.0.1:1883"${extra} }`);
+    expect(parseConfigText(minimal).cloud).toMatchObject({ encoding: 'columnar', compression: 'brotli' });
+    expect(parseConfigText(cloud(', encoding: json')).cloud).toMatchObject({ encoding: 'json', compression: 'deflate' });
+    expect(parseConfigText(cloud(', compression: deflate')).cloud).toMatchObject({ encoding: 'columnar', compression: 'deflate' });
+    expect(parseConfigText(cloud(', encoding: json, compression: none')).cloud).toMatchObject({ encoding: 'json', compression: 'none' });
+    const found = problems(cloud(', encoding: protobuf, compression: zstd'));
+    expect(found.some((p) => p.startsWith('cloud.encoding: '))).toBe(true);
+    expect(found.some((p) => p.startsWith('cloud.compression: '))).toBe(true);
+  });
+
   it('accepts the shipped example', async () => {
     const text = await readFile(new URL('../../examples/site.yaml', import.meta.url), 'utf8');
     const cfg = parseConfigText(text);

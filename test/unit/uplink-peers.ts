@@ -4,7 +4,8 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import type { UplinkOutbox } from '../../cloud-bridge/uplink.js';
 export { uplinkOptions } from '../helpers/uplink-options.js';
 import { makeEnvelope, type OutboxRow, type OutboxStats } from '../../runtime/contracts/index.js';
-import { decodeUplinkPayload, uplinkBatchSchema, type UplinkBatch } from '../../runtime/contracts/topics.js';
+import { uplinkBatchSchema, type UplinkBatch } from '../../runtime/contracts/topics.js';
+import { decodeUplinkPayload } from '../../runtime/contracts/uplink-payload.js';
 
 /**
  * The outbox as the uplink sees it, in memory: rows per stream with increasing ids, deleted only

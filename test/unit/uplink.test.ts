@@ -190,7 +190,8 @@ describe('uplink', () => {
     const outbox = new MemoryOutbox();
     outbox.add('telemetry', ids('r', 30), clock.now());
     const rate = 500;
-    const u = uplink(options(cloud.url, { maxBytesPerS: rate }), outbox, clock);
+    // JSON batches: 10 readings of them (over 1 KB) are well over one second of this rate.
+    const u = uplink(options(cloud.url, { maxBytesPerS: rate, encoding: 'json' }), outbox, clock);
     await u.start();
     await waitFor('the first batch acknowledged', () => outbox.held().length === 20);
     await settle();

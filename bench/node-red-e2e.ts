@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { SiteConfigInput } from '../runtime/config/schema.js';
-import { decodeUplinkPayload } from '../runtime/contracts/topics.js';
+import { decodeUplinkPayload } from '../runtime/contracts/index.js';
 import { makeEnvelope, ManualClock, type RuleOutput } from '../runtime/contracts/index.js';
 import { CountingSequence } from '../runtime/sequence.js';
 import { Rules } from '../rules/engine.js';

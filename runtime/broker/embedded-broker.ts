@@ -164,16 +164,13 @@ export class EmbeddedBroker implements LocalBroker, Component {
       const conn = this.connections.get(client.conn);
       const who = conn?.identity;
       const topic = packet.topic;
-      const refused = (cause: string, message: string): void => {
-        this.refuse(cause, { client: client.id, topic: topic.slice(0, 200) }, message);
-        callback(new Error(message));
-      };
-      if (!conn || !who) return refused('not-authenticated', 'publish refused: not authenticated');
-      if (Buffer.byteLength(topic) > limits.maxTopicBytes) return refused('topic-too-long', 'publish refused: topic too long');
-      if (!this.access.policy.canPublish(who, topic)) return refused(client.closed ? 'will-denied' : 'publish-denied', 'publish refused: not permitted for this identity');
+      // No closure per publish on the accepted path: this runs for every message a child sends.
+      if (!conn || !who) return this.refusePublish(client, topic, 'not-authenticated', 'publish refused: not authenticated', callback);
+      if (Buffer.byteLength(topic) > limits.maxTopicBytes) return this.refusePublish(client, topic, 'topic-too-long', 'publish refused: topic too long', callback);
+      if (!this.access.policy.canPublish(who, topic)) return this.refusePublish(client, topic, client.closed ? 'will-denied' : 'publish-denied', 'publish refused: not permitted for this identity', callback);
       if (packet.retain) {
         const problem = this.retainProblem(topic, packet.payload.length);
-        if (problem) return refused(problem.cause, problem.message);
+        if (problem) return this.refusePublish(client, topic, problem.cause, problem.message, callback);
       }
       // aedes authorizes a last will too, as the connection closes (client.closed): no device waits
       // for its PUBACK, and an interceptor refusing it would make aedes drop it unseen. Wills go to
@@ -183,13 +180,12 @@ export class EmbeddedBroker implements LocalBroker, Component {
         return;
       }
       const wait = conn.publishes.owe();
-      const go = (): void => this.intercept_(client, packet, callback);
-      if (wait === 0) go();
+      if (wait === 0) this.intercept_(client, packet, callback);
       else {
         // Over its publish rate: the PUBACK waits (aedes reads nothing more from this device
         // meanwhile), so the device slows down without losing a message.
         this.refuse('publish-rate', { client: client.id }, 'publishes delayed: over the identity\'s publish rate');
-        setTimeout(go, Math.min(wait, 5000)).unref();
+        setTimeout(() => this.intercept_(client, packet, callback), Math.min(wait, 5000)).unref();
       }
     };
     aedes.on('clientError', (client, err) => this.log?.debug({ client: client.id, err: errorMessage(err) }, 'client error'));
@@ -227,27 +223,41 @@ export class EmbeddedBroker implements LocalBroker, Component {
       qos: packet.qos,
     };
     const bytes = msg.payload.length;
-    const run = (): void => {
-      this.intakeBytes += bytes;
-      Promise.all(this.handlers.map((h) => h(msg)))
-        .then(
-          () => callback(null),
-          (err: unknown) => {
-            // Not stored: no PUBACK. aedes closes the connection and the device resends.
-            this.log?.warn({ client: client.id, topic: packet.topic, err: errorMessage(err) }, 'publish not accepted');
-            callback(err as Error);
-          },
-        )
-        .finally(() => {
-          this.intakeBytes -= bytes;
-          this.admitWaiting();
-        });
-    };
     // A message becomes many readings while it is validated and committed (a 60 KiB message of
     // 1,000 points, several hundred KiB): bounding the payload bytes in that stage bounds the
     // gateway's memory whatever the number of connections. The others wait with their PUBACK.
-    if (this.intakeBytes > 0 && this.intakeBytes + bytes > this.access.limits.maxIntakeBytes) this.intakeWaiting.push({ bytes, run });
-    else run();
+    if (this.intakeBytes > 0 && this.intakeBytes + bytes > this.access.limits.maxIntakeBytes) this.intakeWaiting.push({ bytes, run: () => this.runHandlers(client.id, msg, bytes, callback) });
+    else this.runHandlers(client.id, msg, bytes, callback);
+  }
+
+  /** The interceptors on one message; the PUBACK (callback) once all of them have settled. */
+  private runHandlers(clientId: string, msg: InboundPublish, bytes: number, callback: (err?: Error | null) => void): void {
+    this.intakeBytes += bytes;
+    const handlers = this.handlers;
+    // One interceptor (the usual case): its promise as it is, without an array and Promise.all.
+    const done = handlers.length === 1 ? handlers[0]!(msg) : Promise.all(handlers.map((h) => h(msg)));
+    done.then(
+      () => {
+        this.intakeSettled(bytes);
+        callback(null);
+      },
+      (err: unknown) => {
+        // Not stored: no PUBACK. aedes closes the connection and the device resends.
+        this.log?.warn({ client: clientId, topic: msg.topic, err: errorMessage(err) }, 'publish not accepted');
+        this.intakeSettled(bytes);
+        callback(err as Error);
+      },
+    );
+  }
+
+  private intakeSettled(bytes: number): void {
+    this.intakeBytes -= bytes;
+    this.admitWaiting();
+  }
+
+  private refusePublish(client: Client, topic: string, cause: string, message: string, callback: (err?: Error | null) => void): void {
+    this.refuse(cause, { client: client.id, topic: topic.slice(0, 200) }, message);
+    callback(new Error(message));
   }
 
   private intakeBytes = 0;

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -15,7 +15,7 @@ import { createLogger } from '../runtime/logger.js';
 import { PromMetrics } from '../runtime/metrics.js';
 import { Mosquitto } from '../sim/mosquitto.js';
 import { ConfiguredGateway } from './configured-gateway.js';
-import { CpuMeter, fmtInt, Scope, sleep, type Benchmark, type BenchOptions, type BenchResult, type Figure } from './harness.js';
+import { CpuMeter, fmtInt, rssMiB, Scope, sleep, type Benchmark, type BenchOptions, type BenchResult, type Figure } from './harness.js';
 import { median, round } from './stats.js';
 import { CountingSequence } from '../runtime/sequence.js';
 
@@ -203,16 +203,6 @@ async function busLoop(ports: readonly number[], ms: number, exception: boolean)
   // Every point polled is reported (one request per bus may be in flight at the snapshot).
   if (!exception && Math.abs(reportedThen - polled) > buses.length * MAX_REGISTERS) throw new Error(`reported ${reportedThen} of ${polled} points polled`);
   return polled / seconds;
-}
-
-function rssMiB(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 interface BusStatus {

@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SiteConfigInput } from '../runtime/config/schema.js';
 import { GATEWAY_ENV, GATEWAY_NODE_FLAGS } from '../runtime/launch-flags.js';
+import { withOpenFiles } from '../sim/open-files.js';
 import { benchIdentities } from './load.js';
 import { gatewayFetch, type FetchLike } from '../runtime/http/client.js';
 import { hashToken, newToken } from '../runtime/http/scopes.js';
@@ -57,15 +58,22 @@ export class ConfiguredGateway {
     return this.stderrTail;
   }
 
-  /** Writes `config` (JSON, which the YAML loader reads) into `dir` and starts the gateway on it. */
-  static async start(dir: string, input: SiteConfigInput, timeoutMs = 15_000): Promise<ConfiguredGateway> {
+  /**
+   * Writes `config` (JSON, which the YAML loader reads) into `dir` and starts the gateway on it.
+   * `openFiles`: what its soft limit on open files is raised to if lower (one per connection);
+   * `nodeFlags`: node flags after the launch flags, as a site sets them with NODE_OPTIONS.
+   */
+  static async start(dir: string, input: SiteConfigInput, opts: { timeoutMs?: number; openFiles?: number; nodeFlags?: readonly string[] } = {}): Promise<ConfiguredGateway> {
+    const { timeoutMs = 15_000, openFiles, nodeFlags = [] } = opts;
     const file = join(dir, 'gateway.json');
     // A read token for the bench's own status calls, declared by its hash.
     const token = newToken();
     const http = { ...input.http, tokens: [...(input.http?.tokens ?? []), { name: 'bench', scopes: ['read' as const], sha256: hashToken(token) }] };
     const config: SiteConfigInput = { ...input, http };
     writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);
-    const proc = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, ...extraFlags(), CLI, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...GATEWAY_ENV } });
+    const argv = [...GATEWAY_NODE_FLAGS, ...nodeFlags, ...extraFlags(), CLI, 'start', '--config', file];
+    const cmd = openFiles === undefined ? { command: process.execPath, args: argv } : withOpenFiles(openFiles, process.execPath, argv);
+    const proc = spawn(cmd.command, cmd.args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...GATEWAY_ENV } });
     let stdout = '';
     let stderr = '';
     // Both pipes are drained for the whole life of the process: a full pipe would stall it.
@@ -106,10 +114,10 @@ export class ConfiguredGateway {
     }
   }
 
-  /** The gateway's own status (`GET /api/v1/status`), or undefined when it does not answer. */
-  async status(): Promise<Record<string, unknown> | undefined> {
+  /** The gateway's own status (`GET /api/v1/status`), or undefined when it does not answer within `timeoutMs`. */
+  async status(timeoutMs = 2000): Promise<Record<string, unknown> | undefined> {
     try {
-      const res = await this.fetch(`${this.apiUrl}/api/v1/status`, { signal: AbortSignal.timeout(2000) });
+      const res = await this.fetch(`${this.apiUrl}/api/v1/status`, { signal: AbortSignal.timeout(timeoutMs) });
       return res.ok ? ((await res.json()) as Record<string, unknown>) : undefined;
     } catch {
       return undefined;

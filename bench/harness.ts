@@ -122,6 +122,17 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** Resident memory of a process in MiB (VmRSS); undefined off Linux or once it exited. */
+export function rssMiB(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Kernel clock ticks per second, the unit of /proc/PID/stat times (100 on every Linux we run). */
 const CLK_TCK = 100;
 
@@ -172,16 +183,5 @@ export class CpuMeter {
       if (before !== undefined && now !== undefined) out[name] = now - before;
     }
     return out;
-  }
-}
-
-/** Resident memory of a process in MiB (VmRSS), undefined once it is gone. */
-export function rssMiB(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : undefined;
-  } catch {
-    return undefined;
   }
 }

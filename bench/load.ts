@@ -45,13 +45,13 @@ export interface DeviceAccess {
   readonly ca?: string;
 }
 
-function connect(url: string, clientId: string, access: DeviceAccess = {}, timeoutMs = 10_000): Promise<MqttClient> {
+function connect(url: string, clientId: string, access: DeviceAccess = {}, timeoutMs = 10_000, clean = true): Promise<MqttClient> {
   // Reconnecting like a real device: the gateway closes a connection whose message it could not
   // store, and mqtt.js then resends what was not acknowledged.
   const client = mqtt.connect(url, {
     ...(access.anonymous ? { clientId } : benchCredentials(clientId)),
     ...(access.ca ? { ca: access.ca } : {}),
-    clean: true,
+    clean,
     reconnectPeriod: 500,
     connectTimeout: 5_000,
     keepalive: 30,
@@ -164,6 +164,9 @@ export class LoadGenerator {
   }
 }
 
+/** Consumers started by this process: each gets a client id (and session) of its own. */
+let consumers = 0;
+
 /**
  * The cloud-side consumer of a benchmark: counts unique reading ids on the cloud broker, from the
  * gateway's uplink batches (`batches`) or from child messages forwarded as they are by a bridge
@@ -177,6 +180,8 @@ export class CloudCounter {
   rejected = 0;
   probeSeen = false;
   lastArrivalAt = 0;
+  /** Times the consumer lost its connection (its session keeps what arrived meanwhile). */
+  reconnects = 0;
 
   constructor(
     private readonly url: string,
@@ -196,8 +201,11 @@ export class CloudCounter {
   }
 
   async start(): Promise<void> {
-    const client = await connect(this.url, `bench-cloud-consumer-${process.pid}`);
+    // A persistent session, as a cloud consumer has: if this process is starved long enough for
+    // the broker to drop the connection, the broker keeps what arrives meanwhile.
+    const client = await connect(this.url, `bench-cloud-consumer-${process.pid}-${(consumers += 1)}`, {}, 10_000, false);
     this.client = client;
+    client.on('reconnect', () => this.reconnects++);
     client.on('message', (topic, buf) => {
       if (this.mode === 'batches') this.onBatch(buf);
       else this.onMessage(topic, buf);

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { mosquittoBinary } from '../sim/mosquitto.js';
-import { emergencyCleanup, StatusLine, type Benchmark, type BenchOptions, type BenchResult, type Figure } from './harness.js';
+import { emergencyCleanup, fmtInt, StatusLine, type Benchmark, type BenchOptions, type BenchResult, type Figure } from './harness.js';
 import { drainBenchmark } from './drain.js';
 import { ingestBenchmark, ingestSecurityBenchmark } from './ingest.js';
 import { outboxAppendBenchmark } from './outbox-append.js';
@@ -15,26 +15,47 @@ import { nodeRedE2eBenchmark } from './node-red-e2e.js';
 import { otaBenchmark } from './ota.js';
 import { twinsBenchmark } from './twins.js';
 import { footprintBenchmark } from './footprint.js';
+import { scaleBenchmark } from './scale.js';
 import { errorMessage } from '../runtime/contracts/index.js';
 
 /** Sizes of the benchmarks that are not counted in messages; each has its own option. */
 interface Sizes {
   readonly rows: number;
   readonly readings: number;
-  readonly seconds: number;
   readonly imageMb: number;
   readonly chunkCacheMb: number;
-  readonly children: number;
+  /** --children and --seconds: undefined means each benchmark's own default (they differ). */
+  readonly children?: number | undefined;
+  readonly seconds?: number | undefined;
 }
 
-const DEFAULT_SIZES: Sizes = { rows: 200_000, readings: 300_000, seconds: 20, imageMb: 8, chunkCacheMb: 32, children: 2000 };
+const DEFAULT_SIZES: Sizes = { rows: 200_000, readings: 300_000, imageMb: 8, chunkCacheMb: 32 };
+/** Defaults of --seconds and --children per benchmark. */
+const UPLINK_SECONDS = 20;
+const TWINS_CHILDREN = 2000;
+const SCALE = { children: 10_000, seconds: 60 } as const;
 
 /**
  * Every benchmark, in run order. A new benchmark is a module exporting a `Benchmark` (or a
  * function of its size that returns one), listed here.
  */
 function benchmarks(sizes: Sizes): readonly Benchmark[] {
-  return [ingestBenchmark, ingestSecurityBenchmark, outboxAppendBenchmark(sizes.rows), drainBenchmark(sizes.readings), uplinkBytesBenchmark(sizes.seconds), modbusPollBenchmark, rulesBenchmark, nodeRedFlowBenchmark, nodeRedE2eBenchmark, actuationBenchmark, otaBenchmark(sizes.imageMb, sizes.chunkCacheMb), twinsBenchmark(sizes.children), footprintBenchmark];
+  return [
+    ingestBenchmark,
+    ingestSecurityBenchmark,
+    outboxAppendBenchmark(sizes.rows),
+    drainBenchmark(sizes.readings),
+    uplinkBytesBenchmark(sizes.seconds ?? UPLINK_SECONDS),
+    modbusPollBenchmark,
+    rulesBenchmark,
+    nodeRedFlowBenchmark,
+    nodeRedE2eBenchmark,
+    actuationBenchmark,
+    otaBenchmark(sizes.imageMb, sizes.chunkCacheMb),
+    twinsBenchmark(sizes.children ?? TWINS_CHILDREN),
+    footprintBenchmark,
+    scaleBenchmark({ children: sizes.children ?? SCALE.children, seconds: sizes.seconds ?? SCALE.seconds }),
+  ];
 }
 
 const NAMES = benchmarks(DEFAULT_SIZES).map((b) => b.name);
@@ -47,10 +68,12 @@ Each benchmark runs Outpost and a baseline on the same load in the same run and 
   --messages N      ingest, ingest-security, node-red-e2e: messages per scenario (default 50000)
   --rows N          outbox-append: rows per variant and round (default ${DEFAULT_SIZES.rows})
   --readings N      drain: readings ingested during the outage (default ${DEFAULT_SIZES.readings})
-  --seconds S       uplink-bytes: seconds the demo site runs per setting (default ${DEFAULT_SIZES.seconds})
+  --seconds S       uplink-bytes: seconds the demo site runs per setting (default ${UPLINK_SECONDS});
+                    scale: seconds every child publishes once a second (default ${SCALE.seconds})
   --image-mb N      ota: release image size in MiB (default ${DEFAULT_SIZES.imageMb})
   --chunk-cache-mb N  ota: the update server's in-memory chunk cache in MiB, 0 for none (default ${DEFAULT_SIZES.chunkCacheMb})
-  --children N      twins: child devices in the fleet (default ${DEFAULT_SIZES.children})
+  --children N      twins: child devices in the fleet (default ${TWINS_CHILDREN});
+                    scale: child devices connecting at once (default ${fmtInt(SCALE.children)})
   --timeout S       hard limit per scenario in seconds (default 120)
   --json            print one JSON object keyed by benchmark name, plus "machine"
   --list            list the benchmarks
@@ -119,10 +142,10 @@ async function runSelected(): Promise<number> {
       messages: { type: 'string', default: '50000' },
       rows: { type: 'string', default: String(DEFAULT_SIZES.rows) },
       readings: { type: 'string', default: String(DEFAULT_SIZES.readings) },
-      seconds: { type: 'string', default: String(DEFAULT_SIZES.seconds) },
+      seconds: { type: 'string' },
       'image-mb': { type: 'string', default: String(DEFAULT_SIZES.imageMb) },
       'chunk-cache-mb': { type: 'string', default: String(DEFAULT_SIZES.chunkCacheMb) },
-      children: { type: 'string', default: String(DEFAULT_SIZES.children) },
+      children: { type: 'string' },
       timeout: { type: 'string', default: '120' },
       json: { type: 'boolean', default: false },
       list: { type: 'boolean', default: false },
@@ -136,10 +159,10 @@ async function runSelected(): Promise<number> {
   const all = benchmarks({
     rows: positiveInt('rows', values.rows),
     readings: positiveInt('readings', values.readings),
-    seconds: positiveInt('seconds', values.seconds),
+    seconds: values.seconds === undefined ? undefined : positiveInt('seconds', values.seconds),
     imageMb: positiveInt('image-mb', values['image-mb']),
     chunkCacheMb: nonNegativeInt('chunk-cache-mb', values['chunk-cache-mb']),
-    children: positiveInt('children', values.children),
+    children: values.children === undefined ? undefined : positiveInt('children', values.children),
   });
   if (values.list) {
     for (const b of all) process.stdout.write(`${b.name.padEnd(14)} ${b.description}\n`);

@@ -24,12 +24,16 @@ export class ListenError extends Error {
   }
 }
 
-/** Listens on host:port (0: a free port) and resolves with the port; rejects with a ListenError. */
-export async function listenOn(server: Server, host: string, port: number): Promise<number> {
+/**
+ * Listens on host:port (0: a free port) and resolves with the port; rejects with a ListenError.
+ * `backlog`: connections the kernel may hold before they are accepted (Node's default is 511; the
+ * kernel caps it at net.core.somaxconn).
+ */
+export async function listenOn(server: Server, host: string, port: number, backlog?: number): Promise<number> {
   await new Promise<void>((resolve, reject) => {
     const fail = (err: NodeJS.ErrnoException): void => reject(new ListenError(host, port, err.code ?? 'unknown', err));
     server.once('error', fail);
-    server.listen(port, host, () => {
+    server.listen({ port, host, ...(backlog === undefined ? {} : { backlog }) }, () => {
       server.off('error', fail);
       resolve();
     });

@@ -4,6 +4,7 @@ import { connect } from 'node:net';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './free-port.js';
+import { withOpenFiles } from './open-files.js';
 
 /** Where Debian's mosquitto lives; throws (never skips) when it is not installed. */
 export function mosquittoBinary(): string {
@@ -25,6 +26,8 @@ export interface MosquittoOptions {
   readonly users?: Readonly<Record<string, string>>;
   /** The port to listen on (default: a free one). */
   readonly port?: number;
+  /** Open files the broker may hold (one per connection): its soft limit is raised to this if lower. */
+  readonly openFiles?: number;
   /** `acl_file` lines (`user gw`, `topic read outpost/v1/dev/#`, `pattern write outpost/v1/dev/%u/#`). */
   readonly acl?: readonly string[];
 }
@@ -105,7 +108,8 @@ export class Mosquitto {
         '',
       ].join('\n'),
     );
-    const proc = spawn(bin, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const cmd = this.opts.openFiles === undefined ? { command: bin, args: ['-c', conf] } : withOpenFiles(this.opts.openFiles, bin, ['-c', conf]);
+    const proc = spawn(cmd.command, cmd.args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     this.proc = proc;

@@ -38,6 +38,8 @@ export interface ChildIntakeOptions {
   readonly acceptUnknownDevices: boolean;
   /** Devices of other protocols (Modbus): never taken from MQTT. */
   readonly otherDevices?: ReadonlySet<string> | undefined;
+  /** Devices whose online state and last values are tracked, at most (default DEFAULT_MAX_TRACKED). */
+  readonly maxTracked?: number | undefined;
 }
 
 type PointCheck = z.ZodType<{ value: Value; quality: Quality }>;
@@ -72,8 +74,12 @@ export function childReadingId(device: string, messageId: string | number, point
   return `${idPart(device)}:${idPart(messageId)}:${idPart(point)}`;
 }
 
-/** Bounds of the online/last-value tracking (memory stays bounded whatever devices send). */
-const MAX_TRACKED_DEVICES = 10_000;
+/**
+ * Bounds of the online/last-value tracking (memory stays bounded whatever devices send). The
+ * device bound is raised to the site's `broker.limits.maxConnections` (drivers/mqtt/protocol.ts):
+ * a site sized for 10,000 children and a probe once lost the will of the last one.
+ */
+export const DEFAULT_MAX_TRACKED = 10_000;
 const MAX_TRACKED_POINTS = 1_000;
 
 /**
@@ -177,17 +183,18 @@ export class ChildIntake implements Driver {
   }
 
   /**
-   * Per-device state, bounded: beyond MAX_TRACKED_DEVICES devices (unknown devices may be
-   * accepted) a new one is not tracked; its readings are still taken, its will makes nothing stale.
+   * Per-device state, bounded: beyond `maxTracked` devices (unknown devices may be accepted) a new
+   * one is not tracked; its readings are still taken, its will makes nothing stale.
    */
   private deviceState(device: string): { online: boolean; since: number; last: Map<string, { value: Value; unit?: string | undefined }> } {
     let d = this.tracked.get(device);
     if (d) return d;
     d = { online: false, since: 0, last: new Map() };
-    if (this.tracked.size < MAX_TRACKED_DEVICES) this.tracked.set(device, d);
+    const max = this.opts.maxTracked ?? DEFAULT_MAX_TRACKED;
+    if (this.tracked.size < max) this.tracked.set(device, d);
     else if (!this.trackingFull) {
       this.trackingFull = true;
-      this.ctx?.log.warn({ device, max: MAX_TRACKED_DEVICES }, 'too many child devices to track online state; further ones are not tracked');
+      this.ctx?.log.warn({ device, max }, 'too many child devices to track online state (broker.limits.maxConnections); further ones are not tracked');
     }
     return d;
   }

@@ -1,5 +1,5 @@
 import type { ProtocolEntry } from '../../runtime/contracts/index.js';
-import { ChildIntake } from './child-intake.js';
+import { ChildIntake, DEFAULT_MAX_TRACKED } from './child-intake.js';
 import { mqttDeviceSchema, type MqttDeviceConfig } from './config.js';
 
 /**
@@ -16,6 +16,7 @@ export const mqttChildren: ProtocolEntry<MqttDeviceConfig> = {
       devices: new Map(devices.map((d) => [d.id, { points: d.points, strict: d.strict }])),
       acceptUnknownDevices: env.acceptUnknownDevices,
       otherDevices: env.otherDevices,
+      maxTracked: Math.max(DEFAULT_MAX_TRACKED, env.maxChildren ?? 0),
     }),
   ],
 };

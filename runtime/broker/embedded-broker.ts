@@ -3,6 +3,7 @@ import { X509Certificate } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket, type TlsOptions } from 'node:tls';
 import mqttPacket from 'mqtt-packet';
+import { getHeapStatistics } from 'node:v8';
 import { errorMessage, type Component, type ComponentContext, type InboundPublish, type LocalBroker, type Logger } from '../contracts/index.js';
 import type { IdentityRegistry, PeerCertificate } from '../identity/registry.js';
 import { listenOn } from '../listen.js';
@@ -17,6 +18,22 @@ export interface BrokerAccess {
   readonly registry: () => IdentityRegistry;
   readonly policy: AccessPolicy;
   readonly limits: BrokerLimits;
+  /** Share of the V8 heap limit in use, 0 to 1 (default: V8's own figures; a test gives its own). */
+  readonly heapInUse?: () => number;
+}
+
+/**
+ * Past this share of its heap limit the broker takes no new connection. Each one holds 10–15 KiB
+ * of heap (socket, streams, MQTT parser, session, will, retained birth; docs/benchmarks.md,
+ * "scale"): with the launch flags' 128 MiB heap, the default `maxConnections` of 10,000 would
+ * exhaust it, and V8 ends the process on an exhausted heap, which disconnects every child at once.
+ * A refused device retries, as after any refused connection.
+ */
+const MAX_HEAP_SHARE = 0.85;
+
+function v8HeapInUse(): number {
+  const h = getHeapStatistics();
+  return h.used_heap_size / h.heap_size_limit;
 }
 
 /** What the broker knows of a connection before MQTT starts. */
@@ -345,11 +362,22 @@ export class EmbeddedBroker implements LocalBroker, Component {
     return true;
   }
 
+  /**
+   * The listen backlog: a site's children reconnect at once (after a power cut, a gateway restart).
+   * With Node's default of 511, a storm of thousands overflows the kernel's accept queue while the
+   * gateway is busy authenticating the first ones; a dropped SYN is retried by the device's kernel
+   * after 1, 3, 7, 15 s, which made the last of 10,000 children wait tens of seconds with the
+   * gateway idle. The kernel caps this at net.core.somaxconn.
+   */
+  private get backlog(): number {
+    return Math.max(511, Math.min(this.access.limits.maxConnections, 65535));
+  }
+
   /** Plain MQTT on host:port. */
   async listen(host: string, port: number): Promise<number> {
     const server = createServer((socket) => this.accept(socket, 'tcp'));
     this.servers.push(server);
-    this.ports.tcp = await listenOn(server, host, port);
+    this.ports.tcp = await listenOn(server, host, port, this.backlog);
     return this.ports.tcp;
   }
 
@@ -360,7 +388,7 @@ export class EmbeddedBroker implements LocalBroker, Component {
     const server = createTlsServer({ minVersion: 'TLSv1.2', ...tls, requestCert: true, rejectUnauthorized: false }, (socket) => this.accept(socket, 'tls', opts));
     server.on('tlsClientError', (err) => this.refuse('tls-handshake', { err: errorMessage(err) }, 'TLS handshake failed'));
     this.servers.push(server);
-    this.ports.tls = await listenOn(server, host, port);
+    this.ports.tls = await listenOn(server, host, port, this.backlog);
     return this.ports.tls;
   }
 
@@ -369,6 +397,16 @@ export class EmbeddedBroker implements LocalBroker, Component {
     const address = socket.remoteAddress ?? '';
     if (!this.core || this.sockets.size >= limits.maxConnections) {
       this.refuse('too-many-connections', { listener }, `connection refused: the listener holds ${limits.maxConnections} connections`);
+      socket.destroy();
+      return;
+    }
+    const heap = (this.access.heapInUse ?? v8HeapInUse)();
+    if (heap > MAX_HEAP_SHARE) {
+      this.refuse(
+        'memory',
+        { listener, connections: this.sockets.size, heapPercent: Math.round(heap * 100) },
+        `connection refused: the heap is ${Math.round(heap * 100)} % full with ${this.sockets.size} connections (raise node's --max-old-space-size for this many children, docs/operations.md)`,
+      );
       socket.destroy();
       return;
     }

@@ -80,6 +80,11 @@ export interface DriverEnvironment {
    * another source, whatever `acceptUnknownDevices` says.
    */
   readonly otherDevices?: ReadonlySet<string> | undefined;
+  /**
+   * How many children may be connected at once (`broker.limits.maxConnections`): per-device state
+   * that is bounded for memory is sized for at least this many devices.
+   */
+  readonly maxChildren?: number | undefined;
 }
 
 /** A config problem found across the devices of one protocol: device index and field path. */

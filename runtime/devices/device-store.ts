@@ -1,4 +1,4 @@
-import type { Db, Migration, Store, VersionedLeaf } from '../contracts/index.js';
+import { withStatementCache, type Db, type Migration, type Store, type VersionedLeaf } from '../contracts/index.js';
 import type { Configuration } from './configurations.js';
 import type { Scalar, TwinDoc } from './twin-doc.js';
 
@@ -124,7 +124,9 @@ export class DeviceStore {
 
   constructor(store: Store) {
     store.migrate('devices', deviceMigrations);
-    this.db = store.db;
+    // Births, wills and first readings of a site's children each write a row: compiling the
+    // statement cost more than running it (a connection storm of 10,000 children).
+    this.db = withStatementCache(store.db);
     this.rev = (this.db.prepare('SELECT coalesce(max(rev), 0) AS r FROM twin_outgoing').get() as { r: number }).r;
   }
 

@@ -1,4 +1,4 @@
-import type { Db, Store } from '../contracts/index.js';
+import { withStatementCache, type Db, type Store } from '../contracts/index.js';
 
 /**
  * What the gateway remembers about identities across restarts: devices enrolled through a group
@@ -16,7 +16,8 @@ export class IdentityStore {
               CREATE TABLE identity_revocations (id TEXT PRIMARY KEY, at INTEGER NOT NULL, source TEXT NOT NULL, reason TEXT) WITHOUT ROWID;`,
       },
     ]);
-    this.db = store.db;
+    // Every connection records a contact: one compiled statement each, not a compile per connect.
+    this.db = withStatementCache(store.db);
   }
 
   /** Records a contact; true when it is the identity's first (an enrollment). */

@@ -101,7 +101,7 @@ export const driversPart: Part = {
   name: 'drivers',
   build(site) {
     const { config, protocols, points } = site.opts;
-    const env = { localBroker: site.get('localBroker'), acceptUnknownDevices: config.broker.acceptUnknownDevices, otherDevices: new Set(drivenDevices(config, site.opts.protocols).keys()) };
+    const env = { localBroker: site.get('localBroker'), acceptUnknownDevices: config.broker.acceptUnknownDevices, otherDevices: new Set(drivenDevices(config, site.opts.protocols).keys()), maxChildren: config.broker.limits.maxConnections };
     const build = (cfg: SiteConfig): Driver[] => {
       points.setRanges(cfg.devices.flatMap((d) => protocols.of(d).points(d).flatMap((p) => (p.range ? [[d.id, p.name, p.range] as [string, string, { min: number; max: number }]] : []))));
       return protocols.entries().flatMap((entry) => entry.create(cfg.devices.filter((d) => d.protocol === entry.protocol), env));

@@ -1,5 +1,6 @@
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -84,6 +85,33 @@ describe('broker limits', () => {
     for (let i = 0; i < 3; i++) await device(url, `addr-${i}`);
     await expect(device(url, 'addr-3')).rejects.toThrow();
     expect(await refused(metrics, 'too-many-from-address')).toBe(1);
+  });
+
+  it('listens with a backlog sized for a connection storm, not Node\'s 511: a site\'s children reconnecting at once are queued by the kernel, not dropped', async () => {
+    const { port } = await broker({ limits: { maxConnections: 3000 } });
+    const somaxconn = Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8'));
+    // A listening socket's Send-Q in `ss -lnt` is its backlog.
+    const line = execFileSync('ss', ['-Hlnt', `sport = :${port}`], { encoding: 'utf8' }).trim();
+    const backlog = Number(line.split(/\s+/)[2]);
+    expect(backlog).toBe(Math.min(3000, somaxconn));
+  });
+
+  it('refuses new connections while the heap is nearly full, instead of running out of it; takes them again once there is room', async () => {
+    let heap = 0.5;
+    const metrics = new PromMetrics();
+    const bk = new EmbeddedBroker({ ...brokerAccess(), heapInUse: () => heap });
+    await bk.start({ clock: systemClock, log: silentLogger, metrics });
+    const url = `mqtt://127.0.0.1:${await bk.listen('127.0.0.1', 0)}`;
+    cleanup.push(() => bk.close());
+    const first = await device(url, 'heap-1');
+    heap = 0.9;
+    await expect(device(url, 'heap-2')).rejects.toThrow();
+    expect(await refused(metrics, 'memory')).toBe(1);
+    // Those already connected keep working.
+    await first.publishAsync('outpost/v1/dev/heap-1/telemetry', '{"points":{"x":1}}', { qos: 1 });
+    heap = 0.6;
+    await device(url, 'heap-2');
+    expect(bk.connectedClients).toBe(2);
   });
 
   it('staggers a connection storm with a clear refusal (server unavailable) that devices retry: 300 devices at once, all in', async () => {

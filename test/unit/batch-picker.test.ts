@@ -73,4 +73,39 @@ describe('batch picker', () => {
     guard.failed([{ stream: 'telemetry', first: rows[0]!.rowid, last: rows[7]!.rowid, rows: 8 }]);
     expect(idsOf(picker.next(8))).toEqual(ids('t', 4));
   });
+
+  it('a lingering batch is read once per linger, not on every commit, and goes as soon as enough rows came to fill it', () => {
+    const { clock, outbox, picker, idsOf } = setup({ lingerMs: 5000 });
+    let reads = 0;
+    const peek = outbox.peek.bind(outbox);
+    outbox.peek = (...args: Parameters<typeof peek>) => {
+      if (args[0] === 'telemetry') reads++;
+      return peek(...args);
+    };
+    outbox.add('telemetry', ids('t', 3), clock.now());
+    clock.t += 1000;
+    expect(picker.next(10)).toEqual({ waitMs: 4000 });
+    // Commits that cannot fill the batch (a connection storm: a birth or a reading each).
+    for (let i = 3; i < 9; i++) {
+      outbox.add('telemetry', [`t${i}`], clock.now());
+      clock.t += 10;
+      expect(picker.next(10)).toEqual({ waitMs: 4000 - (i - 2) * 10 });
+    }
+    expect(reads).toBe(1);
+    // A smaller window could be filled by what is there: read again.
+    expect(idsOf(picker.next(9))).toEqual(ids('t', 9));
+    expect(reads).toBe(2);
+    // The tenth row can fill a batch of 10: it goes at once.
+    outbox.add('telemetry', ['t9'], clock.now());
+    expect(idsOf(picker.next(10))).toEqual(ids('t', 10));
+    expect(reads).toBe(3);
+  });
+
+  it('a lingering batch goes when its linger ends, with no new rows', () => {
+    const { clock, outbox, picker, idsOf } = setup({ lingerMs: 5000 });
+    outbox.add('telemetry', ids('t', 2), clock.now());
+    expect(picker.next(10)).toEqual({ waitMs: 5000 });
+    clock.t += 5000;
+    expect(idsOf(picker.next(10))).toEqual(ids('t', 2));
+  });
 });

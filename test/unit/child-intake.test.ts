@@ -1,6 +1,7 @@
 import { silentLogger as silent } from '../helpers/fakes.js';
 import { describe, expect, it } from 'vitest';
-import { ChildIntake, childReadingId, type ChildDeviceSpec } from '../../drivers/mqtt/child-intake.js';
+import { ChildIntake, childReadingId, DEFAULT_MAX_TRACKED, type ChildDeviceSpec } from '../../drivers/mqtt/child-intake.js';
+import { mqttChildren } from '../../drivers/mqtt/protocol.js';
 import type { Clock, DriverContext, Envelope, InboundPublish, LocalBroker, ReadingSink } from '../../runtime/contracts/index.js';
 import { PromMetrics } from '../../runtime/metrics.js';
 import { CountingSequence } from '../../runtime/sequence.js';
@@ -43,7 +44,7 @@ const fixedClock = (t: number): Clock => ({ now: () => t, setTimeout: () => ({})
 
 const NOW = 1_764_000_000_000;
 
-async function startIntake(opts: { known?: string[]; specs?: Record<string, ChildDeviceSpec>; acceptUnknown?: boolean; sink?: ReadingSink } = {}) {
+async function startIntake(opts: { known?: string[]; specs?: Record<string, ChildDeviceSpec>; acceptUnknown?: boolean; sink?: ReadingSink; maxTracked?: number } = {}) {
   const broker = new FakeBroker();
   const sink = new FakeSink();
   const metrics = new PromMetrics();
@@ -56,7 +57,7 @@ async function startIntake(opts: { known?: string[]; specs?: Record<string, Chil
   };
   const devices = new Map<string, ChildDeviceSpec>((opts.known ?? ['pump-1']).map((id) => [id, { strict: true }]));
   for (const [id, spec] of Object.entries(opts.specs ?? {})) devices.set(id, spec);
-  const intake = new ChildIntake(broker, { devices, acceptUnknownDevices: opts.acceptUnknown ?? false });
+  const intake = new ChildIntake(broker, { devices, acceptUnknownDevices: opts.acceptUnknown ?? false, maxTracked: opts.maxTracked });
   await intake.start(ctx);
   const rejected = async (reason: string): Promise<number> => {
     const m = new RegExp(`^outpost_child_rejected_total\\{reason="${reason}"\\} (\\d+)$`, 'm').exec(await metrics.text());
@@ -275,5 +276,34 @@ describe('child telemetry intake', () => {
     broker.deliver('outpost/v1/dev/pump-1/status', { state: 'offline' });
     await Promise.resolve();
     expect(sink.stored.at(-1)).toMatchObject({ point: 'flow', value: 3, quality: 'stale' });
+  });
+
+  it('tracks the online state of as many devices as the site is sized for (maxTracked), and no more', async () => {
+    const { broker, sink, intake } = await startIntake({ acceptUnknown: true, maxTracked: 3 });
+    for (const d of ['c1', 'c2', 'c3', 'c4']) await broker.publish(topic(d), { points: { flow: 1 } });
+    expect(intake.status()).toMatchObject({ online: ['c1', 'c2', 'c3'] });
+    broker.deliver('outpost/v1/dev/c3/status', { state: 'offline' });
+    broker.deliver('outpost/v1/dev/c4/status', { state: 'offline' });
+    await Promise.resolve();
+    // The fourth device's readings were taken; only its will turns nothing stale.
+    expect(sink.stored.map((r) => [r.device, r.quality])).toEqual([
+      ['c1', 'good'],
+      ['c2', 'good'],
+      ['c3', 'good'],
+      ['c4', 'good'],
+      ['c3', 'stale'],
+    ]);
+  });
+
+  it('a site sized for more children than the default bound (broker.limits.maxConnections) tracks every one of them', async () => {
+    const broker = new FakeBroker();
+    const sink = new FakeSink();
+    const intake = mqttChildren.create([], { localBroker: broker, acceptUnknownDevices: true, otherDevices: new Set<string>(), maxChildren: DEFAULT_MAX_TRACKED + 10 })[0]!;
+    await intake.start({ sink, sequence: new CountingSequence('gw1:'), clock: fixedClock(NOW), log: silent, metrics: new PromMetrics() });
+    const last = `c${DEFAULT_MAX_TRACKED + 1}`;
+    for (let i = 0; i <= DEFAULT_MAX_TRACKED + 1; i++) await broker.publish(topic(`c${i}`), { points: { flow: 1 } });
+    broker.deliver(`outpost/v1/dev/${last}/status`, { state: 'offline' });
+    await Promise.resolve();
+    expect(sink.stored.at(-1)).toMatchObject({ device: last, point: 'flow', quality: 'stale' });
   });
 });

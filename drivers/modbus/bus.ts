@@ -12,7 +12,7 @@ import {
   type WriteValue,
   WriteRefused,
 } from '../../runtime/contracts/index.js';
-import { decodePoint, DecodeError } from './codec.js';
+import { DecodeError } from './codec.js';
 import { deviceState, type DeviceState, type Group } from './device-state.js';
 import { classify, ModbusFault, type FaultKind } from './faults.js';
 import type { ReadRequest } from './planner.js';
@@ -190,10 +190,12 @@ export class ModbusBus implements Driver {
     const ctx = this.ctx!;
     const io = this.io!;
     const d = g.device;
-    const readings = new ReadingBatchBuilder(d.table, g.points);
+    const readings = new ReadingBatchBuilder(d.table);
     d.polls++;
     const requestsBefore = d.requests;
-    for (const [i, req] of g.requests.entries()) {
+    const requests = g.requests;
+    for (let i = 0; i < requests.length; i++) {
+      const req = requests[i]!;
       if (this.stopped || !io.connected) break;
       const ts = ctx.clock.now();
       let words: number[];
@@ -223,13 +225,24 @@ export class ModbusBus implements Driver {
       d.openMs = d.device.breaker.openMs;
       const st = d.requestState.get(req)!;
       if (st.byException && st.allGood && ts < st.nextForced && st.words !== undefined && sameWords(st.words, words)) continue;
+      const { values, errors } = st.decoder.decode(words);
+      if (errors === 0 && st.reportsAll) {
+        // Every point decoded and none has a deadband: each reading is reported whatever came
+        // before, so the request's values go on as one run, without a decision per point.
+        // (nextForced is only read for requests whose points all have a deadband.)
+        const good = values as Value[];
+        d.report.reportedGood(st.run, good, ts);
+        readings.addRun(st.index, good, 'good', ts);
+        st.allGood = true;
+        continue;
+      }
       let allGood = true;
       let nextForced = Infinity;
       const points = req.points;
       for (let j = 0; j < points.length; j++) {
         const p = points[j]!;
         const i = st.index[j]!;
-        const v = decodePoint(words, p.address - req.address, p);
+        const v = values[j]!;
         if (v instanceof DecodeError) {
           allGood = false;
           this.noteError(d, new ModbusFault('corrupt', v.message));
@@ -242,7 +255,8 @@ export class ModbusBus implements Driver {
       st.nextForced = nextForced;
     }
     g.lastRequests = d.requests - requestsBefore;
-    await this.submit(d, readings);
+    // A poll that reports nothing (a steady plant) costs no further turn of the event loop.
+    if (readings.length > 0) await this.submit(d, readings);
   }
 
   /** Makes one queued write and reports the value read back as a reading of the point. */

@@ -40,6 +40,10 @@ function reorder(words: readonly number[], order: ByteOrder): Buffer {
   return out;
 }
 
+const swapBytes = (w: number): number => ((w & 0xff) << 8) | (w >> 8);
+/** Where two words become a float32 (decoding is synchronous: one is enough). */
+const scratch = new DataView(new ArrayBuffer(4));
+
 /** Why a response could not be decoded into a value. */
 export class DecodeError extends Error {}
 
@@ -57,7 +61,7 @@ export function decodePoint(words: readonly number[], offset: number, point: Mod
   if (n === 1 && (point.type === 'uint16' || point.type === 'int16')) {
     // The common case without a buffer: one register, bytes swapped only for BADC/DCBA.
     let w = words[offset]! & 0xffff;
-    if (byteSwap(point.order)) w = ((w & 0xff) << 8) | (w >> 8);
+    if (byteSwap(point.order)) w = swapBytes(w);
     const raw = point.type === 'int16' && w >= 0x8000 ? w - 0x10000 : w;
     return point.scale === 1 && point.offset === 0 ? raw : scaled(raw, point);
   }
@@ -67,8 +71,26 @@ export function decodePoint(words: readonly number[], offset: number, point: Mod
     // Two characters per register; padding (NUL or space) at the end is not part of the value.
     return text.toString('latin1').replace(/[\0 ]+$/, '');
   }
-  const bytes = reorder(words.slice(offset, offset + n), point.order);
   let raw: number | bigint;
+  if (n === 2) {
+    // int32, uint32, float32: the two words put in value order with arithmetic, not a Buffer.
+    const swap = wordSwap(point.order);
+    let hi = words[offset + (swap ? 1 : 0)]! & 0xffff;
+    let lo = words[offset + (swap ? 0 : 1)]! & 0xffff;
+    if (byteSwap(point.order)) {
+      hi = swapBytes(hi);
+      lo = swapBytes(lo);
+    }
+    if (point.type === 'uint32') raw = hi * 0x10000 + lo;
+    else if (point.type === 'int32') raw = (hi << 16) | lo;
+    else {
+      scratch.setUint16(0, hi);
+      scratch.setUint16(2, lo);
+      raw = scratch.getFloat32(0);
+    }
+    return finish(raw, point);
+  }
+  const bytes = reorder(words.slice(offset, offset + n), point.order);
   switch (point.type) {
     case 'uint16':
       raw = bytes.readUInt16BE(0);
@@ -100,6 +122,11 @@ export function decodePoint(words: readonly number[], offset: number, point: Mod
     if (identity && (raw > BigInt(Number.MAX_SAFE_INTEGER) || raw < BigInt(Number.MIN_SAFE_INTEGER))) return raw.toString();
     raw = Number(raw);
   }
+  return finish(raw, point);
+}
+
+/** A numeric register value, scaled; a DecodeError when it or its scaled value is not finite. */
+function finish(raw: number, point: ModbusPoint): number | DecodeError {
   if (!Number.isFinite(raw)) return new DecodeError(`${point.name}: ${point.type} register value is not a finite number`);
   if (point.scale === 1 && point.offset === 0 && point.type !== 'float32') return raw;
   const value = scaled(raw, point);
@@ -124,17 +151,141 @@ const roundingOf = new WeakMap<ModbusPoint, number>();
  * values to 7 significant digits (what a float32 holds), float64 values as they are.
  */
 function scaled(raw: number, point: ModbusPoint): number {
-  let factor = roundingOf.get(point);
-  if (factor === undefined) {
-    factor = 10 ** Math.min(15, Math.max(decimalsOf(point.scale), decimalsOf(point.offset)));
-    roundingOf.set(point, factor);
-  }
   if (point.type === 'float32') {
     const v = Number(raw.toPrecision(7));
     return point.scale === 1 && point.offset === 0 ? v : Number((v * point.scale + point.offset).toPrecision(7));
   }
   if (point.type === 'float64') return raw * point.scale + point.offset;
+  return scaledInteger(raw, point, roundingFactor(point));
+}
+
+function roundingFactor(point: ModbusPoint): number {
+  let factor = roundingOf.get(point);
+  if (factor === undefined) {
+    factor = 10 ** Math.min(15, Math.max(decimalsOf(point.scale), decimalsOf(point.offset)));
+    roundingOf.set(point, factor);
+  }
+  return factor;
+}
+
+/** An integer register value × scale + offset, rounded to `factor` (roundingFactor of the point). */
+function scaledInteger(raw: number, point: ModbusPoint, factor: number): number {
   return Math.round((raw * point.scale + point.offset) * factor) / factor;
+}
+
+/**
+ * How a point of a request is decoded, worked out once (RequestDecoder): one small integer per
+ * point, its kind in the low two bits, then flags, then the bit number of a register bit.
+ */
+const BIT = 0; // a coil or discrete input: 0 or 1
+const REGISTER_BIT = 1; // type bool in a holding or input register
+const WORD = 2; // uint16 or int16
+const OTHER = 3; // anything else: decodePoint
+const KIND = 3;
+const SWAP = 4; // bytes swapped (BADC, DCBA)
+const SIGNED = 8; // int16
+const SCALED = 16; // scale or offset other than 1 and 0
+const BIT_SHIFT = 5;
+
+function codeOf(p: ModbusPoint): number {
+  if (p.table === 'coil' || p.table === 'discrete') return BIT;
+  if (p.type === 'bool') return REGISTER_BIT | ((p.bit ?? 0) << BIT_SHIFT);
+  if (p.type !== 'uint16' && p.type !== 'int16') return OTHER;
+  return WORD | (byteSwap(p.order) ? SWAP : 0) | (p.type === 'int16' ? SIGNED : 0) | (p.scale === 1 && p.offset === 0 ? 0 : SCALED);
+}
+
+/** The values of a request's points, in request order; `errors` of them are DecodeErrors. */
+export interface Decoded {
+  readonly values: (number | boolean | string | DecodeError)[];
+  readonly errors: number;
+}
+
+/**
+ * Decodes every point of one read request, each the way decodePoint does, with what can be worked
+ * out per point (its offset, its kind, swap, sign, scaling) worked out once per request rather than
+ * once per point and poll. One-register numbers and bits, most of a register map, are decoded
+ * inline; the others go through decodePoint.
+ */
+export class RequestDecoder {
+  /** Of each point's first register (or bit) from the request's start. */
+  private readonly offsets: readonly number[];
+  private readonly codes: readonly number[];
+  /** Per point: the power of ten a scaled 16-bit value is rounded to (see scaled); empty when none is scaled. */
+  private readonly factors: readonly number[];
+  /** Words an answer must hold for every point to be in it. */
+  private readonly span: number;
+  /**
+   * Every point is an unscaled 16-bit integer without a byte swap ('words'), or a coil or
+   * discrete input ('bits'): decoded by offset and sign alone. 'mixed': by each point's code.
+   */
+  private readonly shape: 'words' | 'bits' | 'mixed';
+
+  /** `address`: where the request starts; `points`: the request's points. */
+  constructor(
+    address: number,
+    private readonly points: readonly ModbusPoint[],
+  ) {
+    this.offsets = points.map((p) => p.address - address);
+    this.codes = points.map(codeOf);
+    const anyScaled = this.codes.some((c) => (c & KIND) === WORD && (c & SCALED) !== 0);
+    this.factors = anyScaled ? points.map((p, j) => ((this.codes[j]! & SCALED) !== 0 ? roundingFactor(p) : 1)) : [];
+    this.span = points.reduce((n, p) => Math.max(n, p.address - address + width(p)), 0);
+    const codes = this.codes;
+    this.shape =
+      codes.length > 0 && codes.every((c) => (c & ~SIGNED) === WORD) ? 'words' : codes.length > 0 && codes.every((c) => c === BIT) ? 'bits' : 'mixed';
+  }
+
+  decode(words: readonly number[]): Decoded {
+    const n = this.points.length;
+    // A short answer: decodePoint says which points it lacks.
+    if (words.length < this.span) return this.decodeEach(words);
+    const offsets = this.offsets;
+    const codes = this.codes;
+    if (this.shape === 'words') {
+      const values = new Array<number>(n);
+      for (let j = 0; j < n; j++) {
+        const w = words[offsets[j]!]! & 0xffff;
+        values[j] = (codes[j]! & SIGNED) === 0 || w < 0x8000 ? w : w - 0x10000;
+      }
+      return { values, errors: 0 };
+    }
+    if (this.shape === 'bits') {
+      const values = new Array<boolean>(n);
+      for (let j = 0; j < n; j++) values[j] = words[offsets[j]!] !== 0;
+      return { values, errors: 0 };
+    }
+    const values = new Array<number | boolean | string | DecodeError>(n);
+    let errors = 0;
+    for (let j = 0; j < n; j++) {
+      const c = codes[j]!;
+      const o = offsets[j]!;
+      const kind = c & KIND;
+      if (kind === WORD) {
+        let w = words[o]! & 0xffff;
+        if ((c & SWAP) !== 0) w = swapBytes(w);
+        const raw = (c & SIGNED) !== 0 && w >= 0x8000 ? w - 0x10000 : w;
+        values[j] = (c & SCALED) === 0 ? raw : scaledInteger(raw, this.points[j]!, this.factors[j]!);
+      } else if (kind === BIT) values[j] = words[o] !== 0;
+      else if (kind === REGISTER_BIT) values[j] = ((words[o]! >> (c >> BIT_SHIFT)) & 1) === 1;
+      else {
+        const v = decodePoint(words, o, this.points[j]!);
+        if (v instanceof DecodeError) errors++;
+        values[j] = v;
+      }
+    }
+    return { values, errors };
+  }
+
+  /** Point by point with decodePoint. */
+  private decodeEach(words: readonly number[]): Decoded {
+    let errors = 0;
+    const values = this.points.map((p, j) => {
+      const v = decodePoint(words, this.offsets[j]!, p);
+      if (v instanceof DecodeError) errors++;
+      return v;
+    });
+    return { values, errors };
+  }
 }
 
 /**

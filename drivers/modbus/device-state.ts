@@ -1,4 +1,5 @@
 import { PointTable } from '../../runtime/contracts/index.js';
+import { RequestDecoder } from './codec.js';
 import { planReads, type ReadRequest } from './planner.js';
 import { ReportFilter } from './report-filter.js';
 import type { ModbusDevice, ModbusPoint } from './types.js';
@@ -8,21 +9,26 @@ export interface Group {
   readonly device: DeviceState;
   readonly intervalMs: number;
   readonly requests: readonly ReadRequest[];
-  /** Points its requests cover: what one poll reports at most. */
-  readonly points: number;
   due: number;
   /** Requests the last completed poll of this group issued (retries included). */
   lastRequests: number;
 }
 
 /**
- * What the last poll of one request left, for the steady-plant shortcut: when every point of the
- * request reports by exception, all were good last time, no heartbeat is due and the registers
- * are word for word what they were, nothing can be reported and the points are not decoded again.
+ * What is worked out once per request, and what its last poll left, for two shortcuts. A steady
+ * plant: when every point of the request reports by exception, all were good last time, no
+ * heartbeat is due and the registers are word for word what they were, nothing can be reported
+ * and the points are not decoded again. A reading per point and poll: when no point has a
+ * deadband and all decode, all are reported, and the request's values go on as one run.
  */
 export interface RequestState {
   /** Every point has a deadband: unchanged registers report nothing. */
   readonly byException: boolean;
+  /** No point has a deadband: every good reading is reported, whatever came before. */
+  readonly reportsAll: boolean;
+  readonly decoder: RequestDecoder;
+  /** The request's points as one run of the device's report filter. */
+  readonly run: number;
   /** Index in the device's point table of each of the request's points. */
   readonly index: readonly number[];
   words: number[] | undefined;
@@ -67,7 +73,7 @@ export function deviceState(device: ModbusDevice): DeviceState {
     points: new Map(device.points.map((p) => [p.name, p])),
     table: new PointTable(device.id, device.points),
     index: new Map(device.points.map((p, i) => [p, i])),
-    report: new ReportFilter(),
+    report: new ReportFilter(device.points.length),
     requestState: new Map(),
     failures: 0,
     openUntil: 0,
@@ -85,11 +91,14 @@ export function deviceState(device: ModbusDevice): DeviceState {
     byInterval.set(interval, list);
   }
   for (const [intervalMs, points] of [...byInterval].sort((a, b) => a[0] - b[0])) {
-    const g: Group = { device: state, intervalMs, requests: planReads(points, device.maxGap), points: points.length, due: 0, lastRequests: 0 };
+    const g: Group = { device: state, intervalMs, requests: planReads(points, device.maxGap), due: 0, lastRequests: 0 };
     for (const req of g.requests) {
       const byException = req.points.every((p) => p.deadband !== undefined);
+      const reportsAll = req.points.every((p) => p.deadband === undefined);
       const index = req.points.map((p) => state.index.get(p)!);
-      state.requestState.set(req, { byException, index, words: undefined, allGood: false, nextForced: 0 });
+      const decoder = new RequestDecoder(req.address, req.points);
+      const run = state.report.addRun(index);
+      state.requestState.set(req, { byException, reportsAll, decoder, run, index, words: undefined, allGood: false, nextForced: 0 });
     }
     state.groups.push(g);
   }

@@ -141,8 +141,11 @@ export class ModbusTransport<D extends { readonly device: ModbusDevice }> {
       client.setTimeout(device.timeoutMs);
       this.accounting.sent(d);
       try {
-        return await op(client).finally(() => forgetTransactions(client));
+        const result = await op(client);
+        forgetTransactions(client);
+        return result;
       } catch (err) {
+        forgetTransactions(client);
         const fault = classify(err);
         this.accounting.failed(d, fault);
         if (fault.kind === 'timeout' && this.connection.kind !== 'tcp') {

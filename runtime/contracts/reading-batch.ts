@@ -9,7 +9,8 @@ import { makeEnvelope, type Envelope, type Quality, type Value } from './envelop
  * `json(k)` its JSON text, exactly `JSON.stringify(at(k))`, without building the object. Rules
  * select from a batch without copying it, and the outbox stores its JSON text directly.
  *
- * Immutable once built: its arrays are private and never handed out.
+ * Immutable once built: its arrays are private and never handed out; a run's arrays that the
+ * builder took without a copy are never changed by the one that gave them (see addRun).
  */
 
 /** The static side of a device's batches: its points in a fixed order, with JSON pieces made once. */
@@ -33,57 +34,97 @@ export class PointTable {
 }
 
 /**
- * The columns of a batch, interleaved in one array: point index, value, quality, time per reading.
- * One allocation per poll instead of one per column.
+ * The columns of a batch: per reading its point's index in the table and its value; quality and
+ * time per reading, or one for every reading (a poll request's readings share both, so a request
+ * hands over its values without a store per reading into four columns).
  */
-type Cols = (number | Value)[];
-const STRIDE = 4;
+interface Columns {
+  readonly points: readonly number[];
+  readonly values: readonly Value[];
+  /** Per reading; undefined: every reading has `quality`. */
+  readonly qualities: readonly Quality[] | undefined;
+  readonly quality: Quality;
+  /** Per reading; undefined: every reading has `ts`. */
+  readonly times: readonly number[] | undefined;
+  readonly ts: number;
+}
 
 /** Collects the readings of one poll, then numbers them as one batch. */
 export class ReadingBatchBuilder {
-  private cols: Cols = [];
-  private n = 0;
-  private capacity = 0;
+  private points: number[] = [];
+  private values: Value[] = [];
+  private qualities: Quality[] | undefined;
+  private quality: Quality = 'good';
+  private times: number[] | undefined;
+  private ts = 0;
+  /** `points` and `values` are the arrays of a run taken as they were: copied before they grow. */
+  private shared = false;
 
-  /** `expected`: readings expected, allocated at the first (more are taken all the same). */
-  constructor(
-    readonly table: PointTable,
-    private expected = 16,
-  ) {}
+  constructor(readonly table: PointTable) {}
 
   get length(): number {
-    return this.n;
+    return this.values.length;
   }
 
   /** Adds a reading of the table's point `index`. */
   add(index: number, value: Value, quality: Quality, ts: number): void {
-    if (this.n === 0 && this.expected > this.capacity) {
-      this.capacity = this.expected;
-      this.cols = new Array<number | Value>(this.capacity * STRIDE);
+    this.extend(1, quality, ts);
+    this.points.push(index);
+    this.values.push(value);
+  }
+
+  /**
+   * Adds readings of the table's points `points[j]` with values `values[j]`, all of one quality
+   * and time. The first run of a batch is taken as it is, without a copy: `points` must not change
+   * afterwards, and `values` is handed over (the caller keeps no reference to change it through).
+   */
+  addRun(points: readonly number[], values: Value[], quality: Quality, ts: number): void {
+    const m = values.length;
+    if (m === 0) return;
+    if (this.values.length === 0) {
+      this.points = points as number[];
+      this.values = values;
+      this.quality = quality;
+      this.ts = ts;
+      this.shared = true;
+      return;
     }
-    const n = this.n++;
-    const cols = this.cols;
-    if (n < this.capacity) {
-      const o = n * STRIDE;
-      cols[o] = index;
-      cols[o + 1] = value;
-      cols[o + 2] = quality;
-      cols[o + 3] = ts;
-    } else cols.push(index, value, quality, ts);
+    this.extend(m, quality, ts);
+    for (let j = 0; j < m; j++) {
+      this.points.push(points[j]!);
+      this.values.push(values[j]!);
+    }
+  }
+
+  /** Makes room for `m` more readings of `quality` and `ts` in the quality and time columns. */
+  private extend(m: number, quality: Quality, ts: number): void {
+    if (this.shared) {
+      this.points = this.points.slice();
+      this.values = this.values.slice();
+      this.shared = false;
+    }
+    const n = this.values.length;
+    if (n === 0) {
+      this.quality = quality;
+      this.ts = ts;
+      return;
+    }
+    if (this.qualities === undefined && quality !== this.quality) this.qualities = new Array<Quality>(n).fill(this.quality);
+    if (this.qualities !== undefined) for (let j = 0; j < m; j++) this.qualities.push(quality);
+    if (this.times === undefined && ts !== this.ts) this.times = new Array<number>(n).fill(this.ts);
+    if (this.times !== undefined) for (let j = 0; j < m; j++) this.times.push(ts);
   }
 
   /** The batch so far, numbered from `sequence`; the builder starts empty again. */
   build(sequence: { reserve(n: number): { seq0: number; idPrefix: string } }): ReadingBatch {
-    const n = this.n;
-    if (n < this.capacity) this.cols.length = n * STRIDE;
-    const { seq0, idPrefix } = sequence.reserve(n);
-    const batch = new ReadingBatch(this.table, idPrefix, seq0, this.cols, undefined);
-    // Usually the last use of this builder: start over with no room allocated.
-    this.cols = [];
-    this.n = 0;
-    this.capacity = 0;
-    this.expected = 0;
-    return batch;
+    const { seq0, idPrefix } = sequence.reserve(this.values.length);
+    const cols: Columns = { points: this.points, values: this.values, qualities: this.qualities, quality: this.quality, times: this.times, ts: this.ts };
+    this.points = [];
+    this.values = [];
+    this.qualities = undefined;
+    this.times = undefined;
+    this.shared = false;
+    return new ReadingBatch(this.table, idPrefix, seq0, cols, undefined);
   }
 }
 
@@ -92,6 +133,12 @@ const QUALITY_JSON: Record<Quality, string> = { good: ',"quality":"good","ts":',
 export class ReadingBatch implements Iterable<Envelope> {
   /** The id prefix as it appears inside a JSON string (escaped once). */
   private readonly idJson: string;
+  private readonly points: readonly number[];
+  private readonly values: readonly Value[];
+  private readonly qualities: readonly Quality[] | undefined;
+  private readonly quality0: Quality;
+  private readonly times: readonly number[] | undefined;
+  private readonly ts0: number;
   private tsKey = NaN;
   private tsText = '';
 
@@ -100,10 +147,16 @@ export class ReadingBatch implements Iterable<Envelope> {
     readonly table: PointTable,
     private readonly idPrefix: string,
     private readonly seq0: number,
-    private readonly cols: Readonly<Cols>,
+    private readonly cols: Columns,
     private readonly rows: readonly number[] | undefined,
   ) {
     this.idJson = idJsonOf(idPrefix);
+    this.points = cols.points;
+    this.values = cols.values;
+    this.qualities = cols.qualities;
+    this.quality0 = cols.quality;
+    this.times = cols.times;
+    this.ts0 = cols.ts;
   }
 
   get device(): string {
@@ -111,17 +164,17 @@ export class ReadingBatch implements Iterable<Envelope> {
   }
 
   get length(): number {
-    return this.rows ? this.rows.length : this.cols.length / STRIDE;
+    return this.rows ? this.rows.length : this.values.length;
   }
 
-  /** Offset in `cols` of the k-th reading. */
-  private base(k: number): number {
-    return (this.rows ? this.rows[k]! : k) * STRIDE;
+  /** Base reading (row of the columns) of the k-th reading. */
+  private row(k: number): number {
+    return this.rows ? this.rows[k]! : k;
   }
 
   /** Index in `table` of the k-th reading's point. */
   pointIndex(k: number): number {
-    return this.cols[this.base(k)] as number;
+    return this.points[this.row(k)]!;
   }
 
   point(k: number): string {
@@ -129,33 +182,33 @@ export class ReadingBatch implements Iterable<Envelope> {
   }
 
   value(k: number): Value {
-    return this.cols[this.base(k) + 1] as Value;
+    return this.values[this.row(k)]!;
   }
 
   quality(k: number): Quality {
-    return this.cols[this.base(k) + 2] as Quality;
+    return this.qualities === undefined ? this.quality0 : this.qualities[this.row(k)]!;
   }
 
   ts(k: number): number {
-    return this.cols[this.base(k) + 3] as number;
+    return this.times === undefined ? this.ts0 : this.times[this.row(k)]!;
   }
 
   seq(k: number): number {
-    return this.seq0 + this.base(k) / STRIDE;
+    return this.seq0 + this.row(k);
   }
 
   /** The k-th reading as an Envelope (a new frozen object). */
   at(k: number): Envelope {
-    const o = this.base(k);
-    const seq = this.seq0 + o / STRIDE;
-    const p = this.cols[o] as number;
+    const r = this.row(k);
+    const seq = this.seq0 + r;
+    const p = this.points[r]!;
     return makeEnvelope({
       id: this.idPrefix + decimal(seq),
       device: this.table.device,
       point: this.table.names[p]!,
-      value: this.cols[o + 1] as Value,
-      quality: this.cols[o + 2] as Quality,
-      ts: this.cols[o + 3] as number,
+      value: this.values[r]!,
+      quality: this.qualities === undefined ? this.quality0 : this.qualities[r]!,
+      ts: this.times === undefined ? this.ts0 : this.times[r]!,
       seq,
       unit: this.table.units[p],
     });
@@ -163,10 +216,10 @@ export class ReadingBatch implements Iterable<Envelope> {
 
   /** JSON text of the k-th reading: the same as JSON.stringify(this.at(k)). */
   json(k: number): string {
-    const o = this.base(k);
-    const p = this.cols[o] as number;
-    const seq = decimal(this.seq0 + o / STRIDE);
-    const ts = this.cols[o + 3] as number;
+    const r = this.row(k);
+    const p = this.points[r]!;
+    const seq = decimal(this.seq0 + r);
+    const ts = this.times === undefined ? this.ts0 : this.times[r]!;
     if (ts !== this.tsKey) {
       this.tsKey = ts;
       this.tsText = JSON.stringify(ts);
@@ -175,8 +228,8 @@ export class ReadingBatch implements Iterable<Envelope> {
       this.idJson +
       seq +
       this.table.heads[p]! +
-      valueJson(this.cols[o + 1] as Value) +
-      QUALITY_JSON[this.cols[o + 2] as Quality] +
+      valueJson(this.values[r]!) +
+      QUALITY_JSON[this.qualities === undefined ? this.quality0 : this.qualities[r]!] +
       this.tsText +
       ',"seq":' +
       seq +

@@ -107,6 +107,38 @@ describe('ReadingBatch', () => {
     expect(batch.length).toBe(10);
   });
 
+  it('takes runs of readings (one quality and time each) as the same readings added one by one, leaving the runs given unchanged', () => {
+    for (let seed = 1; seed <= 30; seed++) {
+      const r = rng(seed);
+      const table = new PointTable('d', NAMES.map((name, i) => ({ name: `${name}${i}`, unit: UNITS[i % UNITS.length] })));
+      const byRun = new ReadingBatchBuilder(table);
+      const oneByOne = new ReadingBatchBuilder(table);
+      const given: { points: number[]; values: Value[]; copy: string }[] = [];
+      for (let part = 0; part < 1 + r(4); part++) {
+        const quality = (['good', 'good', 'bad', 'stale'] as const)[r(4)]!;
+        const ts = 1_764_000_000_000 + r(3) * 1000;
+        if (r(3) === 0) {
+          const i = r(NAMES.length);
+          const value = randomValue(r);
+          byRun.add(i, value, quality, ts);
+          oneByOne.add(i, value, quality, ts);
+          continue;
+        }
+        const points = Array.from({ length: r(6) }, () => r(NAMES.length));
+        const values = points.map(() => randomValue(r));
+        given.push({ points, values, copy: JSON.stringify([points, values]) });
+        byRun.addRun(points, values, quality, ts);
+        points.forEach((i, j) => oneByOne.add(i, values[j]!, quality, ts));
+      }
+      expect(byRun.length).toBe(oneByOne.length);
+      const a = byRun.build(new CountingSequence('g:'));
+      const b = oneByOne.build(new CountingSequence('g:'));
+      expect([...a]).toEqual([...b]);
+      for (let k = 0; k < a.length; k++) expect(a.json(k)).toBe(b.json(k));
+      for (const g of given) expect(JSON.stringify([g.points, g.values])).toBe(g.copy);
+    }
+  });
+
   it('selects positions without copying, also from a selection', () => {
     const { batch, envelopes } = randomBatch(7, 50);
     const ks = [0, 3, 4, 10, 49];

@@ -218,17 +218,21 @@ export class Deployments implements DeploymentSource {
   }
 
   artifact(device: string, moduleId: number, filename: string): { path: string; sha256: string; md5: string; size: number } | undefined {
+    if (!Number.isSafeInteger(moduleId)) return undefined;
+    // One indexed query per download request (each range of every device asks): the device's open
+    // actions whose artifact has this module id, with the artifact's digests.
     const rows = this.db
-      .prepare("SELECT release, artifact FROM ota_targets WHERE device = ? AND state IN ('offered', 'proceeding') AND artifact IS NOT NULL")
-      .all(device) as { release: string; artifact: string }[];
-    for (const { release, artifact } of rows) {
-      if (this.moduleId(artifact) !== moduleId) continue;
+      .prepare(
+        `SELECT t.release, a.sha256, a.size, a.md5 FROM ota_targets t JOIN ota_artifacts a ON a.sha256 = t.artifact
+         WHERE t.device = ? AND t.state IN ('offered', 'proceeding') AND a.rowid = ?`,
+      )
+      .all(device, moduleId) as { release: string; sha256: string; size: number; md5: string }[];
+    for (const d of rows) {
       // The file name must be the one the device's release offers for this artifact.
-      const m = this.releases.get(release)?.manifest;
-      if (!m || !artifactsOf(m).some((a) => a.sha256 === artifact && a.name === filename)) continue;
-      const d = this.releases.artifact(artifact);
-      const path = this.cache.blobPath(artifact);
-      if (!d || !path) continue;
+      const m = this.releases.manifest(d.release);
+      if (!m || !artifactsOf(m).some((a) => a.sha256 === d.sha256 && a.name === filename)) continue;
+      const path = this.cache.blobPath(d.sha256);
+      if (!path) continue;
       return { path, sha256: d.sha256, md5: d.md5, size: d.size };
     }
     return undefined;

@@ -143,6 +143,15 @@ export class ReleaseStore {
     return { manifest, state: r.state, detail: r.detail ?? undefined, receivedAt: r.receivedAt };
   }
 
+  /**
+   * The manifest of a stored, trusted release, as get() gives it, without reading the stored
+   * envelope again once it was opened (releases are never deleted, and the trusted keys are fixed
+   * for the store's life): the update server asks for every range a device downloads.
+   */
+  manifest(release: string): Manifest | undefined {
+    return this.opened.get(release) ?? this.get(release)?.manifest;
+  }
+
   list(states?: readonly ReleaseState[]): StoredRelease[] {
     const rows = this.db.prepare('SELECT release FROM ota_releases ORDER BY received_at').all() as { release: string }[];
     const out: StoredRelease[] = [];

@@ -54,6 +54,13 @@ export const rolloutMigrations: readonly Migration[] = [
     -- downloading): applied when it starts.
     CREATE TABLE ota_commands (release TEXT PRIMARY KEY, action TEXT NOT NULL, at INTEGER);`,
   },
+  {
+    version: 4,
+    sql: `
+    -- A device's targets, for every poll and every artifact request of it (the primary key leads
+    -- with the release: without this, each was a scan of every release's targets).
+    CREATE INDEX ota_targets_by_device ON ota_targets (device, state);`,
+  },
 ];
 
 export type RolloutState = 'running' | 'paused' | 'halted' | 'aborted' | 'expired' | 'done';

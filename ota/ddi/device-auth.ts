@@ -43,11 +43,18 @@ function same(a: string, b: string): boolean {
 
 const TOKEN = /^TargetToken (\S{1,512})$/;
 
+/**
+ * Derived tokens kept per device id: every request of a device (each range of a download) is
+ * checked, and the HMAC is the same each time. Bounded: past this many ids the map starts again.
+ */
+const DERIVED_KEPT = 4096;
+
 export class DeviceAuth {
   private readonly hashes: ReadonlyMap<string, string>;
   /** Hash -> device, to tell "another device's token" from a wrong one (a 403, not a 401). */
   private readonly owners: ReadonlyMap<string, string>;
   private readonly groupSecret: string | undefined;
+  private readonly derived = new Map<string, string>();
 
   constructor(opts: DeviceAuthOptions) {
     this.hashes = new Map(Object.entries(opts.tokenHashes ?? {}).map(([d, h]) => [d, h.toLowerCase()]));
@@ -63,13 +70,22 @@ export class DeviceAuth {
     if (!m) return 'bad-scheme';
     const token = m[1]!;
     const own = this.hashes.get(device);
-    const digest = hashToken(token);
     if (own !== undefined) {
-      if (same(digest, own)) return undefined;
-    } else if (this.groupSecret !== undefined && same(token, deriveDeviceToken(this.groupSecret, device))) {
+      if (same(hashToken(token), own)) return undefined;
+    } else if (this.groupSecret !== undefined && same(token, this.derivedToken(this.groupSecret, device))) {
       return undefined;
     }
-    const owner = this.owners.get(digest);
+    const owner = this.owners.get(hashToken(token));
     return owner !== undefined && owner !== device ? 'other-device' : 'wrong-token';
+  }
+
+  private derivedToken(groupSecret: string, device: string): string {
+    let t = this.derived.get(device);
+    if (t === undefined) {
+      if (this.derived.size >= DERIVED_KEPT) this.derived.clear();
+      t = deriveDeviceToken(groupSecret, device);
+      this.derived.set(device, t);
+    }
+    return t;
   }
 }

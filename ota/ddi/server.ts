@@ -1,5 +1,6 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { z } from 'zod';
-import type { Counter, HttpHost, HttpListener, Logger, Metrics, Request, RequestHandler, Response } from '../../runtime/contracts/index.js';
+import type { Counter, HttpHost, HttpListener, Logger, Metrics, Request, RequestHandler } from '../../runtime/contracts/index.js';
 import { configDataSchema, feedbackSchema, type DdiFeedback, type DdiServerOptions, type DeploymentSource } from './contract.js';
 import * as resource from './resources.js';
 import { ArtifactTransfers } from './transfers.js';
@@ -29,6 +30,14 @@ export * from './contract.js';
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 const BODY_LIMIT = 256 * 1024;
+
+/**
+ * An artifact download spelled the plain way: nothing to decode, no query, no trailing slash.
+ * These are answered before the router (preRoute: each range of every download is one request,
+ * and the router's matching and request decoration cost about as much as the rest of the answer);
+ * every other spelling goes through the router, which reaches the same checks and handler.
+ */
+const ARTIFACT_PATH = /^\/([^/?%]+)\/controller\/v1\/([^/?%]+)\/softwaremodules\/(\d{1,15})\/artifacts\/([^/?%]+)$/;
 
 /** Addresses that listen on every interface: not for a server without authentication. */
 export function isWildcardHost(host: string): boolean {
@@ -76,7 +85,10 @@ export class DdiServer {
     if (this.opts.auth === 'closed-network' && isWildcardHost(host)) {
       throw new Error(`the update server without device authentication (closed network) must listen on a named address, not "${host}"`);
     }
-    this.listener = await this.http.listen({ name: 'update-server', host, port, keepAliveTimeoutMs: 10_000, errorFields }, this.routes());
+    this.listener = await this.http.listen(
+      { name: 'update-server', host, port, keepAliveTimeoutMs: 10_000, errorFields, preRoute: (req, res) => this.artifactFirst(req, res) },
+      this.routes(),
+    );
     return this.listener.port;
   }
 
@@ -91,7 +103,7 @@ export class DdiServer {
     this.mRequests.inc({ resource, status: String(status) });
   }
 
-  private problem(res: Response, status: number, message: string): void {
+  private problem(res: ServerResponse, status: number, message: string): void {
     this.http.sendError(res, status, message, errorFields(status, message));
   }
 
@@ -125,17 +137,7 @@ export class DdiServer {
         this.mRefused.inc({ reason: 'bad-controller-id' });
         return this.problem(res, 400, 'controllerId: letters, digits, "_", ".", ":", "-", at most 128');
       }
-      // The authenticated identity is the controller id of the path: a device's token opens its
-      // own resources only.
-      const { auth } = this.opts;
-      const refused = auth === 'closed-network' ? undefined : auth.check(req.headers.authorization, device);
-      if (refused !== undefined) {
-        this.refuse(refused, { device, remote: req.socket.remoteAddress });
-        if (refused === 'other-device') return this.problem(res, 403, `the token is not ${device}'s`);
-        res.setHeader('www-authenticate', 'TargetToken');
-        return this.problem(res, 401, `the device's own TargetToken is required (${refused})`);
-      }
-      next();
+      if (this.authenticated(req, res, device)) next();
     });
     const root = '/:tenant/controller/v1/:device';
     const device = (req: Request): string => req.params.device!;
@@ -156,8 +158,42 @@ export class DdiServer {
     return r;
   }
 
+  /**
+   * True when the request carries `device`'s own credentials; else answers 401 or 403. The
+   * authenticated identity is the controller id of the path: a device's token opens its own
+   * resources only.
+   */
+  private authenticated(req: IncomingMessage, res: ServerResponse, device: string): boolean {
+    const { auth } = this.opts;
+    const refused = auth === 'closed-network' ? undefined : auth.check(req.headers.authorization, device);
+    if (refused === undefined) return true;
+    this.refuse(refused, { device, remote: req.socket.remoteAddress });
+    if (refused === 'other-device') {
+      this.problem(res, 403, `the token is not ${device}'s`);
+    } else {
+      res.setHeader('www-authenticate', 'TargetToken');
+      this.problem(res, 401, `the device's own TargetToken is required (${refused})`);
+    }
+    return false;
+  }
+
+  /**
+   * The router's way for an artifact download (tenant, controller id, credentials, then the
+   * handler), taken before the router for the plain spelling of its path (ARTIFACT_PATH); false
+   * hands the request to the router.
+   */
+  private artifactFirst(req: IncomingMessage, res: ServerResponse): boolean {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return false;
+    const m = ARTIFACT_PATH.exec(req.url ?? '');
+    // Another tenant or a bad controller id: the router answers (and counts) those.
+    if (!m || m[1] !== this.opts.tenant || !ID.test(m[2]!)) return false;
+    const device = m[2]!;
+    if (this.authenticated(req, res, device)) this.artifact(req, res, device, Number(m[3]), m[4]!);
+    return true;
+  }
+
   /** GET|HEAD softwaremodules/{id}/artifacts/{file}: the bytes, or with `.MD5SUM` their md5 line. */
-  private artifact(req: Request, res: Response, device: string, moduleId: number, file: string): void {
+  private artifact(req: IncomingMessage, res: ServerResponse, device: string, moduleId: number, file: string): void {
     const md5sum = file.endsWith('.MD5SUM');
     const name = md5sum ? file.slice(0, -'.MD5SUM'.length) : file;
     const art = this.source.artifact(device, moduleId, name);

@@ -1,5 +1,6 @@
 import { closeSync, fstatSync, openSync } from 'node:fs';
-import type { Counter, Gauge, Logger, Request, Response } from '../../runtime/contracts/index.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Counter, Gauge, Logger } from '../../runtime/contracts/index.js';
 import { errorMessage } from '../../runtime/contracts/index.js';
 import { ChunkCache } from '../chunk-cache.js';
 
@@ -69,7 +70,7 @@ export class ArtifactTransfers {
   }
 
   /** Answers a GET or HEAD of `art` (`device` for the logs); `sendError` answers in the listener's error shape. */
-  serve(req: Request, res: Response, art: ArtifactFile, name: string, device: string, sendError: (status: number, message: string) => void): void {
+  serve(req: IncomingMessage, res: ServerResponse, art: ArtifactFile, name: string, device: string, sendError: (status: number, message: string) => void): void {
     const etag = `"${art.sha256}"`;
     const common = { etag, 'accept-ranges': 'bytes', 'content-type': 'application/octet-stream', 'content-disposition': `attachment;filename=${name}` };
     const inm = req.headers['if-none-match'];
@@ -174,20 +175,23 @@ export class ArtifactTransfers {
    * (concurrent transfers of one artifact share its chunks), waiting for the socket to drain
    * between chunks.
    */
-  private async send(res: Response, path: string, fd: number, size: number, start: number, end: number): Promise<void> {
+  private async send(res: ServerResponse, path: string, fd: number, size: number, start: number, end: number): Promise<void> {
     let pos = start;
     while (pos <= end && !res.destroyed) {
       const buf = await this.chunks.slice(path, fd, size, pos, end);
       pos += buf.length;
       this.m.bytes.inc({}, buf.length);
-      const more = res.write(buf);
-      if (pos > end) break;
-      if (!more) {
+      // The last chunk goes with the end of the response (one write fewer per range).
+      if (pos > end) {
+        res.end(buf);
+        return;
+      }
+      if (!res.write(buf)) {
         await new Promise<void>((resolve) => {
           // A device that stops reading must not hold its transfer slot for ever.
           const stalled = setTimeout(() => {
             this.m.refused.inc({ reason: 'stalled' });
-            this.log.warn({ url: res.req.originalUrl }, 'artifact transfer stalled: the device read less than 1 MiB in 5 minutes; closed');
+            this.log.warn({ url: res.req.url }, 'artifact transfer stalled: the device read less than 1 MiB in 5 minutes; closed');
             res.destroy();
           }, this.opts.stallMs ?? STALL_MS);
           const go = (): void => {

@@ -1,4 +1,4 @@
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response, Router } from 'express';
 import type { z } from 'zod';
 
@@ -89,9 +89,16 @@ export interface HttpHost {
       readonly port: number;
       readonly keepAliveTimeoutMs?: number;
       readonly errorFields?: JsonBodyOptions['errorFields'];
+      /**
+       * Sees each request before the router and returns true when it answered it: for one hot
+       * route whose requests are many and cheap to answer (the update server's artifact ranges),
+       * which then skips the router's work per request. It must answer exactly as the router would;
+       * what it throws is answered like a failed handler.
+       */
+      readonly preRoute?: (req: IncomingMessage, res: ServerResponse) => boolean;
     },
     handler: Router,
   ): Promise<HttpListener>;
   /** Answers `status` in the one error shape. */
-  sendError(res: Response, status: number, message: string, details?: Readonly<Record<string, unknown>>): void;
+  sendError(res: ServerResponse, status: number, message: string, details?: Readonly<Record<string, unknown>>): void;
 }

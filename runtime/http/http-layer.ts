@@ -125,7 +125,18 @@ export class HttpLayer implements HttpHost {
 
   async listen(opts: Parameters<HttpHost['listen']>[0], handler: Router): Promise<HttpListener> {
     const app = this.app(handler, { name: opts.name, errorFields: opts.errorFields });
-    return this.serve(app, opts.host, opts.port, opts.keepAliveTimeoutMs ?? 5000);
+    const pre = opts.preRoute;
+    if (!pre) return this.serve(app, opts.host, opts.port, opts.keepAliveTimeoutMs ?? 5000);
+    const first = (req: IncomingMessage, res: ServerResponse): void => {
+      try {
+        if (pre(req, res)) return;
+      } catch (err) {
+        this.failed(opts.name, opts.errorFields, (req.url ?? '').split('?')[0]!, res, err);
+        return;
+      }
+      app(req, res);
+    };
+    return this.serve(first, opts.host, opts.port, opts.keepAliveTimeoutMs ?? 5000);
   }
 
   /** Closes every listener still open. */
@@ -150,19 +161,30 @@ export class HttpLayer implements HttpHost {
       this.sendError(res, status, message, fields?.(status, message));
     });
     app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
-      const known = statusOf(err);
-      if (known) {
-        this.sendError(res, known.status, known.message, { ...known.details, ...fields?.(known.status, known.message) });
-        return;
-      }
-      // The path only: a query string may carry a credential (Node-RED's access_token).
-      this.log.error({ listener: opts.name, err: errorMessage(err), path: req.path.slice(0, 200) }, 'http handler failed');
-      this.sendError(res, 500, 'internal error', fields?.(500, 'internal error'));
+      this.failed(opts.name, fields, req.path, res, err);
     });
     return app;
   }
 
-  private async serve(app: express.Express, host: string, port: number, keepAliveTimeoutMs: number, tls?: { cert: string; key: string }): Promise<HttpListener> {
+  /** A handler failed: its HTTP meaning when it has one, else 500 "internal error" (logged). */
+  private failed(listener: string, fields: ErrorFields, path: string, res: ServerResponse, err: unknown): void {
+    const known = statusOf(err);
+    if (known) {
+      this.sendError(res, known.status, known.message, { ...known.details, ...fields?.(known.status, known.message) });
+      return;
+    }
+    // The path only: a query string may carry a credential (Node-RED's access_token).
+    this.log.error({ listener, err: errorMessage(err), path: path.slice(0, 200) }, 'http handler failed');
+    this.sendError(res, 500, 'internal error', fields?.(500, 'internal error'));
+  }
+
+  private async serve(
+    app: (req: IncomingMessage, res: ServerResponse) => void,
+    host: string,
+    port: number,
+    keepAliveTimeoutMs: number,
+    tls?: { cert: string; key: string },
+  ): Promise<HttpListener> {
     const handle = (req: IncomingMessage, res: ServerResponse): void => {
       app(req, res);
     };

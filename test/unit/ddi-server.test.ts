@@ -136,6 +136,47 @@ describe('DDI update server', () => {
     expect([stale.status, stale.body.length]).toEqual([200, body.length]);
   });
 
+  it('answers an artifact request the same however its path is spelled, bytes and refusals alike, and counts each', async () => {
+    // The plain spelling is answered before the router; the others go through it.
+    const metrics = new PromMetrics();
+    const s = new DdiServer(source, { tenant: 'site', pollSeconds: 90, auth: new DeviceAuth({ tokenHashes: { 'pump-1': hashToken('t-pump-1'), 'pump-2': hashToken('t-pump-2') } }), maxTransfers: 2 }, silentLogger, metrics, new HttpLayer(silentLogger));
+    const p = await s.listen('127.0.0.1', 0);
+    const plain = `${base}/softwaremodules/3/artifacts/fw-2.1.0.swu`;
+    const spellings = [plain, `${base}/softwaremodules/3/artifacts/fw%2D2.1.0.swu`, `/site/CONTROLLER/v1/pump-1/softwaremodules/03/artifacts/fw-2.1.0.swu`, `${plain}/`, `${plain}?a=1`];
+    try {
+      for (const path of spellings) {
+        const r = await call(p, 'GET', path, { ...auth, range: 'bytes=10-19' });
+        expect([r.status, r.headers['content-range'], r.body.equals(body.subarray(10, 20))], path).toEqual([206, `bytes 10-19/${body.length}`, true]);
+        const head = await call(p, 'HEAD', path, auth);
+        expect([head.status, head.headers['content-length']], path).toEqual([200, String(body.length)]);
+        const none = await call(p, 'GET', path);
+        expect([none.status, none.headers['www-authenticate']], path).toEqual([401, 'TargetToken']);
+        expect((await call(p, 'GET', path, { authorization: 'TargetToken t-pump-2' })).status, path).toBe(403);
+        expect((await call(p, 'GET', path.replace(/modules\/0?3\//, 'modules/4/'), auth)).status, path).toBe(404);
+        expect((await call(p, 'POST', path, auth)).status, path).toBe(404);
+      }
+      expect((await call(p, 'GET', plain.replace('/site/', '/other/'), auth)).status).toBe(404);
+      expect((await call(p, 'GET', plain.replace('/pump-1/', '/-pump-1/'), auth)).status).toBe(400);
+    } finally {
+      await s.close();
+    }
+    const text = await metrics.text();
+    const n = spellings.length;
+    for (const [series, count] of [
+      ['outpost_ddi_requests_total{resource="artifact",status="206"}', n],
+      ['outpost_ddi_requests_total{resource="artifact",status="200"}', n],
+      ['outpost_ddi_requests_total{resource="artifact",status="404"}', n],
+      ['outpost_ddi_refused_total{reason="no-token"}', n],
+      ['outpost_ddi_refused_total{reason="other-device"}', n],
+      ['outpost_ddi_refused_total{reason="not-offered"}', n],
+      ['outpost_ddi_refused_total{reason="not-found"}', n + 1],
+      ['outpost_ddi_refused_total{reason="bad-controller-id"}', 1],
+      ['outpost_ddi_served_bytes_total', 10 * n],
+    ] as const) {
+      expect(text, series).toContain(`${series} ${count}\n`);
+    }
+  });
+
   it('serves repeated downloads of an artifact from memory (one read per chunk), and byte-exact with the chunk cache off', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'outpost-ddi-chunks-'));
     const big = Buffer.concat([body, body, body.subarray(0, 12_345)]);

@@ -1,5 +1,6 @@
 // First: the MQTT libraries must find the quiet `debug` when they load (runtime/quiet-debug.ts).
 import './quiet-debug.js';
+import { applyGcProfile } from './gc-profile.js';
 import type { OtaStatus } from '../ota/ota-service.js';
 import type { SiteConfig } from './config/schema.js';
 import { errorMessage, systemClock, type Clock, type Component, type Db, type Logger, type OutboxStats } from './contracts/index.js';
@@ -117,6 +118,8 @@ export class Gateway implements DeployTarget {
   /** Builds and starts every part on `config`; with the file's text, the store's config versions may choose another one. */
   private async startParts(config: SiteConfig, fileText?: string): Promise<void> {
     const { clock, log, metrics } = this;
+    // Before any part runs: the hot path's allocation sites are judged from its first messages.
+    applyGcProfile(config.gateway.gc);
     const site = new Site({
       config,
       clock,

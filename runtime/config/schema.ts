@@ -30,7 +30,11 @@ function build(registry: ProtocolRegistry) {
   const devices = z.array(device).default([]) as unknown as z.ZodDefault<z.ZodType<DeviceEntry[], DeviceEntryInput[]>>;
   return z
     .strictObject({
-      gateway: z.strictObject({ id: idSchema }),
+      gateway: z.strictObject({
+        id: idSchema,
+        /** V8's trade of memory for pause times (runtime/gc-profile.ts): `low-latency` for sites whose rules actuate. */
+        gc: z.enum(['compact', 'low-latency']).default('compact'),
+      }),
       broker: brokerSchema.default(brokerSchema.parse({})),
       identities: identitiesSchema.default(identitiesSchema.parse({})),
       http: z
